@@ -1,0 +1,1 @@
+"""Pinned bootloader manifest shipped with imgtool (installed as ``imgtool.bootloader_manifest``)."""

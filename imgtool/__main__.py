@@ -1,0 +1,3 @@
+from imgtool.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""The `imgtool` command: a thin click shell over the library.
+
+Each sub-command lives in ``imgtool.commands.<name>``; modules import their
+heavy dependencies inside the command so ``imgtool pack`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from imgtool import __version__
+from imgtool.errors import ImgtoolError
+
+#: Sub-command name → "module:attribute" of its click command, loaded on demand.
+COMMANDS = {
+    "image": "imgtool.commands.image:image",
+    "info": "imgtool.commands.image:info",
+    "partitions": "imgtool.commands.partitions:partitions",
+    "bootloader": "imgtool.commands.bootloader:bootloader",
+    "pack": "imgtool.commands.pack:pack",
+    "verify": "imgtool.commands.pack:verify",
+    "flash": "imgtool.commands.pack:flash",
+}
+
+
+class LazyGroup(click.Group):
+    """Loads a sub-command's module only when it is run or listed."""
+
+    def list_commands(self, ctx):
+        return sorted(self._available())
+
+    def _available(self):
+        import importlib.util
+
+        names = []
+        for name, target in COMMANDS.items():
+            module = target.split(":")[0]
+            if importlib.util.find_spec(module) is not None:
+                names.append(name)
+        return names
+
+    def get_command(self, ctx, cmd_name):
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        import importlib
+
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        return getattr(module, attr, None)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ImgtoolError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            fail(f"{where}{exc.strerror or exc}", 1)
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"imgtool: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="imgtool")
+def main():
+    """Turn a Rust firmware ELF for an Espressif chip into everything needed to flash and ship it."""

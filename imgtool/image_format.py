@@ -1,0 +1,312 @@
+"""The ESP app/bootloader image format: declared once, parsed and built from the same declarations.
+
+Layout: 8-byte header, 16-byte extended header, then ``segment_count`` times
+(8-byte segment header + data), zero padding up to a 16-byte boundary whose
+last byte is the XOR checksum of all segment data, then (when the extended
+header says so) the SHA-256 of everything before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, PaddedString, StreamError, Struct
+
+from imgtool.errors import ImageError
+
+IMAGE_MAGIC = 0xE9
+CHECKSUM_SEED = 0xEF
+CHECKSUM_ALIGN = 16
+SHA256_LEN = 32
+WP_PIN_DISABLED = 0xEE
+#: ESP-IDF's bootloader refuses images with more segments than this.
+MAX_SEGMENTS = 16
+#: Segment data is always a multiple of this length.
+SEGMENT_ALIGN = 4
+
+APP_DESC_MAGIC = 0xABCD5432
+
+ImageHeader = Struct(
+    "magic" / Const(IMAGE_MAGIC, Int8ul),
+    "segment_count" / Int8ul,
+    "flash_mode" / Int8ul,
+    "flash_size_freq" / Int8ul,  # high nibble: size code, low nibble: frequency code
+    "entry" / Int32ul,
+)
+
+ExtendedHeader = Struct(
+    "wp_pin" / Int8ul,
+    "spi_pin_drv" / Bytes(3),
+    "chip_id" / Int16ul,
+    "min_chip_rev" / Int8ul,  # legacy: major revision only
+    "min_chip_rev_full" / Int16ul,  # major * 100 + minor
+    "max_chip_rev_full" / Int16ul,
+    "reserved" / Bytes(4),
+    "hash_appended" / Int8ul,
+)
+
+SegmentHeader = Struct(
+    "load_addr" / Int32ul,
+    "data_len" / Int32ul,
+)
+
+#: ESP-IDF's ``esp_app_desc_t``; the bootloader reads it from the start of the first segment.
+AppDescriptor = Struct(
+    "magic_word" / Const(APP_DESC_MAGIC, Int32ul),
+    "secure_version" / Int32ul,
+    "reserv1" / Bytes(8),
+    "version" / PaddedString(32, "utf8"),
+    "project_name" / PaddedString(32, "utf8"),
+    "time" / PaddedString(16, "utf8"),
+    "date" / PaddedString(16, "utf8"),
+    "idf_ver" / PaddedString(32, "utf8"),
+    "app_elf_sha256" / Bytes(32),
+    "min_efuse_blk_rev_full" / Int16ul,
+    "max_efuse_blk_rev_full" / Int16ul,
+    "mmu_page_size" / Int8ul,  # log2 of the page size
+    "reserv3" / Bytes(3),
+    "reserv2" / Bytes(72),
+)
+
+HEADER_LEN = ImageHeader.sizeof()
+EXTENDED_HEADER_LEN = ExtendedHeader.sizeof()
+SEGMENT_HEADER_LEN = SegmentHeader.sizeof()
+APP_DESC_LEN = AppDescriptor.sizeof()
+#: Offset of ``app_elf_sha256`` inside the descriptor.
+APP_DESC_ELF_SHA256_OFFSET = 144
+#: Bytes before the first segment's data.
+FIRST_SEGMENT_DATA_OFFSET = HEADER_LEN + EXTENDED_HEADER_LEN + SEGMENT_HEADER_LEN
+
+
+def xor_checksum(chunks, seed: int = CHECKSUM_SEED) -> int:
+    """XOR of every byte in ``chunks``, starting from ``seed``; folds big integers so MBs stay fast."""
+    acc = 0
+    for chunk in chunks:
+        if chunk:
+            acc ^= _xor_fold(bytes(chunk))
+    return (acc ^ seed) & 0xFF
+
+
+def _xor_fold(data: bytes) -> int:
+    value = int.from_bytes(data, "little")
+    width = len(data) * 8
+    while width > 8:
+        half = ((width // 8 + 1) // 2) * 8
+        value = (value >> half) ^ (value & ((1 << half) - 1))
+        width = half
+    return value
+
+
+def align(value: int, alignment: int) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bytes the loader copies to ``addr`` (a small value object, like esptool's ImageSegment)."""
+
+    addr: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.addr + len(self.data)
+
+    def __repr__(self) -> str:
+        return f"Segment(0x{self.addr:08x}, {len(self.data)} bytes)"
+
+
+@dataclass(frozen=True)
+class EspImage:
+    """An ESP image as values; ``to_bytes`` computes padding, checksum and hash."""
+
+    chip_id: int
+    entry: int
+    segments: tuple[Segment, ...]
+    flash_mode: int = 2
+    flash_size_code: int = 1
+    flash_freq_code: int = 0
+    min_chip_rev_full: int = 0
+    max_chip_rev_full: int = 0xFFFF
+    hash_appended: bool = True
+    wp_pin: int = WP_PIN_DISABLED
+    spi_pin_drv: bytes = b"\x00\x00\x00"
+    min_chip_rev: int | None = None
+
+    def header_bytes(self) -> bytes:
+        hdr = ImageHeader.build(
+            dict(
+                segment_count=len(self.segments),
+                flash_mode=self.flash_mode,
+                flash_size_freq=(self.flash_size_code << 4) | self.flash_freq_code,
+                entry=self.entry,
+            )
+        )
+        ext = ExtendedHeader.build(
+            dict(
+                wp_pin=self.wp_pin,
+                spi_pin_drv=self.spi_pin_drv,
+                chip_id=self.chip_id,
+                min_chip_rev=self.min_chip_rev if self.min_chip_rev is not None else self.min_chip_rev_full // 100,
+                min_chip_rev_full=self.min_chip_rev_full,
+                max_chip_rev_full=self.max_chip_rev_full,
+                reserved=b"\x00" * 4,
+                hash_appended=1 if self.hash_appended else 0,
+            )
+        )
+        return hdr + ext
+
+    def to_bytes(self) -> bytes:
+        if len(self.segments) > 0xFF:
+            raise ImageError(f"{len(self.segments)} segments do not fit the image header")
+        parts = [self.header_bytes()]
+        for seg in self.segments:
+            parts.append(SegmentHeader.build(dict(load_addr=seg.addr, data_len=len(seg.data))))
+            parts.append(seg.data)
+        body_len = sum(len(p) for p in parts)
+        pad = align(body_len + 1, CHECKSUM_ALIGN) - body_len - 1
+        parts.append(b"\x00" * pad)
+        parts.append(bytes([xor_checksum(s.data for s in self.segments)]))
+        out = b"".join(parts)
+        if self.hash_appended:
+            out += hashlib.sha256(out).digest()
+        return out
+
+    def with_flash_params(self, *, mode: int | None = None, size_code: int | None = None, freq_code: int | None = None) -> EspImage:
+        changes = {}
+        if mode is not None:
+            changes["flash_mode"] = mode
+        if size_code is not None:
+            changes["flash_size_code"] = size_code
+        if freq_code is not None:
+            changes["flash_freq_code"] = freq_code
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ParsedSegment:
+    segment: Segment
+    header_offset: int  # where its 8-byte header starts in the file
+
+    @property
+    def data_offset(self) -> int:
+        return self.header_offset + SEGMENT_HEADER_LEN
+
+
+@dataclass(frozen=True)
+class ParsedImage:
+    """What a file says, plus whether its checksum and hash verify."""
+
+    image: EspImage
+    segments: tuple[ParsedSegment, ...]
+    stored_checksum: int
+    computed_checksum: int
+    stored_sha256: bytes | None
+    computed_sha256: bytes | None
+    length: int  # bytes the image occupies, hash included
+    trailing: int = 0  # bytes after the image in the buffer
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def checksum_valid(self) -> bool:
+        return self.stored_checksum == self.computed_checksum
+
+    @property
+    def hash_valid(self) -> bool | None:
+        if self.stored_sha256 is None:
+            return None
+        return self.stored_sha256 == self.computed_sha256
+
+    @property
+    def valid(self) -> bool:
+        return self.checksum_valid and self.hash_valid is not False
+
+
+def parse_image(data: bytes | memoryview, path=None, *, what: str = "image") -> ParsedImage:
+    """Parse an ESP image from the start of ``data`` (extra bytes after it are allowed, e.g. flash dumps).
+
+    Never trusts the header's counts or lengths beyond what ``data`` holds.
+    """
+    buf = memoryview(data)
+    if len(buf) < HEADER_LEN + EXTENDED_HEADER_LEN:
+        raise ImageError(f"{what} is {len(buf)} bytes, too short for an ESP image header", path=path)
+    if buf[0] != IMAGE_MAGIC:
+        raise ImageError(
+            f"{what} does not start with the ESP image magic 0xE9 (found 0x{buf[0]:02X})", path=path, field="magic"
+        )
+    hdr = ImageHeader.parse(bytes(buf[:HEADER_LEN]))
+    ext = ExtendedHeader.parse(bytes(buf[HEADER_LEN : HEADER_LEN + EXTENDED_HEADER_LEN]))
+    if ext.hash_appended not in (0, 1):
+        raise ImageError(
+            f"{what} extended header has hash_appended={ext.hash_appended} (must be 0 or 1)",
+            path=path,
+            field="hash_appended",
+        )
+    offset = HEADER_LEN + EXTENDED_HEADER_LEN
+    parsed = []
+    for index in range(hdr.segment_count):
+        if offset + SEGMENT_HEADER_LEN > len(buf):
+            raise ImageError(
+                f"{what} is truncated: segment {index} header at 0x{offset:x} is past the end ({len(buf)} bytes)",
+                path=path,
+                field=f"segment {index}",
+            )
+        try:
+            sh = SegmentHeader.parse(bytes(buf[offset : offset + SEGMENT_HEADER_LEN]))
+        except StreamError as exc:  # pragma: no cover - guarded by the length check above
+            raise ImageError(f"{what}: unreadable segment {index} header", path=path) from exc
+        start = offset + SEGMENT_HEADER_LEN
+        if start + sh.data_len > len(buf):
+            raise ImageError(
+                f"{what} is truncated: segment {index} claims {sh.data_len} bytes at 0x{start:x} "
+                f"but the file ends at 0x{len(buf):x}",
+                path=path,
+                field=f"segment {index}",
+            )
+        parsed.append(ParsedSegment(Segment(sh.load_addr, bytes(buf[start : start + sh.data_len])), offset))
+        offset = start + sh.data_len
+    checksum_pos = align(offset + 1, CHECKSUM_ALIGN) - 1
+    if checksum_pos >= len(buf):
+        raise ImageError(f"{what} is truncated: the checksum byte at 0x{checksum_pos:x} is missing", path=path)
+    stored_checksum = buf[checksum_pos]
+    computed_checksum = xor_checksum(p.segment.data for p in parsed)
+    end = checksum_pos + 1
+    stored_sha = computed_sha = None
+    if ext.hash_appended:
+        if end + SHA256_LEN > len(buf):
+            raise ImageError(f"{what} is truncated: the appended SHA-256 is missing", path=path, field="sha256")
+        stored_sha = bytes(buf[end : end + SHA256_LEN])
+        computed_sha = hashlib.sha256(buf[:end]).digest()
+        end += SHA256_LEN
+    image = EspImage(
+        chip_id=ext.chip_id,
+        entry=hdr.entry,
+        segments=tuple(p.segment for p in parsed),
+        flash_mode=hdr.flash_mode,
+        flash_size_code=hdr.flash_size_freq >> 4,
+        flash_freq_code=hdr.flash_size_freq & 0xF,
+        min_chip_rev_full=ext.min_chip_rev_full,
+        max_chip_rev_full=ext.max_chip_rev_full,
+        hash_appended=bool(ext.hash_appended),
+        wp_pin=ext.wp_pin,
+        spi_pin_drv=bytes(ext.spi_pin_drv),
+        min_chip_rev=ext.min_chip_rev,
+    )
+    return ParsedImage(
+        image=image,
+        segments=tuple(parsed),
+        stored_checksum=stored_checksum,
+        computed_checksum=computed_checksum,
+        stored_sha256=stored_sha,
+        computed_sha256=computed_sha,
+        length=end,
+        trailing=len(buf) - end,
+    )
+
+
+def parse_app_descriptor(data: bytes):
+    """The app descriptor at the start of ``data``, or None when the magic is absent."""
+    if len(data) < APP_DESC_LEN or int.from_bytes(data[:4], "little") != APP_DESC_MAGIC:
+        return None
+    return AppDescriptor.parse(bytes(data[:APP_DESC_LEN]))

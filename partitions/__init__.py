@@ -1,0 +1,1 @@
+"""Partition-table presets shipped with imgtool (installed as ``imgtool.partition_presets``)."""
