@@ -1,0 +1,235 @@
+"""ELF → ESP app image: the library entry point for the `image` stage.
+
+Data flows one way: ELF pieces → classified pieces → segment layout → EspImage → bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtool.chips import (
+    ANY_REVISION_MAX,
+    CHIPS,
+    DEFAULT_FLASH_MODE,
+    DEFAULT_FLASH_SIZE,
+    FLASH_MODES,
+    FLASH_SIZES,
+    Chip,
+    Region,
+    flash_size_bytes,
+    get_chip,
+    normalize_flash_mode,
+    normalize_flash_size,
+)
+from imgtool.elf import ElfInfo, read_elf
+from imgtool.errors import ElfError, LayoutError, UsageError
+from imgtool.image_format import (
+    APP_DESC_ELF_SHA256_OFFSET,
+    APP_DESC_LEN,
+    EspImage,
+    parse_app_descriptor,
+)
+from imgtool.segments import Piece, classify, layout
+from imgtool.size_report import SizeReport, size_report
+
+MAX_REVISION_FULL = 0xFFFF
+
+
+@dataclass
+class AppImage:
+    chip: Chip
+    image: EspImage
+    data: bytes
+    elf: ElfInfo
+    size_report: SizeReport
+    app_desc: dict | None
+    elf_sha256: bytes
+    mmu_page_size: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def detect_chip(elf: ElfInfo) -> Chip:
+    """Pick the chip from the ELF's machine, addresses and the chip-named crates it carries."""
+    candidates = [c for c in CHIPS.values() if c.elf_machine == elf.machine]
+    fitting = [c for c in candidates if all(c.region_of(p.addr, p.size) for p in elf.pieces)]
+    named = [c for c in fitting if c.name in elf.chip_hints]
+    if len(named) == 1:
+        return named[0]
+    if len(fitting) == 1:
+        return fitting[0]
+    pool = named or fitting
+    if not pool:
+        raise ElfError(
+            f"no {elf.machine_name} chip has memory at all of this ELF's addresses; pass --chip to see which section is off",
+            path=elf.path,
+        )
+    raise ElfError(
+        f"cannot tell the chip from the ELF (could be {', '.join(c.name for c in pool)}); pass --chip",
+        path=elf.path,
+        field="--chip",
+    )
+
+
+def resolve_chip(elf: ElfInfo, chip: str | Chip | None, warnings: list[str]) -> Chip:
+    if chip is None:
+        return detect_chip(elf)
+    chosen = chip if isinstance(chip, Chip) else get_chip(chip)
+    if chosen.elf_machine != elf.machine:
+        others = [c.name for c in CHIPS.values() if c.elf_machine == elf.machine]
+        raise ElfError(
+            f"ELF is {elf.machine_name} but {chosen.name} is {'Xtensa' if chosen.arch == 'xtensa' else 'RISC-V'}; "
+            f"pass --chip with one of {', '.join(others)}",
+            path=elf.path,
+            field="e_machine",
+        )
+    if elf.chip_hints and chosen.name not in elf.chip_hints:
+        warnings.append(
+            f"{elf.path}: the ELF mentions {', '.join(sorted(elf.chip_hints))} but --chip is {chosen.name}"
+        )
+    return chosen
+
+
+def _check_revision(value: int | None, name: str) -> None:
+    if value is not None and not 0 <= value <= MAX_REVISION_FULL:
+        raise UsageError(f"{name} must be between 0 and {MAX_REVISION_FULL} (major*100+minor), got {value}", field=name)
+
+
+def parse_revision(text: str | int | None, name: str) -> int | None:
+    """``v3.1`` or ``3.1`` → 301; a plain integer is already major*100+minor (esptool's --min-rev-full)."""
+    if text is None or isinstance(text, int):
+        _check_revision(text, name)
+        return text
+    raw = text.strip().lower().removeprefix("v")
+    try:
+        if "." in raw:
+            major, minor = raw.split(".", 1)
+            if not (major.isdigit() and minor.isdigit() and int(minor) < 100):
+                raise ValueError(raw)
+            value = int(major) * 100 + int(minor)
+        else:
+            value = int(raw, 0)
+    except ValueError:
+        raise UsageError(f"{name} '{text}' is not a chip revision like v3.1 or 301", field=name) from None
+    _check_revision(value, name)
+    return value
+
+
+def build_app_image(
+    elf_path: str | os.PathLike,
+    *,
+    chip: str | Chip | None = None,
+    flash_mode: str | None = None,
+    flash_size: str | None = None,
+    flash_freq: str | None = None,
+    min_rev_full: int | None = None,
+    max_rev_full: int | None = None,
+    mmu_page_size: int | None = None,
+) -> AppImage:
+    """Turn a firmware ELF into an ESP app image for ``chip`` (detected when None)."""
+    warnings: list[str] = []
+    mode = normalize_flash_mode(flash_mode or DEFAULT_FLASH_MODE)
+    size = normalize_flash_size(flash_size or DEFAULT_FLASH_SIZE)
+    _check_revision(min_rev_full, "--min-rev")
+    _check_revision(max_rev_full, "--max-rev")
+    elf = read_elf(elf_path)
+    target = resolve_chip(elf, chip, warnings)
+    freq_code = target.flash_freq_code(flash_freq or target.default_flash_freq)
+
+    contents = elf.read_all()
+    desc_piece = elf.find_app_descriptor(contents)
+    elf_sha = elf.sha256()
+    app_desc = None
+    if desc_piece is None:
+        warnings.append(
+            f"{elf.path}: no ESP-IDF app descriptor (esp_app_desc_t) found; current ESP-IDF bootloaders and "
+            "espflash expect one (esp-hal adds it with esp_bootloader_esp_idf::esp_app_desc!())"
+        )
+    else:
+        contents[desc_piece] = _fill_elf_sha(contents[desc_piece], elf_sha)
+        parsed = parse_app_descriptor(contents[desc_piece])
+        app_desc = desc_dict(parsed) if parsed is not None else None
+
+    page = _page_size(target, mmu_page_size, app_desc, elf.path)
+    pieces = [classify(target, p.name, p.addr, contents[p], elf.path) for p in elf.pieces]
+    segments = layout(pieces, page, first_addr=desc_piece.addr if desc_piece else None, path=elf.path)
+    _check_entry(target, elf, warnings)
+
+    image = EspImage(
+        chip_id=target.image_chip_id,
+        entry=elf.entry,
+        segments=tuple(segments),
+        flash_mode=FLASH_MODES[mode],
+        flash_size_code=FLASH_SIZES[size],
+        flash_freq_code=freq_code,
+        min_chip_rev_full=min_rev_full if min_rev_full is not None else 0,
+        max_chip_rev_full=max_rev_full if max_rev_full is not None else ANY_REVISION_MAX,
+    )
+    if image.min_chip_rev_full > image.max_chip_rev_full:
+        raise UsageError(
+            f"--min-rev v{image.min_chip_rev_full // 100}.{image.min_chip_rev_full % 100} is above "
+            f"--max-rev v{image.max_chip_rev_full // 100}.{image.max_chip_rev_full % 100}",
+            field="--min-rev",
+        )
+    data = image.to_bytes()
+    if len(data) > flash_size_bytes(size):
+        raise LayoutError(
+            f"app image is {len(data)} bytes, more than the {size} flash; pass a larger --flash-size",
+            path=elf.path,
+        )
+    report = size_report(target, elf, pieces, len(data), flash_size_bytes(size))
+    return AppImage(target, image, data, elf, report, app_desc, elf_sha, page, warnings)
+
+
+def _fill_elf_sha(desc: bytes, sha: bytes) -> bytes:
+    """ESP-IDF stores the ELF's SHA-256 in the descriptor so panic decoders can match the ELF."""
+    if len(desc) < APP_DESC_LEN:
+        return desc
+    start = APP_DESC_ELF_SHA256_OFFSET
+    return desc[:start] + sha + desc[start + len(sha) :]
+
+
+def _page_size(chip: Chip, requested: int | None, app_desc: dict | None, path: Path) -> int:
+    if requested is None and app_desc and app_desc.get("mmu_page_size"):
+        requested = 1 << app_desc["mmu_page_size"]
+        if requested not in chip.mmu_page_sizes:
+            raise ElfError(
+                f"app descriptor asks for a {requested // 1024} KiB MMU page, which {chip.name} does not have "
+                f"({', '.join(str(s // 1024) + ' KiB' for s in chip.mmu_page_sizes)})",
+                path=path,
+                field="mmu_page_size",
+            )
+    page = requested or max(chip.mmu_page_sizes)
+    if page not in chip.mmu_page_sizes:
+        raise UsageError(
+            f"{chip.name} has no {page}-byte MMU page; use one of {', '.join(map(str, chip.mmu_page_sizes))}",
+            field="--mmu-page-size",
+        )
+    return page
+
+
+def _check_entry(chip: Chip, elf: ElfInfo, warnings: list[str]) -> None:
+    rng = chip.region_of(elf.entry)
+    if rng is None or rng.region not in (Region.IROM, Region.IRAM, Region.SRAM, Region.TCM, Region.RTC_IRAM):
+        warnings.append(f"{elf.path}: entry point 0x{elf.entry:08x} is not in executable memory of {chip.name}")
+
+
+def desc_dict(desc) -> dict:
+    """The app descriptor as plain values (for reports and JSON)."""
+    return {
+        "magic_word": desc.magic_word,
+        "secure_version": desc.secure_version,
+        "version": desc.version,
+        "project_name": desc.project_name,
+        "time": desc.time,
+        "date": desc.date,
+        "idf_ver": desc.idf_ver,
+        "app_elf_sha256": bytes(desc.app_elf_sha256).hex(),
+        "min_efuse_blk_rev_full": desc.min_efuse_blk_rev_full,
+        "max_efuse_blk_rev_full": desc.max_efuse_blk_rev_full,
+        "mmu_page_size": desc.mmu_page_size,
+    }
+
+
+__all__ = ["AppImage", "build_app_image", "desc_dict", "detect_chip", "parse_revision"]

@@ -1,0 +1,130 @@
+"""`imgtool image` (ELF → app .bin) and `imgtool info` (what an image holds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from imgtool.chips import CHIPS, FLASH_MODES, FLASH_SIZES
+
+chip_option = click.option(
+    "--chip", type=click.Choice(sorted(CHIPS), case_sensitive=False), help="Target chip (detected from the ELF when omitted)."
+)
+flash_mode_option = click.option(
+    "--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help="SPI flash mode [default: dio]."
+)
+flash_size_option = click.option(
+    "--flash-size", type=click.Choice(list(FLASH_SIZES), case_sensitive=False), help="Flash size [default: 2MB]."
+)
+flash_freq_option = click.option("--flash-freq", help="Flash frequency, e.g. 40m or 80m [default: the chip's ESP-IDF default].")
+
+
+def echo_warnings(warnings) -> None:
+    for warning in warnings:
+        click.echo(f"imgtool: warning: {warning}", err=True)
+
+
+def print_size_report(report, console) -> None:
+    from rich.table import Table
+
+    table = Table(title="Memory use", title_justify="left")
+    table.add_column("Region")
+    table.add_column("Used", justify="right")
+    table.add_column("Capacity", justify="right")
+    table.add_column("%", justify="right")
+    for row in report.rows:
+        table.add_row(
+            row.name,
+            f"{row.used:,}",
+            f"{row.capacity:,}" if row.capacity else "-",
+            f"{row.percent:.1f}" if row.percent is not None else "-",
+        )
+    console.print(table)
+
+
+@click.command()
+@click.argument("elf", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image [default: ELF name + .bin].")
+@chip_option
+@flash_mode_option
+@flash_size_option
+@flash_freq_option
+@click.option("--min-rev", help="Lowest chip revision the app runs on, e.g. v0.3 or 3 (major*100+minor) [default: 0].")
+@click.option("--max-rev", help="Highest chip revision the app runs on, e.g. v1.99 [default: any].")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
+def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, quiet):
+    """Convert a firmware ELF into a bootable ESP app image."""
+    from rich.console import Console
+
+    from imgtool.app_image import build_app_image, parse_revision
+    from imgtool.atomic import write_bytes
+    from imgtool.errors import UsageError
+
+    result = build_app_image(
+        elf,
+        chip=chip,
+        flash_mode=flash_mode,
+        flash_size=flash_size,
+        flash_freq=flash_freq,
+        min_rev_full=parse_revision(min_rev, "--min-rev"),
+        max_rev_full=parse_revision(max_rev, "--max-rev"),
+    )
+    target = output or elf.with_suffix(".bin")
+    if target.resolve() == elf.resolve():
+        raise UsageError("the output would overwrite the ELF; pass -o with another name", path=elf, field="--output")
+    write_bytes(target, result.data)
+    echo_warnings(result.warnings)
+    if not quiet:
+        console = Console()
+        console.print(f"{result.chip.name}: wrote {target} ({len(result.data):,} bytes, {len(result.image.segments)} segments)")
+        print_size_report(result.size_report, console)
+
+
+@click.command()
+@click.argument("image_file", metavar="IMAGE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def info(image_file, as_json):
+    """Show what an ESP image holds: header, segments, checksum and hash, app descriptor."""
+    from imgtool.image_info import describe
+
+    report = describe(image_file)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{image_file}[/bold] — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes")
+    console.print(
+        f"entry 0x{report['entry']:08x}, flash {report['flash_mode']} {report['flash_size']} {report['flash_freq']}, "
+        f"chip revision v{report['min_rev_full'] // 100}.{report['min_rev_full'] % 100}"
+        f"–{_rev(report['max_rev_full'])}"
+    )
+    table = Table(title="Segments", title_justify="left")
+    for col in ("#", "Load address", "Length", "File offset", "Memory"):
+        table.add_column(col, justify="right" if col != "Memory" else "left")
+    for seg in report["segments"]:
+        table.add_row(
+            str(seg["index"]), f"0x{seg['addr']:08x}", f"0x{seg['length']:x}", f"0x{seg['data_offset']:x}", seg["memory"]
+        )
+    console.print(table)
+    console.print(f"checksum 0x{report['checksum']['stored']:02x} ({'valid' if report['checksum']['valid'] else 'INVALID'})")
+    if report["sha256"] is not None:
+        console.print(f"sha256 {report['sha256']['stored']} ({'valid' if report['sha256']['valid'] else 'INVALID'})")
+    desc = report["app_desc"]
+    if desc:
+        console.print(
+            f"app: {desc['project_name']} {desc['version']} built {desc['date']} {desc['time']}"
+            f"{', ELF sha256 ' + desc['app_elf_sha256'] if desc['app_elf_sha256'].strip('0') else ''}"
+        )
+    for note in report["problems"]:
+        console.print(f"[red]problem:[/red] {note}")
+    if report["problems"]:
+        raise SystemExit(1)
+
+
+def _rev(full: int) -> str:
+    return "any" if full == 0xFFFF else f"v{full // 100}.{full % 100}"

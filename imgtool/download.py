@@ -1,0 +1,283 @@
+"""Fetch a file whose SHA-256 is known in advance, so nothing unverified ever lands in a cache.
+
+Generic: knows URLs, hashes and files, nothing about chips. The bytes go to a
+temp file beside the destination and are renamed into place only after the
+hash matches; a lock file beside the destination lets concurrent processes
+share one cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgtool.errors import ImgtoolError
+
+#: Hosts for which plain http:// is allowed (a local mirror or a test server); everything else must be https.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: HTTP statuses worth retrying: the server or a proxy may recover.
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+CHUNK_SIZE = 16 * 1024
+USER_AGENT = "imgtool (+https://github.com/esp-rs)"
+
+
+class DownloadError(ImgtoolError):
+    """A file cannot be fetched or does not match its pinned hash."""
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """How patient to be. The defaults suit a slow link; tests shrink them to stay quick."""
+
+    timeout: float = 30.0  # seconds without progress (connect or read) before giving up
+    retries: int = 3  # extra attempts after the first, for transient failures only
+    backoff: float = 1.0  # seconds before the first retry, doubled each time
+    max_bytes: int = 16 * 1024 * 1024  # refuse anything larger: a pinned file is never this big
+
+
+DEFAULT_SETTINGS = DownloadSettings()
+
+
+class _Transient(Exception):
+    """A failure another attempt may cure; carries the message to show if none does."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def has_hash(path: str | os.PathLike, sha256: str) -> bool:
+    """True when ``path`` exists and holds exactly the bytes with this SHA-256."""
+    try:
+        return sha256_file(path) == sha256.lower()
+    except OSError:
+        return False
+
+
+def check_url(url: str) -> None:
+    """Allow https anywhere and http only to this machine, so certificates guard every remote fetch."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return
+    raise DownloadError(
+        f"refusing to download {url}: only https:// addresses (or http:// on 127.0.0.1) are allowed",
+        field="url",
+    )
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike):
+    """Hold an exclusive lock on ``path`` (created if needed); a no-op where ``fcntl`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX platforms share the cache without a lock
+        yield
+        return
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def install_bytes(data: bytes, dest: str | os.PathLike, *, sha256: str, source: str) -> Path:
+    """Put ``data`` at ``dest`` only if its SHA-256 matches; used for copies from a local mirror."""
+    dest = Path(dest)
+    _verify(hashlib.sha256(data).hexdigest(), sha256, source, len(data))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(_lock_path(dest)):
+        if has_hash(dest, sha256):
+            return dest
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, dest)
+        finally:
+            _unlink(tmp)
+    return dest
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str,
+    settings: DownloadSettings = DEFAULT_SETTINGS,
+    quiet: bool = False,
+    label: str | None = None,
+) -> Path:
+    """Fetch ``url`` into ``dest`` unless ``dest`` already has the pinned hash; returns ``dest``.
+
+    Retries connection failures, stalls and 5xx answers with exponential back-off;
+    a 4xx answer, an oversized body or a hash mismatch fails at once.
+    """
+    check_url(url)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(_lock_path(dest)):
+        # Another process may have finished the same download while we waited for the lock.
+        if has_hash(dest, sha256):
+            return dest
+        attempt = 0
+        while True:
+            try:
+                tmp = _fetch_to_temp(url, dest.parent, settings, quiet=quiet, label=label or dest.name)
+                break
+            except _Transient as exc:
+                if attempt >= settings.retries:
+                    tries = f" after {attempt + 1} attempts" if attempt else ""
+                    raise DownloadError(f"{exc}{tries}", field="url") from None
+                time.sleep(settings.backoff * (2**attempt))
+                attempt += 1
+        try:
+            _verify(sha256_file(tmp), sha256, url, os.path.getsize(tmp))
+            os.replace(tmp, dest)
+        finally:
+            _unlink(tmp)
+    return dest
+
+
+def _verify(actual: str, expected: str, source: str, size: int) -> None:
+    if actual != expected.lower():
+        raise DownloadError(
+            f"{source} ({size} bytes) has SHA-256 {actual} but {expected.lower()} is pinned; "
+            "nothing was kept. The server or a proxy served different bytes: use the pinned source or a trusted mirror",
+            field="sha256",
+        )
+
+
+def _lock_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".lock")
+
+
+def _unlink(path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _fetch_to_temp(url: str, folder: Path, settings: DownloadSettings, *, quiet: bool, label: str) -> str:
+    """One attempt: stream the body into a temp file in ``folder`` and return its path."""
+    import http.client
+    import socket
+    import urllib.error
+
+    try:
+        response = _opener().open(_request(url), timeout=settings.timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code in RETRYABLE_STATUSES:
+            raise _Transient(f"{url} answered HTTP {exc.code} {exc.reason}") from None
+        if exc.code == 404:
+            raise DownloadError(f"{url} does not exist (HTTP 404); check the address or mirror", field="url") from None
+        raise DownloadError(f"{url} answered HTTP {exc.code} {exc.reason}", field="url") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            raise _Transient(_stall_message(url, settings)) from None
+        if _is_certificate_error(reason):
+            raise DownloadError(f"{url}: TLS certificate check failed ({reason})", field="url") from None
+        raise _Transient(f"cannot reach {url} ({reason}); check the network or set a mirror") from None
+    except (TimeoutError, socket.timeout):
+        raise _Transient(_stall_message(url, settings)) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise _Transient(f"cannot reach {url} ({exc}); check the network or set a mirror") from None
+
+    with response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        if total is not None and total > settings.max_bytes:
+            raise DownloadError(_too_big(url, settings), field="url")
+        fd, tmp = tempfile.mkstemp(prefix=".download.", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as out, _progress(label, total, quiet) as advance:
+                received = 0
+                while True:
+                    try:
+                        chunk = response.read(CHUNK_SIZE)
+                    except (TimeoutError, socket.timeout):
+                        raise _Transient(_stall_message(url, settings)) from None
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise _Transient(f"connection to {url} broke ({exc})") from None
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    if received > settings.max_bytes:
+                        raise DownloadError(_too_big(url, settings), field="url")
+                    out.write(chunk)
+                    advance(len(chunk))
+            if total is not None and received < total:
+                raise _Transient(f"{url} ended after {received} of {total} bytes")
+        except BaseException:
+            _unlink(tmp)
+            raise
+    return tmp
+
+
+def _stall_message(url: str, settings: DownloadSettings) -> str:
+    return f"timed out: {url} sent nothing for {settings.timeout:g} s; check the network or set a mirror"
+
+
+def _too_big(url: str, settings: DownloadSettings) -> str:
+    return f"{url} is larger than the {settings.max_bytes}-byte limit; refusing it"
+
+
+def _is_certificate_error(reason) -> bool:
+    import ssl
+
+    return isinstance(reason, ssl.SSLCertVerificationError)
+
+
+def _request(url: str):
+    from urllib.request import Request
+
+    return Request(url, headers={"User-Agent": USER_AGENT})
+
+
+def _opener():
+    """An opener with certificate checks that refuses redirects to anything ``check_url`` would refuse."""
+    import ssl
+    import urllib.request
+
+    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            check_url(newurl)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    context = ssl.create_default_context()
+    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), CheckedRedirects())
+
+
+def _show_progress(quiet: bool) -> bool:
+    import sys
+
+    return not quiet and not os.environ.get("CI") and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None, quiet: bool):
+    """Yield a function that advances a rich progress bar on stderr, or does nothing when not wanted."""
+    if not _show_progress(quiet):
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"downloading {label}", total=total)
+        yield lambda n: progress.advance(task, n)

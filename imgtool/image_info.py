@@ -1,0 +1,77 @@
+"""A report of what an ESP image holds, shared by `imgtool info` and JSON output."""
+
+from __future__ import annotations
+
+import os
+
+from imgtool.atomic import read_input
+from imgtool.chips import Region, chip_by_image_id, flash_mode_name, flash_size_name
+from imgtool.image_format import parse_app_descriptor, parse_image
+from imgtool.segments import PADDING_ADDR
+
+#: Largest file `info` reads: the biggest flash an image header can describe.
+MAX_IMAGE_FILE = 128 * 1024 * 1024
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """Header, segments with memory type, checksum/hash validity and app descriptor of the image at ``path``."""
+    data = read_input(path, "ESP image", limit=MAX_IMAGE_FILE)
+    parsed = parse_image(data, path)
+    img = parsed.image
+    chip = chip_by_image_id(img.chip_id)
+    segments = []
+    problems = []
+    for index, ps in enumerate(parsed.segments):
+        seg = ps.segment
+        if seg.addr == PADDING_ADDR:
+            memory = "padding"
+        elif chip is None:
+            memory = "?"
+        else:
+            rng = chip.region_of(seg.addr, len(seg.data))
+            memory = rng.region.value if rng else "outside memory"
+            if rng is None:
+                problems.append(f"segment {index} at 0x{seg.addr:08x} is outside every memory region of {chip.name}")
+            elif rng.region.flash_mapped and (ps.data_offset - seg.addr) % 0x10000 and chip.mmu_page_sizes == (0x10000,):
+                problems.append(f"segment {index} at 0x{seg.addr:08x} is not at a file offset congruent to its address mod 64 KiB")
+        segments.append(
+            {"index": index, "addr": seg.addr, "length": len(seg.data), "data_offset": ps.data_offset, "memory": memory}
+        )
+    if not parsed.checksum_valid:
+        problems.append(f"checksum 0x{parsed.stored_checksum:02x} does not match the data (0x{parsed.computed_checksum:02x})")
+    if parsed.hash_valid is False:
+        problems.append("appended SHA-256 does not match the image")
+    desc = None
+    if parsed.segments and chip is not None:
+        first = parsed.segments[0].segment
+        rng = chip.region_of(first.addr)
+        if rng is not None and rng.region in (Region.DROM, Region.IROM):
+            raw = parse_app_descriptor(first.data)
+            if raw is not None:
+                from imgtool.app_image import desc_dict
+
+                desc = desc_dict(raw)
+    return {
+        "file": os.fspath(path),
+        "size": len(data),
+        "image_length": parsed.length,
+        "chip": chip.name if chip else None,
+        "chip_id": img.chip_id,
+        "entry": img.entry,
+        "flash_mode": flash_mode_name(img.flash_mode),
+        "flash_size": flash_size_name(img.flash_size_code),
+        "flash_freq": chip.flash_freq_name(img.flash_freq_code) if chip else f"0x{img.flash_freq_code:x}",
+        "min_rev_full": img.min_chip_rev_full,
+        "max_rev_full": img.max_chip_rev_full,
+        "segments": segments,
+        "checksum": {
+            "stored": parsed.stored_checksum,
+            "computed": parsed.computed_checksum,
+            "valid": parsed.checksum_valid,
+        },
+        "sha256": None
+        if parsed.stored_sha256 is None
+        else {"stored": parsed.stored_sha256.hex(), "computed": parsed.computed_sha256.hex(), "valid": parsed.hash_valid},
+        "app_desc": desc,
+        "problems": problems,
+    }

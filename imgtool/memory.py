@@ -1,0 +1,50 @@
+"""What an image puts in memory, as a sparse map; used to prove an image loads an ELF intact."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from imgtool.image_format import APP_DESC_ELF_SHA256_OFFSET, Segment
+from imgtool.segments import PADDING_ADDR
+
+
+class LoadedMemory:
+    """Address-sorted, non-overlapping runs of bytes the bootloader would load or map."""
+
+    def __init__(self, segments: Iterable[Segment]):
+        runs = sorted((s.addr, s.data) for s in segments if s.addr != PADDING_ADDR and s.data)
+        self._starts = [addr for addr, _ in runs]
+        self._runs = runs
+
+    def read(self, addr: int, length: int) -> bytes | None:
+        """The ``length`` bytes at ``addr``, or None when any of them is not loaded by one segment."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i < 0:
+            return None
+        start, data = self._runs[i]
+        if addr + length > start + len(data):
+            return None
+        return data[addr - start : addr - start + length]
+
+
+def elf_mismatches(segments: Iterable[Segment], elf, *, app_desc_addr: int | None = None) -> list[str]:
+    """Sections of ``elf`` (an ElfInfo) whose bytes the image does not load intact, one message each.
+
+    The app descriptor's ELF SHA-256 field is filled in by the image writer, so it is not compared.
+    """
+    memory = LoadedMemory(segments)
+    problems = []
+    contents = elf.read_all()
+    for piece, expected in contents.items():
+        actual = memory.read(piece.addr, piece.size)
+        if actual is None:
+            problems.append(f"section {piece.name} (0x{piece.addr:08x}, {piece.size} bytes) is not loaded by the image")
+            continue
+        if piece.addr == app_desc_addr:
+            lo, hi = APP_DESC_ELF_SHA256_OFFSET, APP_DESC_ELF_SHA256_OFFSET + 32
+            actual = actual[:lo] + expected[lo:hi] + actual[hi:]
+        if actual != expected:
+            first = next(i for i, (a, b) in enumerate(zip(actual, expected)) if a != b)
+            problems.append(f"section {piece.name} differs at 0x{piece.addr + first:08x}")
+    return problems
