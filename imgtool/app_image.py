@@ -155,6 +155,11 @@ def build_app_image(
     pieces = [classify(target, p.name, p.addr, contents[p], elf.path) for p in elf.pieces]
     segments = layout(pieces, page, first_addr=desc_piece.addr if desc_piece else None, path=elf.path)
     _check_entry(target, elf, warnings)
+    if desc_piece is not None and segments[0].addr != desc_piece.addr:
+        warnings.append(
+            f"{elf.path}: the app descriptor at 0x{desc_piece.addr:08x} cannot be the start of the first segment "
+            f"(its address must be 0x20 past an MMU page); the bootloader will not find it"
+        )
 
     image = EspImage(
         chip_id=target.image_chip_id,

@@ -1,0 +1,71 @@
+"""`imgtool bootloader fetch|list`: the pinned prebuilt bootloaders and the local cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from imgtool.chips import CHIPS
+
+#: Hex digits of the SHA-256 shown in the table: enough to compare by eye.
+SHA_PREFIX_DIGITS = 12
+
+
+@click.group()
+def bootloader():
+    """Prebuilt ESP-IDF bootloaders pinned by SHA-256, fetched once and cached."""
+
+
+@bootloader.command()
+@click.option("--chip", required=True, type=click.Choice(sorted(CHIPS), case_sensitive=False), help="Target chip.")
+@click.option("--variant", help="Build variant, e.g. 26mhz or v0 [default: the chip's default; see 'imgtool bootloader list'].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also copy the bootloader here.")
+@click.option("--offline", is_flag=True, help="Never use the network: only the cache or a mirror folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+def fetch(chip, variant, output, offline, quiet):
+    """Download (or find in the cache) the pinned bootloader for a chip."""
+    from imgtool.bootloader import cache_path, get_bootloader, load_manifest
+
+    manifest = load_manifest()
+    entry = manifest.lookup(chip, variant)
+    data = get_bootloader(entry.chip, variant=entry.variant, offline=offline, quiet=quiet, manifest=manifest)
+    where = cache_path(entry)
+    if output is not None:
+        from imgtool.atomic import write_bytes
+
+        where = write_bytes(output, data)
+    if not quiet:
+        click.echo(f"{entry.chip} bootloader ({entry.variant}, ESP-IDF {entry.esp_idf}, {len(data)} bytes): {where}")
+
+
+@bootloader.command(name="list")
+def list_():
+    """Show every pinned bootloader and whether it is cached."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from imgtool.bootloader import cache_dir, list_bootloaders
+
+    table = Table(title=f"Pinned bootloaders (cache: {cache_dir()})", title_justify="left")
+    for name, justify in (
+        ("Chip", "left"),
+        ("Variant", "left"),
+        ("ESP-IDF", "left"),
+        ("Size", "right"),
+        ("SHA-256", "left"),
+        ("Cached", "left"),
+    ):
+        table.add_column(name, justify=justify)
+    for status in list_bootloaders():
+        entry = status.entry
+        variant = f"{entry.variant} (default)" if entry.default else entry.variant
+        table.add_row(
+            entry.chip,
+            variant,
+            entry.esp_idf,
+            f"{entry.size:,}",
+            entry.sha256[:SHA_PREFIX_DIGITS],
+            "yes" if status.cached else "no",
+        )
+    Console().print(table)
