@@ -18,14 +18,23 @@ class LoadedMemory:
         self._runs = runs
 
     def read(self, addr: int, length: int) -> bytes | None:
-        """The ``length`` bytes at ``addr``, or None when any of them is not loaded by one segment."""
+        """The ``length`` bytes at ``addr``, or None when any of them is not loaded (runs may abut)."""
         i = bisect.bisect_right(self._starts, addr) - 1
         if i < 0:
             return None
-        start, data = self._runs[i]
-        if addr + length > start + len(data):
-            return None
-        return data[addr - start : addr - start + length]
+        out = bytearray()
+        cursor, end = addr, addr + length
+        while cursor < end:
+            if i >= len(self._runs):
+                return None
+            start, data = self._runs[i]
+            if not start <= cursor < start + len(data):
+                return None
+            take = min(end, start + len(data)) - cursor
+            out += data[cursor - start : cursor - start + take]
+            cursor += take
+            i += 1
+        return bytes(out)
 
 
 def elf_mismatches(segments: Iterable[Segment], elf, *, app_desc_addr: int | None = None) -> list[str]:
