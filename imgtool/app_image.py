@@ -29,6 +29,7 @@ from imgtool.image_format import (
     APP_DESC_ELF_SHA256_OFFSET,
     APP_DESC_LEN,
     EspImage,
+    c_string,
     parse_app_descriptor,
 )
 from imgtool.segments import Piece, classify, layout
@@ -225,11 +226,11 @@ def desc_dict(desc) -> dict:
     return {
         "magic_word": desc.magic_word,
         "secure_version": desc.secure_version,
-        "version": desc.version,
-        "project_name": desc.project_name,
-        "time": desc.time,
-        "date": desc.date,
-        "idf_ver": desc.idf_ver,
+        "version": c_string(desc.version),
+        "project_name": c_string(desc.project_name),
+        "time": c_string(desc.time),
+        "date": c_string(desc.date),
+        "idf_ver": c_string(desc.idf_ver),
         "app_elf_sha256": bytes(desc.app_elf_sha256).hex(),
         "min_efuse_blk_rev_full": desc.min_efuse_blk_rev_full,
         "max_efuse_blk_rev_full": desc.max_efuse_blk_rev_full,

@@ -220,8 +220,7 @@ def get_bootloader(
                 f"the {entry.chip} bootloader ({entry.variant}) is not cached in {dest.parent} and offline mode "
                 f"forbids downloading it; run 'imgtool bootloader fetch --chip {entry.chip}"
                 f"{'' if entry.default else ' --variant ' + entry.variant}' while online, set {ENV_MIRROR} "
-                f"to a folder holding {entry.file}, or pass your own bootloader file",
-                field="offline",
+                f"to a folder holding {entry.file}, or pass your own bootloader file"
             )
         else:
             url = f"{mirror.rstrip('/')}/{entry.file}" if mirror else entry.url
@@ -234,7 +233,7 @@ def get_bootloader(
                 label=f"{entry.chip} bootloader",
             )
     except download.DownloadError as exc:
-        raise BootloaderError(f"cannot get the {entry.chip} bootloader: {exc.message}", field=exc.field) from None
+        raise BootloaderError(f"cannot get the {entry.chip} bootloader: {exc.message}") from None
     data = read_cached(entry)
     if data is None:  # pragma: no cover - only if someone alters the cache between our write and read
         raise BootloaderError("the cached bootloader changed while reading it; run again", path=dest)
@@ -293,8 +292,9 @@ def place_bootloader(
     parsed = _checked(data, chip, path)
     image = parsed.image
     if image.min_chip_rev_full > app_max_rev_full or app_min_rev_full > image.max_chip_rev_full:
+        runs_on = _rev_range(image.min_chip_rev_full, image.max_chip_rev_full)
         raise BootloaderError(
-            f"the bootloader runs on {chip.name} revisions {_rev_range(image.min_chip_rev_full, image.max_chip_rev_full)} "
+            f"the bootloader runs on {chip.name} revisions {runs_on} "
             f"but the app allows {_rev_range(app_min_rev_full, app_max_rev_full)}; pick a bootloader variant for "
             "the app's revisions (imgtool bootloader list) or change the app's revision range",
             path=path,

@@ -141,7 +141,7 @@ def download(
             except _Transient as exc:
                 if attempt >= settings.retries:
                     tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise DownloadError(f"{exc}{tries}", field="url") from None
+                    raise DownloadError(f"{exc}{tries}; check the network or set a mirror", field="url") from None
                 time.sleep(settings.backoff * (2**attempt))
                 attempt += 1
         try:
@@ -191,11 +191,11 @@ def _fetch_to_temp(url: str, folder: Path, settings: DownloadSettings, *, quiet:
             raise _Transient(_stall_message(url, settings)) from None
         if _is_certificate_error(reason):
             raise DownloadError(f"{url}: TLS certificate check failed ({reason})", field="url") from None
-        raise _Transient(f"cannot reach {url} ({reason}); check the network or set a mirror") from None
+        raise _Transient(f"cannot reach {url} ({reason})") from None
     except (TimeoutError, socket.timeout):
         raise _Transient(_stall_message(url, settings)) from None
     except (OSError, http.client.HTTPException) as exc:
-        raise _Transient(f"cannot reach {url} ({exc}); check the network or set a mirror") from None
+        raise _Transient(f"cannot reach {url} ({exc})") from None
 
     with response:
         length = response.headers.get("Content-Length")
@@ -229,7 +229,7 @@ def _fetch_to_temp(url: str, folder: Path, settings: DownloadSettings, *, quiet:
 
 
 def _stall_message(url: str, settings: DownloadSettings) -> str:
-    return f"timed out: {url} sent nothing for {settings.timeout:g} s; check the network or set a mirror"
+    return f"timed out: {url} sent nothing for {settings.timeout:g} s"
 
 
 def _too_big(url: str, settings: DownloadSettings) -> str:

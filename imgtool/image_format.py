@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 
-from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, PaddedString, StreamError, Struct
+from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
 
 from imgtool.errors import ImageError
 
@@ -56,11 +56,11 @@ AppDescriptor = Struct(
     "magic_word" / Const(APP_DESC_MAGIC, Int32ul),
     "secure_version" / Int32ul,
     "reserv1" / Bytes(8),
-    "version" / PaddedString(32, "utf8"),
-    "project_name" / PaddedString(32, "utf8"),
-    "time" / PaddedString(16, "utf8"),
-    "date" / PaddedString(16, "utf8"),
-    "idf_ver" / PaddedString(32, "utf8"),
+    "version" / Bytes(32),  # NUL-padded text
+    "project_name" / Bytes(32),  # NUL-padded text
+    "time" / Bytes(16),  # NUL-padded text
+    "date" / Bytes(16),  # NUL-padded text
+    "idf_ver" / Bytes(32),  # NUL-padded text
     "app_elf_sha256" / Bytes(32),
     "min_efuse_blk_rev_full" / Int16ul,
     "max_efuse_blk_rev_full" / Int16ul,
@@ -310,3 +310,8 @@ def parse_app_descriptor(data: bytes):
     if len(data) < APP_DESC_LEN or int.from_bytes(data[:4], "little") != APP_DESC_MAGIC:
         return None
     return AppDescriptor.parse(bytes(data[:APP_DESC_LEN]))
+
+
+def c_string(raw: bytes) -> str:
+    """A NUL-padded text field as str; firmware may put any bytes there, so undecodable ones are replaced."""
+    return bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -19,7 +19,7 @@ def bootloader():
 
 @bootloader.command()
 @click.option("--chip", required=True, type=click.Choice(sorted(CHIPS), case_sensitive=False), help="Target chip.")
-@click.option("--variant", help="Build variant, e.g. 26mhz or v0 [default: the chip's default; see 'imgtool bootloader list'].")
+@click.option("--variant", help="Build variant, e.g. 26mhz or v0 [default: the chip's default; see 'bootloader list'].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also copy the bootloader here.")
 @click.option("--offline", is_flag=True, help="Never use the network: only the cache or a mirror folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
@@ -45,7 +45,7 @@ def list_():
     from rich.console import Console
     from rich.table import Table
 
-    from imgtool.bootloader import cache_dir, list_bootloaders
+    from imgtool.bootloader import cache_dir, list_bootloaders, load_manifest
 
     table = Table(title=f"Pinned bootloaders (cache: {cache_dir()})", title_justify="left")
     for name, justify in (
@@ -57,9 +57,11 @@ def list_():
         ("Cached", "left"),
     ):
         table.add_column(name, justify=justify)
-    for status in list_bootloaders():
+    manifest = load_manifest()
+    for status in list_bootloaders(manifest=manifest):
         entry = status.entry
-        variant = f"{entry.variant} (default)" if entry.default else entry.variant
+        several = len(manifest.variants(entry.chip)) > 1
+        variant = f"{entry.variant} (default)" if entry.default and several else entry.variant
         table.add_row(
             entry.chip,
             variant,

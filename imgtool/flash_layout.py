@@ -1,0 +1,563 @@
+"""Where every part goes in flash, and the files that describe it: a library, no CLI, no printing.
+
+From the chip, the app image, the placed bootloader and the partition table this
+builds the merged flash image (it starts at the chip's bootloader offset, the
+way ``esptool merge-bin`` lays it out) and the text of the argument files that
+let plain esptool, ESP-IDF tooling and esp-web-tools flash the result:
+
+- ``flash_args``: esptool argument file writing the merged image
+  (``esptool write-flash @flash_args``, run from the output folder);
+- ``flash_parts_args``: the same, one ``OFFSET FILE`` line per part (ESP-IDF's ``flash_args``);
+- ``flasher_args.json``: ESP-IDF's machine-readable flashing description;
+- ``manifest.json``: an esp-web-tools manifest;
+- ``SHA256SUMS``: ``sha256sum -c`` format over every other output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtool.chips import Chip, flash_size_bytes
+from imgtool.errors import LayoutError, UsageError
+
+#: ESP-IDF partition types and subtypes used here (gen_esp32part.py numbering).
+TYPE_APP = 0x00
+TYPE_DATA = 0x01
+SUBTYPE_FACTORY = 0x00
+SUBTYPE_OTA_0 = 0x10
+SUBTYPE_OTA_MAX = 0x1F
+SUBTYPE_TEST = 0x20
+SUBTYPE_DATA_OTA = 0x00
+#: The MMU maps the app partition in pages; ESP-IDF requires app partitions aligned to this.
+APP_PARTITION_ALIGN = 0x10000
+#: Size of the partition table region (ESP-IDF reserves one 4 KiB sector, 0xC00 of it is the table).
+PARTITION_TABLE_REGION = 0x1000
+FILL_BYTE = 0xFF
+
+BOOTLOADER_FILE = "bootloader.bin"
+PARTITIONS_CSV_FILE = "partitions.csv"
+PARTITIONS_BIN_FILE = "partitions.bin"
+OTADATA_FILE = "ota_data_initial.bin"
+FLASH_ARGS_FILE = "flash_args"
+FLASH_PARTS_ARGS_FILE = "flash_parts_args"
+FLASHER_ARGS_JSON_FILE = "flasher_args.json"
+MANIFEST_FILE = "manifest.json"
+SHA256SUMS_FILE = "SHA256SUMS"
+FIXED_FILES = (
+    BOOTLOADER_FILE,
+    PARTITIONS_CSV_FILE,
+    PARTITIONS_BIN_FILE,
+    OTADATA_FILE,
+    FLASH_ARGS_FILE,
+    FLASH_PARTS_ARGS_FILE,
+    FLASHER_ARGS_JSON_FILE,
+    MANIFEST_FILE,
+    SHA256SUMS_FILE,
+)
+
+_TYPE_NAMES = {"app": TYPE_APP, "data": TYPE_DATA}
+_APP_SUBTYPE_NAMES = {"factory": SUBTYPE_FACTORY, "test": SUBTYPE_TEST}
+_APP_SUBTYPE_NAMES.update({f"ota_{i}": SUBTYPE_OTA_0 + i for i in range(16)})
+_DATA_SUBTYPE_NAMES = {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_keys": 0x04, "efuse": 0x05}
+
+
+def app_file_name(name: str) -> str:
+    return f"{name}.bin"
+
+
+def merged_file_name(name: str) -> str:
+    return f"{name}.merged.bin"
+
+
+# --------------------------------------------------------------------------- partitions (duck-typed)
+
+
+def partition_type(part) -> int:
+    """A partition's numeric type, whether the table stores ints, enums or names."""
+    return _as_number(getattr(part, "type"), _TYPE_NAMES)
+
+
+def partition_subtype(part) -> int:
+    names = _APP_SUBTYPE_NAMES if partition_type(part) == TYPE_APP else _DATA_SUBTYPE_NAMES
+    return _as_number(getattr(part, "subtype"), names)
+
+
+def _as_number(value, names: dict[str, int]) -> int:
+    if isinstance(value, int):
+        return int(value)
+    for attr in ("value",):  # Enum members that are not IntEnum
+        inner = getattr(value, attr, None)
+        if isinstance(inner, int):
+            return inner
+    text = str(getattr(value, "name", value)).strip().lower()
+    if text in names:
+        return names[text]
+    try:
+        return int(text, 0)
+    except ValueError:
+        return -1
+
+
+def table_entries(table) -> list:
+    """A table's partitions, whichever attribute the table object uses."""
+    entries = getattr(table, "entries", None)
+    if entries is None:
+        entries = getattr(table, "partitions", None)
+    if entries is None:
+        entries = list(table)
+    return list(entries)
+
+
+def is_app_partition(part) -> bool:
+    return partition_type(part) == TYPE_APP
+
+
+def is_otadata_partition(part) -> bool:
+    return partition_type(part) == TYPE_DATA and partition_subtype(part) == SUBTYPE_DATA_OTA
+
+
+def ota_app_partitions(entries) -> list:
+    """The ota_N app partitions, ordered by N (slot numbers as the bootloader counts them)."""
+    slots = [p for p in entries if is_app_partition(p) and SUBTYPE_OTA_0 <= partition_subtype(p) <= SUBTYPE_OTA_MAX]
+    return sorted(slots, key=partition_subtype)
+
+
+def find_app_partition(entries, name: str | None = None):
+    """The partition the app goes into: ``name`` when given, else what a blank-otadata bootloader boots.
+
+    ESP-IDF's bootloader with erased otadata boots the factory app, else ota_0, else
+    (test apps aside) nothing; this picks the first app partition as the last resort.
+    """
+    entries = list(entries)
+    apps = [p for p in entries if is_app_partition(p)]
+    if name is not None:
+        for part in entries:
+            if part.name == name:
+                if not is_app_partition(part):
+                    raise UsageError(
+                        f"partition '{name}' is not an app partition; name one of: {', '.join(p.name for p in apps)}",
+                        field="--target-app-partition",
+                    )
+                return part
+        raise UsageError(
+            f"the partition table has no partition named '{name}'; app partitions: "
+            f"{', '.join(p.name for p in apps) or 'none'}",
+            field="--target-app-partition",
+        )
+    if not apps:
+        raise LayoutError("the partition table has no app partition to hold the app", field="partition table")
+    for part in apps:
+        if partition_subtype(part) == SUBTYPE_FACTORY:
+            return part
+    ota = ota_app_partitions(apps)
+    return ota[0] if ota else apps[0]
+
+
+# --------------------------------------------------------------------------- value objects
+
+
+@dataclass(frozen=True)
+class FlashSettings:
+    """SPI flash parameters as esptool spells them (``dio``, ``80m``, ``4MB``)."""
+
+    mode: str
+    freq: str
+    size: str
+
+    def esptool_args(self) -> list[str]:
+        """Options for esptool 5's ``write-flash`` (hyphenated spellings)."""
+        return ["--flash-mode", self.mode, "--flash-freq", self.freq, "--flash-size", self.size]
+
+    def to_dict(self) -> dict:
+        return {"flash_mode": self.mode, "flash_size": self.size, "flash_freq": self.freq}
+
+
+@dataclass(frozen=True)
+class FlashPart:
+    """One file written to flash at ``offset``."""
+
+    name: str  # bootloader, partition-table, otadata, app (ESP-IDF's flasher_args.json keys)
+    offset: int
+    file: str
+    data: bytes = field(repr=False, compare=False)
+    encrypted: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """What a part is, without its bytes (for reports and JSON)."""
+
+    name: str
+    offset: int
+    size: int
+    file: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "offset": self.offset, "offset_hex": f"0x{self.offset:x}", "size": self.size, "file": self.file}
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """Everything ``imgtool pack`` produced, as values."""
+
+    chip: str
+    name: str
+    flash: FlashSettings
+    parts: tuple[PartInfo, ...]
+    merged: PartInfo
+    app_partition: str
+    app_partition_offset: int
+    app_partition_size: int
+    app_size: int
+    files: tuple[str, ...]
+    esptool_args: tuple[str, ...]  # argv after "esptool"
+    outdir: Path | None = None
+    warnings: tuple[str, ...] = ()
+    sha256: dict = field(default_factory=dict)
+
+    @property
+    def app_usage(self) -> float:
+        """Fraction of the app partition the app uses."""
+        return self.app_size / self.app_partition_size if self.app_partition_size else 1.0
+
+    @property
+    def esptool_command(self) -> str:
+        return shlex.join(["esptool", *self.esptool_args])
+
+    def path(self, file: str) -> Path:
+        return (self.outdir or Path(".")) / file
+
+    def to_dict(self) -> dict:
+        return {
+            "chip": self.chip,
+            "name": self.name,
+            "outdir": str(self.outdir) if self.outdir is not None else None,
+            "flash_settings": self.flash.to_dict(),
+            "parts": [p.to_dict() for p in self.parts],
+            "merged": self.merged.to_dict(),
+            "app": {
+                "size": self.app_size,
+                "partition": self.app_partition,
+                "partition_offset": self.app_partition_offset,
+                "partition_size": self.app_partition_size,
+                "used_percent": round(self.app_usage * 100, 2),
+            },
+            "files": list(self.files),
+            "sha256": dict(self.sha256),
+            "esptool_args": list(self.esptool_args),
+            "esptool_command": self.esptool_command,
+            "warnings": list(self.warnings),
+        }
+
+
+# --------------------------------------------------------------------------- the layout
+
+
+@dataclass
+class FlashLayout:
+    """The planned flash contents; ``files()`` renders every output."""
+
+    chip: Chip
+    name: str
+    settings: FlashSettings
+    parts: tuple[FlashPart, ...]
+    app_partition_name: str
+    app_partition_offset: int
+    app_partition_size: int
+    partitions_csv: str
+    fill_flash_size: bool = False
+    version: str | None = None
+    project_name: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def start(self) -> int:
+        return self.chip.bootloader_offset
+
+    @property
+    def flash_bytes(self) -> int:
+        return flash_size_bytes(self.settings.size)
+
+    @property
+    def end(self) -> int:
+        return self.flash_bytes if self.fill_flash_size else max(p.end for p in self.parts)
+
+    @property
+    def merged_file(self) -> str:
+        return merged_file_name(self.name)
+
+    def part(self, name: str) -> FlashPart | None:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        return None
+
+    @property
+    def app(self) -> FlashPart:
+        part = self.part("app")
+        assert part is not None
+        return part
+
+    def merged_bytes(self) -> bytearray:
+        """The flash image from the bootloader offset on: parts in place, 0xFF between them."""
+        out = bytearray(b"\xff") * (self.end - self.start)
+        for p in self.parts:
+            out[p.offset - self.start : p.end - self.start] = p.data
+        return out
+
+    def write_flash_args(self) -> list[str]:
+        return self.settings.esptool_args()
+
+    def esptool_args(self, merged_path: str | None = None) -> list[str]:
+        """argv (after ``esptool``) writing the merged image; ``merged_path`` defaults to the bare file name."""
+        return [
+            "--chip",
+            self.chip.name,
+            "write-flash",
+            *self.write_flash_args(),
+            f"0x{self.start:x}",
+            merged_path or self.merged_file,
+        ]
+
+    def flash_args_text(self) -> str:
+        """esptool argument file for the merged image (``esptool write-flash @flash_args``)."""
+        return f"{_join(self.write_flash_args())}\n{_join([f'0x{self.start:x}', self.merged_file])}\n"
+
+    def flash_parts_args_text(self) -> str:
+        """esptool argument file with one line per part, ESP-IDF's ``flash_args`` convention."""
+        lines = [_join(self.write_flash_args())]
+        lines += [_join([f"0x{p.offset:x}", p.file]) for p in self.parts]
+        return "\n".join(lines) + "\n"
+
+    def flasher_args(self) -> dict:
+        """ESP-IDF's ``flasher_args.json`` content."""
+        doc: dict = {
+            "write_flash_args": self.write_flash_args(),
+            "flash_settings": self.settings.to_dict(),
+            "flash_files": {f"0x{p.offset:x}": p.file for p in self.parts},
+        }
+        for p in self.parts:
+            doc[p.name] = {"offset": f"0x{p.offset:x}", "file": p.file, "encrypted": "true" if p.encrypted else "false"}
+        doc["merged"] = {"offset": f"0x{self.start:x}", "file": self.merged_file, "encrypted": "false"}
+        doc["extra_esptool_args"] = {
+            "after": "hard-reset",
+            "before": "default-reset",
+            "stub": True,
+            "chip": self.chip.name,
+        }
+        return doc
+
+    def manifest(self) -> dict:
+        """esp-web-tools manifest flashing the merged image (offsets are integers, as it requires)."""
+        return {
+            "name": self.project_name or self.name,
+            "version": self.version or "0.0.0",
+            "new_install_prompt_erase": True,
+            "builds": [
+                {
+                    "chipFamily": self.chip.esp_web_tools_family or self.chip.name.upper(),
+                    "parts": [{"path": self.merged_file, "offset": self.start}],
+                }
+            ],
+        }
+
+    def files(self) -> dict[str, bytes]:
+        """Every output file, name → bytes, in a stable order; ``SHA256SUMS`` last, covering the rest."""
+        out: dict[str, bytes] = {}
+        app = self.app
+        out[app.file] = app.data
+        for p in self.parts:
+            if p.name != "app":
+                out[p.file] = p.data
+        out[PARTITIONS_CSV_FILE] = self.partitions_csv.encode("utf-8")
+        # keep the documented order: app, bootloader, table (csv, bin), otadata, merged, texts
+        order = [app.file, BOOTLOADER_FILE, PARTITIONS_CSV_FILE, PARTITIONS_BIN_FILE, OTADATA_FILE]
+        ordered = {k: out[k] for k in order if k in out}
+        ordered.update({k: v for k, v in out.items() if k not in ordered})
+        ordered[self.merged_file] = self.merged_bytes()
+        ordered[FLASH_ARGS_FILE] = self.flash_args_text().encode("utf-8")
+        ordered[FLASH_PARTS_ARGS_FILE] = self.flash_parts_args_text().encode("utf-8")
+        ordered[FLASHER_ARGS_JSON_FILE] = _json(self.flasher_args())
+        ordered[MANIFEST_FILE] = _json(self.manifest())
+        ordered[SHA256SUMS_FILE] = sha256sums(ordered).encode("utf-8")
+        return ordered
+
+    def result(self, files: dict[str, bytes] | None = None, *, outdir: Path | None = None, merged_path: str | None = None) -> PackResult:
+        files = files if files is not None else self.files()
+        merged_size = len(files[self.merged_file]) if self.merged_file in files else self.end - self.start
+        return PackResult(
+            chip=self.chip.name,
+            name=self.name,
+            flash=self.settings,
+            parts=tuple(PartInfo(p.name, p.offset, p.size, p.file) for p in self.parts),
+            merged=PartInfo("merged", self.start, merged_size, self.merged_file),
+            app_partition=self.app_partition_name,
+            app_partition_offset=self.app_partition_offset,
+            app_partition_size=self.app_partition_size,
+            app_size=self.app.size,
+            files=tuple(files),
+            esptool_args=tuple(self.esptool_args(merged_path)),
+            outdir=outdir,
+            warnings=self.warnings,
+            sha256={k: hashlib.sha256(v).hexdigest() for k, v in files.items() if k != SHA256SUMS_FILE},
+        )
+
+
+def plan_layout(
+    chip: Chip,
+    *,
+    name: str,
+    app: bytes,
+    bootloader: bytes,
+    table,
+    table_offset: int = 0x8000,
+    settings: FlashSettings,
+    app_partition: str | None = None,
+    otadata: bytes | None = None,
+    fill_flash_size: bool = False,
+    version: str | None = None,
+    project_name: str | None = None,
+    warnings=(),
+) -> FlashLayout:
+    """Place bootloader, table, otadata and app; refuse overlaps and anything past the flash size.
+
+    ``table`` is a partition table object with ``entries``, ``to_binary()`` and ``to_csv()``.
+    ``otadata`` defaults to an erased otadata partition when the table has one.
+    """
+    check_output_name(name)
+    flash_bytes = flash_size_bytes(settings.size)
+    entries = table_entries(table)
+    target = find_app_partition(entries, app_partition)
+    if target.offset % APP_PARTITION_ALIGN:
+        raise LayoutError(
+            f"app partition '{target.name}' starts at 0x{target.offset:x}, which is not 64 KiB aligned; "
+            "the MMU can only map it from a 0x10000 boundary",
+            field="partition table",
+        )
+    if len(app) > target.size:
+        raise LayoutError(
+            f"the app image is {len(app)} bytes but partition '{target.name}' holds {target.size} bytes "
+            f"({len(app) - target.size} too many); use a partition table with a larger app partition",
+            field="app",
+        )
+    table_bin = table.to_binary()
+    parts = [
+        FlashPart("bootloader", chip.bootloader_offset, BOOTLOADER_FILE, bytes(bootloader)),
+        FlashPart("partition-table", table_offset, PARTITIONS_BIN_FILE, bytes(table_bin)),
+    ]
+    otadata_part = next((p for p in entries if is_otadata_partition(p)), None)
+    if otadata_part is not None:
+        if otadata is None:
+            from imgtool.otadata import initial_otadata
+
+            otadata = initial_otadata()
+        if len(otadata) > otadata_part.size:
+            raise LayoutError(
+                f"otadata contents are {len(otadata)} bytes but partition '{otadata_part.name}' holds {otadata_part.size}",
+                field="otadata",
+            )
+        parts.append(FlashPart("otadata", otadata_part.offset, OTADATA_FILE, bytes(otadata)))
+    parts.append(FlashPart("app", target.offset, app_file_name(name), bytes(app)))
+    parts.sort(key=lambda p: p.offset)
+    _check_overlaps(parts, chip, table_offset, flash_bytes, settings.size)
+    return FlashLayout(
+        chip=chip,
+        name=name,
+        settings=settings,
+        parts=tuple(parts),
+        app_partition_name=target.name,
+        app_partition_offset=target.offset,
+        app_partition_size=target.size,
+        partitions_csv=table.to_csv(),
+        fill_flash_size=fill_flash_size,
+        version=version,
+        project_name=project_name,
+        warnings=tuple(warnings),
+    )
+
+
+def check_output_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UsageError(f"'{name}' cannot name output files; rename the ELF", field="name")
+    for fixed in FIXED_FILES:
+        if app_file_name(name) == fixed or merged_file_name(name) == fixed:
+            raise UsageError(
+                f"an ELF named '{name}' would write its app image over {fixed}; rename the ELF",
+                field="name",
+            )
+
+
+def _check_overlaps(parts: list[FlashPart], chip: Chip, table_offset: int, flash_bytes: int, size_name: str) -> None:
+    if table_offset % 0x1000:
+        raise LayoutError(f"the partition table offset 0x{table_offset:x} is not 4 KiB aligned", field="--partition-table-offset")
+    if table_offset < chip.bootloader_offset:
+        raise LayoutError(
+            f"the partition table offset 0x{table_offset:x} is below {chip.name}'s bootloader offset "
+            f"0x{chip.bootloader_offset:x}",
+            field="--partition-table-offset",
+        )
+    for before, after in zip(parts, parts[1:]):
+        if before.end > after.offset:
+            raise LayoutError(
+                f"{before.name} ({before.size} bytes at 0x{before.offset:x}, ends 0x{before.end:x}) overlaps "
+                f"{after.name} at 0x{after.offset:x}"
+                + ("; use a smaller bootloader or a higher --partition-table-offset" if before.name == "bootloader" else ""),
+                field=before.name,
+            )
+    for p in parts:
+        if p.end > flash_bytes:
+            raise LayoutError(
+                f"{p.name} ends at 0x{p.end:x}, past the end of the {size_name} flash; pass a larger --flash-size",
+                field=p.name,
+            )
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def _join(words) -> str:
+    """One argument-file line that esptool's reader (``shlex.split`` per line) splits back into ``words``."""
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def _json(doc: dict) -> bytes:
+    return (json.dumps(doc, indent=4, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def sha256sums(files: dict[str, bytes]) -> str:
+    """``sha256sum`` output (binary mode) for ``files``; names with ``\\`` or newlines are escaped as GNU does."""
+    lines = []
+    for name, data in files.items():
+        if name == SHA256SUMS_FILE:
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if "\\" in name or "\n" in name or "\r" in name:
+            escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+            lines.append(f"\\{digest} *{escaped}")
+        else:
+            lines.append(f"{digest} *{name}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "FlashLayout",
+    "FlashPart",
+    "FlashSettings",
+    "PackResult",
+    "PartInfo",
+    "find_app_partition",
+    "plan_layout",
+    "sha256sums",
+]

@@ -1,0 +1,512 @@
+"""Check a merged image or a flash dump the way the chip would read it.
+
+The ROM loads the bootloader from the chip's bootloader offset; the bootloader
+reads the partition table (MD5-checked), picks the app partition (otadata, else
+factory, else ota_0) and maps the app's flash segments through the MMU. Every
+step is checked here; each problem names the part it concerns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtool.chips import CHIPS, FLASH_SIZES, Chip, chip_by_image_id, flash_size_name, get_chip
+from imgtool.errors import ImageError, ImgtoolError, InputError
+
+PARTITION_MAGIC = b"\xaa\x50"
+MD5_MAGIC = b"\xeb\xeb"
+PARTITION_ENTRY_LEN = 32
+PARTITION_TABLE_LEN = 0xC00
+OTADATA_LEN = 0x2000
+APP_PARTITION_ALIGN = 0x10000
+TYPE_APP = 0x00
+TYPE_DATA = 0x01
+TYPE_BOOTLOADER = 0x02
+TYPE_PARTITION_TABLE = 0x03
+SUBTYPE_FACTORY = 0x00
+SUBTYPE_OTA_0 = 0x10
+SUBTYPE_OTA_MAX = 0x1F
+SUBTYPE_TEST = 0x20
+SUBTYPE_DATA_OTA = 0x00
+DEFAULT_PAGE = 0x10000
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    name: str
+    type: int
+    subtype: int
+    offset: int
+    size: int
+    flags: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+@dataclass(frozen=True)
+class Check:
+    part: str  # image, bootloader, partition table, otadata, app, elf
+    ok: bool
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.part}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    chip: str | None = None
+    kind: str = "merged image"  # or "flash dump"
+    base: int = 0  # flash address of the file's first byte
+    bootloader_size: int | None = None
+    table: list[TableEntry] = field(default_factory=list)
+    boot_partition: str | None = None
+    boot_partition_offset: int | None = None
+    boot_partition_size: int | None = None
+    app_size: int | None = None
+    flash_size: str | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, part: str, ok: bool, message: str) -> bool:
+        self.checks.append(Check(part, ok, message))
+        return ok
+
+    def fail(self, part: str, message: str) -> None:
+        self.add(part, False, message)
+
+    def raise_for_problems(self) -> None:
+        """Raise one ``ImageError`` naming the first failed part (and how many problems there are)."""
+        problems = self.problems
+        if problems:
+            more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+            raise ImageError(f"{problems[0]}{more}", path=self.source)
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "ok": self.ok,
+            "chip": self.chip,
+            "kind": self.kind,
+            "base": self.base,
+            "flash_size": self.flash_size,
+            "bootloader_size": self.bootloader_size,
+            "partitions": [
+                {"name": e.name, "type": e.type, "subtype": e.subtype, "offset": e.offset, "size": e.size, "flags": e.flags}
+                for e in self.table
+            ],
+            "boot_partition": self.boot_partition,
+            "boot_partition_offset": self.boot_partition_offset,
+            "boot_partition_size": self.boot_partition_size,
+            "app_size": self.app_size,
+            "checks": [{"part": c.part, "ok": c.ok, "message": c.message} for c in self.checks],
+            "problems": [str(c) for c in self.problems],
+        }
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
+    """A file to verify: ``path`` itself, or for a pack output folder its merged image.
+
+    Returns the file and hints from ``flasher_args.json`` (chip, merged offset) when present.
+    """
+    import json
+
+    p = Path(path)
+    if not p.is_dir():
+        return p, {}
+    hints: dict = {}
+    merged = None
+    meta = p / "flasher_args.json"
+    if meta.is_file():
+        try:
+            doc = json.loads(meta.read_text(encoding="utf-8"))
+            hints["chip"] = doc.get("extra_esptool_args", {}).get("chip")
+            entry = doc.get("merged") or {}
+            if entry.get("file"):
+                merged = p / entry["file"]
+        except (ValueError, OSError, AttributeError):
+            pass
+    if merged is None or not merged.is_file():
+        found = sorted(p.glob("*.merged.bin"))
+        if len(found) != 1:
+            raise InputError(
+                "expected exactly one *.merged.bin in this folder"
+                + (f" (found {len(found)})" if found else "")
+                + "; pass the merged image or flash dump itself",
+                path=p,
+            )
+        merged = found[0]
+    return merged, hints
+
+
+# --------------------------------------------------------------------------- the verifier
+
+
+def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_offset: int = 0x8000) -> VerifyReport:
+    """Verify a merged image (starts at the bootloader offset) or a flash dump (starts at 0).
+
+    ``path_or_bytes`` is a file, a pack output folder, or the bytes themselves.
+    Problems are collected in the report; only an unreadable input raises.
+    """
+    from imgtool.atomic import read_input
+
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = bytes(path_or_bytes)
+        source = "<bytes>"
+    else:
+        file, hints = resolve_input(path_or_bytes)
+        if chip is None and hints.get("chip"):
+            chip = hints["chip"]
+        data = read_input(file, "flash image")
+        source = os.fspath(file)
+    target = chip if isinstance(chip, Chip) or chip is None else get_chip(chip)
+    report = VerifyReport(source=source)
+    _Verifier(report, data, target, table_offset).run(elf)
+    return report
+
+
+class _Verifier:
+    def __init__(self, report: VerifyReport, data: bytes, chip: Chip | None, table_offset: int):
+        self.r = report
+        self.data = data
+        self.chip = chip
+        self.table_offset = table_offset
+        self.flash_bytes: int | None = None
+
+    # flash access ------------------------------------------------------
+    def read(self, addr: int, length: int) -> bytes:
+        start = addr - self.r.base
+        if start < 0:
+            return b""
+        return self.data[start : start + length]
+
+    def available(self, addr: int) -> int:
+        return max(0, len(self.data) - (addr - self.r.base))
+
+    # steps --------------------------------------------------------------
+    def run(self, elf) -> None:
+        if not self.locate():
+            return
+        boot_ok = self.check_bootloader()
+        entries = self.check_table()
+        if entries is None:
+            return
+        part = self.pick_boot_partition(entries)
+        if part is None:
+            return
+        app = self.check_app(part, boot_ok)
+        if app is not None and elf is not None:
+            self.check_elf(app, elf)
+
+    def locate(self) -> bool:
+        """Decide where the file sits in flash and which chip it is for."""
+        r, data = self.r, self.data
+        if not data:
+            r.fail("image", "the file is empty")
+            return False
+        chip = self.chip
+        if chip is None:
+            chip = self._chip_at(0)
+            if chip is None:
+                for off in sorted({c.bootloader_offset for c in CHIPS.values()} - {0}):
+                    candidate = self._chip_at(off)
+                    if candidate is not None and candidate.bootloader_offset == off:
+                        chip, r.base, r.kind = candidate, 0, "flash dump"
+                        break
+            else:
+                r.base = chip.bootloader_offset
+                r.kind = "merged image" if r.base else "merged image / flash dump"
+            if chip is None:
+                r.fail(
+                    "bootloader",
+                    "no ESP image (magic 0xE9) at the start of the file or at a bootloader offset "
+                    "(0x1000, 0x2000); pass --chip, or check this is a merged image or flash dump",
+                )
+                return False
+        else:
+            off = chip.bootloader_offset
+            if data[0] == 0xE9:
+                r.base = off
+                r.kind = "merged image" if off else "merged image / flash dump"
+            elif off and len(data) > off and data[off] == 0xE9:
+                r.base, r.kind = 0, "flash dump"
+            else:
+                r.fail(
+                    "bootloader",
+                    f"no ESP image (magic 0xE9) at the start of the file"
+                    + (f" or at {chip.name}'s bootloader offset 0x{off:x}" if off else "")
+                    + f" (found 0x{data[0]:02X}); is this a merged image or flash dump for {chip.name}?",
+                )
+                return False
+        self.chip = chip
+        r.chip = chip.name
+        return True
+
+    def _chip_at(self, off: int) -> Chip | None:
+        if len(self.data) < off + 24 or self.data[off] != 0xE9:
+            return None
+        chip_id = struct.unpack_from("<H", self.data, off + 12)[0]
+        return chip_by_image_id(chip_id)
+
+    def check_bootloader(self) -> bool:
+        from imgtool.image_format import parse_image
+
+        r, chip = self.r, self.chip
+        off = chip.bootloader_offset
+        try:
+            parsed = parse_image(self.read(off, self.table_offset - off), what="bootloader")
+        except ImgtoolError as exc:
+            r.fail("bootloader", f"at 0x{off:x}: {exc.message}")
+            return False
+        img = parsed.image
+        r.bootloader_size = parsed.length
+        ok = True
+        if img.chip_id != chip.image_chip_id:
+            other = chip_by_image_id(img.chip_id)
+            ok &= r.add(
+                "bootloader",
+                False,
+                f"is built for {other.name if other else f'chip id 0x{img.chip_id:04x}'}, not {chip.name}",
+            )
+        ok &= self._integrity("bootloader", parsed)
+        ok &= self._revisions("bootloader", img)
+        size_code = img.flash_size_code
+        if size_code in FLASH_SIZES.values():
+            r.flash_size = flash_size_name(size_code)
+            from imgtool.chips import flash_size_bytes
+
+            self.flash_bytes = flash_size_bytes(r.flash_size)
+        else:
+            ok &= r.add("bootloader", False, f"header has unknown flash size code 0x{size_code:x}")
+        if img.flash_mode > 3:
+            ok &= r.add("bootloader", False, f"header has unknown flash mode {img.flash_mode}")
+        if ok:
+            r.add("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, checksum and SHA-256 valid")
+        return ok
+
+    def _integrity(self, part: str, parsed) -> bool:
+        ok = True
+        if not parsed.checksum_valid:
+            ok = self.r.add(
+                part, False, f"checksum mismatch (stored 0x{parsed.stored_checksum:02x}, computed 0x{parsed.computed_checksum:02x})"
+            )
+        if parsed.hash_valid is False:
+            ok = self.r.add(part, False, "appended SHA-256 does not match its contents")
+        return ok
+
+    def _revisions(self, part: str, img) -> bool:
+        if img.min_chip_rev_full > img.max_chip_rev_full:
+            return self.r.add(
+                part,
+                False,
+                f"minimum chip revision {_rev(img.min_chip_rev_full)} is above the maximum {_rev(img.max_chip_rev_full)}",
+            )
+        return True
+
+    def check_table(self) -> list[TableEntry] | None:
+        r, off = self.r, self.table_offset
+        raw = self.read(off, PARTITION_TABLE_LEN)
+        if len(raw) < PARTITION_ENTRY_LEN:
+            r.fail("partition table", f"the file ends before the partition table at 0x{off:x}")
+            return None
+        entries: list[TableEntry] = []
+        md5_ok = None
+        pos = 0
+        while pos + PARTITION_ENTRY_LEN <= len(raw):
+            chunk = raw[pos : pos + PARTITION_ENTRY_LEN]
+            if chunk[:2] == PARTITION_MAGIC:
+                _m, ptype, sub, poff, psize, name, flags = struct.unpack("<2sBBII16sI", chunk)
+                entries.append(TableEntry(name.split(b"\x00")[0].decode("utf-8", "replace"), ptype, sub, poff, psize, flags))
+            elif chunk[:2] == MD5_MAGIC:
+                md5_ok = chunk[16:] == hashlib.md5(raw[:pos]).digest()
+                if not md5_ok:
+                    r.fail("partition table", f"MD5 at 0x{off + pos:x} does not match the entries (corrupted table)")
+                    return None
+                pos += PARTITION_ENTRY_LEN
+                break
+            elif chunk == b"\xff" * PARTITION_ENTRY_LEN:
+                break
+            else:
+                r.fail("partition table", f"entry at 0x{off + pos:x} has no partition magic (0xAA50)")
+                return None
+            pos += PARTITION_ENTRY_LEN
+        if not entries:
+            r.fail("partition table", f"no partition table at 0x{off:x} (found 0x{raw[0]:02X}{raw[1]:02X}, expected 0xAA50)")
+            return None
+        if md5_ok is None:
+            r.fail("partition table", "has no MD5 entry; the bootloader refuses tables without one")
+            return None
+        r.table = entries
+        ok = True
+        # ESP-IDF 5.3+ tables may describe the bootloader and the table themselves (types 2 and 3)
+        ordered = sorted((e for e in entries if e.type not in (TYPE_BOOTLOADER, TYPE_PARTITION_TABLE)), key=lambda e: e.offset)
+        if ordered and ordered[0].offset < off + 0x1000:
+            ok &= r.add("partition table", False, f"partition '{ordered[0].name}' at 0x{ordered[0].offset:x} overlaps the table")
+        for a, b in zip(ordered, ordered[1:]):
+            if a.end > b.offset:
+                ok &= r.add("partition table", False, f"partitions '{a.name}' and '{b.name}' overlap")
+        if self.flash_bytes is not None:
+            for e in entries:
+                if e.end > self.flash_bytes:
+                    ok &= r.add(
+                        "partition table",
+                        False,
+                        f"partition '{e.name}' ends at 0x{e.end:x}, past the {r.flash_size} flash the bootloader header declares",
+                    )
+        for e in entries:
+            if e.type == TYPE_APP and e.offset % APP_PARTITION_ALIGN:
+                ok &= r.add("partition table", False, f"app partition '{e.name}' at 0x{e.offset:x} is not 64 KiB aligned")
+        if ok:
+            r.add("partition table", True, f"{len(entries)} partitions at 0x{off:x}, MD5 valid")
+        return entries
+
+    def pick_boot_partition(self, entries: list[TableEntry]) -> TableEntry | None:
+        from imgtool.otadata import selected_slot
+
+        r = self.r
+        apps = [e for e in entries if e.type == TYPE_APP]
+        ota = sorted((e for e in apps if SUBTYPE_OTA_0 <= e.subtype <= SUBTYPE_OTA_MAX), key=lambda e: e.subtype)
+        factory = next((e for e in apps if e.subtype == SUBTYPE_FACTORY), None)
+        otadata = next((e for e in entries if e.type == TYPE_DATA and e.subtype == SUBTYPE_DATA_OTA), None)
+        chosen = None
+        if otadata is not None and ota:
+            raw = self.read(otadata.offset, OTADATA_LEN)
+            if len(raw) < OTADATA_LEN:
+                raw = raw + b"\xff" * (OTADATA_LEN - len(raw))  # past the end of a merged image: never written
+            slot = selected_slot(raw, len(ota))
+            if slot is not None:
+                chosen = ota[slot]
+                r.add("otadata", True, f"selects OTA slot {slot} ('{chosen.name}')")
+            else:
+                r.add("otadata", True, "no valid entry: the bootloader boots the factory app, else ota_0")
+        if chosen is None:
+            chosen = factory or (ota[0] if ota else None) or (apps[0] if apps else None)
+        if chosen is None:
+            r.fail("partition table", "has no app partition to boot")
+            return None
+        r.boot_partition = chosen.name
+        r.boot_partition_offset = chosen.offset
+        r.boot_partition_size = chosen.size
+        return chosen
+
+    def check_app(self, part: TableEntry, boot_ok: bool):
+        from imgtool.image_format import parse_app_descriptor, parse_image
+
+        r, chip = self.r, self.chip
+        label = f"app ('{part.name}' at 0x{part.offset:x})"
+        if self.available(part.offset) <= 0:
+            r.fail(label, "the file ends before the app partition: nothing to boot")
+            return None
+        try:
+            parsed = parse_image(self.read(part.offset, part.size), what="app image")
+        except ImgtoolError as exc:
+            r.fail(label, exc.message)
+            return None
+        img = parsed.image
+        r.app_size = parsed.length
+        ok = True
+        if img.chip_id != chip.image_chip_id:
+            other = chip_by_image_id(img.chip_id)
+            ok &= r.add(label, False, f"is built for {other.name if other else f'chip id 0x{img.chip_id:04x}'}, not {chip.name}")
+        ok &= self._integrity(label, parsed)
+        ok &= self._revisions(label, img)
+        if parsed.length > part.size:  # pragma: no cover - parse_image is bounded by the partition slice
+            ok &= r.add(label, False, f"is {parsed.length} bytes, larger than its {part.size}-byte partition")
+        page = DEFAULT_PAGE
+        if parsed.segments:
+            desc = parse_app_descriptor(parsed.segments[0].segment.data)
+            if desc is not None and 13 <= desc.mmu_page_size <= 16:
+                page = 1 << desc.mmu_page_size
+        for index, seg in enumerate(parsed.segments):
+            addr = seg.segment.addr
+            if not seg.segment.data or not chip.is_flash_mapped(addr):
+                continue
+            flash_addr = part.offset + seg.data_offset
+            if (flash_addr - addr) % page:
+                ok &= r.add(
+                    label,
+                    False,
+                    f"segment {index} (load address 0x{addr:08x}) sits at flash 0x{flash_addr:x}; the MMU can only map it "
+                    f"if both are equal modulo 0x{page:x}",
+                )
+        if ok:
+            r.add(label, True, f"{parsed.length} of {part.size} bytes, checksum and SHA-256 valid, flash segments MMU-aligned")
+        return parsed
+
+    def check_elf(self, parsed, elf_path) -> None:
+        from imgtool.elf import read_elf
+        from imgtool.image_format import APP_DESC_ELF_SHA256_OFFSET, APP_DESC_LEN, APP_DESC_MAGIC
+
+        r = self.r
+        try:
+            info = read_elf(elf_path)
+            contents = info.read_all()
+        except ImgtoolError as exc:
+            r.fail("elf", exc.message)
+            return
+        segments = sorted((s.segment for s in parsed.segments), key=lambda s: s.addr)
+        magic = APP_DESC_MAGIC.to_bytes(4, "little")
+        bad = 0
+        checked = 0
+        for piece, want in contents.items():
+            if not want:
+                continue
+            got = _gather(segments, piece.addr, len(want))
+            if got is None:
+                r.fail("elf", f"section {piece.name} (0x{piece.addr:08x}, {len(want)} bytes) is not loaded by the app image")
+                bad += 1
+                continue
+            if want[:4] == magic and len(want) >= APP_DESC_LEN:
+                lo, hi = APP_DESC_ELF_SHA256_OFFSET, APP_DESC_ELF_SHA256_OFFSET + 32
+                stored = got[lo:hi]
+                if stored != b"\x00" * 32 and stored != info.sha256():
+                    r.fail("elf", f"the app descriptor in {piece.name} records another ELF's SHA-256 (built from a different ELF?)")
+                    bad += 1
+                want = want[:lo] + want[hi:]
+                got = got[:lo] + got[hi:]
+            if got != want:
+                first = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+                r.fail("elf", f"section {piece.name} differs from the app image at 0x{piece.addr + first:08x}")
+                bad += 1
+                continue
+            checked += 1
+        if not bad:
+            r.add("elf", True, f"all {checked} loadable sections of {Path(elf_path).name} are intact in the app image")
+
+
+def _gather(segments, addr: int, length: int) -> bytes | None:
+    """The ``length`` bytes the image loads at ``addr`` (possibly across adjacent segments), or None."""
+    out = bytearray()
+    cur, end = addr, addr + length
+    while cur < end:
+        seg = next((s for s in segments if s.addr <= cur < s.end), None)
+        if seg is None:
+            return None
+        take = min(end, seg.end) - cur
+        out += seg.data[cur - seg.addr : cur - seg.addr + take]
+        cur += take
+    return bytes(out)
+
+
+def _rev(full: int) -> str:
+    return f"v{full // 100}.{full % 100}"
+
+
+__all__ = ["Check", "TableEntry", "VerifyReport", "resolve_input", "verify"]
