@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgtool.chips import ANY_REVISION_MAX, FLASH_MODES, FLASH_SIZES, Chip, chip_by_image_id, get_chip
 from imgtool.chips import normalize_flash_mode, normalize_flash_size
@@ -31,6 +32,9 @@ CACHE_HASH_DIGITS = 16
 #: Far above any real second-stage bootloader; guards against reading a whole flash dump by mistake.
 MAX_BOOTLOADER_BYTES = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
+
+if TYPE_CHECKING:
+    from imgtool.download import DownloadSettings
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class Manifest:
                 f"no prebuilt bootloader is pinned for {chip}; pass your own bootloader file", field="chip"
             )
         if variant is None:
-            return next(e for e in entries if e.default)
+            return next((e for e in entries if e.default), entries[0])
         wanted = variant.strip().lower()
         for entry in entries:
             if entry.variant == wanted:
@@ -123,7 +127,8 @@ def parse_manifest(data: dict, where: str = "manifest") -> Manifest:
 def _parse_entry(item, where: str, name: str) -> ManifestEntry:
     def need(key, kind):
         value = item.get(key) if isinstance(item, dict) else None
-        if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+        # bool is an int subclass: a size of ``true`` must not pass as a number
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise BootloaderError(f"missing or mistyped '{key}'", path=where, field=f"{name}.{key}")
         return value
 
@@ -186,7 +191,7 @@ def get_bootloader(
     offline: bool = False,
     quiet: bool = False,
     manifest: Manifest | None = None,
-    settings=None,
+    settings: DownloadSettings | None = None,
 ) -> bytes:
     """The pinned bootloader's bytes: from the cache, else ``$IMGTOOL_BOOTLOADER_MIRROR``, else its pinned address.
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgtool import __version__
 from imgtool.errors import ImgtoolError
 
 #: Hosts for which plain http:// is allowed (a local mirror or a test server); everything else must be https.
@@ -23,7 +24,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: HTTP statuses worth retrying: the server or a proxy may recover.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK_SIZE = 16 * 1024
-USER_AGENT = "imgtool (+https://github.com/esp-rs)"
+USER_AGENT = f"imgtool/{__version__}"
 
 
 class DownloadError(ImgtoolError):
@@ -87,11 +88,16 @@ def file_lock(path: str | os.PathLike):
         yield
         return
     with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # some network file systems refuse locks; temp-file-and-rename still keeps files whole
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def install_bytes(data: bytes, dest: str | os.PathLike, *, sha256: str, source: str) -> Path:

@@ -212,22 +212,27 @@ def _pieces_from_segments(elf, file_size: int, path: Path):
 
 def _chip_hints(elf) -> set[str]:
     """Chip names the ELF mentions: crate FILE symbols, mangled paths, esp-hal's metadata section."""
-    texts: list[str] = []
+    hints: set[str] = set()
     symtab = elf.get_section_by_name(".symtab")
     if symtab is not None and hasattr(symtab, "iter_symbols"):
         for sym in symtab.iter_symbols():
             if "esp32" in sym.name:
-                texts.append(sym.name)
+                hints |= _names_in(sym.name, bounded=True)
     meta = elf.get_section_by_name(".espressif.metadata")
     if meta is not None and meta.header.sh_type != "SHT_NOBITS" and meta.header.sh_size < 4096:
-        texts.append(meta.data().decode("latin-1"))
-    hints = set()
-    for text in texts:
-        for length, token in _CHIP_TOKEN.findall(text):
-            if length and 5 <= int(length) <= len(token):
-                token = token[: int(length)]
-            for name in _CHIP_NAMES_LONGEST_FIRST:
-                if token.startswith(name) and (len(token) == len(name) or not token[len(name)].isalpha()):
-                    hints.add(name)
-                    break
+        # Values are stored back to back ("ESP-IDFesp32c3serial"), so no boundary follows the name.
+        hints |= _names_in(meta.data().decode("latin-1"), bounded=False)
     return hints
+
+
+def _names_in(text: str, *, bounded: bool) -> set[str]:
+    """Chip names in ``text``; a Rust-mangled length prefix (``7esp32c3``) cuts the token where it ends."""
+    found = set()
+    for length, token in _CHIP_TOKEN.findall(text):
+        if length and 5 <= int(length) <= len(token):
+            token = token[: int(length)]
+        for name in _CHIP_NAMES_LONGEST_FIRST:
+            if token.startswith(name) and (not bounded or len(token) == len(name) or not token[len(name)].isalpha()):
+                found.add(name)
+                break
+    return found

@@ -116,7 +116,8 @@ def server():
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch):
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CI", "1")
 
 

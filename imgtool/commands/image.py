@@ -56,8 +56,6 @@ def print_size_report(report, console) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, quiet):
     """Convert a firmware ELF into a bootable ESP app image."""
-    from rich.console import Console
-
     from imgtool.app_image import build_app_image, parse_revision
     from imgtool.atomic import write_bytes
     from imgtool.errors import UsageError
@@ -77,6 +75,8 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
     write_bytes(target, result.data)
     echo_warnings(result.warnings)
     if not quiet:
+        from rich.console import Console
+
         console = Console()
         console.print(f"{result.chip.name}: wrote {target} ({len(result.data):,} bytes, {len(result.image.segments)} segments)")
         print_size_report(result.size_report, console)

@@ -1,0 +1,212 @@
+"""``imgtool pack``: ELF → app image, partition table, bootloader, merged image and argument files, in one go.
+
+Nothing is written until every stage has succeeded: outputs are rendered in
+memory, written into a temporary folder beside OUTDIR, then moved into OUTDIR
+(any file they replace is restored if a move fails), so a failure leaves OUTDIR
+as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from imgtool.errors import OutputError, UsageError
+from imgtool.flash_layout import OTADATA_FILE, FlashSettings, PackResult, plan_layout
+
+DEFAULT_TABLE_OFFSET = 0x8000
+
+
+def pack(
+    elf_path: str | os.PathLike,
+    outdir: str | os.PathLike | None = None,
+    *,
+    chip: str | None = None,
+    flash_size: str | None = None,
+    flash_mode: str | None = None,
+    flash_freq: str | None = None,
+    partition_table: str | os.PathLike | None = None,
+    table_offset: int | None = None,
+    bootloader: str | os.PathLike | None = None,
+    offline: bool = False,
+    app_partition: str | None = None,
+    fill_flash_size: bool = False,
+    quiet: bool = True,
+    project_config: bool = True,
+) -> PackResult:
+    """Build and write every output for ``elf_path``; options left None come from espflash project files.
+
+    ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder.
+    """
+    from imgtool.app_image import build_app_image
+    from imgtool.bootloader import get_bootloader, load_user_bootloader, place_bootloader
+    from imgtool.chips import DEFAULT_FLASH_MODE, DEFAULT_FLASH_SIZE, flash_size_bytes, normalize_flash_mode, normalize_flash_size
+    from imgtool.partitions import check_app_fits, default_table, load_table
+    from imgtool.project_config import ProjectConfig, load_project_config
+
+    elf = Path(elf_path)
+    cfg = load_project_config(elf) if project_config else ProjectConfig()
+    cfg = cfg.merged_with(
+        chip=chip,
+        flash_size=flash_size,
+        flash_mode=flash_mode,
+        flash_freq=flash_freq,
+        partition_table=os.fspath(partition_table) if partition_table is not None else None,
+        partition_table_offset=table_offset,
+        bootloader=os.fspath(bootloader) if bootloader is not None else None,
+        target_app_partition=app_partition,
+    )
+    mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
+    size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
+    toff = cfg.partition_table_offset if cfg.partition_table_offset is not None else DEFAULT_TABLE_OFFSET
+
+    app = build_app_image(elf, chip=cfg.chip, flash_mode=mode, flash_size=size, flash_freq=cfg.flash_freq)
+    target = app.chip
+    freq = (cfg.flash_freq or target.default_flash_freq).lower()
+    target.flash_freq_code(freq)  # validates
+
+    if cfg.partition_table:
+        table = load_table(cfg.partition_table, flash_size=size, table_offset=toff, bootloader_offset=target.bootloader_offset)
+    else:
+        table = default_table(flash_size_bytes(size), toff)
+    check_app_fits(table, len(app.data), cfg.target_app_partition)
+
+    if cfg.bootloader:
+        raw_boot = load_user_bootloader(cfg.bootloader, target)
+    else:
+        raw_boot = get_bootloader(target.name, offline=offline, quiet=quiet)
+    boot = place_bootloader(
+        raw_boot,
+        target,
+        flash_mode=mode,
+        flash_size=size,
+        flash_freq=freq,
+        app_min_rev_full=app.image.min_chip_rev_full,
+        app_max_rev_full=app.image.max_chip_rev_full,
+        path=cfg.bootloader,
+    )
+
+    desc = app.app_desc or {}
+    name = elf.stem
+    layout = plan_layout(
+        target,
+        name=name,
+        app=app.data,
+        bootloader=boot,
+        table=table,
+        table_offset=toff,
+        settings=FlashSettings(mode=mode, freq=freq, size=size),
+        app_partition=cfg.target_app_partition,
+        fill_flash_size=fill_flash_size,
+        version=(desc.get("version") or None),
+        project_name=(desc.get("project_name") or None),
+        warnings=app.warnings,
+    )
+    files = layout.files()
+
+    out = Path(outdir) if outdir is not None else (elf.parent if str(elf.parent) else Path("."))
+    _refuse_overwriting_input(out, files, elf, cfg)
+    write_outputs(out, files, remove=() if layout.part("otadata") else (OTADATA_FILE,))
+    return layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+
+
+def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg) -> None:
+    inputs = [elf] + [Path(p) for p in (cfg.partition_table, cfg.bootloader) if p]
+    for inp in inputs:
+        try:
+            inp_resolved = inp.resolve()
+        except OSError:  # pragma: no cover
+            continue
+        for name in files:
+            if (out / name).resolve() == inp_resolved:
+                raise UsageError(
+                    f"writing {name} into {out} would overwrite the input {inp}; choose another -o OUTDIR",
+                    field="-o",
+                )
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the current directory when it is below it, else absolute."""
+    absolute = path.resolve()
+    try:
+        return os.fspath(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return os.fspath(absolute)
+
+
+def write_outputs(outdir: Path, files: dict[str, bytes], *, remove=()) -> None:
+    """Write ``files`` into ``outdir`` as one transaction (as far as a filesystem allows).
+
+    Everything is first written (and fsynced) into a temporary folder beside
+    ``outdir``; then each file is renamed into place. Files being replaced, and
+    stale files named in ``remove``, are moved aside first and restored if any
+    rename fails, so on failure ``outdir`` keeps its previous contents.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError("exists and is not a folder; choose another output folder", path=outdir)
+    parent = outdir.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name or 'out'}.imgtool-", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder ({exc.strerror})", path=outdir) from None
+    try:
+        staged = tmp / "new"
+        backup = tmp / "old"
+        staged.mkdir()
+        backup.mkdir()
+        try:
+            for name, data in files.items():
+                fd = os.open(staged / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            outdir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write outputs ({exc.strerror}); check free space and permissions", path=outdir) from None
+        moved_aside: list[str] = []
+        placed: list[str] = []
+        try:
+            for name in [*files, *remove]:
+                target = outdir / name
+                if target.is_file() or target.is_symlink():
+                    os.replace(target, backup / name)
+                    moved_aside.append(name)
+            for name in files:
+                os.replace(staged / name, outdir / name)
+                placed.append(name)
+        except OSError as exc:
+            for name in placed:
+                try:
+                    os.unlink(outdir / name)
+                except OSError:
+                    pass
+            for name in moved_aside:
+                try:
+                    os.replace(backup / name, outdir / name)
+                except OSError:
+                    pass
+            raise OutputError(f"cannot move outputs into place ({exc.strerror}); nothing was changed", path=outdir) from None
+        _fsync_dir(outdir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["pack", "write_outputs"]

@@ -1,0 +1,140 @@
+"""Edge-case ELFs built in Python: what the image stage must load intact, and what it must refuse."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgtool.app_image import build_app_image
+from imgtool.elf import read_elf
+from imgtool.errors import ElfError, LayoutError
+from imgtool.image_format import parse_image
+from imgtool.memory import elf_mismatches
+from imgtool.segments import PADDING_ADDR, flash_data_offsets
+
+from elfbuild import EM_RISCV, EM_XTENSA, MiB, Sec, app_descriptor, build_elf, esp_app_sections, metadata_section
+
+PAGE = 0x10000
+
+
+def write(tmp_path, sections, name="fw.elf", **kwargs):
+    path = tmp_path / name
+    path.write_bytes(build_elf(sections, **kwargs))
+    return path
+
+
+def c3(tmp_path, extra=(), drop=(), **kwargs):
+    sections = [s for s in esp_app_sections("esp32c3") if s.name not in drop] + list(extra)
+    return write(tmp_path, sections, machine=EM_RISCV, entry=0x4201_0020, **kwargs)
+
+
+def assert_loads_intact(path, **kwargs):
+    result = build_app_image(path, **kwargs)
+    img = parse_image(result.data)
+    assert img.checksum_valid and img.hash_valid
+    elf = read_elf(path)
+    desc = elf.find_app_descriptor(elf.read_all())
+    assert elf_mismatches(img.image.segments, elf, app_desc_addr=desc.addr if desc else None) == []
+    for seg, off in zip(img.image.segments, flash_data_offsets(list(img.image.segments))):
+        if seg.addr != PADDING_ADDR and result.chip.is_flash_mapped(seg.addr):
+            assert off % PAGE == seg.addr % PAGE
+    return result
+
+
+def test_corpus_like_layouts_convert(tmp_path):
+    for chip, machine, entry in (("esp32c3", EM_RISCV, 0x42010020), ("esp32c6", EM_RISCV, 0x42000200), ("esp32", EM_XTENSA, 0x400D0020)):
+        path = write(tmp_path, esp_app_sections(chip), name=f"{chip}.elf", machine=machine, entry=entry)
+        assert assert_loads_intact(path).chip.name == chip
+
+
+def test_empty_sections_are_ignored(tmp_path):
+    path = c3(tmp_path, extra=[Sec(".rodata.wifi", 0x3C00_0200, b"", flags="A"), Sec(".rtc.text", 0x5000_0000, b"", flags="AX")])
+    assert_loads_intact(path)
+
+
+def test_nobits_sections_are_not_written(tmp_path):
+    result = assert_loads_intact(c3(tmp_path, extra=[Sec(".big_bss", 0x3FC9_0000, size=0x20000, flags="WA", type="NOBITS")]))
+    assert all(s.addr != 0x3FC9_0000 for s in result.image.segments)
+    assert len(result.data) < 0x20000 + 0x10000
+
+
+def test_sections_sharing_a_page_become_one_segment(tmp_path):
+    extra = [Sec(".rodata2", 0x3C00_4000, b"R2" * 64, flags="A")]
+    result = assert_loads_intact(c3(tmp_path, extra=extra))
+    first = result.image.segments[0]
+    assert first.addr == 0x3C00_0020 and first.addr + len(first.data) >= 0x3C00_4080
+
+
+def test_section_straddling_a_page_boundary(tmp_path):
+    extra = [Sec(".rodata_big", 0x3C01_FF00, bytes(range(256)) * 4, flags="A")]
+    assert_loads_intact(c3(tmp_path, extra=extra))
+
+
+def test_huge_flash_section(tmp_path):
+    big = Sec(".text", 0x4201_0020, size=3 * MiB, data=b"\x13\x00\x00\x00" * 1024, flags="AX")
+    sections = [s for s in esp_app_sections("esp32c3") if s.name != ".text"] + [big]
+    path = write(tmp_path, sections, machine=EM_RISCV, entry=0x4201_0020)
+    result = assert_loads_intact(path, flash_size="4MB")
+    assert len(result.data) > 3 * MiB
+    with pytest.raises(LayoutError, match="more than the 2MB flash"):
+        build_app_image(path, flash_size="2MB")
+
+
+def test_no_app_descriptor_warns(tmp_path):
+    result = assert_loads_intact(c3(tmp_path, drop={".rodata_desc"}))
+    assert result.app_desc is None
+    assert any("no ESP-IDF app descriptor" in w for w in result.warnings)
+
+
+def test_section_outside_memory_is_refused(tmp_path):
+    path = c3(tmp_path, extra=[Sec(".stray", 0x1000_0000, b"oops", flags="A")])
+    with pytest.raises(LayoutError, match=r"\.stray.*outside every memory region of esp32c3"):
+        build_app_image(path, chip="esp32c3")
+
+
+def test_program_headers_are_used_when_there_are_no_section_headers(tmp_path):
+    path = c3(tmp_path, section_headers=False)
+    result = build_app_image(path, chip="esp32c3")
+    assert parse_image(result.data).valid
+
+
+def test_chip_detection_needs_hints_where_memory_maps_coincide(tmp_path):
+    plain = [s for s in esp_app_sections("esp32c6") if s.name != ".espressif.metadata"]
+    path = write(tmp_path, plain, name="anon.elf", machine=EM_RISCV, entry=0x42000200)
+    with pytest.raises(ElfError, match=r"could be .*esp32c6.*esp32h2.*pass --chip"):
+        build_app_image(path)
+    assert build_app_image(path, chip="esp32h2").chip.name == "esp32h2"
+    named = write(tmp_path, plain, name="named.elf", machine=EM_RISCV, entry=0x42000200, symbols=["esp32h2.abc-cgu.0"])
+    assert build_app_image(named).chip.name == "esp32h2"
+
+
+def test_chip_hint_disagreeing_with_chip_option_warns(tmp_path):
+    path = write(tmp_path, esp_app_sections("esp32c6"), machine=EM_RISCV, entry=0x42000200)
+    result = build_app_image(path, chip="esp32h2")
+    assert any("mentions esp32c6" in w for w in result.warnings)
+
+
+def test_overlapping_sections_are_refused(tmp_path):
+    path = c3(tmp_path, extra=[Sec(".clash", 0x3FC8_0094, b"XXXXXXXX", flags="WA")])
+    with pytest.raises(LayoutError, match="overlap"):
+        build_app_image(path)
+
+
+def test_descriptor_page_size_must_exist_on_the_chip(tmp_path):
+    desc = Sec(".rodata_desc", 0x3C00_0020, app_descriptor(mmu_page_size_log2=13), flags="A")
+    sections = [desc if s.name == ".rodata_desc" else s for s in esp_app_sections("esp32c3")]
+    path = write(tmp_path, sections, machine=EM_RISCV, entry=0x4201_0020)
+    with pytest.raises(ElfError, match="8 KiB MMU page"):
+        build_app_image(path)
+
+
+def test_smaller_mmu_page_from_descriptor_is_honoured(tmp_path):
+    desc = Sec(".rodata_desc", 0x4200_0020, app_descriptor(mmu_page_size_log2=15), flags="A")
+    sections = [desc if s.name == ".rodata_desc" else s for s in esp_app_sections("esp32c6")]
+    path = write(tmp_path, sections, machine=EM_RISCV, entry=0x42000200)
+    assert build_app_image(path).mmu_page_size == 0x8000
+
+
+def test_metadata_section_alone_identifies_the_chip(tmp_path):
+    sections = [s for s in esp_app_sections("esp32c6") if s.name != ".espressif.metadata"] + [metadata_section("esp32h2")]
+    path = write(tmp_path, sections, machine=EM_RISCV, entry=0x42000200)
+    assert build_app_image(path).chip.name == "esp32h2"
