@@ -350,7 +350,6 @@ class FlashLayout:
         }
         for p in self.parts:
             doc[p.name] = {"offset": f"0x{p.offset:x}", "file": p.file, "encrypted": "true" if p.encrypted else "false"}
-        doc["merged"] = {"offset": f"0x{self.start:x}", "file": self.merged_file, "encrypted": "false"}
         doc["extra_esptool_args"] = {
             "after": "hard-reset",
             "before": "default-reset",

@@ -1,0 +1,169 @@
+"""`imgtool pack` (ELF → everything needed to flash and ship), `imgtool verify` and `imgtool flash`.
+
+Heavy imports (rich, the image builder, esptool) happen inside the commands;
+esptool is imported by `flash` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from imgtool.chips import CHIPS, FLASH_MODES, FLASH_SIZES
+
+
+def _parse_offset(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        number = int(str(value).strip(), 0)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a number (use e.g. 0x8000)") from None
+    if number < 0:
+        raise click.BadParameter("must not be negative")
+    return number
+
+
+chip_option = click.option(
+    "--chip", type=click.Choice(sorted(CHIPS), case_sensitive=False), help="Target chip (detected when omitted)."
+)
+
+
+@click.command()
+@click.argument("elf", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: the ELF's folder].")
+@chip_option
+@click.option("--flash-size", type=click.Choice(list(FLASH_SIZES), case_sensitive=False), help="Flash size [default: 2MB].")
+@click.option("--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help="SPI flash mode [default: dio].")
+@click.option("--flash-freq", help="Flash frequency, e.g. 40m or 80m [default: the chip's ESP-IDF default].")
+@click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash].")
+@click.option("--partition-table-offset", callback=_parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000].")
+@click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one.")
+@click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder.")
+@click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0].")
+@click.option("--fill-flash-size", is_flag=True, help="Pad the merged image with 0xFF to the full flash size.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
+def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, partition_table, partition_table_offset, bootloader,
+         offline, target_app_partition, fill_flash_size, as_json, quiet):
+    """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
+    from imgtool.pack import pack as do_pack
+
+    result = do_pack(
+        elf,
+        outdir,
+        chip=chip,
+        flash_size=flash_size,
+        flash_mode=flash_mode,
+        flash_freq=flash_freq,
+        partition_table=partition_table,
+        table_offset=partition_table_offset,
+        bootloader=bootloader,
+        offline=offline,
+        app_partition=target_app_partition,
+        fill_flash_size=fill_flash_size,
+        quiet=quiet or as_json,
+    )
+    for warning in result.warnings:
+        click.echo(f"imgtool: warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    elif not quiet:
+        print_summary(result)
+
+
+def print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    f = result.flash
+    console.print(
+        f"[bold]{result.chip}[/bold]  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}", soft_wrap=True
+    )
+    table = Table(show_edge=False, box=None, pad_edge=False)
+    table.add_column("Part")
+    table.add_column("Offset", justify="right")
+    table.add_column("Size", justify="right")
+    table.add_column("File")
+    for p in result.parts:
+        table.add_row(p.name, f"0x{p.offset:x}", f"{p.size:,}", p.file)
+    m = result.merged
+    table.add_row("merged", f"0x{m.offset:x}", f"{m.size:,}", m.file)
+    console.print(table)
+    console.print(
+        f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
+        f"({result.app_usage * 100:.1f}% used)"
+    )
+    console.print("flash with:")
+    console.print(f"  {result.esptool_command}", soft_wrap=True, markup=False)
+
+
+@click.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="OUTDIR|MERGED")
+@click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
+@chip_option
+@click.option("--partition-table-offset", callback=_parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
+def verify(target, elf, chip, partition_table_offset, as_json, quiet):
+    """Check a pack output folder, merged image or flash dump the way the chip would boot it."""
+    from imgtool.verify import verify as do_verify
+
+    report = do_verify(target, chip=chip, elf=elf, table_offset=partition_table_offset)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        click.echo(f"{report.source}: {report.kind} for {report.chip or 'unknown chip'}")
+        for check in report.checks:
+            click.echo(f"  {'ok  ' if check.ok else 'FAIL'} {check}")
+    report.raise_for_problems()
+
+
+@click.command()
+@click.argument("outdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--port", "-p", required=True, help="Serial port (or an esptool URL such as socket://host:port).")
+@click.option("--baud", "-b", default=460800, show_default=True, type=int, help="Baud rate for flashing.")
+@chip_option
+@click.option("--parts", is_flag=True, help="Write the parts separately (flash_parts_args) instead of the merged image.")
+def flash(outdir, port, baud, chip, parts):
+    """Flash a pack output folder with esptool (esptool write-flash @flash_args)."""
+    from imgtool.errors import ImgtoolError, InputError
+
+    args_file = outdir / ("flash_parts_args" if parts else "flash_args")
+    if not args_file.is_file():
+        raise InputError(f"has no {args_file.name}; run 'imgtool pack' into this folder first", path=outdir)
+    if chip is None:
+        chip = _chip_from_flasher_args(outdir)
+    argv = ["--port", port, "--baud", str(baud)]
+    if chip:
+        argv = ["--chip", chip, *argv]
+    argv += ["write-flash", f"@{args_file.name}"]
+
+    import esptool  # the only place imgtool imports esptool
+
+    previous = os.getcwd()
+    os.chdir(outdir)  # paths in the argument file are relative to the output folder
+    try:
+        esptool.main(argv)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise ImgtoolError(f"esptool failed (exit status {exc.code})", path=outdir) from None
+    except Exception as exc:  # esptool.FatalError and serial errors
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImgtoolError(f"esptool: {message}", path=port) from None
+    finally:
+        os.chdir(previous)
+        sys.stdout.flush()
+
+
+def _chip_from_flasher_args(outdir: Path) -> str | None:
+    try:
+        doc = json.loads((outdir / "flasher_args.json").read_text(encoding="utf-8"))
+        return doc.get("extra_esptool_args", {}).get("chip")
+    except (OSError, ValueError, AttributeError):
+        return None
