@@ -32,8 +32,11 @@ NAME_MAX_BYTES = 16
 FILL_BYTE = b"\xff"
 ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
+MD5_DIGEST_SIZE = 16
 END_MARKER = FILL_BYTE * ENTRY_SIZE
-#: Type and subtype of a CSV row with an empty subtype column.
+#: Offsets and sizes are 32-bit fields.
+ADDRESS_SPACE = 1 << 32
+#: Subtype of a CSV row with an empty subtype column.
 SUBTYPE_UNDEFINED = 0x06
 
 TYPE_APP = 0x00
@@ -43,7 +46,12 @@ TYPE_PARTITION_TABLE = 0x03
 MAX_TYPE = 0xFE
 MAX_SUBTYPE = 0xFF
 
-TYPES: dict[str, int] = {"app": TYPE_APP, "data": TYPE_DATA, "bootloader": TYPE_BOOTLOADER, "partition_table": TYPE_PARTITION_TABLE}
+TYPES: dict[str, int] = {
+    "app": TYPE_APP,
+    "data": TYPE_DATA,
+    "bootloader": TYPE_BOOTLOADER,
+    "partition_table": TYPE_PARTITION_TABLE,
+}
 
 SUBTYPE_FACTORY = 0x00
 SUBTYPE_OTA_FIRST = 0x10
@@ -135,8 +143,8 @@ PartitionEntry = Struct(
 #: The entry after the partitions: magic, 0xFF fill, then the MD5 of all entries before it.
 Md5Entry = Struct(
     "magic" / Const(MD5_MAGIC),
-    Padding(14, pattern=FILL_BYTE),
-    "digest" / Bytes(16),
+    Padding(ENTRY_SIZE - len(MD5_MAGIC) - MD5_DIGEST_SIZE, pattern=FILL_BYTE),
+    "digest" / Bytes(MD5_DIGEST_SIZE),
 )
 
 
@@ -199,7 +207,10 @@ class Partition:
 
 @dataclass(frozen=True)
 class PartitionTable:
-    """An ordered, validated list of partitions plus where the table itself lives in flash."""
+    """Partitions in table order plus where the table itself lives in flash.
+
+    ``from_csv``/``from_binary`` validate; call ``validate()`` on a table built by hand.
+    """
 
     partitions: tuple[Partition, ...]
     table_offset: int = DEFAULT_TABLE_OFFSET
@@ -275,7 +286,9 @@ class PartitionTable:
                 raise PartitionError("table is cut short inside an entry; use the whole 0xC00-byte table", path=where)
             if raw[: len(MD5_MAGIC)] == MD5_MAGIC:
                 if Md5Entry.parse(raw).digest != md5.digest():
-                    raise PartitionError("MD5 entry does not match the entries before it; the table is corrupt", path=where)
+                    raise PartitionError(
+                        "MD5 entry does not match the entries before it; the table is corrupt", path=where
+                    )
                 continue
             md5.update(raw)
             try:
@@ -312,6 +325,12 @@ class PartitionTable:
             for p in self.partitions
         )
         body = entries + Md5Entry.build(dict(digest=hashlib.md5(entries).digest()))
+        if len(body) >= TABLE_MAX_LEN:
+            raise PartitionError(
+                f"{len(self.partitions)} partitions do not fit the 0x{TABLE_MAX_LEN:X}-byte table; "
+                f"keep {MAX_PARTITIONS} or fewer",
+                path=self.source,
+            )
         return body + FILL_BYTE * (TABLE_MAX_LEN - len(body))
 
     def to_csv(self) -> str:
@@ -377,14 +396,16 @@ class PartitionTable:
                 f"use 0x{_align_up(p.size, APP_SIZE_ALIGN):x}",
             )
         if p.type == TYPE_DATA and p.subtype in ALWAYS_RW_DATA and p.readonly:
-            raise self._error(p, f"'{p.name}' ({p.subtype_name}) is always written by ESP-IDF; remove the readonly flag")
+            raise self._error(
+                p, f"'{p.name}' ({p.subtype_name}) is always written by ESP-IDF; remove the readonly flag"
+            )
         if p.type == TYPE_DATA and p.subtype == SUBTYPE_NVS and p.size < NVS_MIN_RW_SIZE and not p.readonly:
             raise self._error(
                 p,
                 f"nvs partition '{p.name}' of 0x{p.size:x} bytes is too small to write; "
                 f"make it at least 0x{NVS_MIN_RW_SIZE:x} or flag it readonly",
             )
-        if p.end > 1 << 32:
+        if p.end > ADDRESS_SPACE:
             raise self._error(p, f"'{p.name}' ends past 4 GiB; check its offset and size")
 
     def _check_layout(self, bootloader_offset: int | None) -> None:
@@ -394,7 +415,9 @@ class PartitionTable:
             if not p.is_fixed and p.offset < table_end:
                 raise self._error(p, _reserved_overlap(p, self.table_offset, bootloader_offset))
             if previous is not None and p.offset < previous.end:
-                raise self._error(p, f"{p.describe()} overlaps {previous.describe()} from {_loc(previous)}; move or shrink one")
+                raise self._error(
+                    p, f"{p.describe()} overlaps {previous.describe()} from {_loc(previous)}; move or shrink one"
+                )
             previous = p
 
     def _check_unique_apps(self) -> None:
@@ -410,14 +433,15 @@ class PartitionTable:
                 seen[p.subtype] = p
 
     def _check_otadata(self) -> None:
-        for subtype, label in ((SUBTYPE_DATA_OTA, "otadata (data, ota)"), (SUBTYPE_TEE_OTA, "TEE otadata (data, tee_ota)")):
+        for subtype, label in ((SUBTYPE_DATA_OTA, "otadata (data, ota)"), (SUBTYPE_TEE_OTA, "TEE otadata")):
             found = [p for p in self.partitions if p.type == TYPE_DATA and p.subtype == subtype]
             if len(found) > 1:
                 raise self._error(found[1], f"a second {label} partition '{found[1].name}'; keep only one")
             if found and found[0].size != OTADATA_SIZE:
                 raise self._error(
                     found[0],
-                    f"{label} partition '{found[0].name}' is 0x{found[0].size:x} bytes; it must be 0x{OTADATA_SIZE:x} (two sectors)",
+                    f"{label} partition '{found[0].name}' is 0x{found[0].size:x} bytes; "
+                    f"it must be 0x{OTADATA_SIZE:x} (two sectors)",
                 )
         slots = [p for p in self.apps if p.ota_slot is not None]
         if slots and self.otadata is None:
@@ -455,7 +479,9 @@ def _expand_vars(line: str, where: str) -> str:
     return expanded
 
 
-def parse_int(text: str, keywords: dict[str, int] | None = None, *, what: str = "value", where: str | None = None) -> int:
+def parse_int(
+    text: str, keywords: dict[str, int] | None = None, *, what: str = "value", where: str | None = None
+) -> int:
     """An integer in gen_esp32part's syntax: decimal or 0x hex, optional K/M suffix, or a keyword."""
     value = text.strip()
     multiplier = 1
@@ -567,7 +593,9 @@ def _reserved_overlap(p: Partition, table_offset: int, bootloader_offset: int | 
 
 def _check_table_offset(table_offset: int, bootloader_offset: int | None) -> None:
     if table_offset < 0 or table_offset % TABLE_SECTOR_SIZE:
-        raise UsageError(f"partition table offset 0x{table_offset:x} must be a multiple of 0x{TABLE_SECTOR_SIZE:x}", field="--offset")
+        raise UsageError(
+            f"partition table offset 0x{table_offset:x} must be a multiple of 0x{TABLE_SECTOR_SIZE:x}", field="--offset"
+        )
     if bootloader_offset is not None and table_offset <= bootloader_offset:
         raise UsageError(
             f"partition table offset 0x{table_offset:x} is not after the bootloader at 0x{bootloader_offset:x}; "
@@ -631,7 +659,9 @@ def load_preset(
 ) -> PartitionTable:
     text = preset_csv(name)
     if text is None:
-        raise UsageError(f"no partition-table preset '{name}'; use one of {', '.join(preset_names())}", field="--partition-table")
+        raise UsageError(
+            f"no partition-table preset '{name}'; use one of {', '.join(preset_names())}", field="--partition-table"
+        )
     return PartitionTable.from_csv(
         text, source=f"preset {name}", table_offset=table_offset, bootloader_offset=bootloader_offset,
         flash_size=_flash_bytes(flash_size),
@@ -663,7 +693,9 @@ def load_table(
             f"no such file, and not a preset (presets: {', '.join(preset_names())})", path=os.fspath(source)
         )
     data = read_input(path, "partition table")
-    kwargs = dict(source=os.fspath(source), table_offset=table_offset, bootloader_offset=bootloader_offset, flash_size=size)
+    kwargs = dict(
+        source=os.fspath(source), table_offset=table_offset, bootloader_offset=bootloader_offset, flash_size=size
+    )
     if data.startswith(ENTRY_MAGIC):
         return PartitionTable.from_binary(data, **kwargs)
     try:
@@ -733,7 +765,9 @@ def check_app_fits(table: PartitionTable, app_size: int, app_partition_name: str
     if flash is not None:
         hints.append(f"--flash-size {flash} (to size the default table to the flash)")
     presets = [n for n in preset_names() if _preset_app_size(n, table.table_offset) >= app_size]
-    hints.append(f"--partition-table {' / '.join(presets)}" if presets else "a --partition-table CSV with a larger app partition")
+    hints.append(
+        f"--partition-table {' / '.join(presets)}" if presets else "a --partition-table CSV with a larger app partition"
+    )
     raise LayoutError(
         f"app is {human_size(app_size)} ({app_size} bytes) but partition '{target.name}' holds "
         f"{human_size(target.size)} ({target.size} bytes); pass {' or '.join(hints)}",

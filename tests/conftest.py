@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -43,3 +44,8 @@ def corpus():
     if not CORPUS.is_dir():
         pytest.skip(CORPUS_SKIP_REASON)
     return CORPUS
+
+
+#: Examples per fuzz target: 2,000 in the normal run; raise IMGTOOL_FUZZ_EXAMPLES for a long run by hand.
+FUZZ_EXAMPLES = int(os.environ.get("IMGTOOL_FUZZ_EXAMPLES", "2000"))
+fuzz_settings = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

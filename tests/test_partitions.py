@@ -460,3 +460,9 @@ def test_espflash_corpus_table():
     assert table.to_binary() == idf_binary(path.read_text())
     with pytest.raises(PartitionError, match=r"partitions-espflash-test\.csv:4: 'factory'.*past the end of the 4 MiB"):
         load_table(path, flash_size="4MB")
+
+
+def test_to_binary_refuses_an_oversized_hand_built_table():
+    parts = tuple(Partition(f"p{i}", 1, 0x81, 0x9000 + i * 0x1000, 0x1000) for i in range(MAX_PARTITIONS + 1))
+    with pytest.raises(PartitionError, match="do not fit"):
+        PartitionTable(parts).to_binary()

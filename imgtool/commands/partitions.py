@@ -117,8 +117,10 @@ def show(source, as_json, flash_size, table_offset, chip):
     for column in ("Name", "Type", "SubType", "Offset", "Size", "Flags"):
         view.add_column(column, justify="right" if column in ("Offset", "Size") else "left")
     for p in table:
-        view.add_row(p.name, p.type_name, p.subtype_name, f"0x{p.offset:x}", f"0x{p.size:x} ({human_size(p.size)})", ":".join(p.flags))
-    console = Console(soft_wrap=True)
+        size = f"0x{p.size:x} ({human_size(p.size)})"
+        view.add_row(p.name, p.type_name, p.subtype_name, f"0x{p.offset:x}", size, ":".join(p.flags))
+    # Names and paths are user text, never rich markup.
+    console = Console(soft_wrap=True, markup=False, highlight=False)
     console.print(view)
     if free is None:
         console.print(f"last partition ends at 0x{table.end:x}; pass --flash-size to see the free space after it")
