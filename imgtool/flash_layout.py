@@ -439,6 +439,13 @@ def plan_layout(
     flash_bytes = flash_size_bytes(settings.size)
     entries = table_entries(table)
     target = find_app_partition(entries, app_partition)
+    for entry in entries:
+        if entry.offset + entry.size > flash_bytes:
+            raise LayoutError(
+                f"partition '{entry.name}' ends at 0x{entry.offset + entry.size:x}, past the end of the "
+                f"{settings.size} flash; pass a larger --flash-size or a smaller partition table",
+                field="partition table",
+            )
     if target.offset % APP_PARTITION_ALIGN:
         raise LayoutError(
             f"app partition '{target.name}' starts at 0x{target.offset:x}, which is not 64 KiB aligned; "
@@ -488,7 +495,7 @@ def plan_layout(
 
 
 def check_output_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
         raise UsageError(f"'{name}' cannot name output files; rename the ELF", field="name")
     for fixed in FIXED_FILES:
         if app_file_name(name) == fixed or merged_file_name(name) == fixed:
