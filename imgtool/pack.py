@@ -9,8 +9,6 @@ as it was.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from imgtool.errors import OutputError, UsageError
@@ -150,7 +148,7 @@ def write_outputs(outdir: Path, files: dict[str, bytes], *, remove=()) -> None:
     parent = outdir.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name or 'out'}.imgtool-", dir=parent))
+        tmp = _make_temp_dir(parent, f".{outdir.name or 'out'}.imgtool-")
     except OSError as exc:
         raise OutputError(f"cannot create the output folder ({exc.strerror})", path=outdir) from None
     try:
@@ -193,7 +191,40 @@ def write_outputs(outdir: Path, files: dict[str, bytes], *, remove=()) -> None:
             raise OutputError(f"cannot move outputs into place ({exc.strerror}); nothing was changed", path=outdir) from None
         _fsync_dir(outdir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
+
+
+def _make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new private folder in ``parent`` (like tempfile.mkdtemp, without importing tempfile/shutil)."""
+    for _ in range(100):
+        candidate = parent / f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            candidate.mkdir(mode=0o700)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary folder in {parent}")
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove our temp folder (two levels: new/ and old/ with plain files); never raises."""
+    for sub in ("new", "old"):
+        folder = path / sub
+        try:
+            for entry in os.scandir(folder):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+            os.rmdir(folder)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,245 @@
+"""pack: every output written together, nothing written on failure, the CLI around it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import FIXTURES, corpus_elf_params, corpus_path
+
+from imgtool.chips import get_chip
+from imgtool.cli import main
+from imgtool.errors import LayoutError, OutputError, UsageError
+from imgtool.image_format import EspImage, Segment, parse_image
+from imgtool.pack import pack
+from imgtool.verify import verify
+
+EXPECTED = [
+    "NAME.bin",
+    "bootloader.bin",
+    "partitions.csv",
+    "partitions.bin",
+    "NAME.merged.bin",
+    "flash_args",
+    "flash_parts_args",
+    "flasher_args.json",
+    "manifest.json",
+    "SHA256SUMS",
+]
+
+
+def make_bootloader(path: Path, chip_name: str) -> Path:
+    chip = get_chip(chip_name)
+    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
+    seg = Segment(addr, bytes(range(256)) * 8)
+    path.write_bytes(EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,)).to_bytes())
+    return path
+
+
+@pytest.fixture
+def elf_c3(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    elf = src / "blinky"
+    shutil.copy(FIXTURES / "esp32c3-min.elf", elf)
+    return elf
+
+
+@pytest.fixture
+def boot_c3(tmp_path):
+    return make_bootloader(tmp_path / "bl-c3.bin", "esp32c3")
+
+
+def names(outdir: Path) -> set[str]:
+    return {p.name for p in outdir.iterdir()}
+
+
+def test_pack_writes_every_output(tmp_path, elf_c3, boot_c3):
+    out = tmp_path / "out"
+    res = pack(elf_c3, out, bootloader=boot_c3, flash_size="4MB")
+    assert list(res.files) == [n.replace("NAME", "blinky") for n in EXPECTED]
+    assert names(out) == set(res.files)
+    assert res.chip == "esp32c3" and res.flash.size == "4MB" and res.flash.freq == "80m"
+    # the bootloader was placed: header patched to 4MB / dio / 80m, hash recomputed
+    boot = parse_image((out / "bootloader.bin").read_bytes())
+    assert boot.valid and boot.image.flash_size_code == 2 and boot.image.flash_mode == 2
+    # SHA256SUMS agrees with the files
+    for line in (out / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(" *", 1)
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    merged = (out / "blinky.merged.bin").read_bytes()
+    assert merged[:len(boot_c3.read_bytes())][:1] == b"\xe9"
+    assert merged[0x10000 : 0x10000 + res.app_size] == (out / "blinky.bin").read_bytes()
+    assert res.esptool_args[-2:] == ("0x0", str((out / "blinky.merged.bin").resolve()))  # outside the cwd: absolute
+    report = verify(out, elf=elf_c3)
+    assert report.ok, report.problems
+
+
+def test_pack_defaults_to_the_elf_folder(elf_c3, boot_c3):
+    res = pack(elf_c3, bootloader=boot_c3)
+    assert res.outdir == elf_c3.parent
+    assert (elf_c3.parent / "blinky.merged.bin").is_file()
+    assert res.flash.size == "2MB"
+    assert not [p for p in elf_c3.parent.parent.iterdir() if p.name.startswith(".")]  # temp dir cleaned
+
+
+def test_pack_otadata_and_named_partition(tmp_path, elf_c3, boot_c3):
+    out = tmp_path / "out"
+    res = pack(elf_c3, out, bootloader=boot_c3, flash_size="4MB", partition_table="two_ota", app_partition="ota_1")
+    assert (out / "ota_data_initial.bin").read_bytes() == b"\xff" * 0x2000
+    assert res.app_partition == "ota_1"
+    # blank otadata boots ota_0, which is empty: verify must say so
+    report = verify(out)
+    assert not report.ok and "ota_0" in str(report.problems[0])
+    # repacking without otadata removes the stale otadata file
+    pack(elf_c3, out, bootloader=boot_c3, flash_size="4MB")
+    assert not (out / "ota_data_initial.bin").exists()
+
+
+def test_app_too_big_fails_before_writing(tmp_path, elf_c3, boot_c3):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "blinky.bin").write_bytes(b"old")
+    csv = tmp_path / "tiny.csv"
+    csv.write_text("nvs, data, nvs, 0x9000, 0x6000\nfactory, app, factory, 0x10000, 0x1000\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(LayoutError, match="factory"):
+        pack(elf_c3, out, bootloader=boot_c3, partition_table=csv)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bl-c3.bin", "out", "src", "tiny.csv"]
+
+
+def test_failed_move_restores_outdir(tmp_path, elf_c3, boot_c3, monkeypatch):
+    out = tmp_path / "out"
+    pack(elf_c3, out, bootloader=boot_c3)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if "new" in Path(src).parts and calls["n"] > 14:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(OutputError, match="nothing was changed"):
+        pack(elf_c3, out, bootloader=boot_c3, flash_size="4MB")
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_outdir_that_is_a_file(tmp_path, elf_c3, boot_c3):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        pack(elf_c3, target, bootloader=boot_c3)
+
+
+def test_refuses_to_overwrite_the_elf(tmp_path, boot_c3):
+    elf = tmp_path / "flash_args"
+    shutil.copy(FIXTURES / "esp32c3-min.elf", elf)
+    with pytest.raises(UsageError, match="overwrite the input"):
+        pack(elf, bootloader=boot_c3)
+
+
+def test_espflash_toml_is_used_and_command_line_wins(tmp_path, elf_c3, boot_c3):
+    (elf_c3.parent / "espflash.toml").write_text('[flash]\nsize = "8MB"\nmode = "dout"\nfrequency = "40MHz"\n')
+    res = pack(elf_c3, tmp_path / "a", bootloader=boot_c3)
+    assert (res.flash.size, res.flash.mode, res.flash.freq) == ("8MB", "dout", "40m")
+    res = pack(elf_c3, tmp_path / "b", bootloader=boot_c3, flash_size="4MB")
+    assert res.flash.size == "4MB" and res.flash.mode == "dout"
+    res = pack(elf_c3, tmp_path / "c", bootloader=boot_c3, project_config=False)
+    assert res.flash.size == "2MB"
+
+
+def test_xtensa_fixture_with_fill(tmp_path):
+    elf = FIXTURES / "esp32-min.elf"
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32")
+    res = pack(elf, tmp_path / "out", bootloader=boot, fill_flash_size=True, flash_size="4MB")
+    merged = tmp_path / "out" / "esp32-min.merged.bin"
+    assert merged.stat().st_size == 4 * 1024 * 1024 - 0x1000
+    assert res.merged.offset == 0x1000
+    assert verify(tmp_path / "out", elf=elf).ok
+
+
+def test_wrong_chip_bootloader_is_refused(tmp_path, elf_c3):
+    from imgtool.errors import BootloaderError
+
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32")
+    with pytest.raises(BootloaderError, match="esp32"):
+        pack(elf_c3, tmp_path / "out", bootloader=boot)
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_pack_summary(tmp_path, elf_c3, boot_c3):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["pack", str(elf_c3), "-o", str(out), "--bootloader", str(boot_c3), "--flash-size", "4MB"])
+    assert result.exit_code == 0, result.output
+    assert "esptool --chip esp32c3 write-flash --flash-mode dio --flash-freq 80m --flash-size 4MB 0x0" in result.output
+    assert "% used" in result.output and "partition-table" in result.output and "0x8000" in result.output
+
+
+def test_cli_pack_json(tmp_path, elf_c3, boot_c3):
+    result = CliRunner().invoke(
+        main,
+        ["pack", str(elf_c3), "-o", str(tmp_path / "o"), "--bootloader", str(boot_c3), "--json",
+         "--partition-table", "factory_two_ota", "--partition-table-offset", "0x8000", "--flash-size", "4MB"],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["chip"] == "esp32c3"
+    assert [p["name"] for p in doc["parts"]] == ["bootloader", "partition-table", "otadata", "app"]
+    assert doc["app"]["partition"] == "factory"
+    assert doc["esptool_command"].startswith("esptool --chip esp32c3 write-flash")
+
+
+def test_cli_errors_are_one_line(tmp_path, elf_c3, boot_c3):
+    result = CliRunner().invoke(main, ["pack", str(tmp_path / "missing"), "--bootloader", str(boot_c3)])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("imgtool: error:")
+    result = CliRunner().invoke(main, ["pack", str(elf_c3), "--bootloader", str(boot_c3), "--target-app-partition", "nope"])
+    assert result.exit_code != 0 and "nope" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_pack_does_not_import_esptool_or_rich_when_quiet(tmp_path, elf_c3, boot_c3):
+    code = (
+        "import sys\n"
+        "from imgtool.cli import main\n"
+        "try:\n"
+        f"    main([ 'pack', {str(elf_c3)!r}, '-o', {str(tmp_path / 'o')!r}, '--bootloader', {str(boot_c3)!r}, '-q'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('esptool', 'rich', 'serial')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+@pytest.mark.parametrize("elf", corpus_elf_params())
+def test_corpus_elf_packs_and_verifies(elf, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(corpus_path("bootloaders")))
+    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    res = pack(elf, out, flash_size="4MB")
+    assert res.chip == elf.name
+    report = verify(out, elf=elf)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.boot_partition == "factory"
+    # the CLI agrees
+    result = CliRunner().invoke(main, ["verify", str(out), "--elf", str(elf)])
+    assert result.exit_code == 0, result.output
