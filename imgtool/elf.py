@@ -211,13 +211,14 @@ def _pieces_from_segments(elf, file_size: int, path: Path):
 
 
 def _chip_hints(elf) -> set[str]:
-    """Chip names the ELF mentions: crate FILE symbols, mangled paths, esp-hal's metadata section."""
+    """Chip names the ELF mentions: crate FILE symbols, mangled paths, esp-hal's metadata section.
+
+    Symbol names all live in the string table, so one regex pass over it replaces walking every symbol.
+    """
     hints: set[str] = set()
-    symtab = elf.get_section_by_name(".symtab")
-    if symtab is not None and hasattr(symtab, "iter_symbols"):
-        for sym in symtab.iter_symbols():
-            if "esp32" in sym.name:
-                hints |= _names_in(sym.name, bounded=True)
+    strtab = elf.get_section_by_name(".strtab")
+    if strtab is not None and strtab.header.sh_type == "SHT_STRTAB":
+        hints |= _names_in(strtab.data().decode("latin-1"), bounded=True)
     meta = elf.get_section_by_name(".espressif.metadata")
     if meta is not None and meta.header.sh_type != "SHT_NOBITS" and meta.header.sh_size < 4096:
         # Values are stored back to back ("ESP-IDFesp32c3serial"), so no boundary follows the name.

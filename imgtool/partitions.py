@@ -742,7 +742,7 @@ def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partit
         if chosen is None or not chosen.is_app:
             listed = ", ".join(p.name for p in apps) or "none"
             what = f"'{name}' is a {chosen.type_name} partition, not an app" if chosen else f"no partition named '{name}'"
-            raise PartitionError(f"{what}; app partitions: {listed}", path=table.source, field="--app-partition")
+            raise PartitionError(f"{what}; app partitions: {listed}", path=table.source, field="--target-app-partition")
         return chosen
     for subtype in (SUBTYPE_FACTORY, SUBTYPE_OTA_FIRST):
         found = next((p for p in apps if p.subtype == subtype), None)
