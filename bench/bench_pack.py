@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: whole-process ``imgtool pack`` against the esptool route doing the same work.
 
-The esptool route is ``esptool --chip X elf2image --use-segments`` (ELF → app .bin) followed by
+The esptool route is ``esptool --chip X elf2image [--use-segments]`` (ELF → app .bin) followed by
 ``esptool --chip X merge-bin`` of bootloader, partition table and app (the bootloader and table
 are taken from imgtool's own output, so both routes merge the same parts). imgtool additionally
 writes the CSV, argument files, manifest and SHA256SUMS.
@@ -56,7 +56,9 @@ def imgtool_argv(elf: Path, outdir: Path, *extra: str) -> list[str]:
     ]
 
 
-def esptool_argvs(chip: str, elf: Path, work: Path, ref: Path, *, pad: bool = False) -> list[list[str]]:
+def esptool_argvs(
+    chip: str, elf: Path, work: Path, ref: Path, *, pad: bool = False, segments: bool = True
+) -> list[list[str]]:
     from imgtool.chips import get_chip
 
     boot_off = get_chip(chip).bootloader_offset
@@ -68,7 +70,7 @@ def esptool_argvs(chip: str, elf: Path, work: Path, ref: Path, *, pad: bool = Fa
         *(["--pad-to-size", FLASH_SIZE] if pad else []),
         hex(boot_off), str(ref / "bootloader.bin"), "0x8000", str(ref / "partitions.bin"), "0x10000", str(app),
     ]
-    image = [*esptool, "elf2image", "--use-segments", "--flash-mode", "dio", "--flash-size", FLASH_SIZE, "-o", str(app), str(elf)]
+    image = [*esptool, "elf2image", *(["--use-segments"] if segments else []), "--flash-mode", "dio", "--flash-size", FLASH_SIZE, "-o", str(app), str(elf)]
     return [image, merge]
 
 
@@ -111,7 +113,8 @@ def main() -> int:
             secs, _rss, code, err = run(imgtool_argv(elf, ref), env)  # warms the bootloader cache and bytecode
             work = tmp / f"warm-{chip}"
             work.mkdir()
-            route(esptool_argvs(chip, elf, work, ref), env)  # warms esptool's bytecode too
+            # esptool converts some ELFs only from program headers, others only from sections.
+            segments = route(esptool_argvs(chip, elf, work, ref), env)[2] == 0  # also warms bytecode
             if code != 0:
                 rows.append((chip, None, None, None, None, f"imgtool failed: {err}"))
                 continue
@@ -123,7 +126,7 @@ def main() -> int:
                 im_rss.append(r)
                 work = tmp / f"es-{chip}-{i}"
                 work.mkdir()
-                s, r, c, e = route(esptool_argvs(chip, elf, work, ref), env)
+                s, r, c, e = route(esptool_argvs(chip, elf, work, ref, segments=segments), env)
                 if c != 0:
                     note = f"esptool route fails: {e[:70]}"
                     es_t = []

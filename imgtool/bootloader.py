@@ -90,10 +90,10 @@ class BootloaderStatus:
 def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
     """The manifest shipped inside the package, or the JSON file at ``path``."""
     if path is None:
-        from importlib.resources import files
+        import pkgutil  # lighter to import than importlib.resources, which matters for `pack` start-up
 
         where = f"{MANIFEST_PACKAGE}/{MANIFEST_FILE}"
-        text = files(MANIFEST_PACKAGE).joinpath(MANIFEST_FILE).read_text(encoding="utf-8")
+        text = pkgutil.get_data(MANIFEST_PACKAGE, MANIFEST_FILE).decode("utf-8")
     else:
         where = os.fspath(path)
         text = Path(path).read_text(encoding="utf-8")
@@ -199,12 +199,12 @@ def get_bootloader(
     cached or returned. ``offline`` allows the cache and a mirror folder only.
     ``manifest`` and ``settings`` (a ``download.DownloadSettings``) exist for tests and tools.
     """
-    from imgtool import download
-
     entry = (manifest or load_manifest()).lookup(chip_name, variant)
     cached = read_cached(entry)
     if cached is not None:
         return cached
+    from imgtool import download  # only now: a cache hit should not pay for the network stack
+
     dest = cache_path(entry)
     mirror = os.environ.get(ENV_MIRROR, "").strip()
     folder = _mirror_folder(mirror)

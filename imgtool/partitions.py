@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 from construct import Adapter, Bytes, Const, ConstructError, FlagsEnum, Int8ul, Int32ul, Padding, Struct
@@ -641,6 +640,8 @@ def human_size(size: int) -> str:
 
 def preset_names() -> list[str]:
     """The partition-table presets shipped with imgtool."""
+    from importlib import resources  # imported here: `pack` without a preset should not pay for it
+
     folder = resources.files(PRESET_PACKAGE)
     return sorted(entry.name[: -len(".csv")] for entry in folder.iterdir() if entry.name.endswith(".csv"))
 
@@ -649,6 +650,8 @@ def preset_csv(name: str) -> str | None:
     key = name.strip().lower().replace("-", "_").removesuffix(".csv")
     if not _PRESET_NAME.fullmatch(key):
         return None
+    from importlib import resources
+
     entry = resources.files(PRESET_PACKAGE).joinpath(f"{key}.csv")
     return entry.read_text(encoding="utf-8") if entry.is_file() else None
 
