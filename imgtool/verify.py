@@ -10,43 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtool.chips import CHIPS, FLASH_SIZES, Chip, chip_by_image_id, flash_size_name, get_chip
-from imgtool.errors import ImageError, ImgtoolError, InputError
+from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
+from imgtool.partitions import ENTRY_SIZE, MD5_MAGIC, SUBTYPE_FACTORY, TABLE_MAX_LEN, Partition, PartitionTable
 
-PARTITION_MAGIC = b"\xaa\x50"
-MD5_MAGIC = b"\xeb\xeb"
-PARTITION_ENTRY_LEN = 32
-PARTITION_TABLE_LEN = 0xC00
 OTADATA_LEN = 0x2000
-APP_PARTITION_ALIGN = 0x10000
-TYPE_APP = 0x00
-TYPE_DATA = 0x01
-TYPE_BOOTLOADER = 0x02
-TYPE_PARTITION_TABLE = 0x03
-SUBTYPE_FACTORY = 0x00
-SUBTYPE_OTA_0 = 0x10
-SUBTYPE_OTA_MAX = 0x1F
-SUBTYPE_TEST = 0x20
-SUBTYPE_DATA_OTA = 0x00
 DEFAULT_PAGE = 0x10000
-
-
-@dataclass(frozen=True)
-class TableEntry:
-    name: str
-    type: int
-    subtype: int
-    offset: int
-    size: int
-    flags: int
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.size
 
 
 @dataclass(frozen=True)
@@ -66,7 +38,7 @@ class VerifyReport:
     kind: str = "merged image"  # or "flash dump"
     base: int = 0  # flash address of the file's first byte
     bootloader_size: int | None = None
-    table: list[TableEntry] = field(default_factory=list)
+    table: list[Partition] = field(default_factory=list)
     boot_partition: str | None = None
     boot_partition_offset: int | None = None
     boot_partition_size: int | None = None
@@ -260,10 +232,12 @@ class _Verifier:
         return True
 
     def _chip_at(self, off: int) -> Chip | None:
-        if len(self.data) < off + 24 or self.data[off] != 0xE9:
+        from imgtool.image_format import EXTENDED_HEADER_LEN, HEADER_LEN, IMAGE_MAGIC, ExtendedHeader
+
+        end = off + HEADER_LEN + EXTENDED_HEADER_LEN
+        if len(self.data) < end or self.data[off] != IMAGE_MAGIC:
             return None
-        chip_id = struct.unpack_from("<H", self.data, off + 12)[0]
-        return chip_by_image_id(chip_id)
+        return chip_by_image_id(ExtendedHeader.parse(bytes(self.data[off + HEADER_LEN : end])).chip_id)
 
     def check_bootloader(self) -> bool:
         from imgtool.image_format import parse_image
@@ -320,71 +294,43 @@ class _Verifier:
             )
         return True
 
-    def check_table(self) -> list[TableEntry] | None:
+    def check_table(self) -> list[Partition] | None:
+        """Parse the table with the same declaration and ESP-IDF rules that compile it."""
         r, off = self.r, self.table_offset
-        raw = self.read(off, PARTITION_TABLE_LEN)
-        if len(raw) < PARTITION_ENTRY_LEN:
+        raw = self.read(off, TABLE_MAX_LEN)
+        if len(raw) < ENTRY_SIZE:
             r.fail("partition table", f"the file ends before the partition table at 0x{off:x}")
             return None
-        entries: list[TableEntry] = []
-        md5_ok = None
-        pos = 0
-        while pos + PARTITION_ENTRY_LEN <= len(raw):
-            chunk = raw[pos : pos + PARTITION_ENTRY_LEN]
-            if chunk[:2] == PARTITION_MAGIC:
-                _m, ptype, sub, poff, psize, name, flags = struct.unpack("<2sBBII16sI", chunk)
-                entries.append(TableEntry(name.split(b"\x00")[0].decode("utf-8", "replace"), ptype, sub, poff, psize, flags))
-            elif chunk[:2] == MD5_MAGIC:
-                md5_ok = chunk[16:] == hashlib.md5(raw[:pos]).digest()
-                if not md5_ok:
-                    r.fail("partition table", f"MD5 at 0x{off + pos:x} does not match the entries (corrupted table)")
-                    return None
-                pos += PARTITION_ENTRY_LEN
-                break
-            elif chunk == b"\xff" * PARTITION_ENTRY_LEN:
-                break
-            else:
-                r.fail("partition table", f"entry at 0x{off + pos:x} has no partition magic (0xAA50)")
-                return None
-            pos += PARTITION_ENTRY_LEN
-        if not entries:
+        try:
+            table = PartitionTable.from_binary(
+                raw,
+                source=f"partition table at 0x{off:x}",
+                table_offset=off,
+                bootloader_offset=self.chip.bootloader_offset,
+                flash_size=self.flash_bytes,
+            )
+        except PartitionError as exc:
+            r.fail("partition table", str(exc).removeprefix(f"partition table at 0x{off:x}: "))
+            return None
+        md5_at = len(table.partitions) * ENTRY_SIZE
+        if not table.partitions:
             r.fail("partition table", f"no partition table at 0x{off:x} (found 0x{raw[0]:02X}{raw[1]:02X}, expected 0xAA50)")
             return None
-        if md5_ok is None:
+        if raw[md5_at : md5_at + len(MD5_MAGIC)] != MD5_MAGIC:
             r.fail("partition table", "has no MD5 entry; the bootloader refuses tables without one")
             return None
-        r.table = entries
-        ok = True
-        # ESP-IDF 5.3+ tables may describe the bootloader and the table themselves (types 2 and 3)
-        ordered = sorted((e for e in entries if e.type not in (TYPE_BOOTLOADER, TYPE_PARTITION_TABLE)), key=lambda e: e.offset)
-        if ordered and ordered[0].offset < off + 0x1000:
-            ok &= r.add("partition table", False, f"partition '{ordered[0].name}' at 0x{ordered[0].offset:x} overlaps the table")
-        for a, b in zip(ordered, ordered[1:]):
-            if a.end > b.offset:
-                ok &= r.add("partition table", False, f"partitions '{a.name}' and '{b.name}' overlap")
-        if self.flash_bytes is not None:
-            for e in entries:
-                if e.end > self.flash_bytes:
-                    ok &= r.add(
-                        "partition table",
-                        False,
-                        f"partition '{e.name}' ends at 0x{e.end:x}, past the {r.flash_size} flash the bootloader header declares",
-                    )
-        for e in entries:
-            if e.type == TYPE_APP and e.offset % APP_PARTITION_ALIGN:
-                ok &= r.add("partition table", False, f"app partition '{e.name}' at 0x{e.offset:x} is not 64 KiB aligned")
-        if ok:
-            r.add("partition table", True, f"{len(entries)} partitions at 0x{off:x}, MD5 valid")
-        return entries
+        r.table = list(table.partitions)
+        r.add("partition table", True, f"{len(table.partitions)} partitions at 0x{off:x}, MD5 valid")
+        return r.table
 
-    def pick_boot_partition(self, entries: list[TableEntry]) -> TableEntry | None:
+    def pick_boot_partition(self, entries: list[Partition]) -> Partition | None:
         from imgtool.otadata import selected_slot
 
         r = self.r
-        apps = [e for e in entries if e.type == TYPE_APP]
-        ota = sorted((e for e in apps if SUBTYPE_OTA_0 <= e.subtype <= SUBTYPE_OTA_MAX), key=lambda e: e.subtype)
+        apps = [e for e in entries if e.is_app]
+        ota = sorted((e for e in apps if e.ota_slot is not None), key=lambda e: e.ota_slot)
         factory = next((e for e in apps if e.subtype == SUBTYPE_FACTORY), None)
-        otadata = next((e for e in entries if e.type == TYPE_DATA and e.subtype == SUBTYPE_DATA_OTA), None)
+        otadata = PartitionTable(tuple(entries)).otadata
         chosen = None
         if otadata is not None and ota:
             raw = self.read(otadata.offset, OTADATA_LEN)
@@ -406,7 +352,7 @@ class _Verifier:
         r.boot_partition_size = chosen.size
         return chosen
 
-    def check_app(self, part: TableEntry, boot_ok: bool):
+    def check_app(self, part: Partition, boot_ok: bool):
         from imgtool.image_format import parse_app_descriptor, parse_image
 
         r, chip = self.r, self.chip
@@ -509,4 +455,4 @@ def _rev(full: int) -> str:
     return f"v{full // 100}.{full % 100}"
 
 
-__all__ = ["Check", "TableEntry", "VerifyReport", "resolve_input", "verify"]
+__all__ = ["Check", "VerifyReport", "resolve_input", "verify"]

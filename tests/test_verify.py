@@ -165,7 +165,7 @@ def test_partition_past_declared_flash_size(packed):
     placed = place_bootloader(bytes(data[:boot_len]), "esp32", flash_mode="dio", flash_size="1MB", flash_freq="40m")
     data[:boot_len] = placed
     report = verify(bytes(data))
-    assert report.problems[0].part == "partition table" and "1MB flash" in report.problems[0].message
+    assert report.problems[0].part == "partition table" and "past the end of the 1 MiB flash" in report.problems[0].message
 
 
 def test_report_json_and_raise(packed):
