@@ -398,6 +398,7 @@ class _Verifier:
 
     def check_elf(self, parsed, elf_path) -> None:
         from imgtool.elf import read_elf
+        from imgtool.memory import LoadedMemory
         from imgtool.image_format import APP_DESC_ELF_SHA256_OFFSET, APP_DESC_LEN, APP_DESC_MAGIC
 
         r = self.r
@@ -407,14 +408,14 @@ class _Verifier:
         except ImgtoolError as exc:
             r.fail("elf", exc.message)
             return
-        segments = sorted((s.segment for s in parsed.segments), key=lambda s: s.addr)
+        memory = LoadedMemory(s.segment for s in parsed.segments)
         magic = APP_DESC_MAGIC.to_bytes(4, "little")
         bad = 0
         checked = 0
         for piece, want in contents.items():
             if not want:
                 continue
-            got = _gather(segments, piece.addr, len(want))
+            got = memory.read(piece.addr, len(want))
             if got is None:
                 r.fail("elf", f"section {piece.name} (0x{piece.addr:08x}, {len(want)} bytes) is not loaded by the app image")
                 bad += 1
@@ -435,20 +436,6 @@ class _Verifier:
             checked += 1
         if not bad:
             r.add("elf", True, f"all {checked} loadable sections of {Path(elf_path).name} are intact in the app image")
-
-
-def _gather(segments, addr: int, length: int) -> bytes | None:
-    """The ``length`` bytes the image loads at ``addr`` (possibly across adjacent segments), or None."""
-    out = bytearray()
-    cur, end = addr, addr + length
-    while cur < end:
-        seg = next((s for s in segments if s.addr <= cur < s.end), None)
-        if seg is None:
-            return None
-        take = min(end, seg.end) - cur
-        out += seg.data[cur - seg.addr : cur - seg.addr + take]
-        cur += take
-    return bytes(out)
 
 
 def _rev(full: int) -> str:
