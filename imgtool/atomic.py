@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from imgtool.errors import OutputError
@@ -19,6 +19,8 @@ def write_bytes(path: str | os.PathLike, data: bytes | str) -> Path:
         raise OutputError("is a directory; give a file name", path=target)
     if not parent.is_dir():
         raise OutputError("the folder to write into does not exist; create it first", path=target)
+    import tempfile
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:
@@ -59,3 +61,33 @@ def read_input(path: str | os.PathLike, what: str = "file", limit: int | None = 
     if limit is not None and len(data) > limit:
         raise InputError(f"{what} is larger than {limit} bytes", path=p)
     return data
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike):
+    """Hold an exclusive lock on ``path``: a lock file (created if needed) or an existing folder.
+
+    Locking a folder itself leaves nothing behind in the user's tree. A no-op where
+    ``fcntl`` does not exist or the file system refuses locks; temp-file-and-rename
+    still keeps every file whole there.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX platforms
+        yield
+        return
+    target = Path(path)
+    fd = os.open(target, os.O_RDONLY) if target.is_dir() else os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

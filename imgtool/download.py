@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtool import __version__
+from imgtool.atomic import file_lock
 from imgtool.errors import ImgtoolError
 
 #: Hosts for which plain http:// is allowed (a local mirror or a test server); everything else must be https.
@@ -77,27 +78,6 @@ def check_url(url: str) -> None:
         f"refusing to download {url}: only https:// addresses (or http:// on 127.0.0.1) are allowed",
         field="url",
     )
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike):
-    """Hold an exclusive lock on ``path`` (created if needed); a no-op where ``fcntl`` does not exist."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX platforms share the cache without a lock
-        yield
-        return
-    with open(path, "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            locked = True
-        except OSError:  # some network file systems refuse locks; temp-file-and-rename still keeps files whole
-            locked = False
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def install_bytes(data: bytes, dest: str | os.PathLike, *, sha256: str, source: str) -> Path:

@@ -495,7 +495,8 @@ def plan_layout(
 
 
 def check_output_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+    # esptool reads argument files line by line, so a line break cannot be quoted away.
+    if not name or name in (".", "..") or any(c in name for c in "/\x00\n\r"):
         raise UsageError(f"'{name}' cannot name output files; rename the ELF", field="name")
     for fixed in FIXED_FILES:
         if app_file_name(name) == fixed or merged_file_name(name) == fixed:

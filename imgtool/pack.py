@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from imgtool.atomic import file_lock
 from imgtool.errors import OutputError, UsageError
 from imgtool.flash_layout import OTADATA_FILE, FlashSettings, PackResult, plan_layout
 
@@ -166,32 +167,38 @@ def write_outputs(outdir: Path, files: dict[str, bytes], *, remove=()) -> None:
             outdir.mkdir(exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot write outputs ({exc.strerror}); check free space and permissions", path=outdir) from None
-        moved_aside: list[str] = []
-        placed: list[str] = []
-        try:
-            for name in [*files, *remove]:
-                target = outdir / name
-                if target.is_file() or target.is_symlink():
-                    os.replace(target, backup / name)
-                    moved_aside.append(name)
-            for name in files:
-                os.replace(staged / name, outdir / name)
-                placed.append(name)
-        except OSError as exc:
-            for name in placed:
-                try:
-                    os.unlink(outdir / name)
-                except OSError:
-                    pass
-            for name in moved_aside:
-                try:
-                    os.replace(backup / name, outdir / name)
-                except OSError:
-                    pass
-            raise OutputError(f"cannot move outputs into place ({exc.strerror}); nothing was changed", path=outdir) from None
+        with file_lock(outdir):
+            _swap_in(outdir, staged, backup, files, remove)
         _fsync_dir(outdir)
     finally:
         _remove_tree(tmp)
+
+
+def _swap_in(outdir: Path, staged: Path, backup: Path, files: dict[str, bytes], remove) -> None:
+    """Rename staged files over ``outdir``'s; under a lock so two packs into one folder never mix their files."""
+    moved_aside: list[str] = []
+    placed: list[str] = []
+    try:
+        for name in [*files, *remove]:
+            target = outdir / name
+            if target.is_file() or target.is_symlink():
+                os.replace(target, backup / name)
+                moved_aside.append(name)
+        for name in files:
+            os.replace(staged / name, outdir / name)
+            placed.append(name)
+    except OSError as exc:
+        for name in placed:
+            try:
+                os.unlink(outdir / name)
+            except OSError:
+                pass
+        for name in moved_aside:
+            try:
+                os.replace(backup / name, outdir / name)
+            except OSError:
+                pass
+        raise OutputError(f"cannot move outputs into place ({exc.strerror}); nothing was changed", path=outdir) from None
 
 
 def _make_temp_dir(parent: Path, prefix: str) -> Path:

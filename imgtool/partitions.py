@@ -374,6 +374,8 @@ class PartitionTable:
             raise self._error(p, "the name is empty; give every partition a name")
         if len(encoded) > NAME_MAX_BYTES:
             raise self._error(p, f"name '{p.name}' is {len(encoded)} bytes; shorten it to {NAME_MAX_BYTES} or fewer")
+        if b"\x00" in encoded:
+            raise self._error(p, f"name {p.name!r} contains a NUL byte, which ends the name in the binary table; remove it")
         if not 0 <= p.type <= MAX_TYPE:
             raise self._error(p, f"type {p.type} is out of range; use 0 to {MAX_TYPE} (0x{MAX_TYPE:X})")
         if not 0 <= p.subtype <= MAX_SUBTYPE:

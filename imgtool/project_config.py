@@ -23,7 +23,8 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from imgtool.errors import InputError
+from imgtool.chips import normalize_flash_mode, normalize_flash_size
+from imgtool.errors import InputError, UsageError
 
 ESPFLASH_TOML = "espflash.toml"
 CARGO_TOML = "Cargo.toml"
@@ -105,7 +106,9 @@ def load_project_config(elf_path: str | os.PathLike, cwd: str | os.PathLike | No
     sources: list[str] = []
     if cargo is not None:
         doc = _load_toml(cargo)
-        meta = doc.get("package", {}).get("metadata", {}).get("espflash") if isinstance(doc.get("package"), dict) else None
+        meta = doc.get("package")
+        for key in ("metadata", "espflash"):
+            meta = meta.get(key) if isinstance(meta, dict) else None
         if isinstance(meta, dict):
             values.update(_from_table(meta, cargo, "[package.metadata.espflash]"))
             sources.append(os.fspath(cargo))
@@ -142,13 +145,21 @@ def _from_table(table: dict, path: Path, where: str) -> dict:
 def _flash_table(table: dict, path: Path) -> dict:
     out: dict = {}
     if "mode" in table:
-        out["flash_mode"] = _string(table["mode"], path, "[flash].mode").lower()
+        out["flash_mode"] = _checked(normalize_flash_mode, _string(table["mode"], path, "[flash].mode"), path, "[flash].mode")
     if "size" in table:
-        out["flash_size"] = _string(table["size"], path, "[flash].size")
+        out["flash_size"] = _checked(normalize_flash_size, _string(table["size"], path, "[flash].size"), path, "[flash].size")
     for key in ("frequency", "freq"):
         if key in table:
             out["flash_freq"] = normalize_freq(_string(table[key], path, f"[flash].{key}"))
     return out
+
+
+def _checked(normalize, value: str, path: Path, field: str) -> str:
+    """Validate a value now, so a bad one is blamed on the config file rather than on a command-line option."""
+    try:
+        return normalize(value)
+    except UsageError as exc:
+        raise InputError(exc.message, path=path, field=field) from None
 
 
 def normalize_freq(text: str) -> str:
