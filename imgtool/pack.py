@@ -13,7 +13,7 @@ from pathlib import Path
 
 from imgtool.atomic import file_lock
 from imgtool.errors import OutputError, UsageError
-from imgtool.flash_layout import OTADATA_FILE, FlashSettings, PackResult, plan_layout
+from imgtool.flash_layout import OTADATA_FILE, SHA256SUMS_FILE, FlashSettings, PackResult, plan_layout
 
 DEFAULT_TABLE_OFFSET = 0x8000
 
@@ -175,11 +175,15 @@ def write_outputs(outdir: Path, files: dict[str, bytes], *, remove=()) -> None:
 
 
 def _swap_in(outdir: Path, staged: Path, backup: Path, files: dict[str, bytes], remove) -> None:
-    """Rename staged files over ``outdir``'s; under a lock so two packs into one folder never mix their files."""
+    """Rename staged files over ``outdir``'s; under a lock so two packs into one folder never mix their files.
+
+    ``SHA256SUMS`` leaves first and arrives last, so a process killed between renames
+    never leaves a checksum file that vouches for a mixed set.
+    """
     moved_aside: list[str] = []
     placed: list[str] = []
     try:
-        for name in [*files, *remove]:
+        for name in sorted([*files, *remove], key=lambda n: n != SHA256SUMS_FILE):
             target = outdir / name
             if target.is_file() or target.is_symlink():
                 os.replace(target, backup / name)
