@@ -32,7 +32,7 @@ from imgtool.image_format import (
     c_string,
     parse_app_descriptor,
 )
-from imgtool.segments import Piece, classify, layout
+from imgtool.segments import classify, layout
 from imgtool.size_report import SizeReport, size_report
 
 MAX_REVISION_FULL = 0xFFFF

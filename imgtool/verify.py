@@ -8,7 +8,6 @@ step is checked here; each problem names the part it concerns.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,7 +221,7 @@ class _Verifier:
             else:
                 r.fail(
                     "bootloader",
-                    f"no ESP image (magic 0xE9) at the start of the file"
+                    "no ESP image (magic 0xE9) at the start of the file"
                     + (f" or at {chip.name}'s bootloader offset 0x{off:x}" if off else "")
                     + f" (found 0x{data[0]:02X}); is this a merged image or flash dump for {chip.name}?",
                 )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -49,3 +50,33 @@ def corpus():
 #: Examples per fuzz target: 2,000 in the normal run; raise IMGTOOL_FUZZ_EXAMPLES for a long run by hand.
 FUZZ_EXAMPLES = int(os.environ.get("IMGTOOL_FUZZ_EXAMPLES", "2000"))
 fuzz_settings = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def mutations(seed: bytes, max_edits: int = 8):
+    """Seed bytes with a few bytes overwritten and maybe truncated: keeps the structure mostly valid."""
+    edits = st.lists(st.tuples(st.integers(0, len(seed) - 1), st.integers(0, 255)), max_size=max_edits)
+    cut = st.one_of(st.none(), st.integers(0, len(seed)))
+    return st.builds(_apply_edits, st.just(seed), edits, cut)
+
+
+def _apply_edits(seed: bytes, edits, cut):
+    data = bytearray(seed)
+    for pos, value in edits:
+        data[pos] = value
+    return bytes(data if cut is None else data[:cut])
+
+
+def bootloader_image(chip_name: str, size_code: int = 1, *, fill: int = 0) -> bytes:
+    """A small valid ESP image with the chip's id, standing in for a real bootloader (none ship in the repo)."""
+    from imgtool.chips import get_chip
+    from imgtool.image_format import EspImage, Segment
+
+    chip = get_chip(chip_name)
+    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
+    seg = Segment(addr, bytes((i + fill) % 256 for i in range(2048)))
+    return EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,), flash_size_code=size_code).to_bytes()
+
+
+def make_bootloader(path: Path, chip_name: str, size_code: int = 1, *, fill: int = 0) -> Path:
+    path.write_bytes(bootloader_image(chip_name, size_code, fill=fill))
+    return path

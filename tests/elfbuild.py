@@ -30,7 +30,7 @@ header table.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
 EM_XTENSA = 94

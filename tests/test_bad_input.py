@@ -16,12 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from imgtool.chips import get_chip
 from imgtool.cli import main
-from imgtool.image_format import EspImage, Segment
 from imgtool.pack import pack
 
-from conftest import FIXTURES
+from conftest import FIXTURES, make_bootloader
 
 C3 = FIXTURES / "esp32c3-min.elf"
 XTENSA = FIXTURES / "esp32-min.elf"
@@ -30,12 +28,6 @@ XTENSA = FIXTURES / "esp32-min.elf"
 # --------------------------------------------------------------------------- helpers
 
 
-def make_bootloader(path: Path, chip_name: str) -> Path:
-    chip = get_chip(chip_name)
-    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
-    seg = Segment(addr, bytes(range(256)) * 8)
-    path.write_bytes(EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,)).to_bytes())
-    return path
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

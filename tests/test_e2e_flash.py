@@ -13,10 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, make_bootloader
 
-from imgtool.chips import get_chip
-from imgtool.image_format import EspImage, Segment
 from imgtool.pack import pack
 from imgtool.verify import verify
 
@@ -51,12 +49,6 @@ def esptool(chip: str, url: str, *args: str, cwd: Path) -> str:
     return proc.stdout
 
 
-def make_bootloader(path: Path, chip_name: str, size_code: int) -> Path:
-    chip = get_chip(chip_name)
-    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
-    seg = Segment(addr, bytes(range(256)) * 16)
-    path.write_bytes(EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,), flash_size_code=size_code).to_bytes())
-    return path
 
 
 def c5_elf(path: Path) -> Path:

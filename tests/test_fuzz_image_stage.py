@@ -13,25 +13,15 @@ from imgtool.errors import ImgtoolError
 from imgtool.image_format import parse_image
 from imgtool.image_info import describe
 
-from conftest import FIXTURES, fuzz_settings
+from conftest import FIXTURES, fuzz_settings, mutations
 
 
 SEED_ELF = (FIXTURES / "esp32c3-min.elf").read_bytes()
 SEED_IMAGE = build_app_image(FIXTURES / "esp32c3-min.elf").data
 
 
-def mutations(seed: bytes):
-    """Seed bytes with a few bytes overwritten and maybe truncated: keeps the structure mostly valid."""
-    edits = st.lists(st.tuples(st.integers(0, len(seed) - 1), st.integers(0, 255)), max_size=8)
-    cut = st.one_of(st.none(), st.integers(0, len(seed)))
-    return st.builds(_apply, st.just(seed), edits, cut)
 
 
-def _apply(seed: bytes, edits, cut):
-    data = bytearray(seed)
-    for pos, value in edits:
-        data[pos] = value
-    return bytes(data if cut is None else data[:cut])
 
 
 @fuzz_settings

@@ -30,13 +30,12 @@ from imgtool.bootloader import parse_manifest
 from imgtool.chips import get_chip
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.flash_layout import FlashSettings, plan_layout
-from imgtool.image_format import EspImage, Segment
 from imgtool.pack import pack
 from imgtool.partitions import PartitionTable, default_table, preset_csv, preset_names
 from imgtool.project_config import load_project_config
 from imgtool.verify import verify
 
-from conftest import FIXTURES, fuzz_settings
+from conftest import FIXTURES, fuzz_settings, mutations, make_bootloader
 
 #: One call on one fuzzed input must never take longer than this (generous: 2 shared cores).
 SLOW = 5.0
@@ -61,18 +60,8 @@ NASTY_FIELDS = [
 ]
 
 
-def mutations(seed: bytes, max_edits: int = 8):
-    """Seed bytes with a few bytes overwritten and maybe truncated: keeps the structure mostly valid."""
-    edits = st.lists(st.tuples(st.integers(0, len(seed) - 1), st.integers(0, 255)), max_size=max_edits)
-    cut = st.one_of(st.none(), st.integers(0, len(seed)))
-    return st.builds(_apply, st.just(seed), edits, cut)
 
 
-def _apply(seed: bytes, edits, cut):
-    data = bytearray(seed)
-    for pos, value in edits:
-        data[pos] = value
-    return bytes(data if cut is None else data[:cut])
 
 
 @st.composite
@@ -336,12 +325,6 @@ def test_cargo_metadata_not_a_table(tmp_path):
 # --------------------------------------------------------------------------- verify on merged images
 
 
-def _make_bootloader(path: Path, chip_name: str) -> Path:
-    chip = get_chip(chip_name)
-    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
-    seg = Segment(addr, bytes(range(256)) * 8)
-    path.write_bytes(EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,)).to_bytes())
-    return path
 
 
 @functools.cache
@@ -350,7 +333,7 @@ def _merged(chip: str) -> bytes:
     tmp = Path(tempfile.mkdtemp(prefix="imgtool-fuzz-verify-"))
     try:
         elf = FIXTURES / ("esp32c3-min.elf" if chip == "esp32c3" else "esp32-min.elf")
-        boot = _make_bootloader(tmp / "bl.bin", chip)
+        boot = make_bootloader(tmp / "bl.bin", chip)
         table = None if chip == "esp32c3" else "factory_two_ota"
         res = pack(elf, tmp / "out", bootloader=boot, flash_size="4MB", partition_table=table, project_config=False)
         data = (tmp / "out" / res.merged.file).read_bytes()
@@ -409,7 +392,7 @@ def test_fuzz_verify_random_bytes(data, chip):
 def _layout_inputs():
     app = build_app_image(FIXTURES / "esp32c3-min.elf", flash_size="4MB").data
     with tempfile.TemporaryDirectory() as tmp:
-        boot = _make_bootloader(Path(tmp) / "bl.bin", "esp32c3").read_bytes()
+        boot = make_bootloader(Path(tmp) / "bl.bin", "esp32c3").read_bytes()
     return app, boot, default_table(0x400000)
 
 

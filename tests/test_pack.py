@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, corpus_elf_params, corpus_path
+from conftest import FIXTURES, corpus_elf_params, corpus_path, make_bootloader
 
-from imgtool.chips import get_chip
 from imgtool.cli import main
 from imgtool.errors import LayoutError, OutputError, UsageError
-from imgtool.image_format import EspImage, Segment, parse_image
+from imgtool.image_format import parse_image
 from imgtool.pack import pack
 from imgtool.verify import verify
 
@@ -35,12 +34,6 @@ EXPECTED = [
 ]
 
 
-def make_bootloader(path: Path, chip_name: str) -> Path:
-    chip = get_chip(chip_name)
-    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
-    seg = Segment(addr, bytes(range(256)) * 8)
-    path.write_bytes(EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,)).to_bytes())
-    return path
 
 
 @pytest.fixture

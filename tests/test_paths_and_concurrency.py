@@ -25,23 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from imgtool.chips import get_chip
-from imgtool.image_format import EspImage, Segment
 from imgtool.pack import pack
 from imgtool.verify import verify
 
-from conftest import FIXTURES
+from conftest import FIXTURES, make_bootloader
 
 C3 = FIXTURES / "esp32c3-min.elf"
 TIMEOUT = 120
 
 
-def make_bootloader(path: Path, chip_name: str, fill: int = 0) -> Path:
-    chip = get_chip(chip_name)
-    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
-    seg = Segment(addr, bytes((i + fill) % 256 for i in range(2048)))
-    path.write_bytes(EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,)).to_bytes())
-    return path
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

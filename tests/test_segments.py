@@ -11,7 +11,7 @@ from imgtool.chips import CHIPS, Region
 from imgtool.errors import LayoutError
 from imgtool.image_format import MAX_SEGMENTS, SEGMENT_ALIGN
 from imgtool.memory import LoadedMemory
-from imgtool.segments import PADDING_ADDR, Piece, classify, flash_data_offsets, layout
+from imgtool.segments import PADDING_ADDR, classify, flash_data_offsets, layout
 
 PAGE = 0x10000
 C3 = CHIPS["esp32c3"]

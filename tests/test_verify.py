@@ -7,7 +7,7 @@ import struct
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES
+from conftest import FIXTURES, bootloader_image as make_bootloader
 
 from imgtool.chips import get_chip
 from imgtool.cli import main
@@ -19,11 +19,6 @@ from imgtool.partitions import default_table, load_preset
 from imgtool.verify import verify
 
 
-def make_bootloader(chip_name: str, size_code: int = 1) -> bytes:
-    chip = get_chip(chip_name)
-    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
-    seg = Segment(addr, bytes(range(256)) * 4)
-    return EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,), flash_size_code=size_code).to_bytes()
 
 
 @pytest.fixture(scope="module")
