@@ -11,12 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from imgtool.chips import ANY_REVISION_MAX, FLASH_MODES, FLASH_SIZES, Chip, chip_by_image_id, get_chip
-from imgtool.chips import normalize_flash_mode, normalize_flash_size
+from imgtool.chips import (
+    ANY_REVISION_MAX,
+    FLASH_MODES,
+    FLASH_SIZES,
+    Chip,
+    chip_by_image_id,
+    get_chip,
+    normalize_flash_mode,
+    normalize_flash_size,
+)
 from imgtool.errors import BootloaderError, UsageError
 from imgtool.image_format import HEADER_LEN, SHA256_LEN, ImageHeader, parse_image
 
@@ -37,8 +44,7 @@ if TYPE_CHECKING:
     from imgtool.download import DownloadSettings
 
 
-@dataclass(frozen=True)
-class ManifestEntry:
+class ManifestEntry(NamedTuple):
     """One pinned bootloader build."""
 
     chip: str
@@ -52,8 +58,7 @@ class ManifestEntry:
     note: str = ""
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     entries: tuple[ManifestEntry, ...]
     release: str = ""  # the espflash release the files were published with
 
@@ -78,8 +83,7 @@ class Manifest:
         raise UsageError(f"unknown bootloader variant '{variant}' for {chip}; use one of {names}", field="--variant")
 
 
-@dataclass(frozen=True)
-class BootloaderStatus:
+class BootloaderStatus(NamedTuple):
     """A pinned entry and where it is (or would be) cached."""
 
     entry: ManifestEntry
@@ -203,7 +207,9 @@ def get_bootloader(
     cached = read_cached(entry)
     if cached is not None:
         return cached
-    from imgtool import download  # only now: a cache hit should not pay for the network stack
+    from imgtool import (
+        download,  # only now: a cache hit should not pay for the network stack
+    )
 
     dest = cache_path(entry)
     mirror = os.environ.get(ENV_MIRROR, "").strip()

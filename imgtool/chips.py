@@ -6,8 +6,8 @@ definitions. Code looks facts up here; nothing else branches on chip names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from imgtool.errors import UsageError
 
@@ -58,8 +58,7 @@ class Region(str, Enum):
         return self in (Region.IROM, Region.DROM)
 
 
-@dataclass(frozen=True)
-class MemoryRange:
+class MemoryRange(NamedTuple):
     region: Region
     start: int
     end: int  # exclusive
@@ -72,8 +71,7 @@ class MemoryRange:
         return self.start <= addr and addr + max(length, 1) <= self.end
 
 
-@dataclass(frozen=True)
-class Chip:
+class Chip(NamedTuple):
     name: str
     image_chip_id: int
     bootloader_offset: int
@@ -86,7 +84,7 @@ class Chip:
     #: True when code and read-only data share one flash-mapped address range.
     unified_flash_map: bool = False
     esp_web_tools_family: str = ""
-    aliases: tuple[str, ...] = field(default=())
+    aliases: tuple[str, ...] = ()
 
     @property
     def arch(self) -> str:

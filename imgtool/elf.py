@@ -13,6 +13,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from imgtool.chips import CHIPS, EM_RISCV, EM_XTENSA
 from imgtool.errors import ElfError
@@ -36,8 +37,7 @@ _CHIP_TOKEN = re.compile(r"(\d*)(esp32[a-z0-9]*)")
 _CHIP_NAMES_LONGEST_FIRST = sorted(CHIPS, key=len, reverse=True)
 
 
-@dataclass(frozen=True)
-class LoadablePiece:
+class LoadablePiece(NamedTuple):
     """One allocated, file-backed ELF section (or program header) that must reach memory."""
 
     name: str

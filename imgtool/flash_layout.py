@@ -20,6 +20,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from imgtool.chips import Chip, flash_size_bytes
 from imgtool.errors import LayoutError, UsageError
@@ -160,8 +161,7 @@ def find_app_partition(entries, name: str | None = None):
 # --------------------------------------------------------------------------- value objects
 
 
-@dataclass(frozen=True)
-class FlashSettings:
+class FlashSettings(NamedTuple):
     """SPI flash parameters as esptool spells them (``dio``, ``80m``, ``4MB``)."""
 
     mode: str
@@ -195,8 +195,7 @@ class FlashPart:
         return self.offset + len(self.data)
 
 
-@dataclass(frozen=True)
-class PartInfo:
+class PartInfo(NamedTuple):
     """What a part is, without its bytes (for reports and JSON)."""
 
     name: str

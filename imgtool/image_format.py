@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
 
@@ -102,8 +103,7 @@ def align(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     """Bytes the loader copies to ``addr`` (a small value object, like esptool's ImageSegment)."""
 
     addr: int
@@ -184,8 +184,7 @@ class EspImage:
         return replace(self, **changes)
 
 
-@dataclass(frozen=True)
-class ParsedSegment:
+class ParsedSegment(NamedTuple):
     segment: Segment
     header_offset: int  # where its 8-byte header starts in the file
 

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from imgtool.atomic import file_lock
 from imgtool.errors import OutputError, UsageError
-from imgtool.flash_layout import OTADATA_FILE, SHA256SUMS_FILE, FlashSettings, PackResult, plan_layout
+from imgtool.flash_layout import (
+    OTADATA_FILE,
+    SHA256SUMS_FILE,
+    FlashSettings,
+    PackResult,
+    plan_layout,
+)
 
 DEFAULT_TABLE_OFFSET = 0x8000
 
@@ -40,8 +46,18 @@ def pack(
     ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder.
     """
     from imgtool.app_image import build_app_image
-    from imgtool.bootloader import get_bootloader, load_user_bootloader, place_bootloader
-    from imgtool.chips import DEFAULT_FLASH_MODE, DEFAULT_FLASH_SIZE, flash_size_bytes, normalize_flash_mode, normalize_flash_size
+    from imgtool.bootloader import (
+        get_bootloader,
+        load_user_bootloader,
+        place_bootloader,
+    )
+    from imgtool.chips import (
+        DEFAULT_FLASH_MODE,
+        DEFAULT_FLASH_SIZE,
+        flash_size_bytes,
+        normalize_flash_mode,
+        normalize_flash_size,
+    )
     from imgtool.partitions import check_app_fits, default_table, load_table
     from imgtool.project_config import ProjectConfig, load_project_config
 

@@ -14,7 +14,17 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from construct import Adapter, Bytes, Const, ConstructError, FlagsEnum, Int8ul, Int32ul, Padding, Struct
+from construct import (
+    Adapter,
+    Bytes,
+    Const,
+    ConstructError,
+    FlagsEnum,
+    Int8ul,
+    Int32ul,
+    Padding,
+    Struct,
+)
 
 from imgtool.chips import FLASH_SIZES, KiB, MiB, flash_size_bytes
 from imgtool.errors import LayoutError, PartitionError, UsageError
@@ -642,7 +652,9 @@ def human_size(size: int) -> str:
 
 def preset_names() -> list[str]:
     """The partition-table presets shipped with imgtool."""
-    from importlib import resources  # imported here: `pack` without a preset should not pay for it
+    from importlib import (
+        resources,  # imported here: `pack` without a preset should not pay for it
+    )
 
     folder = resources.files(PRESET_PACKAGE)
     return sorted(entry.name[: -len(".csv")] for entry in folder.iterdir() if entry.name.endswith(".csv"))

@@ -16,7 +16,7 @@ Rules (ESP-IDF's bootloader maps flash in MMU pages and copies RAM segments):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from imgtool.chips import Chip, Region
 from imgtool.errors import LayoutError
@@ -34,8 +34,7 @@ from imgtool.image_format import (
 PADDING_ADDR = 0
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):
     """Bytes for an address, with the name of the ELF section(s) they came from."""
 
     name: str

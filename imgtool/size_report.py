@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from imgtool.chips import Chip, Region
 from imgtool.elf import ElfInfo
@@ -18,8 +18,7 @@ RTC = "RTC"
 IMAGE = "image (flash)"
 
 
-@dataclass(frozen=True)
-class RegionUsage:
+class RegionUsage(NamedTuple):
     name: str
     used: int
     capacity: int | None
@@ -29,8 +28,7 @@ class RegionUsage:
         return 100.0 * self.used / self.capacity if self.capacity else None
 
 
-@dataclass(frozen=True)
-class SizeReport:
+class SizeReport(NamedTuple):
     rows: tuple[RegionUsage, ...]
 
     def as_dict(self) -> list[dict]:

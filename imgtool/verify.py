@@ -12,9 +12,23 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.chips import CHIPS, FLASH_SIZES, Chip, chip_by_image_id, flash_size_name, get_chip
+from imgtool.chips import (
+    CHIPS,
+    FLASH_SIZES,
+    Chip,
+    chip_by_image_id,
+    flash_size_name,
+    get_chip,
+)
 from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
-from imgtool.partitions import ENTRY_SIZE, MD5_MAGIC, SUBTYPE_FACTORY, TABLE_MAX_LEN, Partition, PartitionTable
+from imgtool.partitions import (
+    ENTRY_SIZE,
+    MD5_MAGIC,
+    SUBTYPE_FACTORY,
+    TABLE_MAX_LEN,
+    Partition,
+    PartitionTable,
+)
 
 OTADATA_LEN = 0x2000
 DEFAULT_PAGE = 0x10000
@@ -231,7 +245,12 @@ class _Verifier:
         return True
 
     def _chip_at(self, off: int) -> Chip | None:
-        from imgtool.image_format import EXTENDED_HEADER_LEN, HEADER_LEN, IMAGE_MAGIC, ExtendedHeader
+        from imgtool.image_format import (
+            EXTENDED_HEADER_LEN,
+            HEADER_LEN,
+            IMAGE_MAGIC,
+            ExtendedHeader,
+        )
 
         end = off + HEADER_LEN + EXTENDED_HEADER_LEN
         if len(self.data) < end or self.data[off] != IMAGE_MAGIC:
@@ -397,8 +416,12 @@ class _Verifier:
 
     def check_elf(self, parsed, elf_path) -> None:
         from imgtool.elf import read_elf
+        from imgtool.image_format import (
+            APP_DESC_ELF_SHA256_OFFSET,
+            APP_DESC_LEN,
+            APP_DESC_MAGIC,
+        )
         from imgtool.memory import LoadedMemory
-        from imgtool.image_format import APP_DESC_ELF_SHA256_OFFSET, APP_DESC_LEN, APP_DESC_MAGIC
 
         r = self.r
         try:

@@ -14,9 +14,8 @@ CHIP_HELP = "Chip, to place a primary 'bootloader' entry and keep the table clea
 def _offset(ctx, param, value):
     if value is None:
         return None
-    from imgtool.partitions import parse_int
-
     from imgtool.errors import PartitionError
+    from imgtool.partitions import parse_int
 
     try:
         return parse_int(value, what="offset")
