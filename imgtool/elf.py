@@ -66,14 +66,6 @@ class ElfInfo:
     def machine_name(self) -> str:
         return MACHINE_NAMES.get(self.machine, f"machine {self.machine}")
 
-    def read(self, piece: LoadablePiece) -> bytes:
-        with open(self.path, "rb") as fh:
-            fh.seek(piece.offset)
-            data = fh.read(piece.size)
-        if len(data) != piece.size:
-            raise ElfError(f"section {piece.name} is truncated (file ends before its data)", path=self.path)
-        return data
-
     def read_all(self) -> dict[LoadablePiece, bytes]:
         out = {}
         with open(self.path, "rb") as fh:

@@ -37,14 +37,17 @@ class LoadedMemory:
         return bytes(out)
 
 
-def elf_mismatches(segments: Iterable[Segment], elf, *, app_desc_addr: int | None = None) -> list[str]:
+def elf_mismatches(
+    segments: Iterable[Segment], elf, *, app_desc_addr: int | None = None, contents: dict | None = None
+) -> list[str]:
     """Sections of ``elf`` (an ElfInfo) whose bytes the image does not load intact, one message each.
 
     The app descriptor's ELF SHA-256 field is filled in by the image writer, so it is not compared.
+    ``contents`` (from ``elf.read_all()``) saves a second read when the caller has it already.
     """
     memory = LoadedMemory(segments)
     problems = []
-    contents = elf.read_all()
+    contents = contents if contents is not None else elf.read_all()
     for piece, expected in contents.items():
         actual = memory.read(piece.addr, piece.size)
         if actual is None:

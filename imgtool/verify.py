@@ -270,13 +270,7 @@ class _Verifier:
         img = parsed.image
         r.bootloader_size = parsed.length
         ok = True
-        if img.chip_id != chip.image_chip_id:
-            other = chip_by_image_id(img.chip_id)
-            ok &= r.add(
-                "bootloader",
-                False,
-                f"is built for {other.name if other else f'chip id 0x{img.chip_id:04x}'}, not {chip.name}",
-            )
+        ok &= self._chip_id("bootloader", img)
         ok &= self._integrity("bootloader", parsed)
         ok &= self._revisions("bootloader", img)
         size_code = img.flash_size_code
@@ -311,6 +305,12 @@ class _Verifier:
                 f"minimum chip revision {_rev(img.min_chip_rev_full)} is above the maximum {_rev(img.max_chip_rev_full)}",
             )
         return True
+
+    def _chip_id(self, part: str, img) -> bool:
+        if img.chip_id == self.chip.image_chip_id:
+            return True
+        other = chip_by_image_id(img.chip_id)
+        return self.r.add(part, False, f"is built for {other.name if other else f'chip id 0x{img.chip_id:04x}'}, not {self.chip.name}")
 
     def check_table(self) -> list[Partition] | None:
         """Parse the table with the same declaration and ESP-IDF rules that compile it."""
@@ -386,9 +386,7 @@ class _Verifier:
         img = parsed.image
         r.app_size = parsed.length
         ok = True
-        if img.chip_id != chip.image_chip_id:
-            other = chip_by_image_id(img.chip_id)
-            ok &= r.add(label, False, f"is built for {other.name if other else f'chip id 0x{img.chip_id:04x}'}, not {chip.name}")
+        ok &= self._chip_id(label, img)
         ok &= self._integrity(label, parsed)
         ok &= self._revisions(label, img)
         if parsed.length > part.size:  # pragma: no cover - parse_image is bounded by the partition slice
@@ -416,12 +414,8 @@ class _Verifier:
 
     def check_elf(self, parsed, elf_path) -> None:
         from imgtool.elf import read_elf
-        from imgtool.image_format import (
-            APP_DESC_ELF_SHA256_OFFSET,
-            APP_DESC_LEN,
-            APP_DESC_MAGIC,
-        )
-        from imgtool.memory import LoadedMemory
+        from imgtool.image_format import APP_DESC_ELF_SHA256_OFFSET, SHA256_LEN
+        from imgtool.memory import LoadedMemory, elf_mismatches
 
         r = self.r
         try:
@@ -430,34 +424,17 @@ class _Verifier:
         except ImgtoolError as exc:
             r.fail("elf", exc.message)
             return
-        memory = LoadedMemory(s.segment for s in parsed.segments)
-        magic = APP_DESC_MAGIC.to_bytes(4, "little")
-        bad = 0
-        checked = 0
-        for piece, want in contents.items():
-            if not want:
-                continue
-            got = memory.read(piece.addr, len(want))
-            if got is None:
-                r.fail("elf", f"section {piece.name} (0x{piece.addr:08x}, {len(want)} bytes) is not loaded by the app image")
-                bad += 1
-                continue
-            if want[:4] == magic and len(want) >= APP_DESC_LEN:
-                lo, hi = APP_DESC_ELF_SHA256_OFFSET, APP_DESC_ELF_SHA256_OFFSET + 32
-                stored = got[lo:hi]
-                if stored != b"\x00" * 32 and stored != info.sha256():
-                    r.fail("elf", f"the app descriptor in {piece.name} records another ELF's SHA-256 (built from a different ELF?)")
-                    bad += 1
-                want = want[:lo] + want[hi:]
-                got = got[:lo] + got[hi:]
-            if got != want:
-                first = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
-                r.fail("elf", f"section {piece.name} differs from the app image at 0x{piece.addr + first:08x}")
-                bad += 1
-                continue
-            checked += 1
-        if not bad:
-            r.add("elf", True, f"all {checked} loadable sections of {Path(elf_path).name} are intact in the app image")
+        segments = [s.segment for s in parsed.segments]
+        desc = info.find_app_descriptor(contents)
+        problems = elf_mismatches(segments, info, app_desc_addr=desc.addr if desc else None, contents=contents)
+        if desc is not None:
+            stored = LoadedMemory(segments).read(desc.addr + APP_DESC_ELF_SHA256_OFFSET, SHA256_LEN)
+            if stored is not None and stored != b"\x00" * SHA256_LEN and stored != info.sha256():
+                problems.append(f"the app descriptor in {desc.name} records another ELF's SHA-256 (built from a different ELF?)")
+        for problem in problems:
+            r.fail("elf", problem)
+        if not problems:
+            r.add("elf", True, f"all {len(contents)} loadable sections of {Path(elf_path).name} are intact in the app image")
 
 
 def _rev(full: int) -> str:
