@@ -1,8 +1,9 @@
 """Read what an image needs from a firmware ELF: loadable pieces, entry point, chip hints.
 
-pyelftools reads lazily, so debug info costs nothing; only the sections we
-place are ever read. Header sanity is checked by hand first so a broken file
-gets a one-line error instead of a parser traceback.
+Headers are parsed with pyelftools' ELF declarations and only the sections we
+place (plus the string tables hinting at the chip) are ever read, so debug info
+costs nothing. Sizes and offsets are checked against the file before any read,
+so a broken file gets a one-line error instead of a parser traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -28,10 +28,14 @@ ELF32_PHDR_LEN = 32
 SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
-SHT_NOBITS = 8
-PT_LOAD = 1
+PF_X = 0x1
+PF_W = 0x2
+#: esp-hal's metadata section is a few short strings; anything larger is not it.
+METADATA_MAX = 4096
 
 MACHINE_NAMES = {EM_XTENSA: "Xtensa", EM_RISCV: "RISC-V"}
+#: pyelftools reports known machines by their ELF constant name.
+EM_BY_NAME = {"EM_XTENSA": EM_XTENSA, "EM_RISCV": EM_RISCV}
 #: ESP-IDF and esp-hal keep chip crates and metadata named like this.
 _CHIP_TOKEN = re.compile(r"(\d*)(esp32[a-z0-9]*)")
 _CHIP_NAMES_LONGEST_FIRST = sorted(CHIPS, key=len, reverse=True)
@@ -101,21 +105,33 @@ def read_elf(path: str | os.PathLike) -> ElfInfo:
     """Parse the ELF at ``path``; any malformation becomes an :class:`ElfError` naming the file."""
     path = Path(path)
     try:
-        file_size = path.stat().st_size
         with open(path, "rb") as fh:
+            file_size = os.fstat(fh.fileno()).st_size
             head = fh.read(ELF32_HEADER_LEN)
+            _check_ident(head, path)
+            if len(head) < ELF32_HEADER_LEN:
+                raise ElfError(f"truncated ELF header ({len(head)} of {ELF32_HEADER_LEN} bytes)", path=path)
+            return _read_tables(fh, head, file_size, path)
     except FileNotFoundError:
         raise ElfError("no such file", path=path) from None
     except IsADirectoryError:
         raise ElfError("is a directory, expected an ELF file", path=path) from None
     except OSError as exc:
         raise ElfError(f"cannot read ({exc.strerror})", path=path) from None
-    _check_ident(head, path)
-    if len(head) < ELF32_HEADER_LEN:
-        raise ElfError(f"truncated ELF header ({len(head)} of {ELF32_HEADER_LEN} bytes)", path=path)
-    (e_type, machine, _ver, entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum, shstrndx) = (
-        struct.unpack_from("<HHIIIIIHHHHHH", head, 16)
-    )
+
+
+def _read_tables(fh, head: bytes, file_size: int, path: Path) -> ElfInfo:
+    """Section (or program) headers through pyelftools' ELF declarations.
+
+    ``ELFStructs`` is the ELF layout pyelftools' own ``ELFFile`` parses with; using it directly
+    skips the DWARF/EH machinery ``ELFFile`` imports, which a firmware image never needs.
+    """
+    from elftools.elf.structs import ELFStructs
+
+    structs = ELFStructs(little_endian=True, elfclass=32)
+    structs.create_basic_structs()
+    header = structs.Elf_Ehdr.parse(head)
+    machine = EM_BY_NAME.get(header.e_machine, header.e_machine)
     if machine not in MACHINE_NAMES:
         raise ElfError(
             f"ELF is for machine {machine}, not Xtensa ({EM_XTENSA}) or RISC-V ({EM_RISCV}); "
@@ -123,29 +139,31 @@ def read_elf(path: str | os.PathLike) -> ElfInfo:
             path=path,
             field="e_machine",
         )
-    if shnum and (shentsize != ELF32_SHDR_LEN or shoff + shnum * shentsize > file_size):
+    structs.create_advanced_structs(header.e_type, header.e_machine, header.e_ident.EI_OSABI)
+    shnum, phnum = header.e_shnum, header.e_phnum
+    if shnum and (header.e_shentsize != ELF32_SHDR_LEN or header.e_shoff + shnum * ELF32_SHDR_LEN > file_size):
         raise ElfError("truncated or corrupt ELF: section header table lies past the end of the file", path=path)
-    if phnum and (phentsize != ELF32_PHDR_LEN or phoff + phnum * phentsize > file_size):
+    if phnum and (header.e_phentsize != ELF32_PHDR_LEN or header.e_phoff + phnum * ELF32_PHDR_LEN > file_size):
         raise ElfError("truncated or corrupt ELF: program header table lies past the end of the file", path=path)
-
-    from elftools.common.exceptions import ELFError as PyElfError
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            if shnum and 0 < shstrndx < shnum:
-                pieces, nobits = _pieces_from_sections(elf, file_size, path)
-            else:
-                pieces, nobits = _pieces_from_segments(elf, file_size, path)
-            hints = _chip_hints(elf)
-    except ElfError:
-        raise
-    except (PyElfError, Exception) as exc:  # pyelftools/construct raise many types on corrupt input
-        raise ElfError(f"corrupt ELF ({type(exc).__name__}: {exc})".splitlines()[0], path=path) from None
+    if shnum and 0 < header.e_shstrndx < shnum:
+        table = _read_at(fh, header.e_shoff, shnum * ELF32_SHDR_LEN)
+        sections = [structs.Elf_Shdr.parse(table[i : i + ELF32_SHDR_LEN]) for i in range(0, len(table), ELF32_SHDR_LEN)]
+        names = _section_names(fh, sections, sections[header.e_shstrndx], file_size, path)
+        pieces, nobits = _pieces_from_sections(sections, names, file_size, path)
+        hints = _chip_hints(fh, sections, names, file_size)
+    else:
+        table = _read_at(fh, header.e_phoff, phnum * ELF32_PHDR_LEN)
+        segments = [structs.Elf_Phdr.parse(table[i : i + ELF32_PHDR_LEN]) for i in range(0, len(table), ELF32_PHDR_LEN)]
+        pieces, nobits = _pieces_from_segments(segments, file_size, path)
+        hints = set()
     if not pieces:
         raise ElfError("ELF has no loadable data (no allocated sections with contents)", path=path)
-    return ElfInfo(path, machine, entry, pieces, nobits, hints, file_size)
+    return ElfInfo(path, machine, header.e_entry, pieces, nobits, hints, file_size)
+
+
+def _read_at(fh, offset: int, size: int) -> bytes:
+    fh.seek(offset)
+    return fh.read(size)
 
 
 def _check_ident(head: bytes, path: Path) -> None:
@@ -159,26 +177,37 @@ def _check_ident(head: bytes, path: Path) -> None:
         raise ElfError("ELF is big-endian; Espressif firmware ELFs are little-endian", path=path, field="EI_DATA")
 
 
-def _pieces_from_sections(elf, file_size: int, path: Path):
+def _section_names(fh, sections, shstrtab, file_size: int, path: Path) -> list[str]:
+    """Each section's name from the section-name string table (empty when it points nowhere)."""
+    if shstrtab.sh_type == "SHT_NOBITS" or shstrtab.sh_offset + shstrtab.sh_size > file_size:
+        raise ElfError("truncated or corrupt ELF: section name table lies past the end of the file", path=path)
+    strings = _read_at(fh, shstrtab.sh_offset, shstrtab.sh_size)
+    names = []
+    for sec in sections:
+        end = strings.find(b"\0", sec.sh_name)
+        names.append(strings[sec.sh_name : end if end >= 0 else len(strings)].decode("utf-8", "replace"))
+    return names
+
+
+def _pieces_from_sections(sections, names: list[str], file_size: int, path: Path):
     pieces, nobits = [], []
-    for sec in elf.iter_sections():
-        h = sec.header
-        if not h.sh_flags & SHF_ALLOC or h.sh_size == 0:
+    for sec, name in zip(sections, names):
+        if not sec.sh_flags & SHF_ALLOC or sec.sh_size == 0:
             continue
         piece = LoadablePiece(
-            name=sec.name or f"section@0x{h.sh_addr:x}",
-            addr=h.sh_addr,
-            size=h.sh_size,
-            offset=h.sh_offset,
-            executable=bool(h.sh_flags & SHF_EXECINSTR),
-            writable=bool(h.sh_flags & SHF_WRITE),
+            name=name or f"section@0x{sec.sh_addr:x}",
+            addr=sec.sh_addr,
+            size=sec.sh_size,
+            offset=sec.sh_offset,
+            executable=bool(sec.sh_flags & SHF_EXECINSTR),
+            writable=bool(sec.sh_flags & SHF_WRITE),
         )
-        if h.sh_type == "SHT_NOBITS":
+        if sec.sh_type == "SHT_NOBITS":
             nobits.append(piece)
             continue
-        if h.sh_offset + h.sh_size > file_size:
+        if sec.sh_offset + sec.sh_size > file_size:
             raise ElfError(
-                f"truncated ELF: section {piece.name} needs bytes up to 0x{h.sh_offset + h.sh_size:x} "
+                f"truncated ELF: section {piece.name} needs bytes up to 0x{sec.sh_offset + sec.sh_size:x} "
                 f"but the file is 0x{file_size:x} long",
                 path=path,
             )
@@ -186,35 +215,37 @@ def _pieces_from_sections(elf, file_size: int, path: Path):
     return pieces, nobits
 
 
-def _pieces_from_segments(elf, file_size: int, path: Path):
+def _pieces_from_segments(segments, file_size: int, path: Path):
     pieces, nobits = [], []
-    for index, seg in enumerate(elf.iter_segments()):
-        h = seg.header
-        if h.p_type != "PT_LOAD" or h.p_memsz == 0:
+    for index, seg in enumerate(segments):
+        if seg.p_type != "PT_LOAD" or seg.p_memsz == 0:
             continue
-        if h.p_offset + h.p_filesz > file_size:
+        if seg.p_offset + seg.p_filesz > file_size:
             raise ElfError(f"truncated ELF: program header {index} data lies past the end of the file", path=path)
-        common = dict(executable=bool(h.p_flags & 1), writable=bool(h.p_flags & 2))
-        if h.p_filesz:
-            pieces.append(LoadablePiece(f"segment{index}", h.p_paddr, h.p_filesz, h.p_offset, **common))
-        if h.p_memsz > h.p_filesz:
-            nobits.append(LoadablePiece(f"segment{index}.bss", h.p_paddr + h.p_filesz, h.p_memsz - h.p_filesz, 0, **common))
+        common = {"executable": bool(seg.p_flags & PF_X), "writable": bool(seg.p_flags & PF_W)}
+        if seg.p_filesz:
+            pieces.append(LoadablePiece(f"segment{index}", seg.p_paddr, seg.p_filesz, seg.p_offset, **common))
+        if seg.p_memsz > seg.p_filesz:
+            nobits.append(
+                LoadablePiece(f"segment{index}.bss", seg.p_paddr + seg.p_filesz, seg.p_memsz - seg.p_filesz, 0, **common)
+            )
     return pieces, nobits
 
 
-def _chip_hints(elf) -> set[str]:
+def _chip_hints(fh, sections, names: list[str], file_size: int) -> set[str]:
     """Chip names the ELF mentions: crate FILE symbols, mangled paths, esp-hal's metadata section.
 
     Symbol names all live in the string table, so one regex pass over it replaces walking every symbol.
     """
     hints: set[str] = set()
-    strtab = elf.get_section_by_name(".strtab")
-    if strtab is not None and strtab.header.sh_type == "SHT_STRTAB":
-        hints |= _names_in(strtab.data().decode("latin-1"), bounded=True)
-    meta = elf.get_section_by_name(".espressif.metadata")
-    if meta is not None and meta.header.sh_type != "SHT_NOBITS" and meta.header.sh_size < 4096:
-        # Values are stored back to back ("ESP-IDFesp32c3serial"), so no boundary follows the name.
-        hints |= _names_in(meta.data().decode("latin-1"), bounded=False)
+    for sec, name in zip(sections, names):
+        if sec.sh_offset + sec.sh_size > file_size:
+            continue
+        if name == ".strtab" and sec.sh_type == "SHT_STRTAB":
+            hints |= _names_in(_read_at(fh, sec.sh_offset, sec.sh_size).decode("latin-1"), bounded=True)
+        elif name == ".espressif.metadata" and sec.sh_type != "SHT_NOBITS" and sec.sh_size < METADATA_MAX:
+            # Values are stored back to back ("ESP-IDFesp32c3serial"), so no boundary follows the name.
+            hints |= _names_in(_read_at(fh, sec.sh_offset, sec.sh_size).decode("latin-1"), bounded=False)
     return hints
 
 

@@ -353,7 +353,7 @@ CASES = {
     "elf-truncated-body": elf_case(lambda d: d[: len(d) // 3], "truncated"),
     "elf-truncated-image-cmd": elf_case(lambda d: d[: len(d) // 2], "truncated", command="image"),
     "elf-64-bit": elf_case(lambda d: d[:4] + b"\x02" + d[5:], "64-bit"),
-    "elf-arm-machine": elf_case(lambda d: d[:18] + (40).to_bytes(2, "little") + d[20:], "machine 40"),
+    "elf-arm-machine": elf_case(lambda d: d[:18] + (40).to_bytes(2, "little") + d[20:], "machine EM_ARM"),
     "elf-phnum-huge": elf_case(_set(44, b"\xff\xff")),
     "elf-phoff-past-eof": elf_case(_set(28, b"\x00\x00\xf0\x00")),
     "elf-shnum-huge": elf_case(_set(48, b"\xff\xff"), command="image"),

@@ -84,7 +84,7 @@ BAD_ELFS = {
     "truncated-body": (lambda d: d[: len(d) // 3], "truncated"),
     "elf64": (lambda d: d[:4] + b"\x02" + d[5:], "64-bit"),
     "big-endian": (lambda d: d[:5] + b"\x02" + d[6:], "big-endian"),
-    "arm-machine": (lambda d: d[:18] + (40).to_bytes(2, "little") + d[20:], "machine 40"),
+    "arm-machine": (lambda d: d[:18] + (40).to_bytes(2, "little") + d[20:], "machine EM_ARM"),
 }
 
 

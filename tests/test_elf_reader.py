@@ -1,0 +1,80 @@
+"""read_elf against pyelftools' full ELFFile: same loadable pieces, same bss, same entry point.
+
+read_elf parses headers through pyelftools' ELFStructs directly (ELFFile's imports cost start-up
+time), so ELFFile serves as the oracle on the shipped fixtures, the corpus and generated ELFs.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imgtool.elf import SHF_ALLOC, read_elf
+
+from conftest import FIXTURES, corpus_elf_params, fuzz_settings
+from elfbuild import EM_RISCV, Sec, build_elf, esp_app_sections
+
+
+def oracle(data: bytes):
+    """(pieces, nobits, entry, machine) as pyelftools' ELFFile sees the sections."""
+    elf = ELFFile(io.BytesIO(data))
+    pieces, nobits = [], []
+    for sec in elf.iter_sections():
+        h = sec.header
+        if not h.sh_flags & SHF_ALLOC or h.sh_size == 0:
+            continue
+        row = (sec.name, h.sh_addr, h.sh_size, h.sh_flags)
+        (nobits if h.sh_type == "SHT_NOBITS" else pieces).append(row)
+    return pieces, nobits, elf.header.e_entry
+
+
+def ours(path):
+    elf = read_elf(path)
+
+    def rows(items):
+        return [(p.name, p.addr, p.size, p.executable, p.writable) for p in items]
+
+    return rows(elf.pieces), rows(elf.nobits), elf.entry
+
+
+def comparable(pieces):
+    return [(name, addr, size, bool(flags & 0x4), bool(flags & 0x1)) for name, addr, size, flags in pieces]
+
+
+def assert_same_as_pyelftools(path):
+    pieces, nobits, entry = oracle(path.read_bytes())
+    assert ours(path) == (comparable(pieces), comparable(nobits), entry)
+
+
+@pytest.mark.parametrize("name", ["esp32c3-min.elf", "esp32-min.elf", "esp32c6-min.elf"])
+def test_fixture_sections_match_pyelftools(name):
+    assert_same_as_pyelftools(FIXTURES / name)
+
+
+@pytest.mark.parametrize("elf_path", corpus_elf_params())
+def test_corpus_sections_match_pyelftools(elf_path):
+    assert_same_as_pyelftools(elf_path)
+
+
+section_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz._", min_size=1, max_size=12).map(lambda s: "." + s)
+extra_sections = st.lists(
+    st.tuples(section_names, st.integers(0, 64), st.sampled_from(["A", "AW", "AX", ""]), st.sampled_from(["PROGBITS", "NOBITS"])),
+    max_size=6,
+)
+
+
+@settings(fuzz_settings, max_examples=200)
+@given(extra=extra_sections)
+def test_generated_sections_match_pyelftools(extra, tmp_path_factory):
+    sections = list(esp_app_sections("esp32c3"))
+    addr = 0x4080_0000
+    for name, size, flags, kind in extra:
+        sections.append(Sec(name, addr if "A" in flags else 0, b"\x5a" * size, flags=flags, type=kind))
+        addr += (size + 3) & ~3
+    path = tmp_path_factory.mktemp("elf") / "fw.elf"
+    path.write_bytes(build_elf(sections, machine=EM_RISCV, entry=0x4201_0020))
+    assert_same_as_pyelftools(path)
