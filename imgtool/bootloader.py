@@ -25,7 +25,7 @@ from imgtool.chips import (
     normalize_flash_size,
 )
 from imgtool.errors import BootloaderError, UsageError
-from imgtool.image_format import HEADER_LEN, SHA256_LEN, ImageHeader, parse_image
+from imgtool.image_format import HEADER_LEN, SHA256_LEN, EspImage, ImageHeader, parse_image
 
 ENV_CACHE_DIR = "IMGTOOL_CACHE_DIR"
 ENV_MIRROR = "IMGTOOL_BOOTLOADER_MIRROR"
@@ -65,8 +65,11 @@ class Manifest(NamedTuple):
     def variants(self, chip: str) -> list[ManifestEntry]:
         return [e for e in self.entries if e.chip == chip]
 
-    def lookup(self, chip_name: str, variant: str | None = None) -> ManifestEntry:
-        """The entry for ``chip_name`` and ``variant`` (its default variant when None)."""
+    def lookup(self, chip_name: str, variant: str | None = None, *, option: str = "--variant") -> ManifestEntry:
+        """The entry for ``chip_name`` and ``variant`` (its default variant when None).
+
+        ``option`` names the command-line option an unknown variant is blamed on.
+        """
         chip = get_chip(chip_name).name
         entries = self.variants(chip)
         if not entries:
@@ -80,7 +83,7 @@ class Manifest(NamedTuple):
             if entry.variant == wanted:
                 return entry
         names = ", ".join(e.variant for e in entries)
-        raise UsageError(f"unknown bootloader variant '{variant}' for {chip}; use one of {names}", field="--variant")
+        raise UsageError(f"unknown bootloader variant '{variant}' for {chip}; use one of {names}", field=option)
 
 
 class BootloaderStatus(NamedTuple):
@@ -269,6 +272,53 @@ def _mirror_folder(mirror: str) -> Path | None:
     return folder
 
 
+def bootloader_for_app(
+    chip_name: str,
+    *,
+    app_min_rev_full: int = 0,
+    app_max_rev_full: int = ANY_REVISION_MAX,
+    variant: str | None = None,
+    offline: bool = False,
+    quiet: bool = False,
+    manifest: Manifest | None = None,
+    settings: DownloadSettings | None = None,
+) -> tuple[bytes, str | None]:
+    """The pinned bootloader an app can boot with, and a note when it is not the chip's default.
+
+    ``variant`` is taken as given. Otherwise the default variant is used when its chip-revision
+    range meets the app's; if not, the first other variant that does (an app built for ESP32-P4
+    v1.x engineering samples needs the v0 build, production silicon the default v3). With no match
+    the default is returned and :func:`place_bootloader` explains the mismatch.
+    """
+    manifest = manifest or load_manifest()
+    fetch = {"offline": offline, "quiet": quiet, "manifest": manifest, "settings": settings}
+    if variant is not None:
+        manifest.lookup(chip_name, variant, option="--bootloader-variant")
+        return get_bootloader(chip_name, variant=variant, **fetch), None
+    default = manifest.lookup(chip_name)
+    data = get_bootloader(chip_name, **fetch)
+    if _runs_app(parse_image(data).image, app_min_rev_full, app_max_rev_full):
+        return data, None
+    for entry in manifest.variants(default.chip):
+        if entry is default:
+            continue
+        other = get_bootloader(chip_name, variant=entry.variant, **fetch)
+        image = parse_image(other).image
+        if _runs_app(image, app_min_rev_full, app_max_rev_full):
+            return other, (
+                f"using the {entry.chip} bootloader variant {entry.variant} "
+                f"(revisions {_rev_range(image.min_chip_rev_full, image.max_chip_rev_full)}): the app allows "
+                f"revisions {_rev_range(app_min_rev_full, app_max_rev_full)}, which the default "
+                f"{default.variant} does not run on"
+            )
+    return data, None
+
+
+def _runs_app(image: EspImage, app_min_rev_full: int, app_max_rev_full: int) -> bool:
+    """Whether the image's chip-revision range meets the app's."""
+    return image.min_chip_rev_full <= app_max_rev_full and app_min_rev_full <= image.max_chip_rev_full
+
+
 def load_user_bootloader(path: str | os.PathLike, chip: Chip | str) -> bytes:
     """A bootloader file the user supplies, refused unless it is an intact ESP image for ``chip``."""
     from imgtool.atomic import read_input
@@ -302,12 +352,13 @@ def place_bootloader(
     freq_code = chip.flash_freq_code(flash_freq)
     parsed = _checked(data, chip, path)
     image = parsed.image
-    if image.min_chip_rev_full > app_max_rev_full or app_min_rev_full > image.max_chip_rev_full:
+    if not _runs_app(image, app_min_rev_full, app_max_rev_full):
         runs_on = _rev_range(image.min_chip_rev_full, image.max_chip_rev_full)
         raise BootloaderError(
             f"the bootloader runs on {chip.name} revisions {runs_on} "
             f"but the app allows {_rev_range(app_min_rev_full, app_max_rev_full)}; pick a bootloader variant for "
-            "the app's revisions (imgtool bootloader list) or change the app's revision range",
+            "the app's revisions ('imgtool bootloader list', then pack --bootloader-variant) or change the app's "
+            "revision range",
             path=path,
             field="chip revision",
         )

@@ -33,6 +33,11 @@ FLASH_SIZES: dict[str, int] = {
 FLASH_MODES: dict[str, int] = {"qio": 0, "qout": 1, "dio": 2, "dout": 3}
 
 DEFAULT_FLASH_MODE = "dio"
+#: Mode written into the image headers and argument files for a requested mode, where they differ.
+#: The ROM loads the second-stage bootloader before quad I/O is enabled on the flash chip, so
+#: ESP-IDF writes dio for qio/qout projects (esptool-py's Kconfig); a bootloader built for quad
+#: mode switches to it itself. A qio header can leave the chip unable to boot.
+BOOT_FLASH_MODE: dict[str, str] = {"qio": "dio", "qout": "dio"}
 DEFAULT_FLASH_SIZE = "2MB"
 DEFAULT_MMU_PAGE_SIZE = 64 * KiB
 
@@ -357,6 +362,11 @@ def normalize_flash_mode(mode: str) -> str:
     if key not in FLASH_MODES:
         raise UsageError(f"unknown flash mode '{mode}'; use one of {', '.join(FLASH_MODES)}", field="--flash-mode")
     return key
+
+
+def boot_flash_mode(mode: str) -> str:
+    """The mode image headers and esptool arguments carry for the requested ``mode``."""
+    return BOOT_FLASH_MODE.get(mode, mode)
 
 
 def flash_mode_name(code: int) -> str:

@@ -59,6 +59,10 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # click would print usage, a hint and "Error: ..." over four lines; keep every error on one.
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            fail(f"{exc.format_message()} (see '{where} -h')", exc.exit_code)
         except ImgtoolError as exc:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:

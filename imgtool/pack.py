@@ -35,6 +35,7 @@ def pack(
     partition_table: str | os.PathLike | None = None,
     table_offset: int | None = None,
     bootloader: str | os.PathLike | None = None,
+    bootloader_variant: str | None = None,
     offline: bool = False,
     app_partition: str | None = None,
     fill_flash_size: bool = False,
@@ -43,17 +44,20 @@ def pack(
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
-    ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder.
+    ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder. Without a bootloader file
+    the pinned build is used: ``bootloader_variant``, else the variant that runs on the app's chip
+    revisions (see :func:`imgtool.bootloader.bootloader_for_app`).
     """
     from imgtool.app_image import build_app_image
     from imgtool.bootloader import (
-        get_bootloader,
+        bootloader_for_app,
         load_user_bootloader,
         place_bootloader,
     )
     from imgtool.chips import (
         DEFAULT_FLASH_MODE,
         DEFAULT_FLASH_SIZE,
+        boot_flash_mode,
         flash_size_bytes,
         normalize_flash_mode,
         normalize_flash_size,
@@ -73,11 +77,17 @@ def pack(
         bootloader=os.fspath(bootloader) if bootloader is not None else None,
         target_app_partition=app_partition,
     )
-    mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
+    requested_mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
+    mode = boot_flash_mode(requested_mode)
     size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
     toff = cfg.partition_table_offset if cfg.partition_table_offset is not None else DEFAULT_TABLE_OFFSET
 
     app = build_app_image(elf, chip=cfg.chip, flash_mode=mode, flash_size=size, flash_freq=cfg.flash_freq)
+    if mode != requested_mode:
+        app.warnings.append(
+            f"--flash-mode {requested_mode}: headers and flash_args say {mode}, as ESP-IDF writes them "
+            f"(the ROM boots in {mode}; only a bootloader built for {requested_mode.upper()} switches to it)"
+        )
     target = app.chip
     freq = (cfg.flash_freq or target.default_flash_freq).lower()
     target.flash_freq_code(freq)  # validates
@@ -88,10 +98,24 @@ def pack(
         table = default_table(flash_size_bytes(size), toff)
     check_app_fits(table, len(app.data), cfg.target_app_partition)
 
-    if cfg.bootloader:
+    if bootloader is not None and bootloader_variant is not None:
+        raise UsageError(
+            "a bootloader file and a pinned variant were both given; drop --bootloader or --bootloader-variant",
+            field="--bootloader-variant",
+        )
+    if cfg.bootloader and bootloader_variant is None:
         raw_boot = load_user_bootloader(cfg.bootloader, target)
     else:
-        raw_boot = get_bootloader(target.name, offline=offline, quiet=quiet)
+        raw_boot, note = bootloader_for_app(
+            target.name,
+            app_min_rev_full=app.image.min_chip_rev_full,
+            app_max_rev_full=app.image.max_chip_rev_full,
+            variant=bootloader_variant,
+            offline=offline,
+            quiet=quiet,
+        )
+        if note:
+            app.warnings.append(note)
     boot = place_bootloader(
         raw_boot,
         target,

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from imgtool import bootloader as bl
 from imgtool.bootloader import (
     ENV_MIRROR,
+    bootloader_for_app,
     Manifest,
     ManifestEntry,
     cache_path,
@@ -379,6 +380,36 @@ def test_place_requires_overlapping_chip_revisions(app_range, ok):
     else:
         with pytest.raises(BootloaderError, match="revisions v3.0-v3.99 but the app allows"):
             place_bootloader(v3, "esp32p4", app_min_rev_full=app_range[0], app_max_rev_full=app_range[1], **kwargs)
+
+
+def for_app(manifest, chip="esp32p4", **kwargs):
+    return bootloader_for_app(chip, manifest=manifest, settings=FAST, quiet=True, **kwargs)
+
+
+def test_app_for_any_revision_gets_the_default_variant(manifest, builds):
+    data, note = for_app(manifest)
+    assert data == builds["esp32p4-v3-bootloader.bin"] and note is None
+
+
+def test_app_for_engineering_samples_gets_the_variant_that_runs_them(manifest, builds):
+    data, note = for_app(manifest, app_min_rev_full=100, app_max_rev_full=199)
+    assert data == builds["esp32p4-v0-bootloader.bin"]
+    assert "variant v0" in note and "v1.0-v1.99" in note and "default v3" in note
+
+
+def test_named_variant_is_taken_as_given(manifest, builds):
+    data, note = for_app(manifest, variant="v0")
+    assert data == builds["esp32p4-v0-bootloader.bin"] and note is None
+    with pytest.raises(UsageError, match="unknown bootloader variant 'v9'.*v0, v3"):
+        for_app(manifest, variant="v9")
+
+
+def test_no_matching_variant_leaves_the_mismatch_to_place(manifest, builds):
+    data, note = for_app(manifest, app_min_rev_full=500, app_max_rev_full=599)
+    assert data == builds["esp32p4-v3-bootloader.bin"] and note is None
+    with pytest.raises(BootloaderError, match="--bootloader-variant"):
+        place_bootloader(data, "esp32p4", flash_mode="dio", flash_size="16MB", flash_freq="80m",
+                         app_min_rev_full=500, app_max_rev_full=599)
 
 
 def test_place_rejects_unknown_flash_parameters():

@@ -75,6 +75,34 @@ def test_pack_writes_every_output(tmp_path, elf_c3, boot_c3):
     assert report.ok, report.problems
 
 
+@pytest.mark.parametrize("requested", ["qio", "qout"])
+def test_quad_modes_are_written_as_dio_like_esp_idf(requested, tmp_path, elf_c3, boot_c3):
+    """The ROM loads the bootloader before quad I/O is on, so every header and argument says dio."""
+    out = tmp_path / "out"
+    res = pack(elf_c3, out, bootloader=boot_c3, flash_mode=requested)
+    assert res.flash.mode == "dio"
+    dio = 2
+    for name in ("bootloader.bin", "blinky.bin"):
+        assert parse_image((out / name).read_bytes()).image.flash_mode == dio
+    assert "--flash-mode dio" in (out / "flash_args").read_text()
+    assert json.loads((out / "flasher_args.json").read_text())["flash_settings"]["flash_mode"] == "dio"
+    assert any(f"--flash-mode {requested}" in w and "dio" in w for w in res.warnings)
+    assert verify(out, elf=elf_c3).ok
+
+
+def test_bootloader_file_and_variant_together_are_refused(tmp_path, elf_c3, boot_c3):
+    with pytest.raises(UsageError) as err:
+        pack(elf_c3, tmp_path / "out", bootloader=boot_c3, bootloader_variant="default")
+    assert err.value.field == "--bootloader-variant"
+    assert not (tmp_path / "out").exists()
+
+
+def test_dout_is_kept(tmp_path, elf_c3, boot_c3):
+    res = pack(elf_c3, tmp_path / "out", bootloader=boot_c3, flash_mode="dout")
+    assert res.flash.mode == "dout" and not res.warnings
+    assert parse_image((tmp_path / "out" / "bootloader.bin").read_bytes()).image.flash_mode == 3
+
+
 def test_pack_defaults_to_the_elf_folder(elf_c3, boot_c3):
     res = pack(elf_c3, bootloader=boot_c3)
     assert res.outdir == elf_c3.parent
@@ -236,3 +264,30 @@ def test_corpus_elf_packs_and_verifies(elf, tmp_path, monkeypatch):
     # the CLI agrees
     result = CliRunner().invoke(main, ["verify", str(out), "--elf", str(elf)])
     assert result.exit_code == 0, result.output
+
+
+def test_cli_bootloader_variant_picks_the_pinned_build(tmp_path, monkeypatch):
+    boots = corpus_path("bootloaders")
+    elf = corpus_path("elf", "esp32p4")
+    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(boots))
+    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["pack", str(elf), "-o", str(out), "--bootloader-variant", "v0", "-q"])
+    assert result.exit_code == 0, result.output
+    placed = (out / "bootloader.bin").read_bytes()
+    pinned = (boots / "esp32p4-v0-bootloader.bin").read_bytes()
+    assert placed[8:-32] == pinned[8 : len(placed) - 32]  # same build; only the header and hash are redone
+    assert verify(out, elf=elf).ok
+
+
+def test_command_line_variant_wins_over_a_project_bootloader_file(tmp_path, elf_c3, boot_c3, monkeypatch):
+    boots = corpus_path("bootloaders")
+    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(boots))
+    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    (elf_c3.parent / "espflash.toml").write_text(f'[idf_format_args]\nbootloader = "{boot_c3.as_posix()}"\n')
+    out = tmp_path / "out"
+    pack(elf_c3, out, bootloader_variant="default")
+    placed = (out / "bootloader.bin").read_bytes()
+    assert placed[8:-32] == (boots / "esp32c3-bootloader.bin").read_bytes()[8 : len(placed) - 32]
+    pack(elf_c3, out)  # without it, the project's file is used
+    assert (out / "bootloader.bin").read_bytes()[8:-32] == boot_c3.read_bytes()[8:-32]

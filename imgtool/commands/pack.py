@@ -38,18 +38,19 @@ chip_option = click.option(
 @click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: the ELF's folder].")
 @chip_option
 @click.option("--flash-size", type=click.Choice(list(FLASH_SIZES), case_sensitive=False), help="Flash size [default: 2MB].")
-@click.option("--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help="SPI flash mode [default: dio].")
+@click.option("--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help="SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does.")
 @click.option("--flash-freq", help="Flash frequency, e.g. 40m or 80m [default: the chip's ESP-IDF default].")
 @click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash].")
 @click.option("--partition-table-offset", callback=_parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000].")
 @click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one.")
+@click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list'].")
 @click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder.")
 @click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0].")
 @click.option("--fill-flash-size", is_flag=True, help="Pad the merged image with 0xFF to the full flash size.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, partition_table, partition_table_offset, bootloader,
-         offline, target_app_partition, fill_flash_size, as_json, quiet):
+         bootloader_variant, offline, target_app_partition, fill_flash_size, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.pack import pack as do_pack
 
@@ -63,6 +64,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, partition_table,
         partition_table=partition_table,
         table_offset=partition_table_offset,
         bootloader=bootloader,
+        bootloader_variant=bootloader_variant,
         offline=offline,
         app_partition=target_app_partition,
         fill_flash_size=fill_flash_size,
