@@ -24,20 +24,10 @@ from typing import NamedTuple
 
 from imgtool.chips import Chip, flash_size_bytes
 from imgtool.errors import LayoutError, UsageError
+from imgtool.partitions import OFFSET_ALIGN, TYPE_APP, PartitionTable, check_app_fits
 
-#: ESP-IDF partition types and subtypes used here (gen_esp32part.py numbering).
-TYPE_APP = 0x00
-TYPE_DATA = 0x01
-SUBTYPE_FACTORY = 0x00
-SUBTYPE_OTA_0 = 0x10
-SUBTYPE_OTA_MAX = 0x1F
-SUBTYPE_TEST = 0x20
-SUBTYPE_DATA_OTA = 0x00
-#: The MMU maps the app partition in pages; ESP-IDF requires app partitions aligned to this.
-APP_PARTITION_ALIGN = 0x10000
-#: Size of the partition table region (ESP-IDF reserves one 4 KiB sector, 0xC00 of it is the table).
-PARTITION_TABLE_REGION = 0x1000
-FILL_BYTE = 0xFF
+#: Erased flash reads as 0xFF; the merged image fills the gaps between parts with it.
+ERASED = b"\xff"
 
 BOOTLOADER_FILE = "bootloader.bin"
 PARTITIONS_CSV_FILE = "partitions.csv"
@@ -60,102 +50,12 @@ FIXED_FILES = (
     SHA256SUMS_FILE,
 )
 
-_TYPE_NAMES = {"app": TYPE_APP, "data": TYPE_DATA}
-_APP_SUBTYPE_NAMES = {"factory": SUBTYPE_FACTORY, "test": SUBTYPE_TEST}
-_APP_SUBTYPE_NAMES.update({f"ota_{i}": SUBTYPE_OTA_0 + i for i in range(16)})
-_DATA_SUBTYPE_NAMES = {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_keys": 0x04, "efuse": 0x05}
-
-
 def app_file_name(name: str) -> str:
     return f"{name}.bin"
 
 
 def merged_file_name(name: str) -> str:
     return f"{name}.merged.bin"
-
-
-# --------------------------------------------------------------------------- partitions (duck-typed)
-
-
-def partition_type(part) -> int:
-    """A partition's numeric type, whether the table stores ints, enums or names."""
-    return _as_number(getattr(part, "type"), _TYPE_NAMES)
-
-
-def partition_subtype(part) -> int:
-    names = _APP_SUBTYPE_NAMES if partition_type(part) == TYPE_APP else _DATA_SUBTYPE_NAMES
-    return _as_number(getattr(part, "subtype"), names)
-
-
-def _as_number(value, names: dict[str, int]) -> int:
-    if isinstance(value, int):
-        return int(value)
-    for attr in ("value",):  # Enum members that are not IntEnum
-        inner = getattr(value, attr, None)
-        if isinstance(inner, int):
-            return inner
-    text = str(getattr(value, "name", value)).strip().lower()
-    if text in names:
-        return names[text]
-    try:
-        return int(text, 0)
-    except ValueError:
-        return -1
-
-
-def table_entries(table) -> list:
-    """A table's partitions, whichever attribute the table object uses."""
-    entries = getattr(table, "entries", None)
-    if entries is None:
-        entries = getattr(table, "partitions", None)
-    if entries is None:
-        entries = list(table)
-    return list(entries)
-
-
-def is_app_partition(part) -> bool:
-    return partition_type(part) == TYPE_APP
-
-
-def is_otadata_partition(part) -> bool:
-    return partition_type(part) == TYPE_DATA and partition_subtype(part) == SUBTYPE_DATA_OTA
-
-
-def ota_app_partitions(entries) -> list:
-    """The ota_N app partitions, ordered by N (slot numbers as the bootloader counts them)."""
-    slots = [p for p in entries if is_app_partition(p) and SUBTYPE_OTA_0 <= partition_subtype(p) <= SUBTYPE_OTA_MAX]
-    return sorted(slots, key=partition_subtype)
-
-
-def find_app_partition(entries, name: str | None = None):
-    """The partition the app goes into: ``name`` when given, else what a blank-otadata bootloader boots.
-
-    ESP-IDF's bootloader with erased otadata boots the factory app, else ota_0, else
-    (test apps aside) nothing; this picks the first app partition as the last resort.
-    """
-    entries = list(entries)
-    apps = [p for p in entries if is_app_partition(p)]
-    if name is not None:
-        for part in entries:
-            if part.name == name:
-                if not is_app_partition(part):
-                    raise UsageError(
-                        f"partition '{name}' is not an app partition; name one of: {', '.join(p.name for p in apps)}",
-                        field="--target-app-partition",
-                    )
-                return part
-        raise UsageError(
-            f"the partition table has no partition named '{name}'; app partitions: "
-            f"{', '.join(p.name for p in apps) or 'none'}",
-            field="--target-app-partition",
-        )
-    if not apps:
-        raise LayoutError("the partition table has no app partition to hold the app", field="partition table")
-    for part in apps:
-        if partition_subtype(part) == SUBTYPE_FACTORY:
-            return part
-    ota = ota_app_partitions(apps)
-    return ota[0] if ota else apps[0]
 
 
 # --------------------------------------------------------------------------- value objects
@@ -311,7 +211,7 @@ class FlashLayout:
 
     def merged_bytes(self) -> bytearray:
         """The flash image from the bootloader offset on: parts in place, 0xFF between them."""
-        out = bytearray(b"\xff") * (self.end - self.start)
+        out = bytearray(ERASED) * (self.end - self.start)
         for p in self.parts:
             out[p.offset - self.start : p.end - self.start] = p.data
         return out
@@ -419,7 +319,7 @@ def plan_layout(
     name: str,
     app: bytes,
     bootloader: bytes,
-    table,
+    table: PartitionTable,
     table_offset: int = 0x8000,
     settings: FlashSettings,
     app_partition: str | None = None,
@@ -431,38 +331,30 @@ def plan_layout(
 ) -> FlashLayout:
     """Place bootloader, table, otadata and app; refuse overlaps and anything past the flash size.
 
-    ``table`` is a partition table object with ``entries``, ``to_binary()`` and ``to_csv()``.
     ``otadata`` defaults to an erased otadata partition when the table has one.
     """
     check_output_name(name)
     flash_bytes = flash_size_bytes(settings.size)
-    entries = table_entries(table)
-    target = find_app_partition(entries, app_partition)
-    for entry in entries:
-        if entry.offset + entry.size > flash_bytes:
+    target = check_app_fits(table, len(app), app_partition)
+    for entry in table.partitions:
+        if entry.end > flash_bytes:
             raise LayoutError(
-                f"partition '{entry.name}' ends at 0x{entry.offset + entry.size:x}, past the end of the "
+                f"partition '{entry.name}' ends at 0x{entry.end:x}, past the end of the "
                 f"{settings.size} flash; pass a larger --flash-size or a smaller partition table",
                 field="partition table",
             )
-    if target.offset % APP_PARTITION_ALIGN:
+    if target.offset % OFFSET_ALIGN[TYPE_APP]:
         raise LayoutError(
             f"app partition '{target.name}' starts at 0x{target.offset:x}, which is not 64 KiB aligned; "
             "the MMU can only map it from a 0x10000 boundary",
             field="partition table",
-        )
-    if len(app) > target.size:
-        raise LayoutError(
-            f"the app image is {len(app)} bytes but partition '{target.name}' holds {target.size} bytes "
-            f"({len(app) - target.size} too many); use a partition table with a larger app partition",
-            field="app",
         )
     table_bin = table.to_binary()
     parts = [
         FlashPart("bootloader", chip.bootloader_offset, BOOTLOADER_FILE, bytes(bootloader)),
         FlashPart("partition-table", table_offset, PARTITIONS_BIN_FILE, bytes(table_bin)),
     ]
-    otadata_part = next((p for p in entries if is_otadata_partition(p)), None)
+    otadata_part = table.otadata
     if otadata_part is not None:
         if otadata is None:
             from imgtool.otadata import initial_otadata
@@ -563,7 +455,6 @@ __all__ = [
     "FlashSettings",
     "PackResult",
     "PartInfo",
-    "find_app_partition",
     "plan_layout",
     "sha256sums",
 ]

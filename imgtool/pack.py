@@ -96,7 +96,7 @@ def pack(
         table = load_table(cfg.partition_table, flash_size=size, table_offset=toff, bootloader_offset=target.bootloader_offset)
     else:
         table = default_table(flash_size_bytes(size), toff)
-    check_app_fits(table, len(app.data), cfg.target_app_partition)
+    check_app_fits(table, len(app.data), cfg.target_app_partition)  # before any bootloader download
 
     if bootloader is not None and bootloader_variant is not None:
         raise UsageError(

@@ -6,7 +6,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +15,6 @@ from imgtool.chips import get_chip
 from imgtool.errors import LayoutError, UsageError
 from imgtool.flash_layout import (
     FlashSettings,
-    find_app_partition,
     plan_layout,
     sha256sums,
 )
@@ -86,16 +84,6 @@ def test_app_goes_to_ota_0_without_factory_and_to_named_partition():
     lay = layout("esp32c3", table=table, app_partition="ota_1")
     assert lay.app_partition_name == "ota_1"
     assert lay.app.offset == next(p for p in table.partitions if p.name == "ota_1").offset
-
-
-def test_find_app_partition_prefers_factory():
-    parts = [
-        SimpleNamespace(name="a", type="app", subtype="ota_0", offset=0x10000, size=0x1000),
-        SimpleNamespace(name="f", type=0, subtype=0, offset=0x20000, size=0x1000),
-    ]
-    assert find_app_partition(parts).name == "f"
-    with pytest.raises(UsageError, match="no partition named 'x'"):
-        find_app_partition(parts, "x")
 
 
 def test_file_names_and_order():
