@@ -244,6 +244,11 @@ class PartitionTable:
         return max([self.table_offset + TABLE_SECTOR_SIZE] + [p.end for p in self.partitions])
 
     @property
+    def ota_apps(self) -> list[Partition]:
+        """The ota_N app partitions ordered by N, the order otadata's slot numbers count in."""
+        return sorted((p for p in self.apps if p.ota_slot is not None), key=lambda p: p.ota_slot)
+
+    @property
     def otadata(self) -> Partition | None:
         return next((p for p in self.partitions if p.type == TYPE_DATA and p.subtype == SUBTYPE_DATA_OTA), None)
 
@@ -752,7 +757,8 @@ def default_table(flash_size: int, table_offset: int = DEFAULT_TABLE_OFFSET) -> 
 
 
 def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partition:
-    """The partition the app is flashed into: the named one, else factory, else ota_0, else the first app."""
+    """The partition the app is flashed into: the named one, else what ESP-IDF's bootloader boots
+    with erased otadata (factory, else the lowest OTA slot, else the first app, e.g. a test app)."""
     apps = table.apps
     if name is not None:
         chosen = table.find(name)
@@ -761,13 +767,11 @@ def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partit
             what = f"'{name}' is a {chosen.type_name} partition, not an app" if chosen else f"no partition named '{name}'"
             raise PartitionError(f"{what}; app partitions: {listed}", path=table.source, field="--target-app-partition")
         return chosen
-    for subtype in (SUBTYPE_FACTORY, SUBTYPE_OTA_FIRST):
-        found = next((p for p in apps if p.subtype == subtype), None)
-        if found is not None:
-            return found
     if not apps:
         raise PartitionError("the table has no app partition; add a factory or ota_0 app partition", path=table.source)
-    return apps[0]
+    factory = next((p for p in apps if p.subtype == SUBTYPE_FACTORY), None)
+    ota = table.ota_apps
+    return factory or (ota[0] if ota else apps[0])
 
 
 def check_app_fits(table: PartitionTable, app_size: int, app_partition_name: str | None = None) -> Partition:

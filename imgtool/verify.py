@@ -24,10 +24,10 @@ from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
 from imgtool.partitions import (
     ENTRY_SIZE,
     MD5_MAGIC,
-    SUBTYPE_FACTORY,
     TABLE_MAX_LEN,
     Partition,
     PartitionTable,
+    boot_app_partition,
 )
 
 OTADATA_LEN = 0x2000
@@ -345,10 +345,9 @@ class _Verifier:
         from imgtool.otadata import selected_slot
 
         r = self.r
-        apps = [e for e in entries if e.is_app]
-        ota = sorted((e for e in apps if e.ota_slot is not None), key=lambda e: e.ota_slot)
-        factory = next((e for e in apps if e.subtype == SUBTYPE_FACTORY), None)
-        otadata = PartitionTable(tuple(entries)).otadata
+        table = PartitionTable(tuple(entries))
+        ota = table.ota_apps
+        otadata = table.otadata
         chosen = None
         if otadata is not None and ota:
             raw = self.read(otadata.offset, OTADATA_LEN)
@@ -361,10 +360,11 @@ class _Verifier:
             else:
                 r.add("otadata", True, "no valid entry: the bootloader boots the factory app, else ota_0")
         if chosen is None:
-            chosen = factory or (ota[0] if ota else None) or (apps[0] if apps else None)
-        if chosen is None:
-            r.fail("partition table", "has no app partition to boot")
-            return None
+            try:
+                chosen = boot_app_partition(table)
+            except PartitionError:
+                r.fail("partition table", "has no app partition to boot")
+                return None
         r.boot_partition = chosen.name
         r.boot_partition_offset = chosen.offset
         r.boot_partition_size = chosen.size

@@ -433,6 +433,9 @@ def test_boot_app_partition_preference():
     assert boot_app_partition(load_table("factory_two_ota"), "ota_1").name == "ota_1"
     only_test = PartitionTable.from_csv("t, app, test, , 64K,")
     assert boot_app_partition(only_test).name == "t"
+    # no factory and no ota_0: the lowest OTA slot, as ESP-IDF's bootloader falls through the slots
+    gaps = PartitionTable.from_csv("otadata, data, ota, , 8K,\nt, app, test, , 64K,\nb, app, ota_3, , 64K,\na, app, ota_1, , 64K,")
+    assert boot_app_partition(gaps).name == "a"
 
 
 def test_boot_app_partition_unknown_name_lists_apps():
