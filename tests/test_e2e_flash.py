@@ -22,6 +22,11 @@ mock_api = pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootl
 
 BAUD = "921600"
 ESPTOOL_TIMEOUT = 120
+#: esp32-mock-bootloader 0.3 gives up a stub read-flash stream when esptool's ack takes over 50 ms
+#: (its socket poll interval); esptool then reports this. Seen on loaded machines only, and only
+#: while reading back, so the read-back is tried again.
+PEER_GAVE_UP = "Serial data stream stopped"
+READ_BACK_ATTEMPTS = 4
 
 
 @pytest.fixture
@@ -42,9 +47,12 @@ def mock_port(tmp_path, monkeypatch):
         handle.stop()
 
 
-def esptool(chip: str, url: str, *args: str, cwd: Path) -> str:
+def esptool(chip: str, url: str, *args: str, cwd: Path, attempts: int = 1) -> str:
     cmd = [sys.executable, "-m", "esptool", "--chip", chip, "--port", url, "--baud", BAUD, *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
+    for _ in range(attempts):
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
+        if proc.returncode == 0 or PEER_GAVE_UP not in proc.stderr:
+            break
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -62,7 +70,7 @@ def c5_elf(path: Path) -> Path:
 def read_back_and_verify(chip: str, url: str, outdir: Path, res, elf: Path) -> None:
     end = res.merged.offset + res.merged.size
     dump = outdir.parent / "dump.bin"
-    esptool(chip, url, "read-flash", "0x0", hex(end), str(dump), cwd=outdir)
+    esptool(chip, url, "read-flash", "0x0", hex(end), str(dump), cwd=outdir, attempts=READ_BACK_ATTEMPTS)
     data = dump.read_bytes()
     assert len(data) == end
     for part in res.parts:
