@@ -65,6 +65,11 @@ def pack(
     from imgtool.partitions import check_app_fits, default_table, load_table
     from imgtool.project_config import ProjectConfig, load_project_config
 
+    if bootloader is not None and bootloader_variant is not None:
+        raise UsageError(
+            "a bootloader file and a pinned variant were both given; drop --bootloader or --bootloader-variant",
+            field="--bootloader-variant",
+        )
     elf = Path(elf_path)
     cfg = load_project_config(elf) if project_config else ProjectConfig()
     cfg = cfg.merged_with(
@@ -85,8 +90,8 @@ def pack(
     app = build_app_image(elf, chip=cfg.chip, flash_mode=mode, flash_size=size, flash_freq=cfg.flash_freq)
     if mode != requested_mode:
         app.warnings.append(
-            f"--flash-mode {requested_mode}: headers and flash_args say {mode}, as ESP-IDF writes them "
-            f"(the ROM boots in {mode}; only a bootloader built for {requested_mode.upper()} switches to it)"
+            f"flash mode {requested_mode} is written as {mode} in the headers and flash_args, as ESP-IDF does "
+            f"(the ROM boots in {mode}; a bootloader built for {requested_mode.upper()} switches to it itself)"
         )
     target = app.chip
     freq = (cfg.flash_freq or target.default_flash_freq).lower()
@@ -98,13 +103,9 @@ def pack(
         table = default_table(flash_size_bytes(size), toff)
     check_app_fits(table, len(app.data), cfg.target_app_partition)  # before any bootloader download
 
-    if bootloader is not None and bootloader_variant is not None:
-        raise UsageError(
-            "a bootloader file and a pinned variant were both given; drop --bootloader or --bootloader-variant",
-            field="--bootloader-variant",
-        )
-    if cfg.bootloader and bootloader_variant is None:
-        raw_boot = load_user_bootloader(cfg.bootloader, target)
+    boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
+    if boot_file:
+        raw_boot = load_user_bootloader(boot_file, target)
     else:
         raw_boot, note = bootloader_for_app(
             target.name,
@@ -124,7 +125,7 @@ def pack(
         flash_freq=freq,
         app_min_rev_full=app.image.min_chip_rev_full,
         app_max_rev_full=app.image.max_chip_rev_full,
-        path=cfg.bootloader,
+        path=boot_file,
     )
 
     desc = app.app_desc or {}
