@@ -24,7 +24,8 @@ from typing import NamedTuple
 
 from imgtool.chips import Chip, flash_size_bytes
 from imgtool.errors import LayoutError, UsageError
-from imgtool.partitions import OFFSET_ALIGN, TYPE_APP, PartitionTable, check_app_fits
+from imgtool.partitions import OFFSET_ALIGN, TYPE_APP, PartitionTable
+from imgtool.table_choice import check_app_fits
 
 #: Erased flash reads as 0xFF; the merged image fills the gaps between parts with it.
 ERASED = b"\xff"

@@ -62,8 +62,8 @@ def pack(
         normalize_flash_mode,
         normalize_flash_size,
     )
-    from imgtool.partitions import check_app_fits, default_table, load_table
     from imgtool.project_config import ProjectConfig, load_project_config
+    from imgtool.table_choice import check_app_fits, default_table, load_table
 
     if bootloader is not None and bootloader_variant is not None:
         raise UsageError(

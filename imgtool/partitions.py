@@ -7,12 +7,10 @@ Parsing, offset fill-in, validation and both output forms follow ESP-IDF's
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from construct import (
     Adapter,
@@ -26,8 +24,8 @@ from construct import (
     Struct,
 )
 
-from imgtool.chips import FLASH_SIZES, KiB, MiB, flash_size_bytes
-from imgtool.errors import LayoutError, PartitionError, UsageError
+from imgtool.chips import KiB, MiB
+from imgtool.errors import PartitionError, UsageError
 
 DEFAULT_TABLE_OFFSET = 0x8000
 #: The table owns a whole flash sector; the first partition starts after it.
@@ -112,20 +110,7 @@ ALWAYS_RW_DATA = (SUBTYPE_DATA_OTA, SUBTYPE_COREDUMP)
 
 FLAG_BITS = {"encrypted": 1 << 0, "readonly": 1 << 1}
 
-#: Layout of the default table ``pack`` uses when the user gives none.
-DEFAULT_NVS_SIZE = 0x6000
-DEFAULT_PHY_SIZE = 0x1000
-
-PRESET_PACKAGE = "imgtool.partition_presets"
-_PRESET_NAME = re.compile(r"[a-z0-9_]+")
 _UNKNOWN_VAR = re.compile(r"(?<!\\)\$\{?([A-Za-z_][A-Za-z0-9_]*)")
-_BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
 
 
 class _Name(Adapter):
@@ -403,13 +388,13 @@ class PartitionTable:
             raise self._error(
                 p,
                 f"offset 0x{p.offset:x} of '{p.name}' is not aligned to 0x{align:x} as {kind} partition must be; "
-                f"use 0x{_align_up(p.offset, align):x}",
+                f"use 0x{align_up(p.offset, align):x}",
             )
         if p.is_app and p.size % APP_SIZE_ALIGN:
             raise self._error(
                 p,
                 f"size 0x{p.size:x} of app '{p.name}' is not a multiple of 0x{APP_SIZE_ALIGN:x}; "
-                f"use 0x{_align_up(p.size, APP_SIZE_ALIGN):x}",
+                f"use 0x{align_up(p.size, APP_SIZE_ALIGN):x}",
             )
         if p.type == TYPE_DATA and p.subtype in ALWAYS_RW_DATA and p.readonly:
             raise self._error(
@@ -581,7 +566,7 @@ def _fill_offsets(rows: list[Partition], table_offset: int, bootloader_offset: i
                 path=row.where,
             )
         if offset < 0:
-            offset = _align_up(last_end, OFFSET_ALIGN.get(row.type, OFFSET_ALIGN[TYPE_DATA]))
+            offset = align_up(last_end, OFFSET_ALIGN.get(row.type, OFFSET_ALIGN[TYPE_DATA]))
         size = row.size
         if size < 0:
             size = -size - offset
@@ -631,7 +616,7 @@ def _csv_size(size: int) -> str:
     return f"0x{size:x}"
 
 
-def _align_up(value: int, align: int) -> int:
+def align_up(value: int, align: int) -> int:
     return -(-value // align) * align
 
 
@@ -652,110 +637,6 @@ def human_size(size: int) -> str:
     return f"{size} bytes"
 
 
-# -- loading, presets, defaults ---------------------------------------------------------------
-
-
-def preset_names() -> list[str]:
-    """The partition-table presets shipped with imgtool."""
-    from importlib import (
-        resources,  # imported here: `pack` without a preset should not pay for it
-    )
-
-    folder = resources.files(PRESET_PACKAGE)
-    return sorted(entry.name[: -len(".csv")] for entry in folder.iterdir() if entry.name.endswith(".csv"))
-
-
-def preset_csv(name: str) -> str | None:
-    key = name.strip().lower().replace("-", "_").removesuffix(".csv")
-    if not _PRESET_NAME.fullmatch(key):
-        return None
-    from importlib import resources
-
-    entry = resources.files(PRESET_PACKAGE).joinpath(f"{key}.csv")
-    return entry.read_text(encoding="utf-8") if entry.is_file() else None
-
-
-def load_preset(
-    name: str, *, table_offset: int = DEFAULT_TABLE_OFFSET, flash_size: int | str | None = None,
-    bootloader_offset: int | None = None,
-) -> PartitionTable:
-    text = preset_csv(name)
-    if text is None:
-        raise UsageError(
-            f"no partition-table preset '{name}'; use one of {', '.join(preset_names())}", field="--partition-table"
-        )
-    return PartitionTable.from_csv(
-        text, source=f"preset {name}", table_offset=table_offset, bootloader_offset=bootloader_offset,
-        flash_size=_flash_bytes(flash_size),
-    )
-
-
-def decode_text(data: bytes) -> str:
-    """CSV text, honouring a byte-order mark as gen_esp32part does (UTF-8 otherwise)."""
-    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
-    return data.decode(encoding)
-
-
-def load_table(
-    source: str | os.PathLike,
-    *,
-    flash_size: int | str | None = None,
-    table_offset: int = DEFAULT_TABLE_OFFSET,
-    bootloader_offset: int | None = None,
-) -> PartitionTable:
-    """A validated table from a CSV file, a binary table file (starts with 0xAA50) or a preset name."""
-    from imgtool.atomic import read_input
-
-    size = _flash_bytes(flash_size)
-    path = Path(source)
-    if not path.exists() and preset_csv(str(source)) is not None:
-        return load_preset(str(source), table_offset=table_offset, flash_size=size, bootloader_offset=bootloader_offset)
-    if not path.exists():
-        raise PartitionError(
-            f"no such file, and not a preset (presets: {', '.join(preset_names())})", path=os.fspath(source)
-        )
-    data = read_input(path, "partition table")
-    kwargs = dict(
-        source=os.fspath(source), table_offset=table_offset, bootloader_offset=bootloader_offset, flash_size=size
-    )
-    if data.startswith(ENTRY_MAGIC):
-        return PartitionTable.from_binary(data, **kwargs)
-    try:
-        text = decode_text(data)
-    except UnicodeDecodeError:
-        raise PartitionError("neither a binary partition table (0xAA50) nor UTF-8 CSV text", path=path) from None
-    return PartitionTable.from_csv(text, **kwargs)
-
-
-def _flash_bytes(flash_size: int | str | None) -> int | None:
-    return flash_size_bytes(flash_size) if isinstance(flash_size, str) else flash_size
-
-
-def default_table(flash_size: int, table_offset: int = DEFAULT_TABLE_OFFSET) -> PartitionTable:
-    """nvs and phy_init after the table, then one factory app filling the rest of the flash."""
-    nvs_offset = table_offset + TABLE_SECTOR_SIZE
-    phy_offset = nvs_offset + DEFAULT_NVS_SIZE
-    app_offset = _align_up(phy_offset + DEFAULT_PHY_SIZE, OFFSET_ALIGN[TYPE_APP])
-    app_size = (flash_size - app_offset) // APP_SIZE_ALIGN * APP_SIZE_ALIGN
-    if app_size <= 0:
-        raise LayoutError(
-            f"a {human_size(flash_size)} flash leaves no room for an app after the table at 0x{table_offset:x}; "
-            "pass a larger --flash-size",
-            field="--flash-size",
-        )
-    table = PartitionTable(
-        (
-            Partition("nvs", TYPE_DATA, SUBTYPE_NVS, nvs_offset, DEFAULT_NVS_SIZE),
-            Partition("phy_init", TYPE_DATA, SUBTYPES[TYPE_DATA]["phy"], phy_offset, DEFAULT_PHY_SIZE),
-            Partition("factory", TYPE_APP, SUBTYPE_FACTORY, app_offset, app_size),
-        ),
-        table_offset,
-        source=f"default table for {human_size(flash_size)} flash",
-    )
-    table.validate(flash_size=flash_size)
-    return table
-
-
 def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partition:
     """The partition the app is flashed into: the named one, else what ESP-IDF's bootloader boots
     with erased otadata (factory, else the lowest OTA slot, else the first app, e.g. a test app)."""
@@ -772,36 +653,3 @@ def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partit
     factory = next((p for p in apps if p.subtype == SUBTYPE_FACTORY), None)
     ota = table.ota_apps
     return factory or (ota[0] if ota else apps[0])
-
-
-def check_app_fits(table: PartitionTable, app_size: int, app_partition_name: str | None = None) -> Partition:
-    """Raise, before anything is written, when the app is larger than its partition; return the partition."""
-    target = boot_app_partition(table, app_partition_name)
-    if app_size <= target.size:
-        return target
-    hints = []
-    flash = next(
-        (n for n in FLASH_SIZES if _default_app_size(flash_size_bytes(n), table.table_offset) >= app_size), None
-    )
-    if flash is not None:
-        hints.append(f"--flash-size {flash} (to size the default table to the flash)")
-    presets = [n for n in preset_names() if _preset_app_size(n, table.table_offset) >= app_size]
-    hints.append(
-        f"--partition-table {' / '.join(presets)}" if presets else "a --partition-table CSV with a larger app partition"
-    )
-    raise LayoutError(
-        f"app is {human_size(app_size)} ({app_size} bytes) but partition '{target.name}' holds "
-        f"{human_size(target.size)} ({target.size} bytes); pass {' or '.join(hints)}",
-        path=table.source,
-    )
-
-
-def _default_app_size(flash_size: int, table_offset: int) -> int:
-    try:
-        return boot_app_partition(default_table(flash_size, table_offset)).size
-    except LayoutError:
-        return 0
-
-
-def _preset_app_size(name: str, table_offset: int) -> int:
-    return boot_app_partition(load_preset(name, table_offset=table_offset)).size

@@ -278,7 +278,7 @@ def _table_not_utf8(w: Work):
 
 
 def _binary_table_md5(w: Work):
-    from imgtool.partitions import default_table
+    from imgtool.table_choice import default_table
 
     raw = bytearray(default_table(0x200000).to_binary())
     raw[10] ^= 0x01
@@ -287,7 +287,7 @@ def _binary_table_md5(w: Work):
 
 
 def _binary_table_truncated(w: Work):
-    from imgtool.partitions import default_table
+    from imgtool.table_choice import default_table
 
     raw = default_table(0x200000).to_binary()[:70]
     table = write(w.root / "in" / "table.bin", raw)
@@ -295,7 +295,7 @@ def _binary_table_truncated(w: Work):
 
 
 def _binary_table_no_end(w: Work):
-    from imgtool.partitions import default_table
+    from imgtool.table_choice import default_table
 
     raw = default_table(0x200000).to_binary()[:32]
     table = write(w.root / "in" / "table.bin", raw)

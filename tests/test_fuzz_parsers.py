@@ -31,7 +31,8 @@ from imgtool.chips import get_chip
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.flash_layout import FlashSettings, plan_layout
 from imgtool.pack import pack
-from imgtool.partitions import PartitionTable, default_table, preset_csv, preset_names
+from imgtool.partitions import PartitionTable
+from imgtool.table_choice import default_table, preset_csv, preset_names
 from imgtool.project_config import load_project_config
 from imgtool.verify import verify
 

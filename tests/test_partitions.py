@@ -20,11 +20,8 @@ from imgtool.partitions import (
     Partition,
     PartitionTable,
     boot_app_partition,
-    check_app_fits,
-    default_table,
-    load_table,
-    preset_names,
 )
+from imgtool.table_choice import check_app_fits, default_table, load_table, preset_names
 from conftest import corpus_path
 
 MiB = 1024 * 1024
@@ -98,7 +95,7 @@ def test_examples_match_esp_idf(name):
 
 @pytest.mark.parametrize("name", preset_names())
 def test_presets_match_esp_idf(name):
-    from imgtool.partitions import preset_csv
+    from imgtool.table_choice import preset_csv
 
     text = preset_csv(name)
     table = load_table(name, flash_size="4MB")
@@ -107,7 +104,7 @@ def test_presets_match_esp_idf(name):
 
 @pytest.mark.parametrize("table_offset", [0x8000, 0xA000, 0x10000])
 def test_presets_follow_the_table_offset(table_offset):
-    from imgtool.partitions import preset_csv
+    from imgtool.table_choice import preset_csv
 
     for name in preset_names():
         table = load_table(name, table_offset=table_offset)

@@ -10,7 +10,7 @@ from esp_idf_defs import PartitionTable as IdfTable
 
 from conftest import corpus_path
 from imgtool.cli import main
-from imgtool.partitions import load_table, preset_csv
+from imgtool.table_choice import load_table, preset_csv
 
 OTA_CSV = """# Name,   Type, SubType, Offset,  Size, Flags
 nvs,      data, nvs,     0x9000,  0x4000,

@@ -15,7 +15,7 @@ from imgtool.flash_layout import FlashSettings, plan_layout
 from imgtool.image_format import EspImage, Segment
 from imgtool.otadata import initial_otadata
 from imgtool.pack import pack
-from imgtool.partitions import default_table, load_preset
+from imgtool.table_choice import default_table, load_preset
 from imgtool.verify import verify
 
 

@@ -47,7 +47,8 @@ def table_options(func):
 
 
 def _load(source, flash_size, table_offset, chip):
-    from imgtool.partitions import DEFAULT_TABLE_OFFSET, load_table
+    from imgtool.partitions import DEFAULT_TABLE_OFFSET
+    from imgtool.table_choice import load_table
 
     return load_table(
         source,
