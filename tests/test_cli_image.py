@@ -132,3 +132,11 @@ def test_python_dash_m_works():
 
     done = subprocess.run([sys.executable, "-m", "imgtool", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and "imgtool" in done.stdout
+
+
+@pytest.mark.parametrize("spelling", ["4MB", "4mb", "4M", "4MiB"])
+def test_flash_size_spellings_esptool_and_espflash_users_type(spelling, tmp_path):
+    out = tmp_path / "x.bin"
+    result = run("image", C3, "--flash-size", spelling, "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert parse_image(out.read_bytes()).image.flash_size_code == 2  # 4MB

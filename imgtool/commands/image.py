@@ -7,19 +7,7 @@ from pathlib import Path
 
 import click
 
-from imgtool.chips import CHIPS, FLASH_MODES, FLASH_SIZES
-
-chip_option = click.option(
-    "--chip", type=click.Choice(sorted(CHIPS), case_sensitive=False), help="Target chip (detected from the ELF when omitted)."
-)
-flash_mode_option = click.option(
-    "--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help="SPI flash mode [default: dio]."
-)
-flash_size_option = click.option(
-    "--flash-size", type=click.Choice(list(FLASH_SIZES), case_sensitive=False), help="Flash size [default: 2MB]."
-)
-flash_freq_option = click.option("--flash-freq", help="Flash frequency, e.g. 40m or 80m [default: the chip's ESP-IDF default].")
-
+from imgtool.commands.options import chip_option, flash_freq_option, flash_mode_option, flash_size_option
 
 def echo_warnings(warnings) -> None:
     for warning in warnings:
@@ -47,8 +35,8 @@ def print_size_report(report, console) -> None:
 @click.command()
 @click.argument("elf", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image [default: ELF name + .bin].")
-@chip_option
-@flash_mode_option
+@chip_option("Target chip (detected from the ELF when omitted).")
+@flash_mode_option()
 @flash_size_option
 @flash_freq_option
 @click.option("--min-rev", help="Lowest chip revision the app runs on, e.g. v0.3 or 3 (major*100+minor) [default: 0].")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from imgtool.chips import CHIPS, FLASH_MODES, FLASH_SIZES
+from imgtool.commands.options import chip_option, flash_freq_option, flash_mode_option, flash_size_option
 
 
 def _parse_offset(ctx, param, value):
@@ -28,18 +28,13 @@ def _parse_offset(ctx, param, value):
     return number
 
 
-chip_option = click.option(
-    "--chip", type=click.Choice(sorted(CHIPS), case_sensitive=False), help="Target chip (detected when omitted)."
-)
-
-
 @click.command()
 @click.argument("elf", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: the ELF's folder].")
-@chip_option
-@click.option("--flash-size", type=click.Choice(list(FLASH_SIZES), case_sensitive=False), help="Flash size [default: 2MB].")
-@click.option("--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help="SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does.")
-@click.option("--flash-freq", help="Flash frequency, e.g. 40m or 80m [default: the chip's ESP-IDF default].")
+@chip_option()
+@flash_size_option
+@flash_mode_option("SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does.")
+@flash_freq_option
 @click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash].")
 @click.option("--partition-table-offset", callback=_parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000].")
 @click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one.")
@@ -108,7 +103,7 @@ def print_summary(result) -> None:
 @click.command()
 @click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="OUTDIR|MERGED")
 @click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
-@chip_option
+@chip_option()
 @click.option("--partition-table-offset", callback=_parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
@@ -130,7 +125,7 @@ def verify(target, elf, chip, partition_table_offset, as_json, quiet):
 @click.argument("outdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", "-p", required=True, help="Serial port (or an esptool URL such as socket://host:port).")
 @click.option("--baud", "-b", default=460800, show_default=True, type=int, help="Baud rate for flashing.")
-@chip_option
+@chip_option()
 @click.option("--parts", is_flag=True, help="Write the parts separately (flash_parts_args) instead of the merged image.")
 def flash(outdir, port, baud, chip, parts):
     """Flash a pack output folder with esptool (esptool write-flash @flash_args)."""
