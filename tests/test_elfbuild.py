@@ -4,47 +4,29 @@ from __future__ import annotations
 
 import io
 import struct
-from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-try:
-    from elfbuild import (
-        APP_DESC_MAGIC,
-        EM_RISCV,
-        EM_XTENSA,
-        MiB,
-        PT_GNU_STACK,
-        PT_LOAD,
-        Sec,
-        Seg,
-        Sym,
-        app_descriptor,
-        build_elf,
-        esp_app_elf,
-        espressif_metadata,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.elfbuild import (  # type: ignore[no-redef]
-        APP_DESC_MAGIC,
-        EM_RISCV,
-        EM_XTENSA,
-        MiB,
-        PT_GNU_STACK,
-        PT_LOAD,
-        Sec,
-        Seg,
-        Sym,
-        app_descriptor,
-        build_elf,
-        esp_app_elf,
-        espressif_metadata,
-    )
+from conftest import FIXTURES
+from elfbuild import (
+    APP_DESC_MAGIC,
+    EM_RISCV,
+    EM_XTENSA,
+    MiB,
+    PT_GNU_STACK,
+    PT_LOAD,
+    Sec,
+    Seg,
+    Sym,
+    app_descriptor,
+    build_elf,
+    esp_app_elf,
+    espressif_metadata,
+)
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def parse(data: bytes) -> ELFFile:
