@@ -22,6 +22,7 @@ from imgtool.chips import (
     get_chip,
     normalize_flash_mode,
     normalize_flash_size,
+    revision_name,
 )
 from imgtool.elf import ElfInfo, read_elf
 from imgtool.errors import ElfError, LayoutError, UsageError
@@ -174,8 +175,8 @@ def build_app_image(
     )
     if image.min_chip_rev_full > image.max_chip_rev_full:
         raise UsageError(
-            f"--min-rev v{image.min_chip_rev_full // 100}.{image.min_chip_rev_full % 100} is above "
-            f"--max-rev v{image.max_chip_rev_full // 100}.{image.max_chip_rev_full % 100}",
+            f"--min-rev {revision_name(image.min_chip_rev_full)} is above "
+            f"--max-rev {revision_name(image.max_chip_rev_full)}",
             field="--min-rev",
         )
     data = image.to_bytes()

@@ -23,6 +23,7 @@ from imgtool.chips import (
     get_chip,
     normalize_flash_mode,
     normalize_flash_size,
+    revision_name,
 )
 from imgtool.errors import BootloaderError, UsageError
 from imgtool.image_format import HEADER_LEN, SHA256_LEN, EspImage, ImageHeader, parse_image
@@ -411,7 +412,4 @@ def _checked(data: bytes, chip: Chip, path):
 
 
 def _rev_range(low: int, high: int) -> str:
-    def rev(value: int) -> str:
-        return f"v{value // 100}.{value % 100}"
-
-    return f"{rev(low)} and later" if high == ANY_REVISION_MAX else f"{rev(low)}-{rev(high)}"
+    return f"{revision_name(low)} and later" if high == ANY_REVISION_MAX else f"{revision_name(low)}-{revision_name(high)}"

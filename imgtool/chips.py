@@ -45,6 +45,11 @@ DEFAULT_MMU_PAGE_SIZE = 64 * KiB
 ANY_REVISION_MAX = 0xFFFF
 
 
+def revision_name(full: int) -> str:
+    """A major * 100 + minor chip revision as ESP-IDF and esptool print it: 301 → ``v3.1``."""
+    return f"v{full // 100}.{full % 100}"
+
+
 class Region(str, Enum):
     """Kinds of memory an image segment can be loaded into."""
 

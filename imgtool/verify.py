@@ -19,6 +19,7 @@ from imgtool.chips import (
     chip_by_image_id,
     flash_size_name,
     get_chip,
+    revision_name,
 )
 from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
 from imgtool.partitions import (
@@ -190,10 +191,10 @@ class _Verifier:
         if not self.locate():
             return
         boot_ok = self.check_bootloader()
-        entries = self.check_table()
-        if entries is None:
+        table = self.check_table()
+        if table is None:
             return
-        part = self.pick_boot_partition(entries)
+        part = self.pick_boot_partition(table)
         if part is None:
             return
         app = self.check_app(part, boot_ok)
@@ -302,7 +303,7 @@ class _Verifier:
             return self.r.add(
                 part,
                 False,
-                f"minimum chip revision {_rev(img.min_chip_rev_full)} is above the maximum {_rev(img.max_chip_rev_full)}",
+                f"minimum chip revision {revision_name(img.min_chip_rev_full)} is above the maximum {revision_name(img.max_chip_rev_full)}",
             )
         return True
 
@@ -312,7 +313,7 @@ class _Verifier:
         other = chip_by_image_id(img.chip_id)
         return self.r.add(part, False, f"is built for {other.name if other else f'chip id 0x{img.chip_id:04x}'}, not {self.chip.name}")
 
-    def check_table(self) -> list[Partition] | None:
+    def check_table(self) -> PartitionTable | None:
         """Parse the table with the same declaration and ESP-IDF rules that compile it."""
         r, off = self.r, self.table_offset
         raw = self.read(off, TABLE_MAX_LEN)
@@ -339,13 +340,12 @@ class _Verifier:
             return None
         r.table = list(table.partitions)
         r.add("partition table", True, f"{len(table.partitions)} partitions at 0x{off:x}, MD5 valid")
-        return r.table
+        return table
 
-    def pick_boot_partition(self, entries: list[Partition]) -> Partition | None:
+    def pick_boot_partition(self, table: PartitionTable) -> Partition | None:
         from imgtool.otadata import selected_slot
 
         r = self.r
-        table = PartitionTable(tuple(entries))
         ota = table.ota_apps
         otadata = table.otadata
         chosen = None
@@ -435,10 +435,6 @@ class _Verifier:
             r.fail("elf", problem)
         if not problems:
             r.add("elf", True, f"all {len(contents)} loadable sections of {Path(elf_path).name} are intact in the app image")
-
-
-def _rev(full: int) -> str:
-    return f"v{full // 100}.{full % 100}"
 
 
 __all__ = ["Check", "VerifyReport", "resolve_input", "verify"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from imgtool.chips import ANY_REVISION_MAX, revision_name
 from imgtool.commands.options import chip_option, flash_freq_option, flash_mode_option, flash_size_option
 
 def echo_warnings(warnings) -> None:
@@ -88,7 +89,7 @@ def info(image_file, as_json):
     console.print(f"[bold]{image_file}[/bold] — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes")
     console.print(
         f"entry 0x{report['entry']:08x}, flash {report['flash_mode']} {report['flash_size']} {report['flash_freq']}, "
-        f"chip revision v{report['min_rev_full'] // 100}.{report['min_rev_full'] % 100}"
+        f"chip revision {revision_name(report['min_rev_full'])}"
         f"–{_rev(report['max_rev_full'])}"
     )
     table = Table(title="Segments", title_justify="left")
@@ -115,4 +116,4 @@ def info(image_file, as_json):
 
 
 def _rev(full: int) -> str:
-    return "any" if full == 0xFFFF else f"v{full // 100}.{full % 100}"
+    return "any" if full == ANY_REVISION_MAX else revision_name(full)
