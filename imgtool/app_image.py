@@ -77,7 +77,7 @@ def detect_chip(elf: ElfInfo) -> Chip:
 def resolve_chip(elf: ElfInfo, chip: str | Chip | None, warnings: list[str]) -> Chip:
     if chip is None:
         return detect_chip(elf)
-    chosen = chip if isinstance(chip, Chip) else get_chip(chip)
+    chosen = get_chip(chip)
     if chosen.elf_machine != elf.machine:
         others = [c.name for c in CHIPS.values() if c.elf_machine == elf.machine]
         raise ElfError(

@@ -324,7 +324,7 @@ def load_user_bootloader(path: str | os.PathLike, chip: Chip | str) -> bytes:
     """A bootloader file the user supplies, refused unless it is an intact ESP image for ``chip``."""
     from imgtool.atomic import read_input
 
-    chip = _chip(chip)
+    chip = get_chip(chip)
     data = read_input(path, "bootloader", limit=MAX_BOOTLOADER_BYTES)
     _checked(data, chip, path)
     return data
@@ -347,7 +347,7 @@ def place_bootloader(
     covers segment data only, so it still holds). Refuses a bootloader for another
     chip, or one whose chip-revision range cannot run on any revision the app allows.
     """
-    chip = _chip(chip)
+    chip = get_chip(chip)
     mode_code = FLASH_MODES[normalize_flash_mode(flash_mode)]
     size_code = FLASH_SIZES[normalize_flash_size(flash_size)]
     freq_code = chip.flash_freq_code(flash_freq)
@@ -376,10 +376,6 @@ def place_bootloader(
     if image.hash_appended:
         out += hashlib.sha256(out).digest()
     return out
-
-
-def _chip(chip: Chip | str) -> Chip:
-    return chip if isinstance(chip, Chip) else get_chip(chip)
 
 
 def _checked(data: bytes, chip: Chip, path):

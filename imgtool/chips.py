@@ -324,8 +324,10 @@ CHIPS: dict[str, Chip] = {
 }
 
 
-def get_chip(name: str) -> Chip:
-    """Look a chip up by name (case-insensitive, ``ESP32-C3`` and ``esp32c3`` both work)."""
+def get_chip(name: str | Chip) -> Chip:
+    """Look a chip up by name (case-insensitive, ``ESP32-C3`` and ``esp32c3`` both work); a Chip is returned as is."""
+    if isinstance(name, Chip):
+        return name
     key = name.strip().lower().replace("-", "").replace("_", "")
     try:
         return CHIPS[key]

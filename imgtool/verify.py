@@ -162,7 +162,7 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
             chip = hints["chip"]
         data = read_input(file, "flash image")
         source = os.fspath(file)
-    target = chip if isinstance(chip, Chip) or chip is None else get_chip(chip)
+    target = get_chip(chip) if chip is not None else None
     report = VerifyReport(source=source)
     _Verifier(report, data, target, table_offset).run(elf)
     return report
