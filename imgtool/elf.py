@@ -74,8 +74,7 @@ class ElfInfo:
         out = {}
         with open(self.path, "rb") as fh:
             for piece in self.pieces:
-                fh.seek(piece.offset)
-                data = fh.read(piece.size)
+                data = _read_at(fh, piece.offset, piece.size)
                 if len(data) != piece.size:
                     raise ElfError(
                         f"section {piece.name} is truncated (file ends before its data)", path=self.path
@@ -180,7 +179,7 @@ def _check_ident(head: bytes, path: Path) -> None:
 def _section_names(fh, sections, shstrtab, file_size: int, path: Path) -> list[str]:
     """Each section's name from the section-name string table (empty when it points nowhere)."""
     if shstrtab.sh_type == "SHT_NOBITS" or shstrtab.sh_offset + shstrtab.sh_size > file_size:
-        raise ElfError("truncated or corrupt ELF: section name table lies past the end of the file", path=path)
+        raise ElfError("truncated or corrupt ELF: section name table (e_shstrndx) has no contents in the file", path=path)
     strings = _read_at(fh, shstrtab.sh_offset, shstrtab.sh_size)
     names = []
     for sec in sections:
