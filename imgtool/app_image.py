@@ -9,10 +9,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgtool.boot_rules import check_app
 from imgtool.chips import (
     ANY_REVISION_MAX,
     CHIPS,
     DEFAULT_FLASH_MODE,
+    DEFAULT_MMU_PAGE_SIZE,
     DEFAULT_FLASH_SIZE,
     FLASH_MODES,
     FLASH_SIZES,
@@ -32,11 +34,10 @@ from imgtool.image_format import (
     EspImage,
     c_string,
     parse_app_descriptor,
+    parse_image,
 )
 from imgtool.segments import classify, layout
 from imgtool.size_report import SizeReport, size_report
-
-MAX_REVISION_FULL = 0xFFFF
 
 
 @dataclass
@@ -94,8 +95,8 @@ def resolve_chip(elf: ElfInfo, chip: str | Chip | None, warnings: list[str]) -> 
 
 
 def _check_revision(value: int | None, name: str) -> None:
-    if value is not None and not 0 <= value <= MAX_REVISION_FULL:
-        raise UsageError(f"{name} must be between 0 and {MAX_REVISION_FULL} (major*100+minor), got {value}", field=name)
+    if value is not None and not 0 <= value <= ANY_REVISION_MAX:
+        raise UsageError(f"{name} must be between 0 and {ANY_REVISION_MAX} (major*100+minor), got {value}", field=name)
 
 
 def parse_revision(text: str | int | None, name: str) -> int | None:
@@ -153,10 +154,12 @@ def build_app_image(
         parsed = parse_app_descriptor(contents[desc_piece])
         app_desc = desc_dict(parsed) if parsed is not None else None
 
-    page = _page_size(target, mmu_page_size, app_desc, elf.path)
+    page = _page_size(target, mmu_page_size, app_desc, elf.path, warnings)
     pieces = [classify(target, p.name, p.addr, contents[p], elf.path) for p in elf.pieces]
-    segments = layout(pieces, page, first_addr=desc_piece.addr if desc_piece else None, path=elf.path)
+    segments = layout(target, pieces, page, first_addr=desc_piece.addr if desc_piece else None, path=elf.path)
     _check_entry(target, elf, warnings)
+    if min_rev_full is None and elf.min_chip_revision is not None:
+        min_rev_full = elf.min_chip_revision
     if desc_piece is not None and segments[0].addr != desc_piece.addr:
         warnings.append(
             f"{elf.path}: the app descriptor at 0x{desc_piece.addr:08x} cannot be the start of the first segment "
@@ -180,6 +183,7 @@ def build_app_image(
             field="--min-rev",
         )
     data = image.to_bytes()
+    warnings += _boot_check(target, data, elf.path)
     if len(data) > flash_size_bytes(size):
         raise LayoutError(
             f"app image is {len(data)} bytes, more than the {size} flash; pass a larger --flash-size",
@@ -187,6 +191,15 @@ def build_app_image(
         )
     report = size_report(target, elf, pieces, len(data), flash_size_bytes(size))
     return AppImage(target, image, data, elf, report, app_desc, elf_sha, page, warnings)
+
+
+def _boot_check(chip: Chip, data: bytes, path: Path) -> list[str]:
+    """Judge the finished image as the bootloader would: refuse what it would not start, warn on the rest."""
+    findings = check_app(chip, parse_image(data, path))
+    for finding in findings:
+        if finding.fatal:
+            raise LayoutError(f"the {chip.name} bootloader would not start this image: {finding}", path=path)
+    return [f"{path}: {finding}" for finding in findings]
 
 
 def _fill_elf_sha(desc: bytes, sha: bytes) -> bytes:
@@ -197,23 +210,32 @@ def _fill_elf_sha(desc: bytes, sha: bytes) -> bytes:
     return desc[:start] + sha + desc[start + len(sha) :]
 
 
-def _page_size(chip: Chip, requested: int | None, app_desc: dict | None, path: Path) -> int:
-    if requested is None and app_desc and app_desc.get("mmu_page_size"):
-        requested = 1 << app_desc["mmu_page_size"]
-        if requested not in chip.mmu_page_sizes:
+def _page_size(chip: Chip, requested: int | None, app_desc: dict | None, path: Path, warnings: list[str]) -> int:
+    """The MMU page the bootloader will use (``verify_segment_header``): the descriptor's on chips
+    with a configurable page, 64 KiB on the others whatever the descriptor says."""
+    if requested is not None and requested not in chip.mmu_page_sizes:
+        raise UsageError(
+            f"{chip.name} has no {requested}-byte MMU page; use one of {', '.join(map(str, chip.mmu_page_sizes))}",
+            field="--mmu-page-size",
+        )
+    wanted = 1 << app_desc["mmu_page_size"] if app_desc and app_desc.get("mmu_page_size") else None
+    if len(chip.mmu_page_sizes) == 1:
+        if wanted is not None and wanted != DEFAULT_MMU_PAGE_SIZE:
+            warnings.append(
+                f"{path}: the app descriptor asks for a {wanted // 1024} KiB MMU page, but {chip.name} always maps "
+                f"{DEFAULT_MMU_PAGE_SIZE // 1024} KiB pages; laid out for those"
+            )
+        return DEFAULT_MMU_PAGE_SIZE
+    if requested is None and wanted is not None:
+        if wanted not in chip.mmu_page_sizes:
             raise ElfError(
-                f"app descriptor asks for a {requested // 1024} KiB MMU page, which {chip.name} does not have "
+                f"app descriptor asks for a {wanted // 1024} KiB MMU page, which {chip.name} does not have "
                 f"({', '.join(str(s // 1024) + ' KiB' for s in chip.mmu_page_sizes)})",
                 path=path,
                 field="mmu_page_size",
             )
-    page = requested or max(chip.mmu_page_sizes)
-    if page not in chip.mmu_page_sizes:
-        raise UsageError(
-            f"{chip.name} has no {page}-byte MMU page; use one of {', '.join(map(str, chip.mmu_page_sizes))}",
-            field="--mmu-page-size",
-        )
-    return page
+        return wanted
+    return requested or DEFAULT_MMU_PAGE_SIZE
 
 
 def _check_entry(chip: Chip, elf: ElfInfo, warnings: list[str]) -> None:

@@ -40,6 +40,13 @@ DEFAULT_FLASH_MODE = "dio"
 BOOT_FLASH_MODE: dict[str, str] = {"qio": "dio", "qout": "dio"}
 DEFAULT_FLASH_SIZE = "2MB"
 DEFAULT_MMU_PAGE_SIZE = 64 * KiB
+#: Lengths the newer bootloader linker scripts (bootloader-CHIP.ld) give their regions.
+BOOTLOADER_STACK_OVERHEAD = 0x2000
+BOOTLOADER_DRAM_SEG_LEN = 0x5000
+BOOTLOADER_IRAM_LOADER_SEG_LEN = 0x7000
+#: ESP-IDF's bootloader ≤ v3.1 left the last MMU page of a flash segment unmapped when the segment
+#: entered it by fewer bytes than this; esptool and espflash pad ESP32 flash segments past it.
+LEGACY_FLASH_TAIL_MIN = 0x24
 
 #: Chip revision range meaning "any revision" (major * 100 + minor encoding).
 ANY_REVISION_MAX = 0xFFFF
@@ -81,28 +88,110 @@ class MemoryRange(NamedTuple):
         return self.start <= addr and addr + max(length, 1) <= self.end
 
 
+class Span(NamedTuple):
+    """A half-open address range ``[start, end)``."""
+
+    start: int
+    end: int
+
+    def contains(self, addr: int, length: int = 1) -> bool:
+        return self.start <= addr and addr + max(length, 1) <= self.end
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """ESP-IDF's ``bootloader_util_regions_overlap`` for ``[start, end)``."""
+        return start < self.end and self.start < end
+
+
+class Diram(NamedTuple):
+    """SRAM reachable both as instruction and as data addresses (SOC_DIRAM_* in soc.h)."""
+
+    iram: Span
+    dram: Span
+    #: ESP32 only: the two views run in opposite word order (SOC_DIRAM_INVERTED).
+    inverted: bool = False
+
+
+class BootloaderRam(NamedTuple):
+    """RAM the running second-stage bootloader occupies, from its linker script (bootloader-CHIP.ld).
+
+    ``verify_load_addresses`` refuses app segments over its data (``_dram_start.._dram_end``, inside
+    ``dram_seg``), its loader code (``_loader_text_start.._loader_text_end``, inside ``iram_loader_seg``)
+    and the stack below ``SOC_ROM_STACK_START``. Whole linker regions are used: a superset of what a
+    particular build fills, so what passes here passes there.
+    """
+
+    #: Lowest chip revision (major*100+minor) whose bootloader builds use this layout.
+    min_rev: int
+    data: Span
+    loader_text: Span
+    rom_stack_start: int
+
+
+def _ld_regions(min_rev: int, usable_dram_end: int, rom_stack_start: int, iram_dram_offset: int = 0) -> BootloaderRam:
+    """The regions of the newer bootloader linker scripts, which derive them from one address."""
+    data_end = usable_dram_end - BOOTLOADER_STACK_OVERHEAD
+    data_start = data_end - BOOTLOADER_DRAM_SEG_LEN
+    loader_start = data_start - BOOTLOADER_IRAM_LOADER_SEG_LEN + iram_dram_offset
+    return BootloaderRam(
+        min_rev,
+        Span(data_start, data_end),
+        Span(loader_start, loader_start + BOOTLOADER_IRAM_LOADER_SEG_LEN),
+        rom_stack_start,
+    )
+
+
+class BootFacts(NamedTuple):
+    """What the ESP-IDF v5.5 second-stage bootloader knows about the chip (soc.h, soc_caps.h, bootloader.ld)."""
+
+    #: ``should_map``: SOC_DROM_LOW..HIGH; on chips with one shared flash bus it equals ``irom``.
+    drom: Span
+    #: ``should_map``: SOC_IROM_LOW..HIGH.
+    irom: Span
+    #: ``verify_load_addresses``: where the bootloader copies RAM segments (SOC_DRAM, SOC_IRAM,
+    #: RTC fast I/D, RTC slow, TCM where the chip has them).
+    load: tuple[MemoryRange, ...]
+    diram: Diram
+    #: One entry per bootloader memory layout, oldest chip revision first.
+    bootloader_ram: tuple[BootloaderRam, ...]
+    #: ``unpack_load_app``: more flash-mapped ranges counted with text and rodata (SOC_EXTRAM on ESP32-P4).
+    extra_mapped: tuple[Span, ...] = ()
+    #: ``ESP_IMAGE_MAX_FLASH_ADDR_SIZE``: largest partition and segment the loader accepts.
+    max_flash_span: int = 16 * MiB
+
+    def mapped(self, addr: int) -> bool:
+        return self.drom.contains(addr) or self.irom.contains(addr) or any(s.contains(addr) for s in self.extra_mapped)
+
+    def ram_for(self, min_rev: int) -> BootloaderRam:
+        """The bootloader layout for builds that start at chip revision ``min_rev``."""
+        chosen = self.bootloader_ram[0]
+        for ram in self.bootloader_ram:
+            if ram.min_rev <= min_rev:
+                chosen = ram
+        return chosen
+
+
 class Chip(NamedTuple):
     name: str
     image_chip_id: int
     bootloader_offset: int
     elf_machine: int
+    #: Where imgtool places ELF sections; every range lies inside what ``boot`` maps or loads.
     memory: tuple[MemoryRange, ...]
     flash_freqs: dict[str, int]
     default_flash_freq: str
-    rust_targets: tuple[str, ...]
+    boot: BootFacts
+    #: MMU page sizes the app may choose (SOC_MMU_PAGE_SIZE_CONFIGURABLE); others always use 64 KiB.
     mmu_page_sizes: tuple[int, ...] = (DEFAULT_MMU_PAGE_SIZE,)
-    #: True when code and read-only data share one flash-mapped address range.
+    #: SOC_MMU_DI_VADDR_SHARED: code and read-only data share one flash bus, and the bootloader maps
+    #: exactly two flash segments (``unpack_load_app``); otherwise one DROM and one IROM segment.
     unified_flash_map: bool = False
+    #: Flash segments end at least this far into their last MMU page (LEGACY_FLASH_TAIL_MIN on ESP32).
+    flash_tail_min: int = 0
     esp_web_tools_family: str = ""
-    aliases: tuple[str, ...] = ()
 
     @property
     def arch(self) -> str:
         return "xtensa" if self.elf_machine == EM_XTENSA else "riscv"
-
-    @property
-    def display_name(self) -> str:
-        return self.esp_web_tools_family or self.name.upper()
 
     def ranges(self, region: Region) -> tuple[MemoryRange, ...]:
         return tuple(r for r in self.memory if r.region is region)
@@ -115,11 +204,11 @@ class Chip(NamedTuple):
         return None
 
     def is_flash_mapped(self, addr: int) -> bool:
-        rng = self.region_of(addr)
-        return rng is not None and rng.region.flash_mapped
+        """Whether the bootloader maps (rather than copies) a segment loaded at ``addr`` (``should_map``)."""
+        return self.boot.mapped(addr)
 
     def capacity(self, region: Region) -> int:
-        return sum(r.size for r in self.ranges(region))
+        return sum(r.size for r in self.memory if r.region is region)
 
     def flash_freq_code(self, freq: str) -> int:
         try:
@@ -139,8 +228,21 @@ def _m(region: Region, start: int, end: int) -> MemoryRange:
     return MemoryRange(region, start, end)
 
 
+def _s(start: int, end: int) -> Span:
+    return Span(start, end)
+
+
+def _shared_ram(start: int, end: int, *rtc: MemoryRange) -> tuple[MemoryRange, ...]:
+    """Load ranges of a chip whose SOC_DRAM and SOC_IRAM are the same addresses."""
+    return (_m(Region.DRAM, start, end), _m(Region.IRAM, start, end), *rtc)
+
+
 _CLASSIC_FREQS = {"80m": 0xF, "40m": 0x0, "26m": 0x1, "20m": 0x2}
-_XTENSA = ("xtensa",)
+_CONFIGURABLE_PAGES = (8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB)
+_BUS_42 = _s(0x4200_0000, 0x4400_0000)
+#: SOC_IROM_HIGH = SOC_IROM_LOW + (SOC_MMU_PAGE_SIZE << 8), with the pinned builds' 64 KiB page.
+_BUS_42_256_PAGES = _s(0x4200_0000, 0x4300_0000)
+_LP_16K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_4000))
 
 CHIPS: dict[str, Chip] = {
     c.name: c
@@ -154,14 +256,27 @@ CHIPS: dict[str, Chip] = {
                 _m(Region.DROM, 0x3F40_0000, 0x3F80_0000),
                 _m(Region.RTC_DRAM, 0x3FF8_0000, 0x3FF8_2000),
                 _m(Region.DRAM, 0x3FFA_E000, 0x4000_0000),
-                _m(Region.IRAM, 0x4007_0000, 0x400C_0000),
+                _m(Region.IRAM, 0x4008_0000, 0x400A_A000),
                 _m(Region.RTC_IRAM, 0x400C_0000, 0x400C_2000),
                 _m(Region.IROM, 0x400D_0000, 0x4040_0000),
                 _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
             ),
             flash_freqs=_CLASSIC_FREQS,
             default_flash_freq="40m",
-            rust_targets=("xtensa-esp32-none-elf",),
+            boot=BootFacts(
+                drom=_s(0x3F40_0000, 0x3F80_0000),
+                irom=_s(0x400D_0000, 0x4040_0000),
+                load=(
+                    _m(Region.DRAM, 0x3FFA_E000, 0x4000_0000),
+                    _m(Region.IRAM, 0x4008_0000, 0x400A_A000),
+                    _m(Region.RTC_IRAM, 0x400C_0000, 0x400C_2000),
+                    _m(Region.RTC_DRAM, 0x3FF8_0000, 0x3FF8_2000),
+                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
+                ),
+                diram=Diram(_s(0x400A_0000, 0x400C_0000), _s(0x3FFE_0000, 0x4000_0000), inverted=True),
+                bootloader_ram=(BootloaderRam(0, _s(0x3FFF_0000, 0x3FFF_6000), _s(0x4007_8000, 0x4008_0000), 0x3FFE_3F20),),
+            ),
+            flash_tail_min=LEGACY_FLASH_TAIL_MIN,
             esp_web_tools_family="ESP32",
         ),
         Chip(
@@ -180,7 +295,19 @@ CHIPS: dict[str, Chip] = {
             ),
             flash_freqs=_CLASSIC_FREQS,
             default_flash_freq="80m",
-            rust_targets=("xtensa-esp32s2-none-elf",),
+            boot=BootFacts(
+                drom=_s(0x3F00_0000, 0x3FF8_0000),
+                irom=_s(0x4008_0000, 0x4080_0000),
+                load=(
+                    _m(Region.DRAM, 0x3FFB_0000, 0x4000_0000),
+                    _m(Region.IRAM, 0x4002_0000, 0x4007_0000),
+                    _m(Region.RTC_IRAM, 0x4007_0000, 0x4007_2000),
+                    _m(Region.RTC_DRAM, 0x3FF9_E000, 0x3FFA_0000),
+                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
+                ),
+                diram=Diram(_s(0x4002_0000, 0x4007_0000), _s(0x3FFB_0000, 0x4000_0000)),
+                bootloader_ram=(BootloaderRam(0, _s(0x3FFE_5000, 0x3FFE_AB00), _s(0x4004_E000, 0x4005_5000), 0x3FFF_E70C),),
+            ),
             esp_web_tools_family="ESP32-S2",
         ),
         Chip(
@@ -198,7 +325,20 @@ CHIPS: dict[str, Chip] = {
             ),
             flash_freqs=_CLASSIC_FREQS,
             default_flash_freq="80m",
-            rust_targets=("xtensa-esp32s3-none-elf",),
+            boot=BootFacts(
+                drom=_s(0x3C00_0000, 0x3E00_0000),
+                irom=_BUS_42,
+                load=(
+                    _m(Region.DRAM, 0x3FC8_8000, 0x3FD0_0000),
+                    _m(Region.IRAM, 0x4037_0000, 0x403E_0000),
+                    _m(Region.RTC_IRAM, 0x600F_E000, 0x6010_0000),
+                    _m(Region.RTC_DRAM, 0x600F_E000, 0x6010_0000),
+                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
+                ),
+                diram=Diram(_s(0x4037_8000, 0x403E_0000), _s(0x3FC8_8000, 0x3FCF_0000)),
+                bootloader_ram=(_ld_regions(0, 0x3FCE_9700, 0x3FCE_B710, iram_dram_offset=0x6F_0000),),
+                max_flash_span=1 << 32,
+            ),
             esp_web_tools_family="ESP32-S3",
         ),
         Chip(
@@ -214,7 +354,13 @@ CHIPS: dict[str, Chip] = {
             ),
             flash_freqs={"60m": 0xF, "30m": 0x0, "20m": 0x1, "15m": 0x2},
             default_flash_freq="60m",
-            rust_targets=("riscv32imc-unknown-none-elf",),
+            boot=BootFacts(
+                drom=_s(0x3C00_0000, 0x3C40_0000),
+                irom=_s(0x4200_0000, 0x4240_0000),
+                load=(_m(Region.DRAM, 0x3FCA_0000, 0x3FCE_0000), _m(Region.IRAM, 0x4037_C000, 0x403C_0000)),
+                diram=Diram(_s(0x4038_0000, 0x403C_0000), _s(0x3FCA_0000, 0x3FCE_0000)),
+                bootloader_ram=(_ld_regions(0, 0x3FCD_CB70, 0x3FCD_EB70, iram_dram_offset=0x6E_0000),),
+            ),
             mmu_page_sizes=(16 * KiB, 32 * KiB, 64 * KiB),
             esp_web_tools_family="ESP32-C2",
         ),
@@ -232,7 +378,18 @@ CHIPS: dict[str, Chip] = {
             ),
             flash_freqs=_CLASSIC_FREQS,
             default_flash_freq="80m",
-            rust_targets=("riscv32imc-unknown-none-elf",),
+            boot=BootFacts(
+                drom=_s(0x3C00_0000, 0x3C80_0000),
+                irom=_s(0x4200_0000, 0x4280_0000),
+                load=(
+                    _m(Region.DRAM, 0x3FC8_0000, 0x3FCE_0000),
+                    _m(Region.IRAM, 0x4037_C000, 0x403E_0000),
+                    _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_2000),
+                    _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_2000),
+                ),
+                diram=Diram(_s(0x4038_0000, 0x403E_0000), _s(0x3FC8_0000, 0x3FCE_0000)),
+                bootloader_ram=(_ld_regions(0, 0x3FCD_C710, 0x3FCD_E710, iram_dram_offset=0x70_0000),),
+            ),
             esp_web_tools_family="ESP32-C3",
         ),
         Chip(
@@ -247,8 +404,14 @@ CHIPS: dict[str, Chip] = {
             ),
             flash_freqs={"80m": 0xF, "40m": 0x0, "20m": 0x2},
             default_flash_freq="80m",
-            rust_targets=("riscv32imac-unknown-none-elf",),
-            mmu_page_sizes=(8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB),
+            boot=BootFacts(
+                drom=_BUS_42,
+                irom=_BUS_42,
+                load=_shared_ram(0x4080_0000, 0x4086_0000, *_LP_16K),
+                diram=Diram(_s(0x4080_0000, 0x4086_0000), _s(0x4080_0000, 0x4086_0000)),
+                bootloader_ram=(_ld_regions(0, 0x4085_C5A0, 0x4085_E5A0),),
+                max_flash_span=1 << 32,
+            ),
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C5",
         ),
@@ -264,8 +427,14 @@ CHIPS: dict[str, Chip] = {
             ),
             flash_freqs={"80m": 0x0, "40m": 0x0, "20m": 0x2},
             default_flash_freq="80m",
-            rust_targets=("riscv32imac-unknown-none-elf",),
-            mmu_page_sizes=(8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB),
+            boot=BootFacts(
+                drom=_BUS_42_256_PAGES,
+                irom=_BUS_42_256_PAGES,
+                load=_shared_ram(0x4080_0000, 0x4088_0000, *_LP_16K),
+                diram=Diram(_s(0x4080_0000, 0x4088_0000), _s(0x4080_0000, 0x4088_0000)),
+                bootloader_ram=(_ld_regions(0, 0x4087_C610, 0x4087_E610),),
+            ),
+            mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C6",
         ),
@@ -275,14 +444,19 @@ CHIPS: dict[str, Chip] = {
             bootloader_offset=0x0,
             elf_machine=EM_RISCV,
             memory=(
-                _m(Region.SRAM, 0x4080_0000, 0x4086_0000),
+                _m(Region.SRAM, 0x4080_0000, 0x4085_0000),
                 _m(Region.IROM, 0x4200_0000, 0x4400_0000),
-                _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000),
             ),
             flash_freqs={"80m": 0xF, "40m": 0x0, "20m": 0x2},
             default_flash_freq="80m",
-            rust_targets=("riscv32imac-unknown-none-elf",),
-            mmu_page_sizes=(8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB),
+            boot=BootFacts(
+                drom=_BUS_42,
+                irom=_BUS_42,
+                load=_shared_ram(0x4080_0000, 0x4085_0000),
+                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
+                bootloader_ram=(_ld_regions(0, 0x4084_CA70, 0x4084_EA70),),
+            ),
+            mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C61",
         ),
@@ -294,12 +468,23 @@ CHIPS: dict[str, Chip] = {
             memory=(
                 _m(Region.SRAM, 0x4080_0000, 0x4085_0000),
                 _m(Region.IROM, 0x4200_0000, 0x4300_0000),
-                _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000),
+                _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000),
             ),
             flash_freqs={"48m": 0xF, "24m": 0x0, "16m": 0x1, "12m": 0x2},
             default_flash_freq="48m",
-            rust_targets=("riscv32imac-unknown-none-elf",),
-            mmu_page_sizes=(8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB),
+            boot=BootFacts(
+                drom=_BUS_42_256_PAGES,
+                irom=_BUS_42_256_PAGES,
+                load=_shared_ram(
+                    0x4080_0000,
+                    0x4085_0000,
+                    _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000),
+                    _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000),
+                ),
+                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
+                bootloader_ram=(_ld_regions(0, 0x4084_CFD0, 0x4084_F380),),
+            ),
+            mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H2",
         ),
@@ -310,13 +495,32 @@ CHIPS: dict[str, Chip] = {
             elf_machine=EM_RISCV,
             memory=(
                 _m(Region.TCM, 0x3010_0000, 0x3010_2000),
-                _m(Region.IROM, 0x4000_0000, 0x4C00_0000),
+                _m(Region.IROM, 0x4000_0000, 0x4400_0000),
                 _m(Region.SRAM, 0x4FF0_0000, 0x4FFC_0000),
                 _m(Region.RTC_IRAM, 0x5010_8000, 0x5011_0000),
             ),
             flash_freqs=_CLASSIC_FREQS,
             default_flash_freq="80m",
-            rust_targets=("riscv32imafc-unknown-none-elf",),
+            boot=BootFacts(
+                drom=_s(0x4000_0000, 0x4400_0000),
+                irom=_s(0x4000_0000, 0x4400_0000),
+                load=_shared_ram(
+                    0x4FF0_0000,
+                    0x4FFC_0000,
+                    _m(Region.RTC_IRAM, 0x5010_8000, 0x5011_0000),
+                    _m(Region.RTC_DRAM, 0x5010_8000, 0x5011_0000),
+                    _m(Region.TCM, 0x3010_0000, 0x3010_2000),
+                ),
+                diram=Diram(_s(0x4FF0_0000, 0x4FFC_0000), _s(0x4FF0_0000, 0x4FFC_0000)),
+                # Chips before v3.0 keep ROM data lower in SRAM; ESP-IDF links a second layout for v3.0+
+                # (bootloader.rev3.ld.in), as the pinned esp32p4-v0 and -v3 builds show.
+                bootloader_ram=(
+                    _ld_regions(0, 0x4FF3_ABD0, 0x4FF3_CFC0),
+                    _ld_regions(300, 0x4FFB_CFC0, 0x4FFB_EFC0),
+                ),
+                extra_mapped=(_s(0x4800_0000, 0x4C00_0000),),
+                max_flash_span=1 << 32,
+            ),
             unified_flash_map=True,
             esp_web_tools_family="ESP32-P4",
         ),

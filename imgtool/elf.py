@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +33,11 @@ PF_X = 0x1
 PF_W = 0x2
 #: esp-hal's metadata section is a few short strings; anything larger is not it.
 METADATA_MAX = 4096
+METADATA_SECTION = ".espressif.metadata"
+MIN_CHIP_REVISION_SYMBOL = b"build_info.MIN_CHIP_REVISION"
+METADATA_VALUE_MAX = 16
+#: ``Elf32_Sym``: st_name, st_value, st_size, st_info, st_other, st_shndx.
+ELF32_SYM = struct.Struct("<IIIBBH")
 
 MACHINE_NAMES = {EM_XTENSA: "Xtensa", EM_RISCV: "RISC-V"}
 #: pyelftools reports known machines by their ELF constant name.
@@ -65,6 +71,8 @@ class ElfInfo:
     nobits: list[LoadablePiece]
     chip_hints: set[str]
     file_size: int
+    #: esp-hal's ``build_info.MIN_CHIP_REVISION`` (major*100+minor), when the ELF records it.
+    min_chip_revision: int | None = None
 
     @property
     def machine_name(self) -> str:
@@ -150,14 +158,15 @@ def _read_tables(fh, head: bytes, file_size: int, path: Path) -> ElfInfo:
         names = _section_names(fh, sections, sections[header.e_shstrndx], file_size, path)
         pieces, nobits = _pieces_from_sections(sections, names, file_size, path)
         hints = _chip_hints(fh, sections, names, file_size)
+        min_rev = _metadata_min_revision(fh, sections, names, file_size)
     else:
         table = _read_at(fh, header.e_phoff, phnum * ELF32_PHDR_LEN)
         segments = [structs.Elf_Phdr.parse(table[i : i + ELF32_PHDR_LEN]) for i in range(0, len(table), ELF32_PHDR_LEN)]
         pieces, nobits = _pieces_from_segments(segments, file_size, path)
-        hints = set()
+        hints, min_rev = set(), None
     if not pieces:
         raise ElfError("ELF has no loadable data (no allocated sections with contents)", path=path)
-    return ElfInfo(path, machine, header.e_entry, pieces, nobits, hints, file_size)
+    return ElfInfo(path, machine, header.e_entry, pieces, nobits, hints, file_size, min_rev)
 
 
 def _read_at(fh, offset: int, size: int) -> bytes:
@@ -242,10 +251,45 @@ def _chip_hints(fh, sections, names: list[str], file_size: int) -> set[str]:
             continue
         if name == ".strtab" and sec.sh_type == "SHT_STRTAB":
             hints |= _names_in(_read_at(fh, sec.sh_offset, sec.sh_size).decode("latin-1"), bounded=True)
-        elif name == ".espressif.metadata" and sec.sh_type != "SHT_NOBITS" and sec.sh_size < METADATA_MAX:
+        elif name == METADATA_SECTION and sec.sh_type != "SHT_NOBITS" and sec.sh_size < METADATA_MAX:
             # Values are stored back to back ("ESP-IDFesp32c3serial"), so no boundary follows the name.
             hints |= _names_in(_read_at(fh, sec.sh_offset, sec.sh_size).decode("latin-1"), bounded=False)
     return hints
+
+
+def _metadata_min_revision(fh, sections, names: list[str], file_size: int) -> int | None:
+    """The value of esp-hal's ``build_info.MIN_CHIP_REVISION`` symbol in ``.espressif.metadata``.
+
+    espflash raises the image's minimum chip revision to it; the symbol table is read only when the
+    string table names the symbol.
+    """
+    index = {name: i for i, name in enumerate(names)}
+    meta, symtab = index.get(METADATA_SECTION), index.get(".symtab")
+    if meta is None or symtab is None:
+        return None
+    strtab = sections[symtab].sh_link
+    tables = (sections[meta], sections[symtab], sections[strtab] if strtab < len(sections) else None)
+    if any(t is None or t.sh_type == "SHT_NOBITS" or t.sh_offset + t.sh_size > file_size for t in tables):
+        return None
+    strings = _read_at(fh, tables[2].sh_offset, tables[2].sh_size)
+    name_at = strings.find(MIN_CHIP_REVISION_SYMBOL + b"\0")
+    if name_at < 0:
+        return None
+    raw = _read_at(fh, tables[1].sh_offset, tables[1].sh_size)
+    for st_name, st_value, st_size, _info, _other, st_shndx in ELF32_SYM.iter_unpack(raw[: len(raw) // ELF32_SYM.size * ELF32_SYM.size]):
+        if st_name == name_at and st_shndx == meta and 0 < st_size <= METADATA_VALUE_MAX:
+            start = st_value - tables[0].sh_addr
+            if 0 <= start and start + st_size <= tables[0].sh_size:
+                return _revision_value(_read_at(fh, tables[0].sh_offset + start, st_size))
+    return None
+
+
+def _revision_value(raw: bytes) -> int | None:
+    """A metadata value as major*100+minor: ASCII digits (``300``) or a little-endian integer."""
+    text = raw.rstrip(b"\0")
+    if text.isdigit():
+        return int(text)
+    return int.from_bytes(raw, "little") if len(raw) in (1, 2, 4) else None
 
 
 def _names_in(text: str, *, bounded: bool) -> set[str]:

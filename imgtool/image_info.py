@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from imgtool.atomic import read_input
+from imgtool.boot_rules import check_app
 from imgtool.chips import Region, chip_by_image_id, flash_mode_name, flash_size_name
 from imgtool.image_format import parse_app_descriptor, parse_image
 from imgtool.segments import PADDING_ADDR
@@ -30,17 +31,18 @@ def describe(path: str | os.PathLike) -> dict:
         else:
             rng = chip.region_of(seg.addr, len(seg.data))
             memory = rng.region.value if rng else "outside memory"
-            if rng is None:
-                problems.append(f"segment {index} at 0x{seg.addr:08x} is outside every memory region of {chip.name}")
-            elif rng.region.flash_mapped and (ps.data_offset - seg.addr) % 0x10000 and chip.mmu_page_sizes == (0x10000,):
-                problems.append(f"segment {index} at 0x{seg.addr:08x} is not at a file offset congruent to its address mod 64 KiB")
         segments.append(
             {"index": index, "addr": seg.addr, "length": len(seg.data), "data_offset": ps.data_offset, "memory": memory}
         )
-    if not parsed.checksum_valid:
-        problems.append(f"checksum 0x{parsed.stored_checksum:02x} does not match the data (0x{parsed.computed_checksum:02x})")
-    if parsed.hash_valid is False:
-        problems.append("appended SHA-256 does not match the image")
+    warnings: list[str] = []
+    if chip is not None and _is_app(chip, parsed):
+        for finding in check_app(chip, parsed):
+            (problems if finding.fatal else warnings).append(str(finding))
+    else:
+        if not parsed.checksum_valid:
+            problems.append(f"checksum 0x{parsed.stored_checksum:02x} does not match the data (0x{parsed.computed_checksum:02x})")
+        if parsed.hash_valid is False:
+            problems.append("appended SHA-256 does not match the image")
     desc = None
     if parsed.segments and chip is not None:
         first = parsed.segments[0].segment
@@ -74,4 +76,11 @@ def describe(path: str | os.PathLike) -> dict:
         else {"stored": parsed.stored_sha256.hex(), "computed": parsed.computed_sha256.hex(), "valid": parsed.hash_valid},
         "app_desc": desc,
         "problems": problems,
+        "warnings": warnings,
     }
+
+
+def _is_app(chip, parsed) -> bool:
+    """Apps map flash or carry the app descriptor; second-stage bootloaders run from RAM only."""
+    first = parsed.segments[0].segment.data if parsed.segments else b""
+    return parse_app_descriptor(first) is not None or any(chip.is_flash_mapped(ps.segment.addr) for ps in parsed.segments)

@@ -32,6 +32,8 @@ def pack(
     flash_size: str | None = None,
     flash_mode: str | None = None,
     flash_freq: str | None = None,
+    min_rev_full: int | None = None,
+    max_rev_full: int | None = None,
     partition_table: str | os.PathLike | None = None,
     table_offset: int | None = None,
     bootloader: str | os.PathLike | None = None,
@@ -87,7 +89,15 @@ def pack(
     size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
     toff = cfg.partition_table_offset if cfg.partition_table_offset is not None else DEFAULT_TABLE_OFFSET
 
-    app = build_app_image(elf, chip=cfg.chip, flash_mode=mode, flash_size=size, flash_freq=cfg.flash_freq)
+    app = build_app_image(
+        elf,
+        chip=cfg.chip,
+        flash_mode=mode,
+        flash_size=size,
+        flash_freq=cfg.flash_freq,
+        min_rev_full=min_rev_full,
+        max_rev_full=max_rev_full,
+    )
     if mode != requested_mode:
         app.warnings.append(
             f"flash mode {requested_mode} is written as {mode} in the headers and flash_args, as ESP-IDF does "
@@ -127,6 +137,7 @@ def pack(
         app_max_rev_full=app.image.max_chip_rev_full,
         path=boot_file,
     )
+    app.warnings.extend(boots_with(app, boot))
 
     desc = app.app_desc or {}
     name = elf.stem
@@ -150,6 +161,25 @@ def pack(
     _refuse_overwriting_input(out, files, elf, cfg)
     write_outputs(out, files, remove=() if layout.part("otadata") else (OTADATA_FILE,))
     return layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+
+
+def boots_with(app, bootloader: bytes) -> list[str]:
+    """Judge the app under the chosen bootloader (its RAM layout and revisions): refuse what it would not
+    start, return warnings for the rest (``boot_rules``)."""
+    from imgtool.boot_rules import BootContext, check_app, revision_range_text
+    from imgtool.errors import LayoutError
+    from imgtool.image_format import parse_image
+
+    boot = parse_image(bootloader, what="bootloader").image
+    revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
+    findings = check_app(app.chip, parse_image(app.data), BootContext(bootloader_revs=revs))
+    for finding in findings:
+        if finding.fatal:
+            raise LayoutError(
+                f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app: {finding}",
+                path=app.elf.path,
+            )
+    return [f"{app.elf.path}: {finding}" for finding in findings]
 
 
 def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg) -> None:

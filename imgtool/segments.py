@@ -1,17 +1,20 @@
 """Arrange loadable pieces into image segments the way the 2nd-stage bootloader needs them.
 
-Rules (ESP-IDF's bootloader maps flash in MMU pages and copies RAM segments):
-- Flash-mapped pieces that share an MMU page must be one segment, since the
-  page is mapped once; gaps between them are filled with zeros. This is what
-  lets esp-hal ELFs through where esptool reports "lands in same 64 KB flash
-  mapping".
-- Each flash segment's data sits at a file offset congruent to its address
-  modulo the page size; padding segments (load address 0, which the
-  bootloader skips) or whole RAM segments fill the space in between.
-- RAM pieces are copied as they are; only pieces that touch once padded to
-  4 bytes are joined.
-- The flash segment holding the app descriptor comes first, because the
-  bootloader reads the descriptor from the first segment.
+The rules come from ``boot_rules`` (ESP-IDF's ``unpack_load_app`` and ``verify_segment_header``):
+- Chips with separate buses (esp32, -s2, -s3, -c2, -c3) map only the last DROM and the last IROM
+  segment, so every DROM piece becomes one segment and every IROM piece another, zero-filled
+  across gaps and pages.
+- Chips with one shared flash bus (esp32c5, -c6, -c61, -h2, -p4) need exactly two flash segments.
+  The flash pieces are split at the widest gap (esp-hal leaves ``.text_gap`` between rodata and
+  text for this); when both halves share an MMU page, the second segment's data sits in the same
+  flash page at the same distance, so either mapping of that page shows the right bytes. An ELF
+  with no gap gets a 4-byte second segment just past its data.
+- Each flash segment's data sits at a file offset congruent to its address modulo the page size;
+  whole RAM segments or padding segments (load address 0, which the bootloader skips) fill the
+  space in between. The segment holding the app descriptor comes first, where the bootloader
+  reads it.
+- On ESP32 a flash segment ends at least 0x24 bytes into its last page (ESP-IDF <= v3.1).
+- RAM pieces are copied as they are; only pieces that touch once padded to 4 bytes are joined.
 """
 
 from __future__ import annotations
@@ -81,27 +84,89 @@ def _join(pieces: list[Piece], same_segment, path) -> list[Piece]:
     return out
 
 
-def join_flash(pieces: list[Piece], page_size: int, path=None) -> list[Piece]:
-    return _join(pieces, lambda a, b: b.addr // page_size <= (a.end - 1) // page_size, path)
-
-
 def join_ram(pieces: list[Piece], path=None) -> list[Piece]:
     return _join(pieces, lambda a, b: b.addr <= align(a.end, SEGMENT_ALIGN), path)
+
+
+def _join_all(pieces: list[Piece], path) -> Piece:
+    return _join(pieces, lambda a, b: True, path)[0]
+
+
+def _aligned(piece: Piece) -> Piece:
+    """Start a flash piece on a word boundary (zero prefix), so 4-byte segment lengths keep it congruent."""
+    lead = piece.addr % SEGMENT_ALIGN
+    return piece if not lead else Piece(piece.name, piece.addr - lead, b"\x00" * lead + piece.data, piece.region)
+
+
+def _separate_bus_segments(chip: Chip, pieces: list[Piece], path) -> list[Piece]:
+    """One DROM and one IROM segment: ``unpack_load_app`` maps only the last of each."""
+    buses = [[p for p in pieces if span.contains(p.addr)] for span in (chip.boot.drom, chip.boot.irom)]
+    return [_join_all(bus, path) for bus in buses if bus]
+
+
+def _shared_bus_segments(chip: Chip, pieces: list[Piece], page: int, first_addr: int | None, path) -> list[Piece]:
+    """Exactly two flash segments, the one with the app descriptor first (``unpack_load_app``)."""
+    pieces = _join(pieces, lambda a, b: b.addr < align(a.end, SEGMENT_ALIGN) + SEGMENT_HEADER_LEN, path)
+    desc = next((i for i, p in enumerate(pieces) if first_addr is not None and p.addr <= first_addr < p.end), 0)
+
+    def same_page(k: int) -> bool:
+        return (pieces[k - 1].end - 1) // page == pieces[k].addr // page
+
+    if desc > 0:
+        if same_page(desc):
+            raise LayoutError(
+                f"the app descriptor at 0x{first_addr:08x} follows other flash data in the same MMU page; the "
+                f"{chip.name} bootloader needs it at the start of the first flash segment (put .rodata_desc first)",
+                path=path,
+                field=pieces[desc].name,
+            )
+        return [_join_all(pieces[desc:], path), _join_all(pieces[:desc], path)]
+    if len(pieces) == 1:
+        head = pieces[0]
+        stub_addr = align(head.end, SEGMENT_ALIGN) + SEGMENT_HEADER_LEN
+        if not chip.boot.irom.contains(stub_addr, SEGMENT_ALIGN):
+            raise LayoutError(
+                f"all flash data is one block ending at 0x{head.end:08x}, and the {chip.name} bootloader needs two "
+                "flash segments; leave a gap of at least 8 bytes between rodata and text (esp-hal's .text_gap)",
+                path=path,
+            )
+        return [head, Piece("(second flash mapping)", stub_addr, b"\x00" * SEGMENT_ALIGN, head.region)]
+    split = max(range(1, len(pieces)), key=lambda k: pieces[k].addr - pieces[k - 1].end)
+    return [_join_all(pieces[:split], path), _join_all(pieces[split:], path)]
+
+
+def flash_segments(chip: Chip, pieces: list[Piece], page: int, *, first_addr: int | None = None, path=None) -> list[Piece]:
+    """The flash-mapped segments the bootloader maps, in file order."""
+    pieces = [_aligned(p) for p in sorted(pieces, key=lambda p: p.addr)]
+    if not pieces:
+        return []
+    if chip.unified_flash_map:
+        return _shared_bus_segments(chip, pieces, page, first_addr, path)
+    flash = _separate_bus_segments(chip, pieces, path)
+    if first_addr is not None:
+        flash.sort(key=lambda p: not (p.addr <= first_addr < p.end))
+    return flash
 
 
 def _padded(data: bytes) -> bytes:
     return data + b"\x00" * (align(len(data), SEGMENT_ALIGN) - len(data))
 
 
-def layout(pieces: list[Piece], page_size: int, *, first_addr: int | None = None, path=None) -> list[Segment]:
+def _with_tail(chip: Chip, data: bytes, addr: int, page: int) -> bytes:
+    """Pad a flash segment that would end fewer than ``chip.flash_tail_min`` bytes into a page."""
+    into_page = (addr + len(data)) % page
+    return data + b"\x00" * (chip.flash_tail_min - into_page) if into_page < chip.flash_tail_min else data
+
+
+def layout(chip: Chip, pieces: list[Piece], page_size: int, *, first_addr: int | None = None, path=None) -> list[Segment]:
     """The image's segments, in file order, padding included.
 
     ``first_addr``: an address inside the flash piece that must come first (the app descriptor).
     """
-    flash = join_flash([p for p in pieces if p.region.flash_mapped], page_size, path)
+    flash = flash_segments(
+        chip, [p for p in pieces if p.region.flash_mapped], page_size, first_addr=first_addr, path=path
+    )
     ram = join_ram([p for p in pieces if not p.region.flash_mapped], path)
-    if first_addr is not None:
-        flash.sort(key=lambda p: not (p.addr <= first_addr < p.end))
     ram_left = [Segment(p.addr, _padded(p.data)) for p in ram]
     out: list[Segment] = []
     pos = HEADER_LEN + EXTENDED_HEADER_LEN
@@ -118,12 +183,18 @@ def layout(pieces: list[Piece], page_size: int, *, first_addr: int | None = None
                     pos += used
                     if not gap:
                         break
+        if gap and gap < SEGMENT_HEADER_LEN and out and chip.is_flash_mapped(out[-1].addr):
+            # Too little room for a padding segment: lengthen the flash segment before instead, which
+            # keeps this one in the same flash page (a shared MMU page must map one flash page).
+            out[-1] = Segment(out[-1].addr, out[-1].data + b"\x00" * gap)
+            pos += gap
+            gap = 0
         if gap:
             if gap < SEGMENT_HEADER_LEN:
                 gap += page_size
             out.append(Segment(PADDING_ADDR, b"\x00" * (gap - SEGMENT_HEADER_LEN)))
             pos += gap
-        seg = Segment(piece.addr, _padded(piece.data))
+        seg = Segment(piece.addr, _with_tail(chip, _padded(piece.data), piece.addr, page_size))
         out.append(seg)
         pos += SEGMENT_HEADER_LEN + len(seg.data)
     out.extend(ram_left)

@@ -32,7 +32,6 @@ from imgtool.partitions import (
 )
 
 OTADATA_LEN = 0x2000
-DEFAULT_PAGE = 0x10000
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,12 @@ class Check:
     part: str  # image, bootloader, partition table, otadata, app, elf
     ok: bool
     message: str
+    #: Passes, but the bootloader model flags something (other chip revisions, older bootloaders).
+    warning: bool = False
+
+    @property
+    def status(self) -> str:
+        return "FAIL" if not self.ok else "warn" if self.warning else "ok"
 
     def __str__(self) -> str:
         return f"{self.part}: {self.message}"
@@ -68,8 +73,8 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def add(self, part: str, ok: bool, message: str) -> bool:
-        self.checks.append(Check(part, ok, message))
+    def add(self, part: str, ok: bool, message: str, *, warning: bool = False) -> bool:
+        self.checks.append(Check(part, ok, message, warning))
         return ok
 
     def fail(self, part: str, message: str) -> None:
@@ -99,7 +104,7 @@ class VerifyReport:
             "boot_partition_offset": self.boot_partition_offset,
             "boot_partition_size": self.boot_partition_size,
             "app_size": self.app_size,
-            "checks": [{"part": c.part, "ok": c.ok, "message": c.message} for c in self.checks],
+            "checks": [{"part": c.part, "ok": c.ok, "warning": c.warning, "message": c.message} for c in self.checks],
             "problems": [str(c) for c in self.problems],
         }
 
@@ -175,6 +180,7 @@ class _Verifier:
         self.chip = chip
         self.table_offset = table_offset
         self.flash_bytes: int | None = None
+        self.bootloader_revs: tuple[int, int] | None = None
 
     # flash access ------------------------------------------------------
     def read(self, addr: int, length: int) -> bytes:
@@ -274,6 +280,7 @@ class _Verifier:
         ok &= self._chip_id("bootloader", img)
         ok &= self._integrity("bootloader", parsed)
         ok &= self._revisions("bootloader", img)
+        self.bootloader_revs = (img.min_chip_rev_full, img.max_chip_rev_full)
         size_code = img.flash_size_code
         if size_code in FLASH_SIZES.values():
             r.flash_size = flash_size_name(size_code)
@@ -371,7 +378,9 @@ class _Verifier:
         return chosen
 
     def check_app(self, part: Partition, boot_ok: bool):
-        from imgtool.image_format import parse_app_descriptor, parse_image
+        """The app as the bootloader loads it: every rule of ``boot_rules``, each naming its ESP-IDF step."""
+        from imgtool.boot_rules import BootContext, check_app
+        from imgtool.image_format import parse_image
 
         r, chip = self.r, self.chip
         label = f"app ('{part.name}' at 0x{part.offset:x})"
@@ -383,33 +392,18 @@ class _Verifier:
         except ImgtoolError as exc:
             r.fail(label, exc.message)
             return None
-        img = parsed.image
         r.app_size = parsed.length
-        ok = True
-        ok &= self._chip_id(label, img)
-        ok &= self._integrity(label, parsed)
-        ok &= self._revisions(label, img)
-        if parsed.length > part.size:  # pragma: no cover - parse_image is bounded by the partition slice
-            ok &= r.add(label, False, f"is {parsed.length} bytes, larger than its {part.size}-byte partition")
-        page = DEFAULT_PAGE
-        if parsed.segments:
-            desc = parse_app_descriptor(parsed.segments[0].segment.data)
-            if desc is not None and 13 <= desc.mmu_page_size <= 16:
-                page = 1 << desc.mmu_page_size
-        for index, seg in enumerate(parsed.segments):
-            addr = seg.segment.addr
-            if not seg.segment.data or not chip.is_flash_mapped(addr):
-                continue
-            flash_addr = part.offset + seg.data_offset
-            if (flash_addr - addr) % page:
-                ok &= r.add(
-                    label,
-                    False,
-                    f"segment {index} (load address 0x{addr:08x}) sits at flash 0x{flash_addr:x}; the MMU can only map it "
-                    f"if both are equal modulo 0x{page:x}",
-                )
-        if ok:
-            r.add(label, True, f"{parsed.length} of {part.size} bytes, checksum and SHA-256 valid, flash segments MMU-aligned")
+        context = BootContext(part.offset, part.size, self.bootloader_revs)
+        findings = check_app(chip, parsed, context)
+        for finding in findings:
+            r.add(label, not finding.fatal, str(finding), warning=not finding.fatal)
+        if not any(f.fatal for f in findings):
+            r.add(
+                label,
+                True,
+                f"{parsed.length} of {part.size} bytes, checksum and SHA-256 valid, segments load and map as the "
+                f"{chip.name} bootloader requires",
+            )
         return parsed
 
     def check_elf(self, parsed, elf_path) -> None:

@@ -15,6 +15,9 @@ from elfbuild import EM_RISCV, EM_XTENSA, MiB, Sec, app_descriptor, build_elf, e
 
 PAGE = 0x10000
 
+#: Where the esp32c6 preset of elfbuild puts .text (entry point).
+C6_TEXT = next(sec.addr for sec in esp_app_sections("esp32c6") if sec.name == ".text")
+
 
 def write(tmp_path, sections, name="fw.elf", **kwargs):
     path = tmp_path / name
@@ -41,7 +44,7 @@ def assert_loads_intact(path, **kwargs):
 
 
 def test_corpus_like_layouts_convert(tmp_path):
-    for chip, machine, entry in (("esp32c3", EM_RISCV, 0x42010020), ("esp32c6", EM_RISCV, 0x42000200), ("esp32", EM_XTENSA, 0x400D0020)):
+    for chip, machine, entry in (("esp32c3", EM_RISCV, 0x42010020), ("esp32c6", EM_RISCV, C6_TEXT), ("esp32", EM_XTENSA, 0x400D0020)):
         path = write(tmp_path, esp_app_sections(chip), name=f"{chip}.elf", machine=machine, entry=entry)
         assert assert_loads_intact(path).chip.name == chip
 
@@ -99,16 +102,16 @@ def test_program_headers_are_used_when_there_are_no_section_headers(tmp_path):
 
 def test_chip_detection_needs_hints_where_memory_maps_coincide(tmp_path):
     plain = [s for s in esp_app_sections("esp32c6") if s.name != ".espressif.metadata"]
-    path = write(tmp_path, plain, name="anon.elf", machine=EM_RISCV, entry=0x42000200)
+    path = write(tmp_path, plain, name="anon.elf", machine=EM_RISCV, entry=C6_TEXT)
     with pytest.raises(ElfError, match=r"could be .*esp32c6.*esp32h2.*pass --chip"):
         build_app_image(path)
     assert build_app_image(path, chip="esp32h2").chip.name == "esp32h2"
-    named = write(tmp_path, plain, name="named.elf", machine=EM_RISCV, entry=0x42000200, symbols=["esp32h2.abc-cgu.0"])
+    named = write(tmp_path, plain, name="named.elf", machine=EM_RISCV, entry=C6_TEXT, symbols=["esp32h2.abc-cgu.0"])
     assert build_app_image(named).chip.name == "esp32h2"
 
 
 def test_chip_hint_disagreeing_with_chip_option_warns(tmp_path):
-    path = write(tmp_path, esp_app_sections("esp32c6"), machine=EM_RISCV, entry=0x42000200)
+    path = write(tmp_path, esp_app_sections("esp32c6"), machine=EM_RISCV, entry=C6_TEXT)
     result = build_app_image(path, chip="esp32h2")
     assert any("mentions esp32c6" in w for w in result.warnings)
 
@@ -120,21 +123,29 @@ def test_overlapping_sections_are_refused(tmp_path):
 
 
 def test_descriptor_page_size_must_exist_on_the_chip(tmp_path):
+    desc = Sec(".rodata_desc", 0x4200_0020, app_descriptor(mmu_page_size_log2=12), flags="A")
+    sections = [desc if s.name == ".rodata_desc" else s for s in esp_app_sections("esp32c6")]
+    path = write(tmp_path, sections, machine=EM_RISCV, entry=C6_TEXT)
+    with pytest.raises(ElfError, match="4 KiB MMU page"):
+        build_app_image(path)
+
+
+def test_descriptor_page_size_is_ignored_where_the_page_is_fixed(tmp_path):
     desc = Sec(".rodata_desc", 0x3C00_0020, app_descriptor(mmu_page_size_log2=13), flags="A")
     sections = [desc if s.name == ".rodata_desc" else s for s in esp_app_sections("esp32c3")]
-    path = write(tmp_path, sections, machine=EM_RISCV, entry=0x4201_0020)
-    with pytest.raises(ElfError, match="8 KiB MMU page"):
-        build_app_image(path)
+    result = build_app_image(write(tmp_path, sections, machine=EM_RISCV, entry=0x4201_0020))
+    assert result.mmu_page_size == 0x10000
+    assert any("always maps 64 KiB pages" in w for w in result.warnings)
 
 
 def test_smaller_mmu_page_from_descriptor_is_honoured(tmp_path):
     desc = Sec(".rodata_desc", 0x4200_0020, app_descriptor(mmu_page_size_log2=15), flags="A")
     sections = [desc if s.name == ".rodata_desc" else s for s in esp_app_sections("esp32c6")]
-    path = write(tmp_path, sections, machine=EM_RISCV, entry=0x42000200)
+    path = write(tmp_path, sections, machine=EM_RISCV, entry=C6_TEXT)
     assert build_app_image(path).mmu_page_size == 0x8000
 
 
 def test_metadata_section_alone_identifies_the_chip(tmp_path):
     sections = [s for s in esp_app_sections("esp32c6") if s.name != ".espressif.metadata"] + [metadata_section("esp32h2")]
-    path = write(tmp_path, sections, machine=EM_RISCV, entry=0x42000200)
+    path = write(tmp_path, sections, machine=EM_RISCV, entry=C6_TEXT)
     assert build_app_image(path).chip.name == "esp32h2"

@@ -268,15 +268,30 @@ def test_corpus_elf_packs_and_verifies(elf, tmp_path, monkeypatch):
 
 def test_cli_bootloader_variant_picks_the_pinned_build(tmp_path, monkeypatch):
     boots = corpus_path("bootloaders")
-    elf = corpus_path("elf", "esp32p4")
+    elf = corpus_path("elf", "esp32")
     monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(boots))
     monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["pack", str(elf), "-o", str(out), "--bootloader-variant", "v0", "-q"])
+    result = CliRunner().invoke(main, ["pack", str(elf), "-o", str(out), "--bootloader-variant", "26mhz", "-q"])
     assert result.exit_code == 0, result.output
     placed = (out / "bootloader.bin").read_bytes()
-    pinned = (boots / "esp32p4-v0-bootloader.bin").read_bytes()
+    pinned = (boots / "esp32_26-bootloader.bin").read_bytes()
     assert placed[8:-32] == pinned[8 : len(placed) - 32]  # same build; only the header and hash are redone
+    assert verify(out, elf=elf).ok
+
+
+def test_app_over_the_chosen_bootloaders_ram_is_refused(tmp_path, monkeypatch):
+    """The corpus P4 app (built for v3.x) loads where the pre-v3 bootloader keeps its loader code."""
+    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(corpus_path("bootloaders")))
+    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    elf, out = corpus_path("elf", "esp32p4"), tmp_path / "out"
+    result = CliRunner().invoke(main, ["pack", str(elf), "-o", str(out), "--bootloader-variant", "v0", "-q"])
+    assert result.exit_code == 1 and not out.exists()
+    assert "bootloader for v1.0–v1.99 would not start this app" in result.output
+    assert "loader code" in result.output and "verify_load_addresses" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    ok = CliRunner().invoke(main, ["pack", str(elf), "-o", str(out), "--min-rev", "v3.0", "-q"])
+    assert ok.exit_code == 0, ok.output
     assert verify(out, elf=elf).ok
 
 

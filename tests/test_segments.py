@@ -1,5 +1,6 @@
-"""Segment layout: flash pieces sharing a page become one segment, flash data stays MMU-congruent,
-RAM pieces stay intact, and the app descriptor's segment comes first."""
+"""Segment layout on a separate-bus chip (esp32c3): every DROM piece becomes one segment and every
+IROM piece another, flash data stays MMU-congruent, RAM pieces stay intact, and the app
+descriptor's segment comes first. Shared-bus chips and all ten chips: test_boot_layout.py."""
 
 from __future__ import annotations
 
@@ -30,10 +31,18 @@ def assert_congruent(segments, page=PAGE):
 
 def test_pieces_sharing_a_page_become_one_segment_with_zero_fill():
     desc, rodata = piece(".rodata_desc", 0x3C000020, 0x100), piece(".rodata", 0x3C000130, 0x40)
-    segs = layout([rodata, desc], PAGE, first_addr=desc.addr)
+    segs = layout(C3, [rodata, desc], PAGE, first_addr=desc.addr)
     assert segs[0].addr == desc.addr
     assert segs[0].data[0x100:0x110] == b"\x00" * 0x10
     assert LoadedMemory(segs).read(rodata.addr, 0x40) == rodata.data
+
+
+def test_rodata_in_two_pages_is_one_drom_segment():
+    desc, far = piece(".rodata_desc", 0x3C000020, 0x100), piece(".rodata2", 0x3C020000, 0x40)
+    segs = layout(C3, [far, desc], PAGE, first_addr=desc.addr)
+    flash = [s for s in segs if C3.is_flash_mapped(s.addr)]
+    assert len(flash) == 1 and LoadedMemory(segs).read(far.addr, 0x40) == far.data
+    assert_congruent(segs)
 
 
 def test_pieces_in_different_pages_stay_apart_and_congruent():
@@ -41,7 +50,7 @@ def test_pieces_in_different_pages_stay_apart_and_congruent():
     text = piece(".text", 0x42010020, 0x300)
     iram = piece(".rwtext", 0x40380000, 0x200)
     dram = piece(".data", 0x3FC80000, 0x44)
-    segs = layout([text, iram, desc, dram], PAGE, first_addr=desc.addr)
+    segs = layout(C3, [text, iram, desc, dram], PAGE, first_addr=desc.addr)
     assert segs[0].addr == desc.addr
     assert_congruent(segs)
     memory = LoadedMemory(segs)
@@ -51,14 +60,14 @@ def test_pieces_in_different_pages_stay_apart_and_congruent():
 
 def test_section_straddling_a_page_boundary_is_one_segment():
     big = piece(".rodata", 0x3C00FF00, 0x300)
-    segs = layout([big], PAGE)
+    segs = layout(C3, [big], PAGE)
     assert [s.addr for s in segs if s.addr] == [big.addr]
     assert_congruent(segs)
 
 
 def test_overlapping_sections_are_refused():
     with pytest.raises(LayoutError, match="overlap"):
-        layout([piece("a", 0x3FC80000, 0x20), piece("b", 0x3FC80010, 0x20)], PAGE)
+        layout(C3, [piece("a", 0x3FC80000, 0x20), piece("b", 0x3FC80010, 0x20)], PAGE)
 
 
 def test_section_outside_memory_is_refused_with_its_name():
@@ -75,12 +84,12 @@ def test_section_spanning_two_regions_is_refused():
 def test_too_many_segments_is_a_clear_error():
     ram = [piece(f"r{i}", 0x3FC80000 + i * 0x100, 0x10) for i in range(MAX_SEGMENTS + 1)]
     with pytest.raises(LayoutError, match="at most 16"):
-        layout(ram, PAGE)
+        layout(C3, ram, PAGE)
 
 
 def test_ram_pieces_that_touch_after_padding_are_joined():
     a, b = piece("a", 0x40380000, 0x446), piece("b", 0x40380448, 0x10)
-    segs = layout([a, b], PAGE)
+    segs = layout(C3, [a, b], PAGE)
     assert len(segs) == 1 and LoadedMemory(segs).read(b.addr, 0x10) == b.data
 
 
@@ -116,14 +125,14 @@ def test_layout_properties(pieces, page):
     assume(flash)
     first = flash[-1]
     try:
-        segs = layout(pieces, page, first_addr=first.addr)
+        segs = layout(C3, pieces, page, first_addr=first.addr)
     except LayoutError as exc:
         assert "at most" in str(exc)
         return
     assert len(segs) <= MAX_SEGMENTS
     assert all(len(s.data) % SEGMENT_ALIGN == 0 for s in segs)
-    if first.addr % page == flash_data_offsets(segs)[0]:
-        assert segs[0].addr <= first.addr < segs[0].addr + len(segs[0].data)
+    first_flash = next(s for s in segs if C3.is_flash_mapped(s.addr))
+    assert first_flash.addr <= first.addr < first_flash.addr + len(first_flash.data)
     for seg, off in zip(segs, flash_data_offsets(segs)):
         if seg.addr != PADDING_ADDR and C3.is_flash_mapped(seg.addr):
             assert off % page == seg.addr % page
@@ -131,7 +140,5 @@ def test_layout_properties(pieces, page):
     for p in pieces:
         assert memory.read(p.addr, len(p.data)) == p.data
     flash_segs = [s for s in segs if s.addr != PADDING_ADDR and C3.is_flash_mapped(s.addr)]
-    pages = [set(range(s.addr // page, (s.addr + len(s.data) - 1) // page + 1)) for s in flash_segs]
-    for i, a in enumerate(pages):
-        for b in pages[i + 1 :]:
-            assert not a & b, "two flash segments share an MMU page"
+    for bus in (C3.boot.drom, C3.boot.irom):
+        assert sum(bus.contains(s.addr) for s in flash_segs) <= 1, "the bootloader maps one segment per bus"

@@ -183,7 +183,10 @@ def test_chip_id_change_alone_is_reported_even_with_hash_recomputed(good):
     struct.pack_into("<H", d, start + 12, get_chip("esp32s3").image_chip_id)
     d[start + app_len - 32 : start + app_len] = hashlib.sha256(bytes(d[start : start + app_len - 32])).digest()
     report = verify(bytes(d), chip=chip)
-    assert [str(p) for p in report.problems] == [f"app ('factory' at 0x10000): is built for esp32s3, not {chip}"]
+    assert [str(p) for p in report.problems] == [
+        f"app ('factory' at 0x10000): is built for esp32s3, not {chip}: the {chip} bootloader refuses it "
+        "(bootloader_common_check_chip_validity)"
+    ]
 
 
 @pytest.mark.parametrize("case", ["bootloader-hash", "table-entry-byte", "app-hash", "truncated-in-app"])

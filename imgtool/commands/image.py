@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from imgtool.chips import ANY_REVISION_MAX, revision_name
-from imgtool.commands.options import chip_option, flash_freq_option, flash_mode_option, flash_size_option
+from imgtool.commands.options import (
+    chip_option,
+    flash_freq_option,
+    flash_mode_option,
+    flash_size_option,
+    revision_options,
+)
 
 def echo_warnings(warnings) -> None:
     for warning in warnings:
@@ -40,12 +46,11 @@ def print_size_report(report, console) -> None:
 @flash_mode_option()
 @flash_size_option
 @flash_freq_option
-@click.option("--min-rev", help="Lowest chip revision the app runs on, e.g. v0.3 or 3 (major*100+minor) [default: 0].")
-@click.option("--max-rev", help="Highest chip revision the app runs on, e.g. v1.99 [default: any].")
+@revision_options
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, quiet):
     """Convert a firmware ELF into a bootable ESP app image."""
-    from imgtool.app_image import build_app_image, parse_revision
+    from imgtool.app_image import build_app_image
     from imgtool.atomic import write_bytes
     from imgtool.errors import UsageError
 
@@ -55,8 +60,8 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
         flash_mode=flash_mode,
         flash_size=flash_size,
         flash_freq=flash_freq,
-        min_rev_full=parse_revision(min_rev, "--min-rev"),
-        max_rev_full=parse_revision(max_rev, "--max-rev"),
+        min_rev_full=min_rev,
+        max_rev_full=max_rev,
     )
     target = output or elf.with_suffix(".bin")
     if target.resolve() == elf.resolve():
@@ -109,6 +114,8 @@ def info(image_file, as_json):
             f"app: {desc['project_name']} {desc['version']} built {desc['date']} {desc['time']}"
             f"{', ELF sha256 ' + desc['app_elf_sha256'] if desc['app_elf_sha256'].strip('0') else ''}"
         )
+    for note in report["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {note}", markup=True, highlight=False)
     for note in report["problems"]:
         console.print(f"[red]problem:[/red] {note}")
     if report["problems"]:

@@ -30,3 +30,25 @@ flash_size_option = click.option(
 flash_freq_option = click.option(
     "--flash-freq", help="Flash frequency, e.g. 40m or 80m [default: the chip's ESP-IDF default]."
 )
+
+
+def _revision(ctx, param, value):
+    """``v3.1``, ``3.1`` or esptool's major*100+minor (``301``) as major*100+minor."""
+    if value is None:
+        return None
+    from imgtool.app_image import parse_revision
+
+    return parse_revision(value, f"--{param.name.replace('_', '-')}")
+
+
+def revision_options(func):
+    """--min-rev/--max-rev: the chip revisions the app image allows (its extended header)."""
+    func = click.option(
+        "--max-rev", callback=_revision, help="Highest chip revision the app runs on, e.g. v1.99 [default: any]."
+    )(func)
+    return click.option(
+        "--min-rev",
+        callback=_revision,
+        help="Lowest chip revision the app runs on, e.g. v0.3 or 3 (major*100+minor) "
+        "[default: esp-hal's build_info.MIN_CHIP_REVISION in the ELF, else 0].",
+    )(func)

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import click
 
-from imgtool.commands.options import chip_option, flash_freq_option, flash_mode_option, flash_size_option
+from imgtool.commands.options import (
+    chip_option,
+    flash_freq_option,
+    flash_mode_option,
+    flash_size_option,
+    revision_options,
+)
 
 
 def _parse_offset(ctx, param, value):
@@ -35,6 +41,7 @@ def _parse_offset(ctx, param, value):
 @flash_size_option
 @flash_mode_option("SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does.")
 @flash_freq_option
+@revision_options
 @click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash].")
 @click.option("--partition-table-offset", callback=_parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000].")
 @click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one.")
@@ -44,8 +51,8 @@ def _parse_offset(ctx, param, value):
 @click.option("--fill-flash-size", is_flag=True, help="Pad the merged image with 0xFF to the full flash size.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
-def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, partition_table, partition_table_offset, bootloader,
-         bootloader_variant, offline, target_app_partition, fill_flash_size, as_json, quiet):
+def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
+         bootloader, bootloader_variant, offline, target_app_partition, fill_flash_size, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.pack import pack as do_pack
 
@@ -56,6 +63,8 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, partition_table,
         flash_size=flash_size,
         flash_mode=flash_mode,
         flash_freq=flash_freq,
+        min_rev_full=min_rev,
+        max_rev_full=max_rev,
         partition_table=partition_table,
         table_offset=partition_table_offset,
         bootloader=bootloader,
@@ -117,7 +126,7 @@ def verify(target, elf, chip, partition_table_offset, as_json, quiet):
     elif not quiet:
         click.echo(f"{report.source}: {report.kind} for {report.chip or 'unknown chip'}")
         for check in report.checks:
-            click.echo(f"  {'ok  ' if check.ok else 'FAIL'} {check}")
+            click.echo(f"  {check.status:4} {check}")
     report.raise_for_problems()
 
 

@@ -1,0 +1,431 @@
+"""A model of how ESP-IDF's second-stage bootloader (v5.5, the pinned builds) loads and starts an app.
+
+An image that ``esptool image-info`` calls valid can still be refused, or can abort, at boot. Each
+rule here repeats one check of the bootloader's own source and names the function it comes from
+(``esp_image_format.c``, ``bootloader_utility.c``, ``bootloader_common_loader.c``). ``verify``,
+``info``, ``image`` and ``pack`` judge app images with :func:`check_app`; ``segments`` lays
+images out so they pass it. Chip facts (address ranges, bus kind, page sizes, the bootloader's own
+RAM) come from ``chips``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from imgtool.chips import DEFAULT_MMU_PAGE_SIZE, BootloaderRam, Chip, Region, Span, revision_name
+from imgtool.image_format import (
+    APP_DESC_MAGIC,
+    MAX_SEGMENTS,
+    SEGMENT_ALIGN,
+    ParsedImage,
+    parse_app_descriptor,
+)
+
+#: ``should_load``: segments loaded below this address are padding (0x0) or reserved, never copied.
+RESERVED_ADDR_LIMIT = 0x1000_0000
+#: ``verify_load_addresses``: bytes kept free below the bootloader's stack pointer.
+STACK_LOAD_HEADROOM = 0x8000
+#: SOC_ROM_STACK_SIZE: how far below SOC_ROM_STACK_START the bootloader's stack pointer can be.
+ROM_STACK_SIZE = 0x2000
+#: ``bootloader_common_check_*_validity``: a revision limit of 0 or 0xFFFF means "not set".
+UNSET_REVISIONS = (0, 0xFFFF)
+#: ``unpack_load_app`` on chips with one shared flash bus.
+SHARED_BUS_FLASH_SEGMENTS = 2
+#: Load regions ``verify_load_addresses`` accepts without overlap checks (RTC memory, TCM).
+_UNCHECKED_LOAD_REGIONS = (Region.RTC_IRAM, Region.RTC_DRAM, Region.RTC_DATA, Region.TCM)
+
+
+class Finding(NamedTuple):
+    """One way the bootloader would treat the image; ``fatal`` ones stop the app from running."""
+
+    rule: str  # the ESP-IDF function that applies it
+    message: str
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.rule})"
+
+
+class Mapping(NamedTuple):
+    """A flash-mapped segment: ``size`` bytes of flash at ``flash_addr`` appear at ``vaddr``."""
+
+    index: int
+    vaddr: int
+    flash_addr: int
+    size: int
+
+    @property
+    def delta(self) -> int:
+        return self.flash_addr - self.vaddr
+
+    def pages(self, page: int) -> range:
+        return range(self.vaddr // page, (self.vaddr + max(self.size, 1) - 1) // page + 1)
+
+
+# --------------------------------------------------------------------------- single facts
+
+
+def mmu_page_size(chip: Chip, first_segment_data: bytes | None) -> int:
+    """The MMU page the bootloader maps the app with (``verify_segment_header``).
+
+    Chips with a configurable page take it from the app descriptor (log2; 0 means 64 KiB); the
+    others always use 64 KiB, whatever the descriptor says.
+    """
+    if len(chip.mmu_page_sizes) == 1 or not first_segment_data:
+        return DEFAULT_MMU_PAGE_SIZE
+    desc = parse_app_descriptor(first_segment_data)
+    if desc is None or not desc.mmu_page_size:
+        return DEFAULT_MMU_PAGE_SIZE
+    return 1 << min(desc.mmu_page_size, 31)
+
+
+def should_load(chip: Chip, addr: int) -> bool:
+    """Whether the bootloader copies a segment loaded at ``addr`` into RAM (``should_load``)."""
+    return not chip.is_flash_mapped(addr) and addr >= RESERVED_ADDR_LIMIT
+
+
+def flash_mappings(chip: Chip, parsed: ParsedImage, flash_offset: int = 0) -> list[Mapping]:
+    """Segments ``unpack_load_app`` counts as flash-mapped, with where they sit in flash."""
+    return [
+        Mapping(i, ps.segment.addr, flash_offset + ps.data_offset, len(ps.segment.data))
+        for i, ps in enumerate(parsed.segments)
+        if chip.is_flash_mapped(ps.segment.addr)
+    ]
+
+
+def congruent(mapping: Mapping, page: int) -> bool:
+    """A flash segment can be mapped only if its flash and load addresses agree modulo the MMU page."""
+    return mapping.flash_addr % page == mapping.vaddr % page
+
+
+def revisions_allowed(min_rev: int, max_rev: int) -> tuple[int, int | None]:
+    """The chip revisions an image header allows, as ``(lowest, highest or None for any)``."""
+    return min_rev, (None if max_rev in UNSET_REVISIONS else max_rev)
+
+
+def revision_range_text(min_rev: int, max_rev: int) -> str:
+    lo, hi = revisions_allowed(min_rev, max_rev)
+    return f"{revision_name(lo)}–{'any' if hi is None else revision_name(hi)}"
+
+
+# --------------------------------------------------------------------------- load addresses
+
+
+def _dram_to_iram(chip: Chip, addr: int) -> int:
+    d = chip.boot.diram
+    if d.inverted:
+        return d.iram.start + (d.dram.end - addr) - SEGMENT_ALIGN
+    return d.iram.start + (addr - d.dram.start)
+
+
+def _iram_to_dram(chip: Chip, addr: int) -> int:
+    d = chip.boot.diram
+    if d.inverted:
+        return d.dram.start + (d.iram.end - addr) - SEGMENT_ALIGN
+    return d.dram.start + (addr - d.iram.start)
+
+
+def _in(chip: Chip, region: Region, start: int, end: int) -> bool:
+    return any(r.region is region and r.contains(start, end - start) for r in chip.boot.load)
+
+
+def _alias(chip: Chip, start: int, end: int, own: Span, convert) -> tuple[int, int]:
+    """The other view of the D/IRAM part of ``[start, end)``, clamped as the bootloader clamps it."""
+    lo = convert(chip, start) if own.contains(start) else convert(chip, own.start)
+    hi = convert(chip, end) if own.contains(end - 1) else convert(chip, own.end)
+    return (hi, lo) if hi < lo else (lo, hi)
+
+
+def load_address_problem(chip: Chip, ram: BootloaderRam, start: int, end: int) -> str | None:
+    """Why copying ``[start, end)`` fails: refused by ``verify_load_addresses``, or missed by it and
+    overwriting the bootloader while it runs. None when the copy is safe."""
+    refused = _verify_load_addresses(chip, ram, start, end)
+    if refused:
+        return refused
+    # On chips whose DRAM and IRAM share addresses the D/IRAM recursion lands in the DRAM branch
+    # again, so the loader-code check never runs; the copy would overwrite the running loader.
+    views = [(start, end)]
+    if chip.boot.diram.dram.overlaps(start, end):
+        views.append(_alias(chip, start, end, chip.boot.diram.dram, _dram_to_iram))
+    if any(ram.loader_text.overlaps(lo, hi) for lo, hi in views):
+        return "overwrites the bootloader's loader code while it runs (not caught by the bootloader here)"
+    return None
+
+
+def _verify_load_addresses(chip: Chip, ram: BootloaderRam, start: int, end: int, recurse: bool = True) -> str | None:
+    """``verify_load_addresses``, branch for branch."""
+    if end == start:
+        return None
+    if _in(chip, Region.DRAM, start, end):
+        stack = Span(ram.rom_stack_start - ROM_STACK_SIZE - STACK_LOAD_HEADROOM, ram.rom_stack_start)
+        if stack.overlaps(start, end):
+            return "overlaps bootloader stack"
+        if ram.data.overlaps(start, end):
+            return "overlaps bootloader data"
+        if recurse and chip.boot.diram.dram.overlaps(start, end):
+            lo, hi = _alias(chip, start, end, chip.boot.diram.dram, _dram_to_iram)
+            return _verify_load_addresses(chip, ram, lo, hi, recurse=False)
+        return None
+    if _in(chip, Region.IRAM, start, end):
+        if ram.loader_text.overlaps(start, end):
+            return "overlaps loader IRAM"
+        if recurse and chip.boot.diram.iram.overlaps(start, end):
+            lo, hi = _alias(chip, start, end, chip.boot.diram.iram, _iram_to_dram)
+            return _verify_load_addresses(chip, ram, lo, hi, recurse=False)
+        return None
+    if any(_in(chip, region, start, end) for region in _UNCHECKED_LOAD_REGIONS):
+        return None
+    return "bad load address range"
+
+
+def bootloader_layouts(chip: Chip, min_rev: int, max_rev: int) -> list[tuple[BootloaderRam, int | None]]:
+    """The bootloader memory layouts for chips an app allows, each with the revision it stops at."""
+    lo, hi = revisions_allowed(min_rev, max_rev)
+    layouts = chip.boot.bootloader_ram
+    out = []
+    for ram, nxt in zip(layouts, [*layouts[1:], None]):
+        until = nxt.min_rev if nxt else None
+        if (until is None or lo < until) and (hi is None or hi >= ram.min_rev):
+            out.append((ram, until))
+    return out or [(chip.boot.ram_for(lo), None)]
+
+
+# --------------------------------------------------------------------------- the app
+
+
+class BootContext(NamedTuple):
+    """What the bootloader knows besides the image: where it sits, its slot, and the bootloader itself."""
+
+    flash_offset: int = 0
+    partition_size: int | None = None
+    #: The bootloader's own header revision range; None when the image is judged alone.
+    bootloader_revs: tuple[int, int] | None = None
+
+
+def check_app(chip: Chip, parsed: ParsedImage, context: BootContext = BootContext()) -> list[Finding]:
+    """Every way the bootloader would refuse, abort or mis-map this app image, in boot order."""
+    findings: list[Finding] = []
+    img = parsed.image
+    first = parsed.segments[0].segment.data if parsed.segments else None
+    page = mmu_page_size(chip, first)
+
+    if context.partition_size is not None and context.partition_size > chip.boot.max_flash_span:
+        findings.append(Finding("image_load", f"partition is larger than {chip.boot.max_flash_span >> 20} MB: refused"))
+    findings += _header_findings(chip, parsed, context)
+    findings += _descriptor_findings(chip, first, page)
+    findings += _segment_findings(chip, parsed, context, page)
+    if not parsed.checksum_valid:
+        findings.append(
+            Finding(
+                "process_checksum",
+                f"checksum mismatch (stored 0x{parsed.stored_checksum:02x}, computed 0x{parsed.computed_checksum:02x}): refused",
+            )
+        )
+    if context.partition_size is not None and parsed.length > context.partition_size:
+        findings.append(
+            Finding(
+                "process_appended_hash_and_sig",
+                f"image is {parsed.length} bytes, more than its {context.partition_size}-byte partition: refused",
+            )
+        )
+    if parsed.hash_valid is False:
+        findings.append(Finding("verify_simple_hash", "appended SHA-256 does not match the image: refused as corrupt"))
+    findings += _mapping_findings(chip, parsed, context, page)
+    findings += _entry_findings(chip, parsed, context)
+    return findings
+
+
+def _header_findings(chip: Chip, parsed: ParsedImage, context: BootContext) -> list[Finding]:
+    img, out = parsed.image, []
+    if img.chip_id != chip.image_chip_id:
+        out.append(
+            Finding(
+                "bootloader_common_check_chip_validity",
+                f"is built for {_chip_name(img.chip_id)}, not {chip.name}: the {chip.name} bootloader refuses it",
+            )
+        )
+    lo, hi = revisions_allowed(img.min_chip_rev_full, img.max_chip_rev_full)
+    if hi is not None and lo > hi:
+        out.append(
+            Finding(
+                "bootloader_common_check_chip_revision_validity",
+                f"minimum chip revision {revision_name(lo)} is above the maximum {revision_name(hi)}: no chip boots it",
+            )
+        )
+    elif context.bootloader_revs is not None:
+        boot_lo, boot_hi = revisions_allowed(*context.bootloader_revs)
+        outside = lo < boot_lo or (boot_hi is not None and (hi is None or hi > boot_hi))
+        if outside:
+            out.append(
+                Finding(
+                    "bootloader_common_check_chip_revision_validity",
+                    f"the app allows chip revisions {revision_range_text(img.min_chip_rev_full, img.max_chip_rev_full)} "
+                    f"but the bootloader is built for {revision_range_text(*context.bootloader_revs)}: "
+                    "other revisions do not boot this pack",
+                    fatal=False,
+                )
+            )
+    if len(parsed.segments) > MAX_SEGMENTS:
+        out.append(
+            Finding("verify_image_header", f"{len(parsed.segments)} segments, more than the {MAX_SEGMENTS} it accepts: refused")
+        )
+    return out
+
+
+def _chip_name(chip_id: int) -> str:
+    from imgtool.chips import chip_by_image_id
+
+    other = chip_by_image_id(chip_id)
+    return other.name if other else f"chip id 0x{chip_id:04x}"
+
+
+def _descriptor_findings(chip: Chip, first: bytes | None, page: int) -> list[Finding]:
+    desc = parse_app_descriptor(first) if first else None
+    configurable = len(chip.mmu_page_sizes) > 1
+    if desc is None:
+        if configurable:
+            return [
+                Finding(
+                    "verify_segment_header",
+                    f"segment 0 does not start with the app descriptor (magic 0x{APP_DESC_MAGIC:08X}); the {chip.name} "
+                    "bootloader reads the MMU page size there and refuses the app",
+                )
+            ]
+        reader = "process_segment_data" if chip.name != "esp32" else "esp_ota_get_app_description"
+        return [
+            Finding(
+                reader,
+                "segment 0 does not start with the app descriptor: the bootloader and ESP-IDF tools read version and "
+                "eFuse revision limits from whatever is there",
+                fatal=False,
+            )
+        ]
+    out = []
+    if configurable and page not in chip.mmu_page_sizes:
+        out.append(
+            Finding(
+                "set_cache_and_start_app",
+                f"app descriptor asks for a 0x{page:x}-byte MMU page, which {chip.name} cannot use: the mapping fails",
+            )
+        )
+    lo, hi = revisions_allowed(desc.min_efuse_blk_rev_full, desc.max_efuse_blk_rev_full)
+    if chip.name != "esp32" and lo and hi is not None and lo > hi:
+        out.append(
+            Finding(
+                "bootloader_common_check_efuse_blk_validity",
+                f"app descriptor allows eFuse block revisions {revision_name(lo)}–{revision_name(hi)}: no chip boots it",
+            )
+        )
+    return out
+
+
+def _segment_findings(chip: Chip, parsed: ParsedImage, context: BootContext, page: int) -> list[Finding]:
+    out = []
+    revs = context.bootloader_revs or (parsed.image.min_chip_rev_full, parsed.image.max_chip_rev_full)
+    layouts = bootloader_layouts(chip, *revs)
+    for index, ps in enumerate(parsed.segments):
+        seg = ps.segment
+        length = len(seg.data)
+        where = f"segment {index} (0x{seg.addr:08x}..0x{seg.addr + length:08x})"
+        if length % SEGMENT_ALIGN or length >= chip.boot.max_flash_span:
+            out.append(Finding("verify_segment_header", f"{where} has invalid length 0x{length:x}: refused"))
+            continue
+        if chip.is_flash_mapped(seg.addr):
+            mapping = Mapping(index, seg.addr, context.flash_offset + ps.data_offset, length)
+            if not congruent(mapping, page):
+                out.append(
+                    Finding(
+                        "verify_segment_header",
+                        f"{where} sits at flash 0x{mapping.flash_addr:x}, not equal to its load address modulo the "
+                        f"0x{page:x}-byte MMU page: refused",
+                    )
+                )
+        elif should_load(chip, seg.addr):
+            out += _load_findings(chip, layouts, where, seg.addr, seg.addr + length)
+    return out
+
+
+def _load_findings(chip: Chip, layouts, where: str, start: int, end: int) -> list[Finding]:
+    """Fatal when the copy fails under every bootloader layout the app's revisions allow, else a warning."""
+    failing = [(ram, until, p) for ram, until in layouts if (p := load_address_problem(chip, ram, start, end))]
+    if not failing:
+        return []
+    ram, until, problem = failing[0]
+    if len(failing) == len(layouts):
+        return [Finding("verify_load_addresses", f"{where} {problem}: the app does not start")]
+    span = f"before {revision_name(until)}" if until is not None else f"{revision_name(ram.min_rev)} and later"
+    return [
+        Finding(
+            "verify_load_addresses",
+            f"{where} {problem} on {chip.name} {span} (raise --min-rev to exclude those chips)",
+            fatal=False,
+        )
+    ]
+
+
+def _mapping_findings(chip: Chip, parsed: ParsedImage, context: BootContext, page: int) -> list[Finding]:
+    mappings = flash_mappings(chip, parsed, context.flash_offset)
+    out = []
+    if chip.unified_flash_map:
+        if len(mappings) != SHARED_BUS_FLASH_SEGMENTS:
+            out.append(
+                Finding(
+                    "unpack_load_app",
+                    f"the {chip.name} bootloader asserts exactly two flash-mapped segments, this app has "
+                    f"{len(mappings)}: it aborts before starting the app",
+                )
+            )
+        for a, b in zip(mappings, mappings[1:]):
+            shared = set(a.pages(page)) & set(b.pages(page))
+            if shared and a.delta != b.delta:
+                out.append(
+                    Finding(
+                        "set_cache_and_start_app",
+                        f"segments {a.index} and {b.index} share MMU page 0x{min(shared) * page:08x} but lie in different "
+                        f"flash pages: the second mapping replaces the first and segment {a.index} reads wrong bytes",
+                    )
+                )
+    else:
+        for bus, span in (("DROM", chip.boot.drom), ("IROM", chip.boot.irom)):
+            on_bus = [m for m in mappings if span.contains(m.vaddr)]
+            if len(on_bus) > 1:
+                out.append(
+                    Finding(
+                        "unpack_load_app",
+                        f"segments {', '.join(str(m.index) for m in on_bus)} are all {bus}; the bootloader maps only the "
+                        f"last one, so the others are missing when the app runs",
+                    )
+                )
+    if chip.flash_tail_min:
+        for m in mappings:
+            into_last_page = (m.flash_addr + m.size) % page
+            if into_last_page < chip.flash_tail_min:
+                out.append(
+                    Finding(
+                        "set_cache_and_start_app (ESP-IDF <= v3.1)",
+                        f"segment {m.index} ends 0x{into_last_page:x} bytes into an MMU page; bootloaders up to ESP-IDF "
+                        f"v3.1 leave that page unmapped (pad flash segments to 0x{chip.flash_tail_min:x})",
+                        fatal=False,
+                    )
+                )
+    return out
+
+
+def _entry_findings(chip: Chip, parsed: ParsedImage, context: BootContext) -> list[Finding]:
+    entry = parsed.image.entry
+    for ps in parsed.segments:
+        seg = ps.segment
+        runs = chip.is_flash_mapped(seg.addr) or should_load(chip, seg.addr)
+        if runs and seg.addr <= entry < seg.addr + len(seg.data):
+            return []
+    return [
+        Finding(
+            "set_cache_and_start_app",
+            f"entry point 0x{entry:08x} is in no segment the bootloader loads or maps: the jump to it crashes",
+        )
+    ]
+
+
+def fatal(findings: Sequence[Finding]) -> list[Finding]:
+    return [f for f in findings if f.fatal]
