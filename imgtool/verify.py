@@ -2,8 +2,9 @@
 
 The ROM loads the bootloader from the chip's bootloader offset; the bootloader
 reads the partition table (MD5-checked), picks the app partition (otadata, else
-factory, else ota_0) and maps the app's flash segments through the MMU. Every
-step is checked here; each problem names the part it concerns.
+factory, else ota_0), then loads and maps the app. The app is judged by
+``boot_rules`` (ESP-IDF's loader as a model) under the bootloader actually
+found, so every problem names the part and the bootloader step it fails.
 """
 
 from __future__ import annotations

@@ -214,3 +214,26 @@ def test_ota_entry_crc(tmp_path):
     import binascii
 
     assert seq == 1 and crc == binascii.crc32(struct.pack("<I", 1), 0xFFFFFFFF)
+
+
+def test_esp32c6_app_with_one_flash_segment_is_rejected(tmp_path):
+    """The layout imgtool used to write (rodata and text joined) aborts the ESP-IDF v5.x c6 bootloader."""
+    from imgtool.image_format import parse_image
+
+    boot = tmp_path / "bl.bin"
+    boot.write_bytes(make_bootloader("esp32c6"))
+    res = pack(FIXTURES / "esp32c6-min.elf", tmp_path / "out", bootloader=boot, project_config=False)
+    merged_path = tmp_path / "out" / res.merged.file
+    assert verify(merged_path).ok
+    merged = bytearray(merged_path.read_bytes())
+    app_at = res.app_partition_offset - get_chip("esp32c6").bootloader_offset
+    parsed = parse_image(bytes(merged[app_at:]))
+    rom = [s.segment for s in parsed.segments if get_chip("esp32c6").is_flash_mapped(s.segment.addr)]
+    joined = Segment(rom[0].addr, rom[0].data + bytes(rom[1].addr - rom[0].end) + rom[1].data)
+    ram = [s.segment for s in parsed.segments if s.segment.addr and s.segment not in rom]
+    app = EspImage(chip_id=parsed.image.chip_id, entry=parsed.image.entry, segments=(joined, *ram)).to_bytes()
+    merged[app_at : app_at + len(app)] = app
+    report = verify(bytes(merged), chip="esp32c6")
+    assert not report.ok
+    messages = [str(p) for p in report.problems]
+    assert any("asserts exactly two flash-mapped segments, this app has 1" in m and "unpack_load_app" in m for m in messages)
