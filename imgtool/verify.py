@@ -9,6 +9,7 @@ found, so every problem names the part and the bootloader step it fails.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ from imgtool.partitions import (
 )
 
 OTADATA_LEN = 0x2000
+FLASHER_ARGS = "flasher_args.json"
+FLASH_ARGS = "flash_args"
+SHA256SUMS = "SHA256SUMS"
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,68 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
     target = get_chip(chip) if chip is not None else None
     report = VerifyReport(source=source)
     _Verifier(report, data, target, table_offset).run(elf)
+    folder = Path(path_or_bytes) if not isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else None
+    if folder is not None and folder.is_dir() and report.chip is not None:
+        check_pack_folder(report, folder, data)
     return report
+
+
+def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None:
+    """The part files, ``SHA256SUMS`` and argument files of a pack folder say what the merged image holds.
+
+    The merged image was verified as the chip boots it; every part file must be the same bytes at the
+    offset ``flasher_args.json`` and ``flash_args`` give it, so flashing parts writes what was verified.
+    """
+    import json
+    import shlex
+
+    label = "pack folder"
+    try:
+        doc = json.loads((folder / FLASHER_ARGS).read_text(encoding="utf-8"))
+        files = {int(off, 16): name for off, name in doc["flash_files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        report.fail(label, f"{FLASHER_ARGS} is missing or has no readable flash_files; re-run imgtool pack")
+        return
+    ok = True
+    for offset, name in sorted(files.items()):
+        part = folder / name
+        if not part.is_file():
+            ok = report.add(label, False, f"{name} (0x{offset:x} in {FLASHER_ARGS}) is missing")
+            continue
+        data = part.read_bytes()
+        start = offset - report.base
+        if start < 0 or bytes(merged[start : start + len(data)]) != data:
+            ok = report.add(
+                label, False, f"{name} differs from the merged image at 0x{offset:x}: changed after packing? re-run imgtool pack"
+            )
+    args = folder / FLASH_ARGS
+    if args.is_file():
+        lines = [shlex.split(line) for line in args.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+        listed = {int(words[0], 16): words[1] for words in lines if len(words) == 2}
+        if listed != files:
+            ok = report.add(label, False, f"{FLASH_ARGS} and {FLASHER_ARGS} list different files or offsets")
+    sums = folder / SHA256SUMS
+    if sums.is_file():
+        for name, digest in _sha256sums(sums.read_text(encoding="utf-8")).items():
+            target = folder / name
+            if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != digest:
+                ok = report.add(label, False, f"{name} does not match its SHA256SUMS entry")
+    if ok:
+        report.add(label, True, f"{len(files)} part files match the merged image at their offsets; argument files and SHA256SUMS agree")
+
+
+def _sha256sums(text: str) -> dict[str, str]:
+    """``sha256sum`` lines (text or binary mode, GNU escapes) as name → hex digest."""
+    out = {}
+    for line in text.splitlines():
+        escaped = line.startswith("\\")
+        digest, _, name = line.removeprefix("\\").partition(" ")
+        name = name.removeprefix("*").removeprefix(" ")
+        if escaped:
+            name = name.replace("\\n", "\n").replace("\\\\", "\\")
+        if digest and name:
+            out[name] = digest.lower()
+    return out
 
 
 class _Verifier:
