@@ -109,6 +109,7 @@ def pack(
 
     if cfg.partition_table:
         table = load_table(cfg.partition_table, flash_size=size, table_offset=toff, bootloader_offset=target.bootloader_offset)
+        app.warnings.extend(table.warnings)
     else:
         table = default_table(flash_size_bytes(size), toff)
     check_app_fits(table, len(app.data), cfg.target_app_partition)  # before any bootloader download

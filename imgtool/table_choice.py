@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from imgtool.chips import FLASH_SIZES, flash_size_bytes
@@ -28,6 +29,7 @@ from imgtool.partitions import (
     TYPE_DATA,
     Partition,
     PartitionTable,
+    TableOptions,
     align_up,
     boot_app_partition,
     human_size,
@@ -39,12 +41,13 @@ DEFAULT_PHY_SIZE = 0x1000
 
 PRESET_PACKAGE = "imgtool.partition_presets"
 _PRESET_NAME = re.compile(r"[a-z0-9_]+")
+#: In gen_esp32part's order: a UTF-32-LE mark also starts with the UTF-16-LE one, and ESP-IDF reads it as UTF-16.
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
 )
 
 
@@ -69,18 +72,22 @@ def preset_csv(name: str) -> str | None:
 
 
 def load_preset(
-    name: str, *, table_offset: int = DEFAULT_TABLE_OFFSET, flash_size: int | str | None = None,
-    bootloader_offset: int | None = None,
+    name: str, *, table_offset: int | None = None, flash_size: int | str | None = None,
+    bootloader_offset: int | None = None, options: TableOptions | None = None,
 ) -> PartitionTable:
     text = preset_csv(name)
     if text is None:
         raise UsageError(
             f"no partition-table preset '{name}'; use one of {', '.join(preset_names())}", field="--partition-table"
         )
-    return PartitionTable.from_csv(
-        text, source=f"preset {name}", table_offset=table_offset, bootloader_offset=bootloader_offset,
-        flash_size=_flash_bytes(flash_size),
-    )
+    opts = _merged(options, table_offset=table_offset, bootloader_offset=bootloader_offset, flash_size=flash_size)
+    return PartitionTable.from_csv(text, source=f"preset {name}", options=opts)
+
+
+def _merged(options: TableOptions | None, *, flash_size: int | str | None, **given) -> TableOptions:
+    """``options`` with the keyword arguments that were given (not None) in place of its fields."""
+    given["flash_size"] = _flash_bytes(flash_size)
+    return replace(options or TableOptions(), **{k: v for k, v in given.items() if v is not None})
 
 
 def decode_text(data: bytes) -> str:
@@ -93,31 +100,32 @@ def load_table(
     source: str | os.PathLike,
     *,
     flash_size: int | str | None = None,
-    table_offset: int = DEFAULT_TABLE_OFFSET,
+    table_offset: int | None = None,
     bootloader_offset: int | None = None,
+    options: TableOptions | None = None,
 ) -> PartitionTable:
-    """A validated table from a CSV file, a binary table file (starts with 0xAA50) or a preset name."""
+    """A table with ESP-IDF's verdict from a CSV file, a binary table file (starts with 0xAA50) or a preset name.
+
+    ``options`` carries gen_esp32part's other options; the keyword arguments override it.
+    """
     from imgtool.atomic import read_input
 
-    size = _flash_bytes(flash_size)
+    opts = _merged(options, table_offset=table_offset, bootloader_offset=bootloader_offset, flash_size=flash_size)
     path = Path(source)
     if not path.exists() and preset_csv(str(source)) is not None:
-        return load_preset(str(source), table_offset=table_offset, flash_size=size, bootloader_offset=bootloader_offset)
+        return load_preset(str(source), options=opts)
     if not path.exists():
         raise PartitionError(
             f"no such file, and not a preset (presets: {', '.join(preset_names())})", path=os.fspath(source)
         )
     data = read_input(path, "partition table")
-    kwargs = dict(
-        source=os.fspath(source), table_offset=table_offset, bootloader_offset=bootloader_offset, flash_size=size
-    )
     if data.startswith(ENTRY_MAGIC):
-        return PartitionTable.from_binary(data, **kwargs)
+        return PartitionTable.from_binary(data, source=os.fspath(source), options=opts)
     try:
         text = decode_text(data)
     except UnicodeDecodeError:
         raise PartitionError("neither a binary partition table (0xAA50) nor UTF-8 CSV text", path=path) from None
-    return PartitionTable.from_csv(text, **kwargs)
+    return PartitionTable.from_csv(text, source=os.fspath(source), options=opts)
 
 
 def _flash_bytes(flash_size: int | str | None) -> int | None:

@@ -116,6 +116,7 @@ def test_fuzz_partition_csv(text, flash, boot, toff):
     table = _timed(PartitionTable.from_csv, text, flash_size=flash, bootloader_offset=boot, table_offset=toff)
     if table is not None:
         assume(not any("\x00" in p.name for p in table))  # reported: see test_csv_name_with_nul_round_trips
+        assume(all(len(p.name.encode()) <= 16 for p in table))  # longer names are cut, as ESP-IDF does, with a warning
         # a table that parsed is valid: it compiles and round-trips through the binary form
         try:
             binary = table.to_binary()
@@ -132,6 +133,8 @@ def test_csv_name_with_nul_round_trips():
         table = PartitionTable.from_csv("a\x00b, data, nvs, 0x9000, 0x6000,\nfactory, app, factory, 0x10000, 1M,\n")
     except ImgtoolError:
         return  # refusing the name is a fine answer
+    if any("NUL" in w for w in table.warnings):
+        return  # so is ESP-IDF's: accept it and warn that the binary name ends at the NUL
     again = PartitionTable.from_binary(table.to_binary())
     assert [p.name for p in again] == [p.name for p in table]
 

@@ -107,7 +107,7 @@ def test_show_json(ota_csv):
 def test_show_flags(tmp_path):
     path = tmp_path / "f.csv"
     path.write_text("nvs, data, nvs, , 24K, encrypted:readonly\n")
-    data = json.loads(run("show", str(path), "--json").output)
+    data = json.loads(run("show", str(path), "--json").stdout)
     assert data["partitions"][0]["flags"] == ["encrypted", "readonly"]
     assert "encrypted:readonly" in run("show", str(path)).output
 
@@ -126,7 +126,7 @@ def test_check_reports_a_partition_past_the_flash(ota_csv):
     result = run("check", str(ota_csv), "--flash-size", "2MB")
     assert result.exit_code != 0
     assert len(result.output.strip().splitlines()) == 1
-    assert f"{ota_csv}:6: 'ota_0'" in result.output and "2 MiB flash" in result.output
+    assert f"{ota_csv}:7: 'ota_1'" in result.output and "2 MiB flash" in result.output
 
 
 def test_check_with_a_moved_table(ota_csv):
@@ -148,7 +148,8 @@ def test_check_with_a_chip_places_the_bootloader(tmp_path):
     "args, expect",
     [
         (["--flash-size", "3MB"], "unknown flash size"),
-        (["--flash-size", "4MB", "--offset", "0x8800"], "multiple of 0x1000"),
+        (["--flash-size", "4MB", "--secure", "v3"], "'v3' is not one of"),
+        (["--flash-size", "4MB", "--extra-partition-subtypes", "data, x"], "not a subtype entry"),
         (["--flash-size", "4MB", "--offset", "nope"], "not an offset"),
         (["--flash-size", "4MB", "--chip", "esp99"], "unknown chip"),
     ],

@@ -8,19 +8,22 @@ from imgtool.errors import UsageError
 
 FLASH_SIZE_HELP = "Flash size (e.g. 4MB); partitions must end within it."
 OFFSET_HELP = "Flash offset of the partition table (default 0x8000)."
-CHIP_HELP = "Chip, to place a primary 'bootloader' entry and keep the table clear of the bootloader."
+CHIP_HELP = "Chip, whose bootloader offset places 'bootloader' rows (as --primary-bootloader-offset)."
 
 
-def _offset(ctx, param, value):
-    if value is None:
-        return None
-    from imgtool.errors import PartitionError
-    from imgtool.partitions import parse_int
+def _number(option: str):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        from imgtool.errors import PartitionError
+        from imgtool.partitions import parse_int
 
-    try:
-        return parse_int(value, what="offset")
-    except PartitionError:
-        raise UsageError(f"'{value}' is not an offset; use a number such as 0x8000", field="--offset") from None
+        try:
+            return parse_int(value, what="offset")
+        except PartitionError:
+            raise UsageError(f"'{value}' is not an offset; use a number such as 0x8000", field=option) from None
+
+    return parse
 
 
 def _flash_size(ctx, param, value):
@@ -31,31 +34,60 @@ def _flash_size(ctx, param, value):
     return flash_size_bytes(value)
 
 
-def _chip_bootloader_offset(chip: str | None) -> int | None:
-    if chip is None:
-        return None
-    from imgtool.chips import get_chip
-
-    return get_chip(chip).bootloader_offset
-
-
 def table_options(func):
-    """The options every sub-command that reads a table shares."""
-    func = click.option("--chip", default=None, help=CHIP_HELP)(func)
-    func = click.option("--offset", "table_offset", default=None, callback=_offset, help=OFFSET_HELP)(func)
+    """gen_esp32part's options, shared by every sub-command that reads a table."""
+    options = [
+        click.option("--chip", default=None, help=CHIP_HELP),
+        click.option("--offset", "table_offset", default=None, callback=_number("--offset"), help=OFFSET_HELP),
+        click.option(
+            "--primary-bootloader-offset", default=None, callback=_number("--primary-bootloader-offset"),
+            help="Offset of the primary bootloader, for 'bootloader' rows (default: from --chip).",
+        ),
+        click.option(
+            "--recovery-bootloader-offset", default=None, callback=_number("--recovery-bootloader-offset"),
+            help="Offset of the recovery bootloader, for 'bootloader, recovery' rows.",
+        ),
+        click.option(
+            "--secure", type=click.Choice(["v1", "v2"]), is_flag=False, flag_value="v1", default=None,
+            help="Require app partitions to suit secure boot (v1 when given without a version).",
+        ),
+        click.option("--disable-md5sum", is_flag=True, help="Write (and expect) no MD5 entry."),
+        click.option("--no-verify", is_flag=True, help="Skip ESP-IDF's verification of the table, as gen_esp32part does."),
+        click.option(
+            "--extra-partition-subtypes", multiple=True, metavar="'TYPE, NAME, HEX'",
+            help="Extra subtype keyword, e.g. 'data, my_store, 0x40' (repeatable).",
+        ),
+        click.option("--strict", is_flag=True, help="Treat imgtool's warnings as errors."),
+    ]
+    for option in reversed(options):
+        func = option(func)
     return func
 
 
-def _load(source, flash_size, table_offset, chip):
-    from imgtool.partitions import DEFAULT_TABLE_OFFSET
+def _load(source, flash_size, opts):
+    from imgtool.partitions import DEFAULT_TABLE_OFFSET, TableOptions
     from imgtool.table_choice import load_table
 
-    return load_table(
-        source,
+    bootloader_offset = opts["primary_bootloader_offset"]
+    if bootloader_offset is None and opts["chip"] is not None:
+        from imgtool.chips import get_chip
+
+        bootloader_offset = get_chip(opts["chip"]).bootloader_offset
+    options = TableOptions(
+        table_offset=DEFAULT_TABLE_OFFSET if opts["table_offset"] is None else opts["table_offset"],
+        bootloader_offset=bootloader_offset,
+        recovery_bootloader_offset=opts["recovery_bootloader_offset"],
         flash_size=flash_size,
-        table_offset=DEFAULT_TABLE_OFFSET if table_offset is None else table_offset,
-        bootloader_offset=_chip_bootloader_offset(chip),
+        secure=opts["secure"],
+        md5=not opts["disable_md5sum"],
+        verify=not opts["no_verify"],
+        strict=opts["strict"],
+        extra_subtypes=tuple(opts["extra_partition_subtypes"]),
     )
+    table = load_table(source, options=options)
+    for warning in table.warnings:
+        click.echo(f"imgtool: warning: {warning}", err=True)
+    return table
 
 
 @click.group()
@@ -68,11 +100,11 @@ def partitions():
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Binary table to write.")
 @click.option("--flash-size", default=None, callback=_flash_size, help=FLASH_SIZE_HELP)
 @table_options
-def compile_(source, output, flash_size, table_offset, chip):
+def compile_(source, output, flash_size, **opts):
     """Compile a CSV (or preset) to the 0xC00-byte binary table ESP-IDF's bootloader reads."""
     from imgtool.atomic import write_bytes
 
-    table = _load(source, flash_size, table_offset, chip)
+    table = _load(source, flash_size, opts)
     write_bytes(output, table.to_binary())
     click.echo(f"wrote {output}: {len(table)} partitions")
 
@@ -80,10 +112,11 @@ def compile_(source, output, flash_size, table_offset, chip):
 @partitions.command("decompile")
 @click.argument("source")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="CSV to write (default: stdout).")
+@click.option("--flash-size", default=None, callback=_flash_size, help=FLASH_SIZE_HELP)
 @table_options
-def decompile(source, output, table_offset, chip):
-    """Turn a binary table (or a CSV or preset) into ESP-IDF CSV."""
-    table = _load(source, None, table_offset, chip)
+def decompile(source, output, flash_size, **opts):
+    """Turn a binary table (or a CSV or preset) into ESP-IDF CSV, as gen_esp32part writes it."""
+    table = _load(source, flash_size, opts)
     if output is None:
         click.echo(table.to_csv(), nl=False)
         return
@@ -98,9 +131,9 @@ def decompile(source, output, table_offset, chip):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--flash-size", default=None, callback=_flash_size, help="Flash size, to show the free space at the end.")
 @table_options
-def show(source, as_json, flash_size, table_offset, chip):
+def show(source, as_json, flash_size, **opts):
     """Show a binary table, CSV or preset: one row per partition and the free space after the last."""
-    table = _load(source, flash_size, table_offset, chip)
+    table = _load(source, flash_size, opts)
     free = flash_size - table.end if flash_size is not None else None
     if as_json:
         import json
@@ -132,11 +165,11 @@ def show(source, as_json, flash_size, table_offset, chip):
 @click.argument("source")
 @click.option("--flash-size", required=True, callback=_flash_size, help=FLASH_SIZE_HELP)
 @table_options
-def check(source, flash_size, table_offset, chip):
+def check(source, flash_size, **opts):
     """Check a table against ESP-IDF's rules and the flash size; print 'ok' or the first problem."""
     from imgtool.partitions import human_size
 
-    table = _load(source, flash_size, table_offset, chip)
+    table = _load(source, flash_size, opts)
     free = flash_size - table.end
     click.echo(
         f"ok: {table.source}: {_count(len(table), 'partition')}, {_count(len(table.apps), 'app')}, "
