@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -40,6 +41,8 @@ CACHE_HASH_DIGITS = 16
 #: Far above any real second-stage bootloader; guards against reading a whole flash dump by mistake.
 MAX_BOOTLOADER_BYTES = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
+#: Variants named for a crystal frequency (esp32 and esp32c2: ``26mhz``, ``40mhz``).
+_CRYSTAL_VARIANT = re.compile(r"(\d+)mhz")
 
 if TYPE_CHECKING:
     from imgtool.download import DownloadSettings
@@ -58,6 +61,16 @@ class ManifestEntry(NamedTuple):
     esp_idf: str
     note: str = ""
 
+    @property
+    def crystal_mhz(self) -> int | None:
+        """The crystal a ``26mhz``/``40mhz`` build is for; None when the variant does not depend on it."""
+        match = _CRYSTAL_VARIANT.fullmatch(self.variant)
+        return int(match.group(1)) if match else None
+
+    def describe(self) -> dict:
+        """What ``flasher_args.json`` records about a placed pinned build."""
+        return {"source": "pinned", "chip": self.chip, "variant": self.variant, "crystal_mhz": self.crystal_mhz}
+
 
 class Manifest(NamedTuple):
     entries: tuple[ManifestEntry, ...]
@@ -65,6 +78,15 @@ class Manifest(NamedTuple):
 
     def variants(self, chip: str) -> list[ManifestEntry]:
         return [e for e in self.entries if e.chip == chip]
+
+    def entry_for(self, data: bytes) -> ManifestEntry | None:
+        """The pinned entry whose file is exactly ``data``, if any."""
+        digest = hashlib.sha256(data).hexdigest()
+        return next((e for e in self.entries if e.sha256 == digest), None)
+
+    def for_crystal(self, chip: str, crystal_mhz: int) -> ManifestEntry | None:
+        """The variant built for ``crystal_mhz`` on a chip whose builds differ by crystal."""
+        return next((e for e in self.variants(chip) if e.crystal_mhz == crystal_mhz), None)
 
     def lookup(self, chip_name: str, variant: str | None = None, *, option: str = "--variant") -> ManifestEntry:
         """The entry for ``chip_name`` and ``variant`` (its default variant when None).

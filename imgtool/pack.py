@@ -14,6 +14,7 @@ from pathlib import Path
 from imgtool.atomic import file_lock
 from imgtool.errors import OutputError, UsageError
 from imgtool.flash_layout import (
+    LEGACY_FILES,
     OTADATA_FILE,
     SHA256SUMS_FILE,
     FlashSettings,
@@ -22,6 +23,8 @@ from imgtool.flash_layout import (
 )
 
 DEFAULT_TABLE_OFFSET = 0x8000
+#: The partition table sits on a flash sector boundary (ESP-IDF's CONFIG_PARTITION_TABLE_OFFSET rule).
+TABLE_OFFSET_ALIGN = 0x1000
 
 
 def pack(
@@ -51,6 +54,7 @@ def pack(
     from imgtool.app_image import build_app_image
     from imgtool.bootloader import (
         bootloader_for_app,
+        load_manifest,
         load_user_bootloader,
         place_bootloader,
     )
@@ -96,6 +100,7 @@ def pack(
     target = app.chip
     freq = (cfg.flash_freq or target.default_flash_freq).lower()
     target.flash_freq_code(freq)  # validates
+    check_table_offset(toff, target)
 
     if cfg.partition_table:
         table = load_table(cfg.partition_table, flash_size=size, table_offset=toff, bootloader_offset=target.bootloader_offset)
@@ -104,6 +109,7 @@ def pack(
     check_app_fits(table, len(app.data), cfg.target_app_partition)  # before any bootloader download
 
     boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
+    boot_source = {"source": "file"}
     if boot_file:
         raw_boot = load_user_bootloader(boot_file, target)
     else:
@@ -117,6 +123,9 @@ def pack(
         )
         if note:
             app.warnings.append(note)
+        pinned = load_manifest().entry_for(raw_boot)
+        if pinned is not None:
+            boot_source = pinned.describe()
     boot = place_bootloader(
         raw_boot,
         target,
@@ -143,13 +152,31 @@ def pack(
         version=(desc.get("version") or None),
         project_name=(desc.get("project_name") or None),
         warnings=app.warnings,
+        bootloader_source=boot_source,
     )
     files = layout.files()
 
     out = Path(outdir) if outdir is not None else (elf.parent if str(elf.parent) else Path("."))
     _refuse_overwriting_input(out, files, elf, cfg)
-    write_outputs(out, files, remove=() if layout.part("otadata") else (OTADATA_FILE,))
+    stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
+    write_outputs(out, files, remove=stale)
     return layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+
+
+def check_table_offset(offset: int, chip) -> None:
+    """Refuse a partition-table offset the bootloader cannot use, naming the option (not a partition it pushes)."""
+    if offset % TABLE_OFFSET_ALIGN:
+        raise UsageError(
+            f"the partition table offset 0x{offset:x} is not a multiple of 0x{TABLE_OFFSET_ALIGN:x} (4 KiB); "
+            f"use e.g. 0x{offset - offset % TABLE_OFFSET_ALIGN + TABLE_OFFSET_ALIGN:x}",
+            field="--partition-table-offset",
+        )
+    if offset <= chip.bootloader_offset:
+        raise UsageError(
+            f"the partition table offset 0x{offset:x} is not above {chip.name}'s bootloader offset "
+            f"0x{chip.bootloader_offset:x}; use the default 0x{DEFAULT_TABLE_OFFSET:x} or higher",
+            field="--partition-table-offset",
+        )
 
 
 def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg) -> None:
