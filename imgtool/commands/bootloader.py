@@ -42,8 +42,9 @@ def fetch(chip, variant, output, offline, quiet):
 @bootloader.command(name="list")
 def list_():
     """Show every pinned bootloader and whether it is cached."""
-    from rich.console import Console
     from rich.table import Table
+
+    from imgtool.commands.console import plain_console
 
     from imgtool.bootloader import cache_dir, list_bootloaders, load_manifest
 
@@ -70,4 +71,4 @@ def list_():
             entry.sha256[:SHA_PREFIX_DIGITS],
             "yes" if status.cached else "no",
         )
-    Console().print(table)
+    plain_console().print(table)

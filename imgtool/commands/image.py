@@ -64,9 +64,9 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
     write_bytes(target, result.data)
     echo_warnings(result.warnings)
     if not quiet:
-        from rich.console import Console
+        from imgtool.commands.console import plain_console
 
-        console = Console()
+        console = plain_console()
         console.print(f"{result.chip.name}: wrote {target} ({len(result.data):,} bytes, {len(result.image.segments)} segments)")
         print_size_report(result.size_report, console)
 
@@ -82,11 +82,13 @@ def info(image_file, as_json):
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
-    console.print(f"[bold]{image_file}[/bold] — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes")
+    from imgtool.commands.console import plain_console, styled
+
+    console = plain_console()
+    console.print(Text.assemble(styled(str(image_file), "bold"), f" — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes"))
     console.print(
         f"entry 0x{report['entry']:08x}, flash {report['flash_mode']} {report['flash_size']} {report['flash_freq']}, "
         f"chip revision {revision_name(report['min_rev_full'])}"
@@ -110,7 +112,7 @@ def info(image_file, as_json):
             f"{', ELF sha256 ' + desc['app_elf_sha256'] if desc['app_elf_sha256'].strip('0') else ''}"
         )
     for note in report["problems"]:
-        console.print(f"[red]problem:[/red] {note}")
+        console.print(Text.assemble(styled("problem:", "red"), f" {note}"))
     if report["problems"]:
         raise SystemExit(1)
 

@@ -74,13 +74,16 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, partition_table,
 
 
 def print_summary(result) -> None:
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console(highlight=False)
+    from imgtool.commands.console import plain_console, styled
+
+    console = plain_console()
     f = result.flash
     console.print(
-        f"[bold]{result.chip}[/bold]  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}", soft_wrap=True
+        Text.assemble(styled(result.chip, "bold"), f"  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}"),
+        soft_wrap=True,
     )
     table = Table(show_edge=False, box=None, pad_edge=False)
     table.add_column("Part")
@@ -96,8 +99,12 @@ def print_summary(result) -> None:
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
     )
-    console.print("flash with:")
-    console.print(f"  {result.esptool_command}", soft_wrap=True, markup=False)
+    import shlex
+
+    outdir = str(result.outdir or ".")
+    console.print("flash with (keeps NVS; --merged writes the merged image):")
+    console.print(f"  imgtool flash {shlex.quote(outdir)} --port PORT", soft_wrap=True)
+    console.print(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args", soft_wrap=True)
 
 
 @click.command()
