@@ -109,9 +109,12 @@ def pack(
     check_app_fits(table, len(app.data), cfg.target_app_partition)  # before any bootloader download
 
     boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
-    boot_source = {"source": "file"}
+    boot_source: dict = {"source": "file"}
     if boot_file:
         raw_boot = load_user_bootloader(boot_file, target)
+        known = load_manifest().entry_for(raw_boot)  # a pinned file passed by hand: its crystal is known
+        if known is not None:
+            boot_source = {**known.describe(), "source": "file"}
     else:
         raw_boot, note = bootloader_for_app(
             target.name,
