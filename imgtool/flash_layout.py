@@ -133,6 +133,8 @@ class PackResult:
     outdir: Path | None = None
     warnings: tuple[str, ...] = ()
     sha256: dict = field(default_factory=dict)
+    config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
+    config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
 
     @property
     def app_usage(self) -> float:
@@ -166,6 +168,7 @@ class PackResult:
             "esptool_args": list(self.esptool_args),
             "esptool_command": self.esptool_command,
             "warnings": list(self.warnings),
+            "config": {"files": list(self.config_files), "settings": list(self.config_settings)},
         }
 
 

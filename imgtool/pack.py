@@ -9,9 +9,10 @@ as it was.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from imgtool.atomic import file_lock
+from imgtool.atomic import NEW_FILE_MODE, file_lock
 from imgtool.errors import OutputError, UsageError
 from imgtool.flash_layout import (
     LEGACY_FILES,
@@ -75,8 +76,8 @@ def pack(
             field="--bootloader-variant",
         )
     elf = Path(elf_path)
-    cfg = load_project_config(elf) if project_config else ProjectConfig()
-    cfg = cfg.merged_with(
+    file_cfg = load_project_config(elf) if project_config else ProjectConfig()
+    cli = dict(
         chip=chip,
         flash_size=flash_size,
         flash_mode=flash_mode,
@@ -86,6 +87,8 @@ def pack(
         bootloader=os.fspath(bootloader) if bootloader is not None else None,
         target_app_partition=app_partition,
     )
+    cfg = file_cfg.merged_with(**cli)
+    from_files = tuple(k for k, v in cli.items() if v is None and getattr(file_cfg, k) is not None)
     requested_mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
     mode = boot_flash_mode(requested_mode)
     size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
@@ -106,7 +109,8 @@ def pack(
         table = load_table(cfg.partition_table, flash_size=size, table_offset=toff, bootloader_offset=target.bootloader_offset)
     else:
         table = default_table(flash_size_bytes(size), toff)
-    check_app_fits(table, len(app.data), cfg.target_app_partition)  # before any bootloader download
+    # before any bootloader download
+    check_app_fits(table, len(app.data), cfg.target_app_partition, default_table=not cfg.partition_table)
 
     boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
     boot_source: dict = {"source": "file"}
@@ -163,7 +167,8 @@ def pack(
     _refuse_overwriting_input(out, files, elf, cfg)
     stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
     write_outputs(out, files, remove=stale)
-    return layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+    result = layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+    return replace(result, config_files=file_cfg.sources, config_settings=from_files)
 
 
 def check_table_offset(offset: int, chip) -> None:
@@ -230,7 +235,7 @@ def write_outputs(outdir: Path, files: dict[str, bytes], *, remove=()) -> None:
         backup.mkdir()
         try:
             for name, data in files.items():
-                fd = os.open(staged / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(staged / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), NEW_FILE_MODE)
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                     fh.flush()

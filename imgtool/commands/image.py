@@ -35,18 +35,19 @@ def print_size_report(report, console) -> None:
 
 @click.command()
 @click.argument("elf", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image [default: ELF name + .bin].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image, - for standard output [default: ELF name + .bin].")
 @chip_option("Target chip (detected from the ELF when omitted).")
 @flash_mode_option()
 @flash_size_option
 @flash_freq_option
 @click.option("--min-rev", help="Lowest chip revision the app runs on, e.g. v0.3 or 3 (major*100+minor) [default: 0].")
 @click.option("--max-rev", help="Highest chip revision the app runs on, e.g. v1.99 [default: any].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
-def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, quiet):
+def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, as_json, quiet):
     """Convert a firmware ELF into a bootable ESP app image."""
     from imgtool.app_image import build_app_image, parse_revision
-    from imgtool.atomic import write_bytes
+    from imgtool.atomic import STDOUT, write_output
     from imgtool.errors import UsageError
 
     result = build_app_image(
@@ -59,14 +60,27 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
         max_rev_full=parse_revision(max_rev, "--max-rev"),
     )
     target = output or elf.with_suffix(".bin")
-    if target.resolve() == elf.resolve():
+    to_stdout = str(target) == STDOUT
+    if to_stdout and as_json:
+        raise UsageError("-o - puts the image on standard output, where --json would go too; drop one", field="--json")
+    if not to_stdout and target.resolve() == elf.resolve():
         raise UsageError("the output would overwrite the ELF; pass -o with another name", path=elf, field="--output")
-    write_bytes(target, result.data)
+    write_output(target, result.data)
     echo_warnings(result.warnings)
-    if not quiet:
+    if as_json:
+        doc = {
+            "chip": result.chip.name,
+            "output": str(target),
+            "size": len(result.data),
+            "segments": len(result.image.segments),
+            "memory": [{"region": r.name, "used": r.used, "capacity": r.capacity} for r in result.size_report.rows],
+            "warnings": list(result.warnings),
+        }
+        click.echo(json.dumps(doc, indent=2))
+    elif not quiet:
         from imgtool.commands.console import plain_console
 
-        console = plain_console()
+        console = plain_console(stderr=to_stdout)  # the image itself is on standard output
         console.print(f"{result.chip.name}: wrote {target} ({len(result.data):,} bytes, {len(result.image.segments)} segments)")
         print_size_report(result.size_report, console)
 

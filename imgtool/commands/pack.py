@@ -103,8 +103,14 @@ def print_summary(result) -> None:
 
     console = plain_console()
     f = result.flash
+    from_files = ""
+    if result.config_settings:
+        names = ", ".join(Path(p).name for p in result.config_files)
+        from_files = f"  ({', '.join(s.replace('_', '-') for s in result.config_settings)} from {names})"
     console.print(
-        Text.assemble(styled(result.chip, "bold"), f"  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}"),
+        Text.assemble(
+            styled(result.chip, "bold"), f"  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}{from_files}"
+        ),
         soft_wrap=True,
     )
     table = Table(show_edge=False, box=None, pad_edge=False)
