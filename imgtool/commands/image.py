@@ -89,9 +89,14 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
 @click.argument("image_file", metavar="IMAGE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def info(image_file, as_json):
-    """Show what an ESP image holds: header, segments, checksum and hash, app descriptor."""
+    """Show what an ESP image holds (header, segments, checksum and hash, app descriptor), or every part of a merged image or flash dump."""
+    from imgtool.flash_contents import describe_flash
     from imgtool.image_info import describe
 
+    flash = describe_flash(image_file)
+    if flash is not None:
+        _print_flash(flash, as_json)
+        return
     report = describe(image_file)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -129,6 +134,34 @@ def info(image_file, as_json):
         console.print(Text.assemble(styled("problem:", "red"), f" {note}"))
     if report["problems"]:
         raise SystemExit(1)
+
+
+def _print_flash(report: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from imgtool.commands.console import plain_console, styled
+
+    console = plain_console()
+    console.print(
+        Text.assemble(
+            styled(report["source"], "bold"),
+            f" — {report['kind']} for {report['chip']}, {report['size']:,} bytes from flash 0x{report['base']:x}",
+        )
+    )
+    table = Table(title="Parts", title_justify="left")
+    for col in ("Part", "Type", "Offset", "Size", "Content"):
+        table.add_column(col, justify="right" if col in ("Offset", "Size") else "left")
+    for part in report["parts"]:
+        kind = f"{part['type']}/{part['subtype']}" if "type" in part else ""
+        size = f"{part['size']:,}" if part["size"] is not None else ""
+        table.add_row(part["name"], kind, f"0x{part['offset']:x}", size, part["content"])
+    console.print(table)
+    if report["problems"]:
+        console.print(f"{len(report['problems'])} problem(s); 'imgtool verify {report['source']}' checks every part")
 
 
 def _rev(full: int) -> str:
