@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imgtool.boot_rules import check_app
 from imgtool.chips import (
+    EM_XTENSA,
     ANY_REVISION_MAX,
     CHIPS,
     DEFAULT_FLASH_MODE,
@@ -53,8 +54,18 @@ class AppImage:
     warnings: list[str] = field(default_factory=list)
 
 
+#: The ESP8266's instruction RAM, where its firmware's entry point lives; no supported chip starts there.
+ESP8266_IRAM = range(0x4010_0000, 0x4011_0000)
+
+
 def detect_chip(elf: ElfInfo) -> Chip:
     """Pick the chip from the ELF's machine, addresses and the chip-named crates it carries."""
+    if elf.machine == EM_XTENSA and elf.entry in ESP8266_IRAM and not elf.chip_hints:
+        raise ElfError(
+            f"the entry point 0x{elf.entry:08x} is in the ESP8266's IRAM: ESP8266 firmware is not supported "
+            "(imgtool handles the ESP32 family); use esptool elf2image --chip esp8266",
+            path=elf.path,
+        )
     candidates = [c for c in CHIPS.values() if c.elf_machine == elf.machine]
     fitting = [c for c in candidates if all(c.region_of(p.addr, p.size) for p in elf.pieces)]
     named = [c for c in fitting if c.name in elf.chip_hints]

@@ -8,9 +8,38 @@ from pathlib import Path
 
 from imgtool.errors import OutputError
 
+#: New files get these permissions less the umask (0644 under umask 022), as any other tool's output does.
+NEW_FILE_MODE = 0o666
+#: ``-o -`` names standard output.
+STDOUT = "-"
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def create_temp(folder: str | os.PathLike, prefix: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new file in ``folder``, open for writing, with the umask's permissions (``mkstemp`` always gives 0600)."""
+    for _ in range(100):
+        path = Path(folder) / f"{prefix}{os.getpid()}-{os.urandom(4).hex()}{suffix}"
+        try:
+            return os.open(path, _TEMP_FLAGS, NEW_FILE_MODE), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file in {folder}")
+
+
+def write_output(path: str | os.PathLike, data: bytes | str) -> Path | None:
+    """:func:`write_bytes`, or standard output when ``path`` is ``-`` (then None is returned)."""
+    if os.fspath(path) == STDOUT:
+        import sys
+
+        stream = sys.stdout.buffer
+        stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+        stream.flush()
+        return None
+    return write_bytes(path, data)
+
 
 def write_bytes(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it into place."""
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it into place; the umask sets its mode."""
     target = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -19,10 +48,8 @@ def write_bytes(path: str | os.PathLike, data: bytes | str) -> Path:
         raise OutputError("is a directory; give a file name", path=target)
     if not parent.is_dir():
         raise OutputError("the folder to write into does not exist; create it first", path=target)
-    import tempfile
-
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = create_temp(parent, f".{target.name}.")
     except OSError as exc:
         raise OutputError(f"cannot write here ({exc.strerror}); choose another output path", path=target) from None
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -40,6 +41,11 @@ CACHE_HASH_DIGITS = 16
 #: Far above any real second-stage bootloader; guards against reading a whole flash dump by mistake.
 MAX_BOOTLOADER_BYTES = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
+#: An app image's first segment starts with ESP_APP_DESC_MAGIC_WORD (header 24 bytes + segment header 8); a bootloader's never does.
+APP_DESC_OFFSET = 24 + 8
+APP_DESC_MAGIC = (0xABCD5432).to_bytes(4, "little")
+#: Variants named for a crystal frequency (esp32 and esp32c2: ``26mhz``, ``40mhz``).
+_CRYSTAL_VARIANT = re.compile(r"(\d+)mhz")
 
 if TYPE_CHECKING:
     from imgtool.download import DownloadSettings
@@ -58,6 +64,16 @@ class ManifestEntry(NamedTuple):
     esp_idf: str
     note: str = ""
 
+    @property
+    def crystal_mhz(self) -> int | None:
+        """The crystal a ``26mhz``/``40mhz`` build is for; None when the variant does not depend on it."""
+        match = _CRYSTAL_VARIANT.fullmatch(self.variant)
+        return int(match.group(1)) if match else None
+
+    def describe(self) -> dict:
+        """What ``flasher_args.json`` records about a placed pinned build."""
+        return {"source": "pinned", "chip": self.chip, "variant": self.variant, "crystal_mhz": self.crystal_mhz}
+
 
 class Manifest(NamedTuple):
     entries: tuple[ManifestEntry, ...]
@@ -65,6 +81,15 @@ class Manifest(NamedTuple):
 
     def variants(self, chip: str) -> list[ManifestEntry]:
         return [e for e in self.entries if e.chip == chip]
+
+    def entry_for(self, data: bytes) -> ManifestEntry | None:
+        """The pinned entry whose file is exactly ``data``, if any."""
+        digest = hashlib.sha256(data).hexdigest()
+        return next((e for e in self.entries if e.sha256 == digest), None)
+
+    def for_crystal(self, chip: str, crystal_mhz: int) -> ManifestEntry | None:
+        """The variant built for ``crystal_mhz`` on a chip whose builds differ by crystal."""
+        return next((e for e in self.variants(chip) if e.crystal_mhz == crystal_mhz), None)
 
     def lookup(self, chip_name: str, variant: str | None = None, *, option: str = "--variant") -> ManifestEntry:
         """The entry for ``chip_name`` and ``variant`` (its default variant when None).
@@ -83,6 +108,8 @@ class Manifest(NamedTuple):
         for entry in entries:
             if entry.variant == wanted:
                 return entry
+        if len(entries) == 1:
+            raise UsageError(f"unknown bootloader variant '{variant}' for {chip}, which has one build only; drop {option}", field=option)
         names = ", ".join(e.variant for e in entries)
         raise UsageError(f"unknown bootloader variant '{variant}' for {chip}; use one of {names}", field=option)
 
@@ -266,9 +293,8 @@ def _mirror_folder(mirror: str) -> Path | None:
     folder = Path(mirror).expanduser()
     if not folder.is_dir():
         raise BootloaderError(
-            f"{ENV_MIRROR} is neither an http(s) address nor an existing folder; fix or unset it",
-            path=folder,
-            field=ENV_MIRROR,
+            f"'{folder}' is neither an http(s) address nor an existing folder; fix or unset it",
+            path=ENV_MIRROR,
         )
     return folder
 
@@ -326,6 +352,12 @@ def load_user_bootloader(path: str | os.PathLike, chip: Chip | str) -> bytes:
 
     chip = get_chip(chip)
     data = read_input(path, "bootloader", limit=MAX_BOOTLOADER_BYTES)
+    if data[APP_DESC_OFFSET : APP_DESC_OFFSET + len(APP_DESC_MAGIC)] == APP_DESC_MAGIC:
+        raise BootloaderError(
+            "is an app image (it starts with an app descriptor), not a bootloader; pass the bootloader's .bin "
+            "(ESP-IDF: build/bootloader/bootloader.bin) or drop --bootloader to use the pinned one",
+            path=path,
+        )
     _checked(data, chip, path)
     return data
 
@@ -386,7 +418,7 @@ def _checked(data: bytes, chip: Chip, path):
         other = chip_by_image_id(image.chip_id)
         built_for = other.name if other else f"unknown chip id {image.chip_id}"
         raise BootloaderError(
-            f"the bootloader is built for {built_for}, not {chip.name}; use a {chip.name} bootloader",
+            f"the bootloader is built for {built_for}, not {chip.name}; use an {chip.name} bootloader",
             path=path,
             field="chip_id",
         )

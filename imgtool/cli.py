@@ -23,7 +23,7 @@ COMMANDS = {
     "bootloader": "imgtool.commands.bootloader:bootloader",
     "pack": "imgtool.commands.pack:pack",
     "verify": "imgtool.commands.pack:verify",
-    "flash": "imgtool.commands.pack:flash",
+    "flash": "imgtool.commands.flash:flash",
 }
 
 

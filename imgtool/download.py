@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgtool import __version__
-from imgtool.atomic import file_lock
+from imgtool.atomic import create_temp, file_lock
 from imgtool.errors import ImgtoolError
 
 #: Hosts for which plain http:// is allowed (a local mirror or a test server); everything else must be https.
@@ -83,12 +82,12 @@ def check_url(url: str) -> None:
 def install_bytes(data: bytes, dest: str | os.PathLike, *, sha256: str, source: str) -> Path:
     """Put ``data`` at ``dest`` only if its SHA-256 matches; used for copies from a local mirror."""
     dest = Path(dest)
-    _verify(hashlib.sha256(data).hexdigest(), sha256, source, len(data))
+    _verify(hashlib.sha256(data).hexdigest(), sha256, source, len(data), local=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(_lock_path(dest)):
         if has_hash(dest, sha256):
             return dest
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        fd, tmp = create_temp(dest.parent, f".{dest.name}.", ".part")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -138,11 +137,15 @@ def download(
     return dest
 
 
-def _verify(actual: str, expected: str, source: str, size: int) -> None:
+def _verify(actual: str, expected: str, source: str, size: int, *, local: bool = False) -> None:
     if actual != expected.lower():
+        cause = (
+            "The file in the mirror folder is not the pinned build: replace it with the pinned file or unset the mirror"
+            if local
+            else "The server or a proxy served different bytes: use the pinned source or a trusted mirror"
+        )
         raise DownloadError(
-            f"{source} ({size} bytes) has SHA-256 {actual} but {expected.lower()} is pinned; "
-            "nothing was kept. The server or a proxy served different bytes: use the pinned source or a trusted mirror",
+            f"{source} ({size} bytes) has SHA-256 {actual} but {expected.lower()} is pinned; nothing was kept. {cause}",
             field="sha256",
         )
 
@@ -156,7 +159,7 @@ def _unlink(path) -> None:
         os.unlink(path)
 
 
-def _fetch_to_temp(url: str, folder: Path, settings: DownloadSettings, *, quiet: bool, label: str) -> str:
+def _fetch_to_temp(url: str, folder: Path, settings: DownloadSettings, *, quiet: bool, label: str) -> Path:
     """One attempt: stream the body into a temp file in ``folder`` and return its path."""
     import http.client
     import socket
@@ -188,7 +191,7 @@ def _fetch_to_temp(url: str, folder: Path, settings: DownloadSettings, *, quiet:
         total = int(length) if length and length.isdigit() else None
         if total is not None and total > settings.max_bytes:
             raise DownloadError(_too_big(url, settings), field="url")
-        fd, tmp = tempfile.mkstemp(prefix=".download.", suffix=".part", dir=folder)
+        fd, tmp = create_temp(folder, ".download.", ".part")
         try:
             with os.fdopen(fd, "wb") as out, _progress(label, total, quiet) as advance:
                 received = 0

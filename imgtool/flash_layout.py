@@ -5,11 +5,16 @@ builds the merged flash image (it starts at the chip's bootloader offset, the
 way ``esptool merge-bin`` lays it out) and the text of the argument files that
 let plain esptool, ESP-IDF tooling and esp-web-tools flash the result:
 
-- ``flash_args``: esptool argument file writing the merged image
-  (``esptool write-flash @flash_args``, run from the output folder);
-- ``flash_parts_args``: the same, one ``OFFSET FILE`` line per part (ESP-IDF's ``flash_args``);
-- ``flasher_args.json``: ESP-IDF's machine-readable flashing description;
-- ``manifest.json``: an esp-web-tools manifest;
+- ``flash_args``: esptool argument file, flash settings then one ``OFFSET FILE`` line per
+  part (ESP-IDF's meaning: flashing it leaves NVS and other data partitions alone);
+- ``flash_merged_args``: the same settings and the merged image at its offset;
+- ``flasher_args.json``: ESP-IDF's machine-readable flashing description, plus the merged
+  image and which bootloader build the pack placed (``imgtool flash`` checks the crystal with it);
+- ``manifest.json``: an esp-web-tools manifest listing the parts (a web update keeps NVS);
+
+Both argument files are run from the output folder (``esptool write-flash @flash_args``)
+and use the short flash options ``-fm/-ff/-fs``, which esptool 4.x and 5.x both accept
+without a deprecation warning.
 - ``SHA256SUMS``: ``sha256sum -c`` format over every other output.
 """
 
@@ -35,7 +40,9 @@ PARTITIONS_CSV_FILE = "partitions.csv"
 PARTITIONS_BIN_FILE = "partitions.bin"
 OTADATA_FILE = "ota_data_initial.bin"
 FLASH_ARGS_FILE = "flash_args"
-FLASH_PARTS_ARGS_FILE = "flash_parts_args"
+FLASH_MERGED_ARGS_FILE = "flash_merged_args"
+#: Written by imgtool 0.1 (the parts, when flash_args held the merged image); a re-pack removes it.
+LEGACY_FILES = ("flash_parts_args",)
 FLASHER_ARGS_JSON_FILE = "flasher_args.json"
 MANIFEST_FILE = "manifest.json"
 SHA256SUMS_FILE = "SHA256SUMS"
@@ -45,7 +52,7 @@ FIXED_FILES = (
     PARTITIONS_BIN_FILE,
     OTADATA_FILE,
     FLASH_ARGS_FILE,
-    FLASH_PARTS_ARGS_FILE,
+    FLASH_MERGED_ARGS_FILE,
     FLASHER_ARGS_JSON_FILE,
     MANIFEST_FILE,
     SHA256SUMS_FILE,
@@ -70,8 +77,8 @@ class FlashSettings(NamedTuple):
     size: str
 
     def esptool_args(self) -> list[str]:
-        """Options for esptool 5's ``write-flash`` (hyphenated spellings)."""
-        return ["--flash-mode", self.mode, "--flash-freq", self.freq, "--flash-size", self.size]
+        """``write-flash`` options in the short spellings esptool 4.x and 5.x share (5.x warns on ``--flash_mode``, 4.x refuses ``--flash-mode``)."""
+        return ["-fm", self.mode, "-ff", self.freq, "-fs", self.size]
 
     def to_dict(self) -> dict:
         return {"flash_mode": self.mode, "flash_size": self.size, "flash_freq": self.freq}
@@ -126,6 +133,8 @@ class PackResult:
     outdir: Path | None = None
     warnings: tuple[str, ...] = ()
     sha256: dict = field(default_factory=dict)
+    config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
+    config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
 
     @property
     def app_usage(self) -> float:
@@ -159,6 +168,7 @@ class PackResult:
             "esptool_args": list(self.esptool_args),
             "esptool_command": self.esptool_command,
             "warnings": list(self.warnings),
+            "config": {"files": list(self.config_files), "settings": list(self.config_settings)},
         }
 
 
@@ -181,6 +191,8 @@ class FlashLayout:
     version: str | None = None
     project_name: str | None = None
     warnings: tuple[str, ...] = ()
+    #: Which bootloader build was placed: ``{"source": "pinned", "variant": ..., "crystal_mhz": ...}`` or ``{"source": "file"}``.
+    bootloader_source: dict = field(default_factory=lambda: {"source": "file"})
 
     @property
     def start(self) -> int:
@@ -232,34 +244,36 @@ class FlashLayout:
         ]
 
     def flash_args_text(self) -> str:
-        """esptool argument file for the merged image (``esptool write-flash @flash_args``)."""
-        return f"{_join(self.write_flash_args())}\n{_join([f'0x{self.start:x}', self.merged_file])}\n"
-
-    def flash_parts_args_text(self) -> str:
-        """esptool argument file with one line per part, ESP-IDF's ``flash_args`` convention."""
+        """esptool argument file with one line per part, ESP-IDF's ``flash_args`` (``esptool write-flash @flash_args``)."""
         lines = [_join(self.write_flash_args())]
         lines += [_join([f"0x{p.offset:x}", p.file]) for p in self.parts]
         return "\n".join(lines) + "\n"
 
+    def flash_merged_args_text(self) -> str:
+        """esptool argument file writing the merged image (``esptool write-flash @flash_merged_args``)."""
+        return f"{_join(self.write_flash_args())}\n{_join([f'0x{self.start:x}', self.merged_file])}\n"
+
     def flasher_args(self) -> dict:
-        """ESP-IDF's ``flasher_args.json`` content."""
+        """ESP-IDF's ``flasher_args.json`` content, plus ``merged`` and ``imgtool`` (ignored by ESP-IDF tools)."""
         doc: dict = {
             "write_flash_args": self.write_flash_args(),
             "flash_settings": self.settings.to_dict(),
             "flash_files": {f"0x{p.offset:x}": p.file for p in self.parts},
         }
         for p in self.parts:
-            doc[p.name] = {"offset": f"0x{p.offset:x}", "file": p.file, "encrypted": "true" if p.encrypted else "false"}
+            doc[p.name] = _file_entry(p.offset, p.file, p.encrypted)
+        doc["merged"] = _file_entry(self.start, self.merged_file, False)
         doc["extra_esptool_args"] = {
             "after": "hard-reset",
             "before": "default-reset",
             "stub": True,
             "chip": self.chip.name,
         }
+        doc["imgtool"] = {"bootloader": dict(self.bootloader_source)}
         return doc
 
     def manifest(self) -> dict:
-        """esp-web-tools manifest flashing the merged image (offsets are integers, as it requires)."""
+        """esp-web-tools manifest writing the parts, so an update keeps NVS (offsets are integers, as it requires)."""
         return {
             "name": self.project_name or self.name,
             "version": self.version or "0.0.0",
@@ -267,7 +281,7 @@ class FlashLayout:
             "builds": [
                 {
                     "chipFamily": self.chip.esp_web_tools_family or self.chip.name.upper(),
-                    "parts": [{"path": self.merged_file, "offset": self.start}],
+                    "parts": [{"path": p.file, "offset": p.offset} for p in self.parts],
                 }
             ],
         }
@@ -287,7 +301,7 @@ class FlashLayout:
         ordered.update({k: v for k, v in out.items() if k not in ordered})
         ordered[self.merged_file] = self.merged_bytes()
         ordered[FLASH_ARGS_FILE] = self.flash_args_text().encode("utf-8")
-        ordered[FLASH_PARTS_ARGS_FILE] = self.flash_parts_args_text().encode("utf-8")
+        ordered[FLASH_MERGED_ARGS_FILE] = self.flash_merged_args_text().encode("utf-8")
         ordered[FLASHER_ARGS_JSON_FILE] = _json(self.flasher_args())
         ordered[MANIFEST_FILE] = _json(self.manifest())
         ordered[SHA256SUMS_FILE] = sha256sums(ordered).encode("utf-8")
@@ -329,6 +343,7 @@ def plan_layout(
     version: str | None = None,
     project_name: str | None = None,
     warnings=(),
+    bootloader_source: dict | None = None,
 ) -> FlashLayout:
     """Place bootloader, table, otadata and app; refuse overlaps and anything past the flash size.
 
@@ -383,6 +398,7 @@ def plan_layout(
         version=version,
         project_name=project_name,
         warnings=tuple(warnings),
+        bootloader_source=dict(bootloader_source or {"source": "file"}),
     )
 
 
@@ -429,6 +445,10 @@ def _check_overlaps(parts: list[FlashPart], chip: Chip, table_offset: int, flash
 def _join(words) -> str:
     """One argument-file line that esptool's reader (``shlex.split`` per line) splits back into ``words``."""
     return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def _file_entry(offset: int, file: str, encrypted: bool) -> dict:
+    return {"offset": f"0x{offset:x}", "file": file, "encrypted": "true" if encrypted else "false"}
 
 
 def _json(doc: dict) -> bytes:

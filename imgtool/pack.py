@@ -9,11 +9,13 @@ as it was.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from imgtool.atomic import file_lock
+from imgtool.atomic import NEW_FILE_MODE, file_lock
 from imgtool.errors import OutputError, UsageError
 from imgtool.flash_layout import (
+    LEGACY_FILES,
     OTADATA_FILE,
     SHA256SUMS_FILE,
     FlashSettings,
@@ -22,6 +24,8 @@ from imgtool.flash_layout import (
 )
 
 DEFAULT_TABLE_OFFSET = 0x8000
+#: The partition table sits on a flash sector boundary (ESP-IDF's CONFIG_PARTITION_TABLE_OFFSET rule).
+TABLE_OFFSET_ALIGN = 0x1000
 
 
 def pack(
@@ -53,6 +57,7 @@ def pack(
     from imgtool.app_image import build_app_image
     from imgtool.bootloader import (
         bootloader_for_app,
+        load_manifest,
         load_user_bootloader,
         place_bootloader,
     )
@@ -73,8 +78,8 @@ def pack(
             field="--bootloader-variant",
         )
     elf = Path(elf_path)
-    cfg = load_project_config(elf) if project_config else ProjectConfig()
-    cfg = cfg.merged_with(
+    file_cfg = load_project_config(elf) if project_config else ProjectConfig()
+    cli = dict(
         chip=chip,
         flash_size=flash_size,
         flash_mode=flash_mode,
@@ -84,6 +89,8 @@ def pack(
         bootloader=os.fspath(bootloader) if bootloader is not None else None,
         target_app_partition=app_partition,
     )
+    cfg = file_cfg.merged_with(**cli)
+    from_files = tuple(k for k, v in cli.items() if v is None and getattr(file_cfg, k) is not None)
     requested_mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
     mode = boot_flash_mode(requested_mode)
     size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
@@ -106,17 +113,23 @@ def pack(
     target = app.chip
     freq = (cfg.flash_freq or target.default_flash_freq).lower()
     target.flash_freq_code(freq)  # validates
+    check_table_offset(toff, target)
 
     if cfg.partition_table:
         table = load_table(cfg.partition_table, flash_size=size, table_offset=toff, bootloader_offset=target.bootloader_offset)
         app.warnings.extend(table.warnings)
     else:
         table = default_table(flash_size_bytes(size), toff)
-    check_app_fits(table, len(app.data), cfg.target_app_partition)  # before any bootloader download
+    # before any bootloader download
+    check_app_fits(table, len(app.data), cfg.target_app_partition, default_table=not cfg.partition_table)
 
     boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
+    boot_source: dict = {"source": "file"}
     if boot_file:
         raw_boot = load_user_bootloader(boot_file, target)
+        known = load_manifest().entry_for(raw_boot)  # a pinned file passed by hand: its crystal is known
+        if known is not None:
+            boot_source = {**known.describe(), "source": "file"}
     else:
         raw_boot, note = bootloader_for_app(
             target.name,
@@ -128,6 +141,9 @@ def pack(
         )
         if note:
             app.warnings.append(note)
+        pinned = load_manifest().entry_for(raw_boot)
+        if pinned is not None:
+            boot_source = pinned.describe()
     boot = place_bootloader(
         raw_boot,
         target,
@@ -155,13 +171,32 @@ def pack(
         version=(desc.get("version") or None),
         project_name=(desc.get("project_name") or None),
         warnings=app.warnings,
+        bootloader_source=boot_source,
     )
     files = layout.files()
 
     out = Path(outdir) if outdir is not None else (elf.parent if str(elf.parent) else Path("."))
     _refuse_overwriting_input(out, files, elf, cfg)
-    write_outputs(out, files, remove=() if layout.part("otadata") else (OTADATA_FILE,))
-    return layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+    stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
+    write_outputs(out, files, remove=stale)
+    result = layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+    return replace(result, config_files=file_cfg.sources, config_settings=from_files)
+
+
+def check_table_offset(offset: int, chip) -> None:
+    """Refuse a partition-table offset the bootloader cannot use, naming the option (not a partition it pushes)."""
+    if offset % TABLE_OFFSET_ALIGN:
+        raise UsageError(
+            f"the partition table offset 0x{offset:x} is not a multiple of 0x{TABLE_OFFSET_ALIGN:x} (4 KiB); "
+            f"use e.g. 0x{offset - offset % TABLE_OFFSET_ALIGN + TABLE_OFFSET_ALIGN:x}",
+            field="--partition-table-offset",
+        )
+    if offset <= chip.bootloader_offset:
+        raise UsageError(
+            f"the partition table offset 0x{offset:x} is not above {chip.name}'s bootloader offset "
+            f"0x{chip.bootloader_offset:x}; use the default 0x{DEFAULT_TABLE_OFFSET:x} or higher",
+            field="--partition-table-offset",
+        )
 
 
 def boots_with(app, bootloader: bytes) -> list[str]:
@@ -231,7 +266,7 @@ def write_outputs(outdir: Path, files: dict[str, bytes], *, remove=()) -> None:
         backup.mkdir()
         try:
             for name, data in files.items():
-                fd = os.open(staged / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(staged / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), NEW_FILE_MODE)
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                     fh.flush()

@@ -157,8 +157,13 @@ def default_table(flash_size: int, table_offset: int = DEFAULT_TABLE_OFFSET) -> 
     return table
 
 
-def check_app_fits(table: PartitionTable, app_size: int, app_partition_name: str | None = None) -> Partition:
-    """Raise, before anything is written, when the app is larger than its partition; return the partition."""
+def check_app_fits(
+    table: PartitionTable, app_size: int, app_partition_name: str | None = None, *, default_table: bool = True
+) -> Partition:
+    """Raise, before anything is written, when the app is larger than its partition; return the partition.
+
+    ``default_table`` says the table is the one sized to the flash, so a larger --flash-size would help.
+    """
     target = boot_app_partition(table, app_partition_name)
     if app_size <= target.size:
         return target
@@ -166,7 +171,9 @@ def check_app_fits(table: PartitionTable, app_size: int, app_partition_name: str
     flash = next(
         (n for n in FLASH_SIZES if _default_app_size(flash_size_bytes(n), table.table_offset) >= app_size), None
     )
-    if flash is not None:
+    if not default_table:
+        hints.append(f"a table whose '{target.name}' partition holds at least 0x{align_up(app_size, 0x10000):x} bytes")
+    elif flash is not None:
         hints.append(f"--flash-size {flash} (to size the default table to the flash)")
     presets = [n for n in preset_names() if _preset_app_size(n, table.table_offset) >= app_size]
     hints.append(

@@ -3,11 +3,14 @@
 The peer is esp32-mock-bootloader (speaks the ROM/stub serial protocol over TCP on
 127.0.0.1); esptool talks to it through a ``socket://`` URL. One case per bootloader
 offset (0x1000 Xtensa esp32, 0x0 RISC-V esp32c3, 0x2000 RISC-V esp32c5) and per way of
-flashing (``@flash_args``, ``-z OFFSET merged.bin``, ``imgtool flash`` with the parts).
+flashing (``@flash_args``, ``-z OFFSET merged.bin``, ``imgtool flash`` with the parts, an
+ELF, and ``--merged``), plus esptool 4.x reading ``@flash_args`` when
+``IMGTOOL_ESPTOOL4_PYTHON`` names a Python that has esptool 4 installed.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,8 +92,33 @@ def test_esp32_flash_args(tmp_path, mock_port):
     out = tmp_path / "out dir"  # a space in the folder: the argument file uses bare names, run from OUTDIR
     res = pack(elf, out, bootloader=boot, project_config=False)
     url = mock_port("esp32")
-    log = esptool("esp32", url, "write-flash", "@flash_args", cwd=out)
-    assert "Hash of data verified" in log
+    cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", url, "--baud", BAUD, "write-flash", "@flash_args"]
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Hash of data verified" in proc.stdout
+    assert "deprecat" not in (proc.stdout + proc.stderr).lower()  # -fm/-ff/-fs are esptool 5's own spellings too
+    read_back_and_verify("esp32", url, out, res, elf)
+
+
+#: A Python with esptool 4.x installed (e.g. ``python -m venv v4 && v4/bin/pip install esptool==4.8.1``).
+ESPTOOL4_PYTHON = os.environ.get("IMGTOOL_ESPTOOL4_PYTHON")
+
+
+@pytest.mark.skipif(not ESPTOOL4_PYTHON, reason="set IMGTOOL_ESPTOOL4_PYTHON to a Python with esptool 4.x to run it")
+def test_esptool4_reads_flash_args(tmp_path, mock_port):
+    """esptool 4.x (ESP-IDF <= 5.4) spells the command write_flash and refuses --flash-mode; -fm works in both."""
+    version = subprocess.run([ESPTOOL4_PYTHON, "-m", "esptool", "version"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.strip().splitlines()[-1].startswith("4."), version.stdout + version.stderr
+    # esp32: esptool 4.8.1 misreads the mock's esp32c3 security-info reply as an ESP32-P4
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32", size_code=1)
+    elf = FIXTURES / "esp32-min.elf"
+    out = tmp_path / "out"
+    res = pack(elf, out, bootloader=boot, project_config=False)
+    url = mock_port("esp32")
+    cmd = [ESPTOOL4_PYTHON, "-m", "esptool", "--chip", "esp32", "--port", url, "--baud", BAUD, "write_flash", "@flash_args"]
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("Hash of data verified") == len(res.parts)
     read_back_and_verify("esp32", url, out, res, elf)
 
 
@@ -109,7 +137,7 @@ def test_esp32c3_merged_bin_with_otadata(tmp_path, mock_port):
 
 
 def test_esp32c5_imgtool_flash_parts(tmp_path, mock_port):
-    """RISC-V, bootloader at 0x2000: `imgtool flash --parts` (esptool's public API with flash_parts_args)."""
+    """RISC-V, bootloader at 0x2000: `imgtool flash` (esptool's Python API with the parts in flash_args)."""
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c5", size_code=1)
     elf = c5_elf(tmp_path / "c5app.elf")
     out = tmp_path / "out"
@@ -117,7 +145,7 @@ def test_esp32c5_imgtool_flash_parts(tmp_path, mock_port):
     assert res.merged.offset == 0x2000
     url = mock_port("esp32c5")
     proc = subprocess.run(
-        [sys.executable, "-m", "imgtool", "flash", str(out), "--port", url, "--baud", BAUD, "--parts"],
+        [sys.executable, "-m", "imgtool", "flash", str(out), "--port", url, "--baud", BAUD],
         capture_output=True,
         text=True,
         timeout=ESPTOOL_TIMEOUT,
@@ -144,3 +172,73 @@ def test_imgtool_flash_reports_esptool_failure_in_one_line(tmp_path):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("imgtool: error:")
+
+
+def imgtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "imgtool", *args], cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT
+    )
+
+
+NVS_OFFSET = 0x9000
+MARKER = b"wifi-credentials" * 256  # one 4 KiB sector
+
+
+def test_imgtool_flash_keeps_nvs_and_merged_overwrites_it(tmp_path, mock_port):
+    """The parts (`imgtool flash ELF`, packing on the fly as a cargo runner) leave NVS alone; --merged does not."""
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=2)
+    elf = FIXTURES / "esp32c3-min.elf"
+    out = tmp_path / "out"
+    pack_opts = ["--bootloader", str(boot), "--flash-size", "4MB"]
+    res = pack(elf, out, bootloader=boot, flash_size="4MB", project_config=False)
+    assert res.parts[1].offset == 0x8000 and res.parts[2].offset == 0x10000  # NVS at 0x9000 lies between
+    url = mock_port("esp32c3")
+    (tmp_path / "marker.bin").write_bytes(MARKER)
+    esptool("esp32c3", url, "write-flash", hex(NVS_OFFSET), "marker.bin", cwd=tmp_path)
+
+    # cargo runs `imgtool flash --port P target/.../app` from the crate: no espflash.toml here, so the options say it all
+    proc = imgtool("flash", "--port", url, "--baud", BAUD, *pack_opts, str(elf), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "packed esp32c3-min.elf for esp32c3" in proc.stdout
+    read_back_and_verify("esp32c3", url, out, res, elf)
+    assert (tmp_path / "dump.bin").read_bytes()[NVS_OFFSET : NVS_OFFSET + len(MARKER)] == MARKER
+
+    proc = imgtool("flash", str(out), "--port", url, "--baud", BAUD, "--merged")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # from 0: the mock (0.3) drops a stub read stream of one sector at 0x9000 every time
+    end = NVS_OFFSET + len(MARKER)
+    esptool("esp32c3", url, "read-flash", "0x0", hex(end), "head.bin", cwd=tmp_path, attempts=READ_BACK_ATTEMPTS)
+    assert (tmp_path / "head.bin").read_bytes()[NVS_OFFSET:end] == b"\xff" * len(MARKER)
+
+
+def test_pack_for_another_chip_is_refused_with_and_without_chip_option(tmp_path, mock_port):
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=1)
+    out = tmp_path / "out_esp32c3"
+    pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot, project_config=False)
+    url = mock_port("esp32")
+    for extra in ([], ["--chip", "esp32"]):
+        proc = imgtool("flash", str(out), "--port", url, *extra)
+        assert proc.returncode != 0, extra
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("imgtool: error:") and "esp32c3" in line, line
+        assert ("--chip says esp32" if extra else "connected chip is esp32") in line
+    assert "Writing" not in proc.stdout
+
+
+def test_esp32_crystal_mismatch_with_own_bootloader_is_refused_unless_forced(tmp_path, mock_port):
+    """The mock ESP32 has a 26 MHz crystal; a bootloader file imgtool cannot place is refused, then --force writes it."""
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32", size_code=1)
+    out = tmp_path / "out"
+    res = pack(FIXTURES / "esp32-min.elf", out, bootloader=boot, project_config=False)
+    url = mock_port("esp32")
+    proc = imgtool("flash", str(out), "--port", url, "--baud", BAUD)
+    assert proc.returncode != 0
+    (line,) = proc.stderr.strip().splitlines()
+    assert "26 MHz crystal" in line and "--bootloader-variant 26mhz" in line and "--force" in line, line
+    proc = imgtool("flash", str(out), "--port", url, "--baud", BAUD, "--force", "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+
+    doc = json.loads(proc.stdout)
+    assert doc["chip"] == "esp32" and doc["crystal_mhz"] == 26
+    assert [w["offset"] for w in doc["written"]] == [p.offset for p in res.parts]

@@ -75,7 +75,8 @@ def test_otadata_is_a_part_when_the_table_has_one():
     files = lay.files()
     assert "ota_data_initial.bin" in files
     assert json.loads(files["flasher_args.json"])["otadata"]["offset"] == f"0x{ota.offset:x}"
-    assert f"0x{ota.offset:x} ota_data_initial.bin" in files["flash_parts_args"].decode()
+    assert f"0x{ota.offset:x} ota_data_initial.bin" in files["flash_args"].decode()
+    assert {"path": "ota_data_initial.bin", "offset": ota.offset} in json.loads(files["manifest.json"])["builds"][0]["parts"]
 
 
 def test_app_goes_to_ota_0_without_factory_and_to_named_partition():
@@ -95,7 +96,7 @@ def test_file_names_and_order():
         "partitions.bin",
         "blinky.merged.bin",
         "flash_args",
-        "flash_parts_args",
+        "flash_merged_args",
         "flasher_args.json",
         "manifest.json",
         "SHA256SUMS",
@@ -104,9 +105,9 @@ def test_file_names_and_order():
 
 def test_flash_args_text():
     files = layout("esp32").files()
-    assert files["flash_args"].decode() == "--flash-mode dio --flash-freq 40m --flash-size 4MB\n0x1000 blinky.merged.bin\n"
-    assert files["flash_parts_args"].decode().splitlines() == [
-        "--flash-mode dio --flash-freq 40m --flash-size 4MB",
+    assert files["flash_merged_args"].decode() == "-fm dio -ff 40m -fs 4MB\n0x1000 blinky.merged.bin\n"
+    assert files["flash_args"].decode().splitlines() == [
+        "-fm dio -ff 40m -fs 4MB",
         "0x1000 bootloader.bin",
         "0x8000 partitions.bin",
         "0x10000 blinky.bin",
@@ -118,24 +119,28 @@ def test_argument_files_split_back_with_esptools_reader(tmp_path, monkeypatch, n
     from esptool import expand_file_arguments
 
     files = layout("esp32c3", name=name).files()
-    for arg_file in ("flash_args", "flash_parts_args"):
+    for arg_file in ("flash_args", "flash_merged_args"):
         (tmp_path / arg_file).write_bytes(files[arg_file])
     monkeypatch.chdir(tmp_path)
-    args = expand_file_arguments(["write-flash", "@flash_args"])
-    assert args == ["write-flash", "--flash-mode", "dio", "--flash-freq", "40m", "--flash-size", "4MB", "0x0", f"{name}.merged.bin"]
-    parts = expand_file_arguments(["@flash_parts_args"])
+    args = expand_file_arguments(["write-flash", "@flash_merged_args"])
+    assert args == ["write-flash", "-fm", "dio", "-ff", "40m", "-fs", "4MB", "0x0", f"{name}.merged.bin"]
+    parts = expand_file_arguments(["@flash_args"])
     assert parts[-2:] == ["0x10000", f"{name}.bin"]
 
 
 def test_flasher_args_json_matches_esp_idf_shape():
     lay = layout("esp32c3")
     doc = json.loads(lay.files()["flasher_args.json"])
-    assert doc["write_flash_args"] == ["--flash-mode", "dio", "--flash-freq", "40m", "--flash-size", "4MB"]
+    assert doc["write_flash_args"] == ["-fm", "dio", "-ff", "40m", "-fs", "4MB"]
     assert doc["flash_settings"] == {"flash_mode": "dio", "flash_size": "4MB", "flash_freq": "40m"}
     assert doc["flash_files"] == {"0x0": "bootloader.bin", "0x8000": "partitions.bin", "0x10000": "blinky.bin"}
     for key, off in (("bootloader", "0x0"), ("partition-table", "0x8000"), ("app", "0x10000")):
         assert doc[key]["offset"] == off and doc[key]["encrypted"] == "false"
     assert doc["extra_esptool_args"] == {"after": "hard-reset", "before": "default-reset", "stub": True, "chip": "esp32c3"}
+    # verify OUTDIR finds the merged image here; ESP-IDF tools ignore the extra keys
+    assert doc["merged"] == {"offset": "0x0", "file": "blinky.merged.bin", "encrypted": "false"}
+    assert "0x0" in doc["flash_files"] and "blinky.merged.bin" not in doc["flash_files"].values()
+    assert doc["imgtool"] == {"bootloader": {"source": "file"}}
 
 
 def test_manifest_json_for_esp_web_tools():
@@ -144,8 +149,13 @@ def test_manifest_json_for_esp_web_tools():
     assert doc["name"] == "blinky-proj" and doc["version"] == "1.2.3"
     (build,) = doc["builds"]
     assert build["chipFamily"] == "ESP32"
-    assert build["parts"] == [{"path": "blinky.merged.bin", "offset": 4096}]
-    assert isinstance(build["parts"][0]["offset"], int)
+    # the parts, not the merged image: a web update must leave NVS (0x9000) alone
+    assert build["parts"] == [
+        {"path": "bootloader.bin", "offset": 0x1000},
+        {"path": "partitions.bin", "offset": 0x8000},
+        {"path": "blinky.bin", "offset": 0x10000},
+    ]
+    assert all(isinstance(p["offset"], int) for p in build["parts"])
 
 
 def test_sha256sums_cover_every_other_file(tmp_path):
@@ -173,7 +183,7 @@ def test_result_describes_parts_and_command():
     assert res.merged.offset == 0x1000 and res.merged.file == "blinky.merged.bin"
     assert res.app_partition == "factory" and res.app_size == len(lay.app.data)
     assert res.esptool_command == (
-        "esptool --chip esp32 write-flash --flash-mode dio --flash-freq 40m --flash-size 4MB 0x1000 blinky.merged.bin"
+        "esptool --chip esp32 write-flash -fm dio -ff 40m -fs 4MB 0x1000 blinky.merged.bin"
     )
     assert 0 < res.app_usage < 1
     json.dumps(res.to_dict())

@@ -430,10 +430,10 @@ def test_fuzz_argument_file_quoting(name):
         layout = _layout(name)
     except UsageError:
         return
-    merged_line = _esptool_lines(layout.flash_args_text())
+    merged_line = _esptool_lines(layout.flash_merged_args_text())
     assert merged_line[-1] == [f"0x{layout.start:x}", layout.merged_file]
     assert merged_line[0] == layout.write_flash_args()
-    parts = _esptool_lines(layout.flash_parts_args_text())[1:]
+    parts = _esptool_lines(layout.flash_args_text())[1:]
     assert [tuple(words) for words in parts] == [(f"0x{p.offset:x}", p.file) for p in layout.parts]
 
 
@@ -443,4 +443,4 @@ def test_argument_file_names_with_line_breaks(name):
         layout = _layout(name)
     except UsageError:
         return  # refusing the name is a fine answer
-    assert _esptool_lines(layout.flash_args_text())[-1] == [f"0x{layout.start:x}", layout.merged_file]
+    assert _esptool_lines(layout.flash_merged_args_text())[-1] == [f"0x{layout.start:x}", layout.merged_file]

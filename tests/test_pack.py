@@ -27,7 +27,7 @@ EXPECTED = [
     "partitions.bin",
     "NAME.merged.bin",
     "flash_args",
-    "flash_parts_args",
+    "flash_merged_args",
     "flasher_args.json",
     "manifest.json",
     "SHA256SUMS",
@@ -84,7 +84,7 @@ def test_quad_modes_are_written_as_dio_like_esp_idf(requested, tmp_path, elf_c3,
     dio = 2
     for name in ("bootloader.bin", "blinky.bin"):
         assert parse_image((out / name).read_bytes()).image.flash_mode == dio
-    assert "--flash-mode dio" in (out / "flash_args").read_text()
+    assert "-fm dio" in (out / "flash_args").read_text()
     assert json.loads((out / "flasher_args.json").read_text())["flash_settings"]["flash_mode"] == "dio"
     assert any(f"flash mode {requested} is written as dio" in w for w in res.warnings)
     assert verify(out, elf=elf_c3).ok
@@ -208,7 +208,8 @@ def test_cli_pack_summary(tmp_path, elf_c3, boot_c3):
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["pack", str(elf_c3), "-o", str(out), "--bootloader", str(boot_c3), "--flash-size", "4MB"])
     assert result.exit_code == 0, result.output
-    assert "esptool --chip esp32c3 write-flash --flash-mode dio --flash-freq 80m --flash-size 4MB 0x0" in result.output
+    assert f"imgtool flash {out} --port PORT" in result.output
+    assert "esptool --chip esp32c3 write-flash @flash_args" in result.output
     assert "% used" in result.output and "partition-table" in result.output and "0x8000" in result.output
 
 

@@ -104,8 +104,9 @@ def test_cli_pack_and_verify_with_non_ascii_paths(tmp_path):
     assert done.returncode == 0, done.stderr
     listed = check_consistent(out)
     assert "app ü.merged.bin" in listed
-    args = (out / "flash_args").read_text(encoding="utf-8").splitlines()
+    args = (out / "flash_merged_args").read_text(encoding="utf-8").splitlines()
     assert args[-1] == "0x0 'app ü.merged.bin'"
+    assert (out / "flash_args").read_text(encoding="utf-8").splitlines()[-1] == "0x10000 'app ü.bin'"
     done = subprocess.run([sys.executable, "-m", "imgtool", "verify", str(out), "--elf", str(elf)], capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -17,15 +17,26 @@ def bootloader():
     """Prebuilt ESP-IDF bootloaders pinned by SHA-256, fetched once and cached."""
 
 
+CHIP_CHOICE = click.Choice(sorted(CHIPS), case_sensitive=False)
+
+
 @bootloader.command()
-@click.option("--chip", required=True, type=click.Choice(sorted(CHIPS), case_sensitive=False), help="Target chip.")
+@click.argument("chip_arg", metavar="[CHIP]", required=False, type=CHIP_CHOICE)
+@click.option("--chip", type=CHIP_CHOICE, help="Target chip (or give it as the argument).")
 @click.option("--variant", help="Build variant, e.g. 26mhz or v0 [default: the chip's default; see 'bootloader list'].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also copy the bootloader here.")
 @click.option("--offline", is_flag=True, help="Never use the network: only the cache or a mirror folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
-def fetch(chip, variant, output, offline, quiet):
-    """Download (or find in the cache) the pinned bootloader for a chip."""
+def fetch(chip_arg, chip, variant, output, offline, quiet):
+    """Download (or find in the cache) the pinned bootloader for CHIP."""
     from imgtool.bootloader import cache_path, get_bootloader, load_manifest
+    from imgtool.errors import UsageError
+
+    if chip_arg and chip and chip_arg.lower() != chip.lower():
+        raise UsageError(f"two chips given ({chip_arg} and --chip {chip}); give one", field="--chip")
+    chip = chip or chip_arg
+    if not chip:
+        raise UsageError(f"which chip? e.g. 'imgtool bootloader fetch esp32c3' (one of {', '.join(sorted(CHIPS))})", field="CHIP")
 
     manifest = load_manifest()
     entry = manifest.lookup(chip, variant)
@@ -40,10 +51,12 @@ def fetch(chip, variant, output, offline, quiet):
 
 
 @bootloader.command(name="list")
-def list_():
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array.")
+def list_(as_json):
     """Show every pinned bootloader and whether it is cached."""
-    from rich.console import Console
     from rich.table import Table
+
+    from imgtool.commands.console import plain_console
 
     from imgtool.bootloader import cache_dir, list_bootloaders, load_manifest
 
@@ -58,6 +71,15 @@ def list_():
     ):
         table.add_column(name, justify=justify)
     manifest = load_manifest()
+    if as_json:
+        import json
+
+        rows = [
+            {**s.entry._asdict(), "crystal_mhz": s.entry.crystal_mhz, "cached": s.cached, "path": str(s.path)}
+            for s in list_bootloaders(manifest=manifest)
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
     for status in list_bootloaders(manifest=manifest):
         entry = status.entry
         several = len(manifest.variants(entry.chip)) > 1
@@ -70,4 +92,4 @@ def list_():
             entry.sha256[:SHA_PREFIX_DIGITS],
             "yes" if status.cached else "no",
         )
-    Console().print(table)
+    plain_console().print(table)

@@ -41,17 +41,18 @@ def print_size_report(report, console) -> None:
 
 @click.command()
 @click.argument("elf", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image [default: ELF name + .bin].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Output image, - for standard output [default: ELF name + .bin].")
 @chip_option("Target chip (detected from the ELF when omitted).")
 @flash_mode_option()
 @flash_size_option
 @flash_freq_option
 @revision_options
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
-def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, quiet):
+def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, as_json, quiet):
     """Convert a firmware ELF into a bootable ESP app image."""
     from imgtool.app_image import build_app_image
-    from imgtool.atomic import write_bytes
+    from imgtool.atomic import STDOUT, write_output
     from imgtool.errors import UsageError
 
     result = build_app_image(
@@ -64,14 +65,27 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
         max_rev_full=max_rev,
     )
     target = output or elf.with_suffix(".bin")
-    if target.resolve() == elf.resolve():
+    to_stdout = str(target) == STDOUT
+    if to_stdout and as_json:
+        raise UsageError("-o - puts the image on standard output, where --json would go too; drop one", field="--json")
+    if not to_stdout and target.resolve() == elf.resolve():
         raise UsageError("the output would overwrite the ELF; pass -o with another name", path=elf, field="--output")
-    write_bytes(target, result.data)
+    write_output(target, result.data)
     echo_warnings(result.warnings)
-    if not quiet:
-        from rich.console import Console
+    if as_json:
+        doc = {
+            "chip": result.chip.name,
+            "output": str(target),
+            "size": len(result.data),
+            "segments": len(result.image.segments),
+            "memory": [{"region": r.name, "used": r.used, "capacity": r.capacity} for r in result.size_report.rows],
+            "warnings": list(result.warnings),
+        }
+        click.echo(json.dumps(doc, indent=2))
+    elif not quiet:
+        from imgtool.commands.console import plain_console
 
-        console = Console()
+        console = plain_console(stderr=to_stdout)  # the image itself is on standard output
         console.print(f"{result.chip.name}: wrote {target} ({len(result.data):,} bytes, {len(result.image.segments)} segments)")
         print_size_report(result.size_report, console)
 
@@ -80,18 +94,25 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
 @click.argument("image_file", metavar="IMAGE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def info(image_file, as_json):
-    """Show what an ESP image holds: header, segments, checksum and hash, app descriptor."""
+    """Show what an ESP image holds (header, segments, checksum and hash, app descriptor), or every part of a merged image or flash dump."""
+    from imgtool.flash_contents import describe_flash
     from imgtool.image_info import describe
 
+    flash = describe_flash(image_file)
+    if flash is not None:
+        _print_flash(flash, as_json)
+        return
     report = describe(image_file)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
-    console.print(f"[bold]{image_file}[/bold] — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes")
+    from imgtool.commands.console import plain_console, styled
+
+    console = plain_console()
+    console.print(Text.assemble(styled(str(image_file), "bold"), f" — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes"))
     console.print(
         f"entry 0x{report['entry']:08x}, flash {report['flash_mode']} {report['flash_size']} {report['flash_freq']}, "
         f"chip revision {revision_name(report['min_rev_full'])}"
@@ -117,9 +138,37 @@ def info(image_file, as_json):
     for note in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {note}", markup=True, highlight=False)
     for note in report["problems"]:
-        console.print(f"[red]problem:[/red] {note}")
+        console.print(Text.assemble(styled("problem:", "red"), f" {note}"))
     if report["problems"]:
         raise SystemExit(1)
+
+
+def _print_flash(report: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from imgtool.commands.console import plain_console, styled
+
+    console = plain_console()
+    console.print(
+        Text.assemble(
+            styled(report["source"], "bold"),
+            f" — {report['kind']} for {report['chip']}, {report['size']:,} bytes from flash 0x{report['base']:x}",
+        )
+    )
+    table = Table(title="Parts", title_justify="left")
+    for col in ("Part", "Type", "Offset", "Size", "Content"):
+        table.add_column(col, justify="right" if col in ("Offset", "Size") else "left")
+    for part in report["parts"]:
+        kind = f"{part['type']}/{part['subtype']}" if "type" in part else ""
+        size = f"{part['size']:,}" if part["size"] is not None else ""
+        table.add_row(part["name"], kind, f"0x{part['offset']:x}", size, part["content"])
+    console.print(table)
+    if report["problems"]:
+        console.print(f"{len(report['problems'])} problem(s); 'imgtool verify {report['source']}' checks every part")
 
 
 def _rev(full: int) -> str:

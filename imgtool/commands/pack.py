@@ -1,14 +1,11 @@
-"""`imgtool pack` (ELF → everything needed to flash and ship), `imgtool verify` and `imgtool flash`.
+"""`imgtool pack` (ELF → everything needed to flash and ship) and `imgtool verify`.
 
-Heavy imports (rich, the image builder, esptool) happen inside the commands;
-esptool is imported by `flash` only.
+Heavy imports (rich, the image builder) happen inside the commands.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import click
@@ -34,20 +31,51 @@ def _parse_offset(ctx, param, value):
     return number
 
 
+#: The options `pack` and `flash ELF` share, in the order `-h` lists them (each takes a keyword of imgtool.pack.pack).
+PACK_OPTIONS = (
+    flash_size_option,
+    flash_mode_option("SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does."),
+    flash_freq_option,
+    revision_options,
+    click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash]."),
+    click.option("--partition-table-offset", callback=_parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000]."),
+    click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one."),
+    click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list']."),
+    click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder."),
+    click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0]."),
+)
+
+
+def pack_options(command):
+    """Decorate ``command`` with :data:`PACK_OPTIONS`."""
+    for option in reversed(PACK_OPTIONS):
+        command = option(command)
+    return command
+
+
+def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
+                bootloader, bootloader_variant, offline, target_app_partition) -> dict:
+    """The click values of :data:`PACK_OPTIONS` as keywords of :func:`imgtool.pack.pack`."""
+    return dict(
+        flash_size=flash_size,
+        flash_mode=flash_mode,
+        flash_freq=flash_freq,
+        min_rev_full=min_rev,
+        max_rev_full=max_rev,
+        partition_table=partition_table,
+        table_offset=partition_table_offset,
+        bootloader=bootloader,
+        bootloader_variant=bootloader_variant,
+        offline=offline,
+        app_partition=target_app_partition,
+    )
+
+
 @click.command()
 @click.argument("elf", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: the ELF's folder].")
 @chip_option()
-@flash_size_option
-@flash_mode_option("SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does.")
-@flash_freq_option
-@revision_options
-@click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash].")
-@click.option("--partition-table-offset", callback=_parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000].")
-@click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one.")
-@click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list'].")
-@click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder.")
-@click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0].")
+@pack_options
 @click.option("--fill-flash-size", is_flag=True, help="Pad the merged image with 0xFF to the full flash size.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
@@ -60,17 +88,12 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         elf,
         outdir,
         chip=chip,
-        flash_size=flash_size,
-        flash_mode=flash_mode,
-        flash_freq=flash_freq,
-        min_rev_full=min_rev,
-        max_rev_full=max_rev,
-        partition_table=partition_table,
-        table_offset=partition_table_offset,
-        bootloader=bootloader,
-        bootloader_variant=bootloader_variant,
-        offline=offline,
-        app_partition=target_app_partition,
+        **pack_kwargs(
+            flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq, min_rev=min_rev, max_rev=max_rev,
+            partition_table=partition_table,
+            partition_table_offset=partition_table_offset, bootloader=bootloader, bootloader_variant=bootloader_variant,
+            offline=offline, target_app_partition=target_app_partition,
+        ),
         fill_flash_size=fill_flash_size,
         quiet=quiet or as_json,
     )
@@ -83,13 +106,22 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
 
 
 def print_summary(result) -> None:
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console(highlight=False)
+    from imgtool.commands.console import plain_console, styled
+
+    console = plain_console()
     f = result.flash
+    from_files = ""
+    if result.config_settings:
+        names = ", ".join(Path(p).name for p in result.config_files)
+        from_files = f"  ({', '.join(s.replace('_', '-') for s in result.config_settings)} from {names})"
     console.print(
-        f"[bold]{result.chip}[/bold]  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}", soft_wrap=True
+        Text.assemble(
+            styled(result.chip, "bold"), f"  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}{from_files}"
+        ),
+        soft_wrap=True,
     )
     table = Table(show_edge=False, box=None, pad_edge=False)
     table.add_column("Part")
@@ -105,8 +137,12 @@ def print_summary(result) -> None:
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
     )
-    console.print("flash with:")
-    console.print(f"  {result.esptool_command}", soft_wrap=True, markup=False)
+    import shlex
+
+    outdir = str(result.outdir or ".")
+    console.print("flash with (keeps NVS; --merged writes the merged image):")
+    console.print(f"  imgtool flash {shlex.quote(outdir)} --port PORT", soft_wrap=True)
+    console.print(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args", soft_wrap=True)
 
 
 @click.command()
@@ -128,48 +164,3 @@ def verify(target, elf, chip, partition_table_offset, as_json, quiet):
         for check in report.checks:
             click.echo(f"  {check.status:4} {check}")
     report.raise_for_problems()
-
-
-@click.command()
-@click.argument("outdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--port", "-p", required=True, help="Serial port (or an esptool URL such as socket://host:port).")
-@click.option("--baud", "-b", default=460800, show_default=True, type=int, help="Baud rate for flashing.")
-@chip_option()
-@click.option("--parts", is_flag=True, help="Write the parts separately (flash_parts_args) instead of the merged image.")
-def flash(outdir, port, baud, chip, parts):
-    """Flash a pack output folder with esptool (esptool write-flash @flash_args)."""
-    from imgtool.errors import ImgtoolError, InputError
-
-    args_file = outdir / ("flash_parts_args" if parts else "flash_args")
-    if not args_file.is_file():
-        raise InputError(f"has no {args_file.name}; run 'imgtool pack' into this folder first", path=outdir)
-    if chip is None:
-        chip = _chip_from_flasher_args(outdir)
-    argv = ["--port", port, "--baud", str(baud)]
-    if chip:
-        argv = ["--chip", chip, *argv]
-    argv += ["write-flash", f"@{args_file.name}"]
-
-    import esptool  # the only place imgtool imports esptool
-
-    previous = os.getcwd()
-    os.chdir(outdir)  # paths in the argument file are relative to the output folder
-    try:
-        esptool.main(argv)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise ImgtoolError(f"esptool failed (exit status {exc.code})", path=outdir) from None
-    except Exception as exc:  # esptool.FatalError and serial errors
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImgtoolError(f"esptool: {message}", path=port) from None
-    finally:
-        os.chdir(previous)
-        sys.stdout.flush()
-
-
-def _chip_from_flasher_args(outdir: Path) -> str | None:
-    try:
-        doc = json.loads((outdir / "flasher_args.json").read_text(encoding="utf-8"))
-        return doc.get("extra_esptool_args", {}).get("chip")
-    except (OSError, ValueError, AttributeError):
-        return None

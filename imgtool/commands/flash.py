@@ -1,0 +1,94 @@
+"""`imgtool flash OUTDIR|ELF`: write a pack to a device; given an ELF, pack it first (a cargo runner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from imgtool.commands.options import chip_option
+from imgtool.commands.pack import pack_kwargs, pack_options
+
+
+def _labels(ctx, param, value):
+    """``a,b`` and repeated options alike, as one list."""
+    return [word.strip() for item in value or () for word in item.split(",") if word.strip()]
+
+
+@click.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="OUTDIR|ELF")
+@click.option("--port", "-p", help="Serial port or esptool URL (socket://host:port) [default: $ESPPORT, else the only USB serial port].")
+@click.option("--baud", "-b", default=460800, show_default=True, type=click.IntRange(min=300), help="Baud rate for flashing.")
+@chip_option("The chip you expect; a pack for another chip is refused (the connected chip is always checked).")
+@click.option("--merged", is_flag=True, help="Write the merged image (flash_merged_args): overwrites NVS and every other data partition.")
+@click.option("--force", is_flag=True, help="Flash even when the chip's revision or crystal does not suit the app or bootloader.")
+@click.option("--erase-all", is_flag=True, help="Erase the whole flash first.")
+@click.option("--erase-parts", "erase_parts", multiple=True, callback=_labels, metavar="LABELS", help="Erase these partitions first (comma-separated labels, e.g. nvs,otadata).")
+@click.option("--erase-data-parts", "erase_data_parts", multiple=True, callback=_labels, metavar="TYPES", help="Erase every data partition of these subtypes first (e.g. nvs,ota,phy).")
+@click.option("--before", type=click.Choice(["default-reset", "usb-reset", "no-reset", "no-reset-no-sync"]), default="default-reset", show_default=True, help="Reset before connecting (esptool --before).")
+@click.option("--after", type=click.Choice(["hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset"]), default="hard-reset", show_default=True, help="Reset after writing (esptool --after).")
+@click.option("--no-stub", is_flag=True, help="Talk to the ROM bootloader only (esptool --no-stub).")
+@pack_options
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
+def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase_data_parts, before, after, no_stub,
+          as_json, **pack_opts):
+    """Write a pack output folder to a device, keeping NVS: the parts in flash_args, or the merged image with --merged.
+
+    Given an ELF, packs it into a temporary folder first (with the options and espflash.toml/Cargo.toml
+    settings 'pack' uses), so `runner = "imgtool flash --port /dev/ttyUSB0"` in .cargo/config.toml makes
+    `cargo run --release` flash, as espflash does. Pack options apply to an ELF only.
+    """
+    from imgtool.flasher import FlashOptions
+
+    options = FlashOptions(
+        port=port, baud=baud, before=before, after=after, no_stub=no_stub, chip=chip, merged=merged, force=force,
+        erase_all=erase_all, erase_parts=erase_parts, erase_data_parts=erase_data_parts,
+    )
+    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    if as_json:  # esptool's progress goes to stderr so standard output stays one JSON object
+        import contextlib
+        import sys
+
+        with contextlib.redirect_stdout(sys.stderr):
+            report = _run(target, options, chip, pack_opts, say, quiet=True)
+        _print_json(report)
+    else:
+        _run(target, options, chip, pack_opts, say, quiet=False)
+
+
+def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
+    from imgtool.errors import UsageError
+    from imgtool.flasher import flash_folder
+
+    if target.is_dir():
+        given = [name for name, value in pack_opts.items() if value not in (None, False)]
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise UsageError(f"{option} is a pack option and {target} is already packed; pack again or flash the ELF", field=option)
+        return flash_folder(target, options, log=say)
+    import tempfile
+
+    from imgtool.pack import pack
+
+    with tempfile.TemporaryDirectory(prefix="imgtool-flash-") as tmp:
+        result = pack(target, Path(tmp) / "out", chip=chip, **pack_kwargs(**pack_opts), quiet=quiet)
+        for warning in result.warnings:
+            click.echo(f"imgtool: warning: {warning}", err=True)
+        say(
+            f"packed {target.name} for {result.chip}: app {result.app_size:,} bytes in '{result.app_partition}' "
+            f"({result.app_usage * 100:.1f}% used)"
+        )
+        return flash_folder(result.outdir, options, log=say)
+
+
+def _print_json(report) -> None:
+    doc = {
+        "chip": report.device.chip,
+        "chip_revision": report.device.revision,
+        "crystal_mhz": report.device.crystal_mhz,
+        "written": [{"offset": off, "offset_hex": f"0x{off:x}", "file": name} for off, name in report.written],
+        "erased": [{"offset": off, "size": size, "partition": label} for off, size, label in report.erased],
+        "notes": report.notes,
+    }
+    click.echo(json.dumps(doc, indent=2))

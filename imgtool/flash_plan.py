@@ -1,0 +1,268 @@
+"""What ``imgtool flash`` writes, decided before touching the device: a library, no esptool, no printing.
+
+A pack output folder is read back through its own argument files (``flash_args`` for the
+parts, ``flash_merged_args`` for the merged image) and ``flasher_args.json``; the connected
+chip's facts (model, revision, crystal) are then checked against the app's and the
+bootloader's chip-revision ranges and the bootloader build's crystal, the way espflash does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtool.chips import ANY_REVISION_MAX, get_chip, revision_name
+from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.flash_layout import (
+    BOOTLOADER_FILE,
+    FLASH_ARGS_FILE,
+    FLASH_MERGED_ARGS_FILE,
+    FLASHER_ARGS_JSON_FILE,
+    PARTITIONS_BIN_FILE,
+    FlashSettings,
+)
+
+#: write-flash options an argument file may carry, each followed by its value (esptool 4 and 5 spellings).
+_SETTING_OPTIONS = {
+    "-fm": "mode", "--flash-mode": "mode", "--flash_mode": "mode",
+    "-ff": "freq", "--flash-freq": "freq", "--flash_freq": "freq",
+    "-fs": "size", "--flash-size": "size", "--flash_size": "size",
+}  # fmt: skip
+#: The crystal ESP-IDF builds assume unless told otherwise (CONFIG_XTAL_FREQ default on esp32 and esp32c2).
+DEFAULT_CRYSTAL_MHZ = 40
+FORCE_HINT = "pass --force to flash anyway"
+
+
+class FlashCheckError(ImgtoolError):
+    """The connected chip cannot run what would be written."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the connected chip reported."""
+
+    chip: str  # imgtool's name, e.g. esp32c3
+    revision: int  # major * 100 + minor
+    crystal_mhz: int | None = None
+    description: str = ""
+
+
+@dataclass
+class PackFolder:
+    """A pack output folder as ``imgtool flash`` needs it."""
+
+    path: Path
+    chip: str
+    settings: FlashSettings
+    parts: list[tuple[int, Path]]  # from flash_args
+    merged: tuple[int, Path] | None  # from flash_merged_args
+    bootloader_source: dict = field(default_factory=dict)
+    app_revisions: tuple[int, int] = (0, ANY_REVISION_MAX)
+    bootloader_revisions: tuple[int, int] = (0, ANY_REVISION_MAX)
+
+    @property
+    def bootloader_offset(self) -> int:
+        return get_chip(self.chip).bootloader_offset
+
+    def partition_table(self):
+        """The table in ``partitions.bin``, for ``--erase-parts`` and ``--erase-data-parts``."""
+        from imgtool.partitions import PartitionTable
+
+        table_file = self.path / PARTITIONS_BIN_FILE
+        offset = next((off for off, p in self.parts if p.name == PARTITIONS_BIN_FILE), 0x8000)
+        try:
+            data = table_file.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read the partition table ({exc.strerror}); pack again", path=table_file) from None
+        return PartitionTable.from_binary(data, source=os.fspath(table_file), table_offset=offset)
+
+
+def parse_args_file(path: Path) -> tuple[dict, list[tuple[int, Path]]]:
+    """Flash settings and ``(offset, file)`` pairs of an esptool argument file, read as esptool reads it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("not found; run 'imgtool pack' into this folder first", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read it ({getattr(exc, 'strerror', None) or exc})", path=path) from None
+    words: list[str] = []
+    try:
+        for line in text.splitlines():
+            words += shlex.split(line)
+    except ValueError as exc:
+        raise InputError(f"cannot split it as esptool would ({exc}); pack again", path=path) from None
+    settings: dict = {}
+    pairs: list[tuple[int, Path]] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _SETTING_OPTIONS and i + 1 < len(words):
+            settings[_SETTING_OPTIONS[word]] = words[i + 1]
+            i += 2
+            continue
+        if i + 1 >= len(words):
+            raise InputError(f"'{word}' has no file after it; expected OFFSET FILE pairs", path=path)
+        try:
+            offset = int(word, 0)
+        except ValueError:
+            raise InputError(f"'{word}' is not an offset; expected OFFSET FILE pairs after the flash options", path=path) from None
+        pairs.append((offset, path.parent / words[i + 1]))
+        i += 2
+    if not pairs:
+        raise InputError("lists no file to write; pack again", path=path)
+    return settings, pairs
+
+
+def read_pack_folder(path: str | os.PathLike) -> PackFolder:
+    """Read a pack output folder: chip and bootloader build from flasher_args.json, files from the argument files."""
+    from imgtool.image_format import parse_image
+
+    folder = Path(path)
+    meta_path = folder / FLASHER_ARGS_JSON_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        chip = meta["extra_esptool_args"]["chip"]
+        get_chip(chip)
+    except FileNotFoundError:
+        raise InputError(f"has no {FLASHER_ARGS_JSON_FILE}; run 'imgtool pack' into this folder first", path=folder) from None
+    except (OSError, ValueError, KeyError, TypeError, ImgtoolError):
+        raise InputError("does not name the chip in extra_esptool_args.chip; pack again", path=meta_path) from None
+    settings, parts = parse_args_file(folder / FLASH_ARGS_FILE)
+    merged = None
+    if (folder / FLASH_MERGED_ARGS_FILE).is_file():
+        merged_pairs = parse_args_file(folder / FLASH_MERGED_ARGS_FILE)[1]
+        merged = merged_pairs[0]
+    sections = meta.get("flash_settings") or {}
+    flash = FlashSettings(
+        mode=settings.get("mode") or sections.get("flash_mode", "dio"),
+        freq=settings.get("freq") or sections.get("flash_freq", "40m"),
+        size=settings.get("size") or sections.get("flash_size", "2MB"),
+    )
+    pack = PackFolder(folder, chip, flash, parts, merged, dict((meta.get("imgtool") or {}).get("bootloader") or {}))
+    app_entry = (meta.get("app") or {}).get("file")
+    for attr, name in (("app_revisions", app_entry), ("bootloader_revisions", BOOTLOADER_FILE)):
+        file = folder / name if name else None
+        if file is None or not file.is_file():
+            continue
+        try:
+            image = parse_image(file.read_bytes(), file).image
+        except ImgtoolError:
+            continue  # verify reports a damaged image; esptool's own checks still run
+        setattr(pack, attr, (image.min_chip_rev_full, image.max_chip_rev_full))
+    return pack
+
+
+def check_chip(pack: PackFolder, *, device_chip: str, requested_chip: str | None = None) -> None:
+    """Refuse a pack for another chip than the connected one (or than ``--chip``); never overridable."""
+    if requested_chip is not None and get_chip(requested_chip).name != pack.chip:
+        raise UsageError(
+            f"the pack in {pack.path} is for {pack.chip}, but --chip says {requested_chip}; "
+            f"pack the ELF for {requested_chip} or drop --chip",
+            field="--chip",
+        )
+    if device_chip != pack.chip:
+        raise FlashCheckError(
+            f"the connected chip is {device_chip}, but the pack in {pack.path} is for {pack.chip}; "
+            f"connect a {pack.chip} or pack the ELF with --chip {device_chip}",
+        )
+
+
+def check_revision(pack: PackFolder, device: DeviceInfo) -> list[str]:
+    """Problems running the app and the bootloader on the device's chip revision (empty when both allow it)."""
+    problems = []
+    for what, (low, high) in (("app", pack.app_revisions), ("bootloader", pack.bootloader_revisions)):
+        if not low <= device.revision <= high:
+            problems.append(
+                f"the connected {device.chip} is revision {revision_name(device.revision)} but the {what} runs on "
+                f"{_range(low, high)}"
+                + ("; build the app for this revision (its min/max chip revision)" if what == "app" else
+                   "; pack with a bootloader variant for this revision ('imgtool bootloader list')")
+            )
+    return problems
+
+
+@dataclass(frozen=True)
+class CrystalDecision:
+    """What the crystal check concluded: a pinned variant to write instead, or a problem."""
+
+    variant: str | None = None  # the pinned variant to place instead of the pack's bootloader
+    problem: str | None = None
+    note: str | None = None
+
+
+def check_crystal(pack: PackFolder, device: DeviceInfo, crystal_variants: dict[int, str]) -> CrystalDecision:
+    """Match the bootloader build to the device's crystal on chips with per-crystal builds (esp32, esp32c2).
+
+    ``crystal_variants`` maps crystal MHz to the pinned variant built for it (empty for other chips).
+    A pinned bootloader is swapped for the matching pinned variant; a user's own file is refused,
+    since imgtool cannot tell which crystal it was built for unless it is a pinned file.
+    """
+    if not crystal_variants or device.crystal_mhz is None:
+        return CrystalDecision()
+    source = pack.bootloader_source
+    built_for = source.get("crystal_mhz")
+    assumed = built_for if built_for is not None else DEFAULT_CRYSTAL_MHZ
+    if assumed == device.crystal_mhz:
+        return CrystalDecision()
+    wanted = crystal_variants.get(device.crystal_mhz)
+    if source.get("source") == "pinned" and wanted is not None:
+        return CrystalDecision(
+            variant=wanted,
+            note=f"the connected {device.chip} has a {device.crystal_mhz} MHz crystal: writing the pinned "
+            f"{wanted} bootloader instead of the pack's {source.get('variant')}",
+        )
+    if built_for is None:
+        what = f"the pack's bootloader is your own file, built for an unknown crystal (ESP-IDF's default is {DEFAULT_CRYSTAL_MHZ} MHz)"
+    else:
+        what = f"the pack's bootloader is built for a {built_for} MHz crystal"
+    fix = f"pack with --bootloader-variant {wanted}" if wanted else "use a bootloader built for this crystal"
+    return CrystalDecision(
+        problem=f"the connected {device.chip} has a {device.crystal_mhz} MHz crystal and {what}; {fix}, "
+        f"or {FORCE_HINT} if the bootloader is built for {device.crystal_mhz} MHz"
+    )
+
+
+def erase_regions(pack: PackFolder, labels: list[str], data_types: list[str]) -> list[tuple[int, int, str]]:
+    """``(offset, size, label)`` of the partitions ``--erase-parts`` and ``--erase-data-parts`` name."""
+    if not labels and not data_types:
+        return []
+    from imgtool.partitions import TYPE_DATA
+
+    table = pack.partition_table()
+    chosen: dict[str, object] = {}
+    for label in labels:
+        part = table.find(label)
+        if part is None:
+            names = ", ".join(p.name for p in table.partitions)
+            raise UsageError(f"no partition is labelled '{label}' in {pack.path / PARTITIONS_BIN_FILE}; labels: {names}", field="--erase-parts")
+        chosen[part.name] = part
+    data_parts = [p for p in table.partitions if p.type == TYPE_DATA]
+    for kind in data_types:
+        matches = [p for p in data_parts if p.subtype_name == kind.lower()]
+        if not matches:
+            kinds = ", ".join(sorted({p.subtype_name for p in data_parts})) or "none"
+            raise UsageError(f"no data partition of type '{kind}' in the pack's table; types present: {kinds}", field="--erase-data-parts")
+        for part in matches:
+            chosen[part.name] = part
+    return sorted(((p.offset, p.size, p.name) for p in chosen.values()), key=lambda r: r[0])
+
+
+def _range(low: int, high: int) -> str:
+    return f"{revision_name(low)} and later" if high == ANY_REVISION_MAX else f"{revision_name(low)} to {revision_name(high)}"
+
+
+__all__ = [
+    "CrystalDecision",
+    "DeviceInfo",
+    "FlashCheckError",
+    "PackFolder",
+    "check_chip",
+    "check_crystal",
+    "check_revision",
+    "erase_regions",
+    "parse_args_file",
+    "read_pack_folder",
+]

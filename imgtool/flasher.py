@@ -1,0 +1,215 @@
+"""Write a pack output folder to a device through esptool's Python API, in process.
+
+One connection does everything: read the chip (model, revision, crystal), check it against
+the pack (:mod:`imgtool.flash_plan`), then stub, baud, erase and write as ``esptool
+write-flash @flash_args`` would. esptool is imported here only, so other commands never pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.flash_plan import (
+    FORCE_HINT,
+    DeviceInfo,
+    FlashCheckError,
+    PackFolder,
+    check_chip,
+    check_crystal,
+    check_revision,
+    erase_regions,
+    read_pack_folder,
+)
+
+#: The port when --port is not given (ESP-IDF's idf.py reads it too).
+ENV_PORT = "ESPPORT"
+#: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
+ROM_BAUD = 115200
+DEFAULT_BAUD = 460800
+BEFORE_MODES = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
+AFTER_MODES = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
+
+
+@dataclass
+class FlashOptions:
+    """How to connect and what to do besides writing (espflash's and esptool's option names)."""
+
+    port: str | None = None
+    baud: int = DEFAULT_BAUD
+    before: str = "default-reset"
+    after: str = "hard-reset"
+    no_stub: bool = False
+    chip: str | None = None  # what the user said; the pack's chip must match it
+    merged: bool = False
+    force: bool = False
+    erase_all: bool = False
+    erase_parts: list[str] = field(default_factory=list)
+    erase_data_parts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FlashReport:
+    device: DeviceInfo
+    written: list[tuple[int, str]]
+    erased: list[tuple[int, int, str]]
+    notes: list[str]
+
+
+def resolve_port(port: str | None) -> str:
+    """``--port``, else ``$ESPPORT``, else the only USB serial port present."""
+    if port:
+        return port
+    env = os.environ.get(ENV_PORT, "").strip()
+    if env:
+        return env
+    from serial.tools.list_ports import comports
+
+    usb = sorted((p for p in comports() if p.vid is not None), key=lambda p: p.device)
+    if len(usb) == 1:
+        return usb[0].device
+    if not usb:
+        raise UsageError(f"no USB serial port found; connect the board, or pass --port or set {ENV_PORT}", field="--port")
+    listed = ", ".join(f"{p.device} ({p.description})" if p.description and p.description != "n/a" else p.device for p in usb)
+    raise UsageError(f"several USB serial ports: {listed}; pass --port or set {ENV_PORT}", field="--port")
+
+
+def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print) -> FlashReport:
+    """Check the connected chip against the pack in ``folder`` and write it (parts, or the merged image)."""
+    pack = read_pack_folder(folder)
+    check_chip(pack, device_chip=pack.chip, requested_chip=options.chip)  # --chip first: no connection needed
+    regions = erase_regions(pack, options.erase_parts, options.erase_data_parts)
+    writes = _writes(pack, merged=options.merged)
+    port = resolve_port(options.port)
+
+    import esptool
+    from esptool import cmds
+    from serial import SerialException
+
+    esp = None
+    try:
+        esp = cmds.detect_chip(port, baud=ROM_BAUD, connect_mode=options.before)
+        device = read_device(esp)
+        check_chip(pack, device_chip=device.chip)
+        notes = _check(pack, device, options, writes, log)
+        if not options.no_stub:
+            esp = cmds.run_stub(esp)
+        if options.baud != ROM_BAUD:
+            esp.change_baud(options.baud)
+        cmds.attach_flash(esp)
+        from imgtool.chips import flash_size_bytes
+
+        esp.flash_set_parameters(flash_size_bytes(pack.settings.size))
+        if options.erase_all:
+            cmds.erase_flash(esp, force=options.force)
+        for offset, size, _ in regions:
+            cmds.erase_region(esp, offset, size, force=options.force)
+        cmds.write_flash(esp, [(off, data) for off, data, _ in writes], force=options.force)
+        cmds.reset_chip(esp, options.after)
+    except (esptool.FatalError, SerialException, OSError) as exc:
+        text = str(exc).strip()
+        message = text.splitlines()[0] if text else type(exc).__name__
+        raise ImgtoolError(f"esptool: {message}", path=port) from None
+    finally:
+        if esp is not None:
+            try:
+                esp._port.close()
+            except Exception:  # pragma: no cover - closing a port that already failed
+                pass
+    return FlashReport(device, [(off, name) for off, _, name in writes], regions, notes)
+
+
+def read_device(esp) -> DeviceInfo:
+    """Model, revision and crystal of a connected chip (at the ROM baud rate, where the crystal reading is right)."""
+    name = esp.CHIP_NAME.lower().replace("-", "")
+    try:
+        revision = esp.get_chip_revision()
+    except Exception:  # an esptool without revision support for this chip: no revision check
+        revision = None
+    try:
+        crystal = int(esp.get_crystal_freq())
+    except Exception:
+        crystal = None
+    try:
+        description = esp.get_chip_description()
+    except Exception:
+        description = esp.CHIP_NAME
+    return DeviceInfo(chip=name, revision=revision if revision is not None else -1, crystal_mhz=crystal, description=description)
+
+
+def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: list, log) -> list[str]:
+    """Revision and crystal checks; refuses unless ``--force``, and swaps in a pinned crystal variant."""
+    from imgtool.bootloader import load_manifest
+
+    notes: list[str] = []
+    problems = check_revision(pack, device) if device.revision >= 0 else []
+    manifest = load_manifest()
+    crystal_variants = {e.crystal_mhz: e.variant for e in manifest.variants(pack.chip) if e.crystal_mhz is not None}
+    decision = check_crystal(pack, device, crystal_variants)
+    if decision.problem:
+        problems.append(decision.problem)
+    if problems:
+        if not options.force:
+            message = "; also, ".join(problems)
+            raise FlashCheckError(message if "--force" in message else f"{message}; or {FORCE_HINT}")
+        for problem in problems:
+            log(f"imgtool: warning: {problem} (--force: flashing anyway)")
+    if decision.variant:
+        _swap_bootloader(pack, decision.variant, writes, manifest)
+        notes.append(decision.note)
+        log(f"imgtool: {decision.note}")
+    return notes
+
+
+def _swap_bootloader(pack: PackFolder, variant: str, writes: list, manifest) -> None:
+    """Replace the bootloader bytes in ``writes`` (a part, or the start of the merged image) with ``variant``."""
+    from imgtool.bootloader import get_bootloader, place_bootloader
+
+    raw = get_bootloader(pack.chip, variant=variant, manifest=manifest, quiet=True)
+    boot = place_bootloader(
+        raw,
+        pack.chip,
+        flash_mode=pack.settings.mode,
+        flash_size=pack.settings.size,
+        flash_freq=pack.settings.freq,
+        app_min_rev_full=pack.app_revisions[0],
+        app_max_rev_full=pack.app_revisions[1],
+    )
+    start = pack.bootloader_offset
+    room = min((off for off, _ in pack.parts if off > start), default=start + len(boot)) - start
+    if len(boot) > room:
+        raise FlashCheckError(
+            f"the pinned {variant} bootloader ({len(boot)} bytes) does not fit before 0x{start + room:x}; "
+            f"pack with --bootloader-variant {variant}"
+        )
+    for i, (off, data, name) in enumerate(writes):
+        if off == start:
+            if name.endswith(".merged.bin"):
+                data = bytearray(data)
+                data[: room] = boot + b"\xff" * (room - len(boot))
+                writes[i] = (off, bytes(data), name)
+            else:
+                writes[i] = (off, boot, f"{variant} bootloader")
+            return
+
+
+def _writes(pack: PackFolder, *, merged: bool) -> list[tuple[int, bytes, str]]:
+    """``(offset, bytes, file name)`` to write, read now so a missing file fails before connecting."""
+    if merged:
+        if pack.merged is None:
+            raise InputError("has no flash_merged_args; pack again with this imgtool", path=pack.path)
+        pairs = [pack.merged]
+    else:
+        pairs = pack.parts
+    out = []
+    for offset, path in pairs:
+        try:
+            out.append((offset, Path(path).read_bytes(), Path(path).name))
+        except OSError as exc:
+            raise InputError(f"cannot read it ({exc.strerror}); pack again", path=path) from None
+    return out
+
+
+__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "FlashOptions", "FlashReport", "flash_folder", "resolve_port"]

@@ -1,0 +1,245 @@
+"""imgtool flash without a device: reading a pack folder, the chip checks, erase regions, port choice,
+and the whole flow against a stand-in for esptool's API (the real esptool runs in test_e2e_flash)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+from conftest import FIXTURES, corpus_path, make_bootloader
+
+from imgtool.cli import main
+from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.flash_plan import (
+    DeviceInfo,
+    FlashCheckError,
+    check_chip,
+    check_crystal,
+    check_revision,
+    erase_regions,
+    parse_args_file,
+    read_pack_folder,
+)
+from imgtool.flasher import FlashOptions, flash_folder, resolve_port
+from imgtool.pack import pack
+
+C3 = FIXTURES / "esp32c3-min.elf"
+ESP32 = FIXTURES / "esp32-min.elf"
+CRYSTALS = {40: "40mhz", 26: "26mhz"}
+
+
+@pytest.fixture
+def c3_pack(tmp_path):
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
+    out = tmp_path / "out"
+    pack(C3, out, bootloader=boot, flash_size="4MB", partition_table="factory_two_ota", project_config=False)
+    return out
+
+
+def test_read_pack_folder(c3_pack):
+    folder = read_pack_folder(c3_pack)
+    assert folder.chip == "esp32c3" and folder.settings.size == "4MB"
+    assert [(off, p.name) for off, p in folder.parts] == [
+        (0x0, "bootloader.bin"), (0x8000, "partitions.bin"), (0xD000, "ota_data_initial.bin"), (0x10000, "esp32c3-min.bin")
+    ]  # fmt: skip
+    assert folder.merged == (0x0, c3_pack / "esp32c3-min.merged.bin")
+    assert folder.bootloader_source == {"source": "file"}
+
+
+def test_argument_file_with_quoted_names(tmp_path):
+    args = tmp_path / "flash_args"
+    args.write_text("-fm dio -ff 80m -fs 4MB\n0x0 'my boot.bin'\n0x10000 \"it's.bin\"\n", encoding="utf-8")
+    settings, pairs = parse_args_file(args)
+    assert settings == {"mode": "dio", "freq": "80m", "size": "4MB"}
+    assert pairs == [(0, tmp_path / "my boot.bin"), (0x10000, tmp_path / "it's.bin")]
+    args.write_text("-fm dio\nbogus app.bin\n", encoding="utf-8")
+    with pytest.raises(InputError, match="'bogus' is not an offset"):
+        parse_args_file(args)
+
+
+def test_folder_without_pack_outputs_is_refused(tmp_path):
+    with pytest.raises(InputError, match="run 'imgtool pack' into this folder first"):
+        read_pack_folder(tmp_path)
+
+
+def test_chip_mismatch_is_refused_whatever_chip_says(c3_pack):
+    folder = read_pack_folder(c3_pack)
+    with pytest.raises(FlashCheckError, match="connected chip is esp32, but the pack .* is for esp32c3"):
+        check_chip(folder, device_chip="esp32")
+    with pytest.raises(UsageError, match="--chip says esp32"):
+        check_chip(folder, device_chip="esp32c3", requested_chip="esp32")
+
+
+def test_revision_outside_the_app_range(c3_pack):
+    folder = read_pack_folder(c3_pack)
+    folder.app_revisions = (3, 199)  # v0.3 to v1.99
+    assert check_revision(folder, DeviceInfo("esp32c3", 3)) == []
+    (problem,) = check_revision(folder, DeviceInfo("esp32c3", 2))
+    assert "revision v0.2 but the app runs on v0.3 to v1.99" in problem
+    folder.bootloader_revisions = (300, 0xFFFF)
+    assert len(check_revision(folder, DeviceInfo("esp32c3", 2))) == 2
+
+
+@pytest.mark.parametrize(
+    ("source", "crystal", "expect"),
+    [
+        ({"source": "pinned", "variant": "40mhz", "crystal_mhz": 40}, 40, None),
+        ({"source": "pinned", "variant": "40mhz", "crystal_mhz": 40}, 26, "variant:26mhz"),
+        ({"source": "file"}, 40, None),
+        ({"source": "file"}, 26, "problem:unknown crystal"),
+        ({"source": "file", "variant": "40mhz", "crystal_mhz": 40}, 26, "problem:built for a 40 MHz crystal"),
+        ({"source": "file", "variant": "26mhz", "crystal_mhz": 26}, 26, None),
+    ],
+)
+def test_crystal_check(c3_pack, source, crystal, expect):
+    folder = read_pack_folder(c3_pack)
+    folder.chip, folder.bootloader_source = "esp32", source
+    decision = check_crystal(folder, DeviceInfo("esp32", 300, crystal), CRYSTALS)
+    if expect is None:
+        assert decision.variant is None and decision.problem is None
+    elif expect.startswith("variant:"):
+        assert decision.variant == expect.split(":")[1] and "26 MHz crystal" in decision.note
+    else:
+        assert expect.split(":")[1] in decision.problem and "--bootloader-variant 26mhz" in decision.problem
+    assert check_crystal(folder, DeviceInfo("esp32c3", 3, 26), {}).problem is None  # one build for every crystal
+
+
+def test_erase_regions(c3_pack):
+    folder = read_pack_folder(c3_pack)
+    assert erase_regions(folder, ["nvs"], []) == [(0x9000, 0x4000, "nvs")]
+    assert [r[2] for r in erase_regions(folder, ["nvs"], ["ota", "nvs"])] == ["nvs", "otadata"]
+    with pytest.raises(UsageError, match="no partition is labelled 'wifi'.*labels: nvs, otadata"):
+        erase_regions(folder, ["wifi"], [])
+    with pytest.raises(UsageError, match="no data partition of type 'spiffs'"):
+        erase_regions(folder, [], ["spiffs"])
+
+
+def test_port_from_option_env_or_the_only_usb_port(monkeypatch):
+    import serial.tools.list_ports as list_ports
+
+    usb = SimpleNamespace(device="/dev/ttyUSB0", description="CP2102", vid=0x10C4)
+    builtin = SimpleNamespace(device="/dev/ttyS0", description="n/a", vid=None)
+    monkeypatch.delenv("ESPPORT", raising=False)
+    monkeypatch.setattr(list_ports, "comports", lambda: [builtin, usb])
+    assert resolve_port("COM3") == "COM3"
+    assert resolve_port(None) == "/dev/ttyUSB0"
+    monkeypatch.setenv("ESPPORT", "/dev/ttyACM1")
+    assert resolve_port(None) == "/dev/ttyACM1"
+    monkeypatch.delenv("ESPPORT")
+    monkeypatch.setattr(list_ports, "comports", lambda: [usb, SimpleNamespace(device="/dev/ttyACM0", description="USB JTAG", vid=0x303A)])
+    with pytest.raises(UsageError, match=r"several USB serial ports: /dev/ttyACM0 \(USB JTAG\), /dev/ttyUSB0 \(CP2102\); pass --port"):
+        resolve_port(None)
+    monkeypatch.setattr(list_ports, "comports", lambda: [builtin])
+    with pytest.raises(UsageError, match="no USB serial port found"):
+        resolve_port(None)
+
+
+class FakeEsp:
+    """What flash_folder uses of an esptool loader."""
+
+    def __init__(self, chip_name="ESP32-C3", revision=4, crystal=40):
+        self.CHIP_NAME, self.revision, self.crystal = chip_name, revision, crystal
+        self._port = SimpleNamespace(close=lambda: None)
+        self.calls = []
+
+    def get_chip_revision(self):
+        return self.revision
+
+    def get_crystal_freq(self):
+        return self.crystal
+
+    def get_chip_description(self):
+        return self.CHIP_NAME
+
+    def change_baud(self, baud):
+        self.calls.append(("baud", baud))
+
+    def flash_set_parameters(self, size):
+        self.calls.append(("size", size))
+
+
+@pytest.fixture
+def fake_esptool(monkeypatch):
+    from esptool import cmds
+
+    esp = FakeEsp()
+    monkeypatch.setattr(cmds, "detect_chip", lambda port, baud, connect_mode: esp)
+    monkeypatch.setattr(cmds, "run_stub", lambda e: e.calls.append(("stub",)) or e)
+    monkeypatch.setattr(cmds, "attach_flash", lambda e: None)
+    monkeypatch.setattr(cmds, "erase_flash", lambda e, force: e.calls.append(("erase_all",)))
+    monkeypatch.setattr(cmds, "erase_region", lambda e, off, size, force: e.calls.append(("erase", off, size)))
+    monkeypatch.setattr(cmds, "write_flash", lambda e, pairs, force: e.calls.append(("write", [(o, bytes(d)) for o, d in pairs], force)))
+    monkeypatch.setattr(cmds, "reset_chip", lambda e, mode: e.calls.append(("reset", mode)))
+    return esp
+
+
+def test_flow_parts_erase_and_reset(c3_pack, fake_esptool):
+    opts = FlashOptions(port="socket://x", erase_data_parts=["nvs"], after="no-reset", no_stub=True, baud=115200)
+    report = flash_folder(c3_pack, opts, log=lambda _: None)
+    calls = fake_esptool.calls
+    assert ("stub",) not in calls and ("baud", 115200) not in calls
+    assert ("erase", 0x9000, 0x4000) in calls and calls[-1] == ("reset", "no-reset")
+    (write,) = [c for c in calls if c[0] == "write"]
+    assert [o for o, _ in write[1]] == [0x0, 0x8000, 0xD000, 0x10000] and write[2] is False
+    assert report.device.chip == "esp32c3" and report.written[-1] == (0x10000, "esp32c3-min.bin")
+
+
+def test_flow_refuses_a_revision_the_app_does_not_run_on_unless_forced(tmp_path, fake_esptool):
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
+    out = tmp_path / "out"
+    pack(C3, out, bootloader=boot, project_config=False)
+    meta = json.loads((out / "flasher_args.json").read_text())
+    app = out / meta["app"]["file"]
+    from imgtool.app_image import build_app_image
+
+    app.write_bytes(build_app_image(C3, min_rev_full=101).data)  # needs v1.1
+    with pytest.raises(FlashCheckError, match="revision v0.4 but the app runs on v1.1 and later.*--force"):
+        flash_folder(out, FlashOptions(port="p"), log=lambda _: None)
+    assert not [c for c in fake_esptool.calls if c[0] == "write"]
+    said = []
+    flash_folder(out, FlashOptions(port="p", force=True), log=said.append)
+    assert "--force" in said[0] and fake_esptool.calls[-2][2] is True  # esptool's own checks are skipped too
+
+
+def test_flow_swaps_in_the_pinned_crystal_variant(tmp_path, fake_esptool, monkeypatch):
+    mirror = corpus_path("bootloaders")
+    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(mirror))
+    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    pack(ESP32, out, project_config=False, offline=True)
+    assert json.loads((out / "flasher_args.json").read_text())["imgtool"]["bootloader"]["variant"] == "40mhz"
+    fake_esptool.CHIP_NAME, fake_esptool.revision, fake_esptool.crystal = "ESP32", 300, 26
+    from imgtool.bootloader import place_bootloader
+
+    expected = place_bootloader((mirror / "esp32_26-bootloader.bin").read_bytes(), "esp32", flash_mode="dio", flash_size="2MB", flash_freq="40m")
+    for merged in (False, True):
+        said = []
+        report = flash_folder(out, FlashOptions(port="p", merged=merged), log=said.append)
+        assert said == ["imgtool: the connected esp32 has a 26 MHz crystal: writing the pinned 26mhz bootloader instead of the pack's 40mhz"]
+        (offset, data) = [c for c in fake_esptool.calls if c[0] == "write"][-1][1][0]
+        assert offset == 0x1000 and data[: len(expected)] == expected
+        assert report.notes and (out / "bootloader.bin").read_bytes() != expected  # the pack itself is unchanged
+
+
+def test_cli_refuses_pack_options_with_a_folder(c3_pack):
+    result = CliRunner().invoke(main, ["flash", str(c3_pack), "--port", "p", "--flash-size", "8MB"])
+    assert result.exit_code == 2
+    assert "--flash-size is a pack option" in result.output
+
+
+def test_cli_chip_option_for_another_chip_fails_before_connecting(c3_pack):
+    result = CliRunner().invoke(main, ["flash", str(c3_pack), "--port", "socket://127.0.0.1:1", "--chip", "esp32"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"imgtool: error: --chip: the pack in {c3_pack} is for esp32c3, but --chip says esp32; pack the ELF for esp32 or drop --chip"
+    ]
+
+
+def test_cli_merged_without_flash_merged_args(c3_pack, fake_esptool):
+    (c3_pack / "flash_merged_args").unlink()
+    result = CliRunner().invoke(main, ["flash", str(c3_pack), "--port", "p", "--merged"])
+    assert result.exit_code == 1 and "has no flash_merged_args" in result.output
+    assert isinstance(result.exception, SystemExit)
+    assert not issubclass(InputError, UsageError) and issubclass(FlashCheckError, ImgtoolError)
