@@ -11,7 +11,7 @@ from conftest import FIXTURES, bootloader_image as make_bootloader
 
 from imgtool.chips import get_chip
 from imgtool.cli import main
-from imgtool.flash_layout import FlashSettings, plan_layout
+from imgtool.flash_layout import FlashSettings, app_file_name, plan_layout
 from imgtool.image_format import EspImage, Segment
 from imgtool.otadata import initial_otadata
 from imgtool.pack import pack
@@ -47,7 +47,7 @@ def test_packed_output_verifies(packed, chip_name):
     assert report.ok, [str(p) for p in report.problems]
     assert report.chip == chip_name
     assert report.boot_partition == "factory" and report.app_size == res.app_size
-    assert {c.part.split(" ")[0] for c in report.checks} == {"bootloader", "partition", "app", "elf"}
+    assert {c.part.split(" ")[0] for c in report.checks} == {"bootloader", "partition", "app", "elf", "pack"}
 
 
 @pytest.mark.parametrize("chip_name", ["esp32", "esp32c3"])
@@ -237,3 +237,31 @@ def test_esp32c6_app_with_one_flash_segment_is_rejected(tmp_path):
     assert not report.ok
     messages = [str(p) for p in report.problems]
     assert any("asserts exactly two flash-mapped segments, this app has 1" in m and "unpack_load_app" in m for m in messages)
+
+
+def test_pack_folder_with_an_app_file_changed_after_packing_is_rejected(packed, tmp_path):
+    res, outdir, _ = packed["esp32c3"]
+    folder = tmp_path / "copy"
+    shutil.copytree(outdir, folder)
+    app = folder / app_file_name("esp32c3-min")
+    data = bytearray(app.read_bytes())
+    data[0x30] ^= 0xFF
+    app.write_bytes(bytes(data))
+    report = verify(folder)
+    assert not report.ok
+    messages = [str(p) for p in report.problems]
+    assert any(f"{app.name} differs from the merged image at 0x10000" in m for m in messages), messages
+    assert any(f"{app.name} does not match its SHA256SUMS entry" in m for m in messages), messages
+
+
+def test_pack_folder_arguments_must_point_at_the_parts(packed, tmp_path):
+    res, outdir, _ = packed["esp32"]
+    folder = tmp_path / "copy"
+    shutil.copytree(outdir, folder)
+    args = folder / "flash_args"
+    args.write_text(args.read_text().replace("0x8000 ", "0x9000 "))
+    report = verify(folder)
+    assert [str(p) for p in report.problems] == [
+        "pack folder: flash_args and flasher_args.json list different files or offsets",
+        "pack folder: flash_args does not match its SHA256SUMS entry",
+    ]
