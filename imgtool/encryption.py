@@ -142,6 +142,19 @@ def decrypt(key: FlashKey, data: bytes, address: int) -> bytes:
     return _esp32(key.key, bytes(data), address, key.flash_crypt_conf, encrypting=False)
 
 
+def encrypt_layout(layout, key: FlashKey):
+    """The layout with every part encrypted at its flash address and marked encrypted.
+
+    pack writes the bootloader, partition table, otadata and app, all of which a
+    release-mode device reads through flash decryption.
+    """
+    from dataclasses import replace
+
+    parts = tuple(replace(p, data=encrypt(key, p.data, p.offset), encrypted=True) for p in layout.parts)
+    warnings = (*layout.warnings, f"parts are encrypted with {key.description} for {key.chip}; flash them only to a device whose eFuse holds this key")
+    return replace(layout, parts=parts, warnings=warnings)
+
+
 # --------------------------------------------------------------------------- XTS-AES
 
 
@@ -223,4 +236,4 @@ def _esp32(key: bytes, data: bytes, address: int, conf: int, *, encrypting: bool
     return bytes(out)
 
 
-__all__ = ["FLASH_ENCRYPTION", "FlashKey", "decrypt", "encrypt", "load_flash_key"]
+__all__ = ["FLASH_ENCRYPTION", "FlashKey", "decrypt", "encrypt", "encrypt_layout", "load_flash_key"]

@@ -53,6 +53,8 @@ PADDING_ADDR = 0
 CHECKSUM_LINE = 16
 SHA256_LEN = 32
 ERASED = b"\xff"
+#: Largest image `sign` reads: the biggest flash an image header can describe.
+MAX_SIGNED_IMAGE = 128 * 1024 * 1024
 
 RsaKey = Struct(
     "n" / Bytes(RSA_BYTES),  # modulus, little-endian
@@ -593,6 +595,75 @@ def prepare_app(data: bytes, chip_page_sizes: tuple[int, ...], *, path=None, pad
 
 def sign_prepared(prepared: PreparedImage, blocks: list[bytes]) -> bytes:
     return prepared.contents + signature_sector([*prepared.blocks, *blocks])
+
+
+class SignResult(NamedTuple):
+    data: bytes
+    chip: str
+    blocks: int  # signature blocks in the output
+    added: int
+    warnings: list[str]
+
+
+def sign_image(
+    image_path,
+    *,
+    keys=(),
+    pub_keys=(),
+    signatures=(),
+    chip: str | None = None,
+    pad: bool = True,
+) -> SignResult:
+    """Sign an existing image with private ``keys``, or append ``signatures`` made elsewhere for ``pub_keys``.
+
+    An unsigned app is secure-padded first (unless ``pad`` is False, e.g. for a bootloader);
+    a signed one keeps its blocks and gets the new ones after them.
+    """
+    from imgtool.atomic import read_input
+    from imgtool.chips import chip_by_image_id, get_chip
+
+    if bool(keys) == bool(pub_keys):
+        raise UsageError("give either --key (sign here) or --pub-key with --signature (signed elsewhere)", field="--key")
+    if len(pub_keys) != len(signatures):
+        raise UsageError(
+            f"{len(pub_keys)} --pub-key for {len(signatures)} --signature; give one signature per public key, in order",
+            field="--signature",
+        )
+    data = read_input(image_path, "ESP image", limit=MAX_SIGNED_IMAGE)
+    parsed = parse_image(data, image_path)
+    target = get_chip(chip) if chip else chip_by_image_id(parsed.image.chip_id)
+    if target is None:
+        raise ImageError(
+            f"has chip id {parsed.image.chip_id}, which no known chip has; pass --chip", path=image_path, field="chip_id"
+        )
+    loaded = [load_key(k, field="--key") for k in keys] or [load_key(k, private=False, field="--pub-key") for k in pub_keys]
+    prepared = prepare_app(data, target.mmu_page_sizes, path=image_path, pad=pad)
+    warnings = check_chip_schemes(target.name, loaded, field="--key" if keys else "--pub-key", existing=len(prepared.blocks))
+    if keys:
+        blocks = [signature_block(prepared.contents, k, sign(prepared.contents, k)) for k in loaded]
+    else:
+        blocks = []
+        for key, sig_path in zip(loaded, signatures):
+            raw = read_input(sig_path, "signature", limit=SECTOR_SIZE)
+            blocks.append(signature_block(prepared.contents, key, raw, sig_path=os.fspath(sig_path)))
+    out = sign_prepared(prepared, blocks)
+    return SignResult(out, target.name, len(prepared.blocks) + len(blocks), len(blocks), warnings)
+
+
+def pad_image(image_path, *, chip: str | None = None) -> bytes:
+    """The secure-padded, sector-aligned image: exactly the bytes a remote signer must sign."""
+    from imgtool.atomic import read_input
+    from imgtool.chips import chip_by_image_id, get_chip
+
+    data = read_input(image_path, "ESP image", limit=MAX_SIGNED_IMAGE)
+    parsed = parse_image(data, image_path)
+    target = get_chip(chip) if chip else chip_by_image_id(parsed.image.chip_id)
+    if target is None:
+        raise ImageError(f"has chip id {parsed.image.chip_id}, which no known chip has; pass --chip", path=image_path)
+    prepared = prepare_app(data, target.mmu_page_sizes, path=image_path)
+    if prepared.blocks:
+        raise ImageError("is already signed; its signed part is everything before the signature sector", path=image_path)
+    return prepared.contents
 
 
 __all__ = [

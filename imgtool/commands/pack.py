@@ -42,10 +42,18 @@ def _parse_offset(ctx, param, value):
 @click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder.")
 @click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0].")
 @click.option("--fill-flash-size", is_flag=True, help="Pad the merged image with 0xFF to the full flash size.")
+@click.option("--sign-key", "sign_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
+              help="Sign the app for Secure Boot V2 with this PEM private key (repeat for up to three keys).")
+@click.option("--sign-bootloader", is_flag=True, help="Also sign the --bootloader file with the --sign-key keys.")
+@click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
+              help="Write the parts pre-encrypted with this flash encryption key (for a device in release mode).")
+@click.option("--flash-crypt-conf", callback=_parse_offset, metavar="N",
+              help="ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: 0xf].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, partition_table, partition_table_offset, bootloader,
-         bootloader_variant, offline, target_app_partition, fill_flash_size, as_json, quiet):
+         bootloader_variant, offline, target_app_partition, fill_flash_size, sign_keys, sign_bootloader, encrypt_key,
+         flash_crypt_conf, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.pack import pack as do_pack
 
@@ -64,6 +72,10 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, partition_table,
         app_partition=target_app_partition,
         fill_flash_size=fill_flash_size,
         quiet=quiet or as_json,
+        sign_keys=tuple(sign_keys),
+        sign_bootloader=sign_bootloader,
+        encrypt_key=encrypt_key,
+        flash_crypt_conf=flash_crypt_conf,
     )
     for warning in result.warnings:
         click.echo(f"imgtool: warning: {warning}", err=True)
