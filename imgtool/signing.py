@@ -264,6 +264,12 @@ def check_chip_schemes(chip: str, keys: list[SigningKey], *, field: str = "--sig
                 path=key.path,
                 field=field,
             )
+    schemes = {k.scheme.name for k in keys}
+    if len(schemes) > 1:
+        raise UsageError(
+            f"the keys mix {' and '.join(sorted(schemes))}; a Secure Boot bootloader checks one scheme, so use keys of one kind",
+            field=field,
+        )
     total = existing + len(keys)
     if total > min(caps.key_slots, MAX_SIGNATURE_BLOCKS):
         limit = min(caps.key_slots, MAX_SIGNATURE_BLOCKS)
@@ -545,6 +551,8 @@ def _block_signature_ok(scheme: Scheme, body) -> bool:
         if scheme is RSA3072:
             n = int.from_bytes(body.key.n, "little")
             public = rsa.RSAPublicNumbers(body.key.e, n).public_key()
+            if key_fields(scheme, public) != RsaKey.build(body.key):
+                return False  # the ROM computes with the stored Montgomery values: they must fit n
             _verify_rsa(public, bytes(body.signature)[::-1], bytes(body.digest))
         else:
             half = scheme.int_len
@@ -557,6 +565,28 @@ def _block_signature_ok(scheme: Scheme, body) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def signature_checks(data: bytes, image_len: int, keys: list[SigningKey] = ()) -> list[tuple[bool, str]]:
+    """(ok, message) per signature block, and one more when ``keys`` were given but none vouches for the image."""
+    infos = read_signatures(data, image_len, keys)
+    checks = [(info.valid, str(info)) for info in infos]
+    if keys and not any(info.valid and info.trusted for info in infos):
+        names = ", ".join(k.path for k in keys)
+        checks.append((False, f"no valid signature block made with {names}" if infos else f"is not signed, but {names} was given"))
+    return checks
+
+
+def signature_report(data: bytes, image_len: int, keys: list[SigningKey] = ()) -> tuple[list[dict], list[str]]:
+    """Signature blocks as plain values, and the problems with them (for `info`)."""
+    infos = read_signatures(data, image_len, keys)
+    problems = [message for ok, message in signature_checks(data, image_len, keys) if not ok]
+    return [info.to_dict() for info in infos], problems
+
+
+def load_trusted_keys(paths) -> list[SigningKey]:
+    """Keys given to `info`/`verify` to say which signatures are trusted: public or private PEM."""
+    return [load_key(p, private=False, field="--key") for p in paths]
 
 
 def existing_blocks(data: bytes, image_len: int) -> list[bytes]:

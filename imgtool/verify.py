@@ -145,7 +145,7 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
 # --------------------------------------------------------------------------- the verifier
 
 
-def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_offset: int = 0x8000) -> VerifyReport:
+def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_offset: int = 0x8000, keys=()) -> VerifyReport:
     """Verify a merged image (starts at the bootloader offset) or a flash dump (starts at 0).
 
     ``path_or_bytes`` is a file, a pack output folder, or the bytes themselves.
@@ -164,12 +164,13 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
         source = os.fspath(file)
     target = get_chip(chip) if chip is not None else None
     report = VerifyReport(source=source)
-    _Verifier(report, data, target, table_offset).run(elf)
+    _Verifier(report, data, target, table_offset, keys).run(elf)
     return report
 
 
 class _Verifier:
-    def __init__(self, report: VerifyReport, data: bytes, chip: Chip | None, table_offset: int):
+    def __init__(self, report: VerifyReport, data: bytes, chip: Chip | None, table_offset: int, keys=()):
+        self.keys = list(keys)  # Secure Boot V2 keys the app's signatures must include
         self.r = report
         self.data = data
         self.chip = chip
@@ -389,6 +390,10 @@ class _Verifier:
         ok &= self._chip_id(label, img)
         ok &= self._integrity(label, parsed)
         ok &= self._revisions(label, img)
+        from imgtool.signing import signature_checks
+
+        for good, message in signature_checks(self.read(part.offset, part.size), parsed.length, self.keys):
+            ok &= r.add(label, good, message)
         if parsed.length > part.size:  # pragma: no cover - parse_image is bounded by the partition slice
             ok &= r.add(label, False, f"is {parsed.length} bytes, larger than its {part.size}-byte partition")
         page = DEFAULT_PAGE

@@ -74,11 +74,14 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
 @click.command()
 @click.argument("image_file", metavar="IMAGE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def info(image_file, as_json):
-    """Show what an ESP image holds: header, segments, checksum and hash, app descriptor."""
+@click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
+              help="Say whether a signature block was made with this key (PEM, public or private; repeatable).")
+def info(image_file, as_json, keys):
+    """Show what an ESP image holds: header, segments, checksum and hash, app descriptor, signatures."""
     from imgtool.image_info import describe
+    from imgtool.signing import load_trusted_keys
 
-    report = describe(image_file)
+    report = describe(image_file, load_trusted_keys(keys))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -109,6 +112,11 @@ def info(image_file, as_json):
             f"app: {desc['project_name']} {desc['version']} built {desc['date']} {desc['time']}"
             f"{', ELF sha256 ' + desc['app_elf_sha256'] if desc['app_elf_sha256'].strip('0') else ''}"
         )
+    for sig in report["signatures"]:
+        state = "valid" if sig["valid"] else "INVALID"
+        if sig["trusted"] is not None:
+            state += ", made with the given key" if sig["trusted"] else ", made with another key"
+        console.print(f"signature block {sig['index']}: {sig['scheme'] or 'unknown scheme'}, key digest {sig['key_digest']} ({state})")
     for note in report["problems"]:
         console.print(f"[red]problem:[/red] {note}")
     if report["problems"]:

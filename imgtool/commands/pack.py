@@ -117,13 +117,16 @@ def print_summary(result) -> None:
 @click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
 @chip_option()
 @click.option("--partition-table-offset", callback=_parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
+@click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
+              help="Require an app signature made with this key (PEM, public or private; repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
-def verify(target, elf, chip, partition_table_offset, as_json, quiet):
+def verify(target, elf, chip, partition_table_offset, keys, as_json, quiet):
     """Check a pack output folder, merged image or flash dump the way the chip would boot it."""
+    from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
-    report = do_verify(target, chip=chip, elf=elf, table_offset=partition_table_offset)
+    report = do_verify(target, chip=chip, elf=elf, table_offset=partition_table_offset, keys=load_trusted_keys(keys))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
