@@ -101,7 +101,7 @@ def load_flash_key(path: str | os.PathLike, chip: str, flash_crypt_conf: int | N
     if len(raw) not in scheme.key_lengths:
         wanted = " or ".join(f"{n} bytes ({n * 8} bits)" for n in scheme.key_lengths)
         raise InputError(
-            f"is {len(raw)} bytes but a {chip} flash encryption key is {wanted}; "
+            f"is {len(raw)} bytes but {chip} takes a flash encryption key of {wanted}; "
             f"create one with 'espsecure generate-flash-encryption-key --keylen {scheme.key_lengths[0] * 8} KEY.bin'",
             path=path,
             field="--encrypt-key",

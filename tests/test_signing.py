@@ -271,6 +271,9 @@ def test_encrypted_parts_decrypt_to_the_plain_pack(tmp_path, keys, chip, key, xt
     assert merged[app.offset - enc.merged.offset :][: app.size] == (enc.outdir / app.file).read_bytes()
     assert "keep" in (enc.outdir / "flash_args").read_text() and "--encrypt" not in (enc.outdir / "flash_args").read_text()
     assert keys[key].read_bytes() not in merged
+    refused = run_cli("verify", enc.outdir, "-q")
+    assert refused.exit_code == 2 and "pass --encrypt-key" in refused.stderr
+    assert run_cli("verify", enc.outdir, "--encrypt-key", keys[key], "-q").exit_code == 0
 
 
 @pytest.mark.parametrize("chip, key, address", [("esp32s3", "fe512", 0x10010), ("esp32", "fe256", 0x1010)])
@@ -299,7 +302,7 @@ def test_signed_then_encrypted_app_decrypts_to_the_signed_app(tmp_path, keys):
 def test_key_of_the_wrong_length_is_refused(tmp_path, keys, chip, key):
     result = run_cli("pack", _elf(tmp_path, chip), "-o", tmp_path / "out", "--encrypt-key", keys[key], "--offline")
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"imgtool: error: {keys[key]}: --encrypt-key: is 64 bytes but a {chip}")
+    assert result.stderr.startswith(f"imgtool: error: {keys[key]}: --encrypt-key: is 64 bytes but {chip} takes")
     assert not (tmp_path / "out").exists()
 
 

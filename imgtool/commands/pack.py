@@ -119,14 +119,23 @@ def print_summary(result) -> None:
 @click.option("--partition-table-offset", callback=_parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
 @click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
               help="Require an app signature made with this key (PEM, public or private; repeatable).")
+@click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
+              help="Decrypt a pre-encrypted merged image (pack --encrypt-key) with this key before checking it.")
+@click.option("--flash-crypt-conf", callback=_parse_offset, metavar="N", help="ESP32 only: FLASH_CRYPT_CONFIG [default: 0xf].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
-def verify(target, elf, chip, partition_table_offset, keys, as_json, quiet):
+def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):
     """Check a pack output folder, merged image or flash dump the way the chip would boot it."""
     from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
-    report = do_verify(target, chip=chip, elf=elf, table_offset=partition_table_offset, keys=load_trusted_keys(keys))
+    trusted = load_trusted_keys(keys)
+    source = target
+    if encrypt_key is not None or _has_encrypted_parts(target):
+        source, chip = _decrypted_image(target, chip, encrypt_key, flash_crypt_conf)
+    report = do_verify(source, chip=chip, elf=elf, table_offset=partition_table_offset, keys=trusted)
+    if source is not target:
+        report.source = os.fspath(target)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
@@ -134,6 +143,37 @@ def verify(target, elf, chip, partition_table_offset, keys, as_json, quiet):
         for check in report.checks:
             click.echo(f"  {'ok  ' if check.ok else 'FAIL'} {check}")
     report.raise_for_problems()
+
+
+def _has_encrypted_parts(target: Path) -> bool:
+    try:
+        doc = json.loads((target / "flasher_args.json").read_text(encoding="utf-8"))
+        return any(isinstance(v, dict) and v.get("encrypted") == "true" for v in doc.values())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf):
+    """The merged image in clear (the chip's view of its flash), and the chip it is for."""
+    from imgtool.atomic import read_input
+    from imgtool.chips import get_chip
+    from imgtool.encryption import decrypt, load_flash_key
+    from imgtool.errors import UsageError
+    from imgtool.verify import resolve_input
+
+    if encrypt_key is None:
+        raise UsageError(
+            "holds parts encrypted for flash encryption; pass --encrypt-key with the key they were packed with",
+            path=target,
+            field="--encrypt-key",
+        )
+    file, hints = resolve_input(target)
+    chip = chip or hints.get("chip")
+    if chip is None:
+        raise UsageError("pass --chip to decrypt this image (flash encryption depends on the chip)", field="--chip")
+    key = load_flash_key(encrypt_key, get_chip(chip).name, flash_crypt_conf)
+    data = read_input(file, "flash image")
+    return decrypt(key, data[: len(data) - len(data) % 16], get_chip(chip).bootloader_offset), chip
 
 
 @click.command()
