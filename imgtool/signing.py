@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from construct import Bytes, Const, Int8ul, Int32ul, Padding, RawCopy, StreamError, Struct, Switch, this
+from construct import Bytes, Const, Int8ul, Int32ul, Padding, RawCopy, StreamError, Struct, Switch
 
 from imgtool.errors import ImageError, InputError, UsageError
 from imgtool.image_format import (
@@ -337,7 +337,7 @@ def app_page_size(image: EspImage, chip_page_sizes: tuple[int, ...]) -> int:
 def sign(contents: bytes, key: SigningKey) -> bytes:
     """A signature over ``contents`` as the signing tools make it (RSA-PSS big-endian, ECDSA DER)."""
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
 
     digest = key.scheme.digest(contents)
     if key.scheme is RSA3072:

@@ -18,7 +18,7 @@ from imgtool.cli import main
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.image_format import parse_image
 from imgtool.pack import pack
-from imgtool.signing import SECTOR_SIZE, SIG_BLOCK_LEN, read_signatures
+from imgtool.signing import SECTOR_SIZE, read_signatures
 from imgtool.verify import verify
 
 ESPSECURE = [sys.executable, "-m", "espsecure"]
