@@ -317,3 +317,15 @@ def test_flash_crypt_conf_is_esp32_only(tmp_path, keys):
     done = espsecure("decrypt-flash-data", "--flash-crypt-conf", "3", "-k", keys["fe256"], "-a", hex(app.offset), "-o", dec, enc)
     assert done.returncode == 0, done.stderr
     assert parse_image(dec.read_bytes()).valid
+
+
+def test_real_esp32p4_app_signs_and_keeps_its_layout(tmp_path, keys):
+    """A real Rust ELF with many segments: the padding goes last and every flash segment stays mapped."""
+    from conftest import corpus_path
+
+    elf = corpus_path("elf", "esp32p4")
+    boot = corpus_path("bootloaders", "esp32p4-v3-bootloader.bin")
+    res = pack(elf, tmp_path / "out", bootloader=boot, flash_size="4MB", sign_keys=(keys["p256"],))
+    app = res.outdir / f"{elf.name}.bin"
+    assert_espsecure_verifies(keys["p256"], app)
+    assert verify(res.outdir, keys=[]).ok
