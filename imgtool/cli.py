@@ -23,6 +23,7 @@ COMMANDS = {
     "bootloader": "imgtool.commands.bootloader:bootloader",
     "pack": "imgtool.commands.pack:pack",
     "verify": "imgtool.commands.pack:verify",
+    "sign": "imgtool.commands.sign:sign",
     "flash": "imgtool.commands.flash:flash",
 }
 

@@ -58,6 +58,10 @@ FIXED_FILES = (
     SHA256SUMS_FILE,
 )
 
+#: write-flash options leaving the bytes as they are (esptool patches a header it finds at the bootloader offset).
+KEEP_FLASH_ARGS = ("--flash-mode", "keep", "--flash-freq", "keep", "--flash-size", "keep")
+
+
 def app_file_name(name: str) -> str:
     return f"{name}.bin"
 
@@ -229,8 +233,13 @@ class FlashLayout:
             out[p.offset - self.start : p.end - self.start] = p.data
         return out
 
+    @property
+    def encrypted(self) -> bool:
+        return any(p.encrypted for p in self.parts)
+
     def write_flash_args(self) -> list[str]:
-        return self.settings.esptool_args()
+        """Flash settings for esptool; ``keep`` for encrypted parts, whose headers esptool must not rewrite."""
+        return list(KEEP_FLASH_ARGS) if self.encrypted else self.settings.esptool_args()
 
     def esptool_args(self, merged_path: str | None = None) -> list[str]:
         """argv (after ``esptool``) writing the merged image; ``merged_path`` defaults to the bare file name."""

@@ -14,7 +14,7 @@ from imgtool.segments import PADDING_ADDR
 MAX_IMAGE_FILE = 128 * 1024 * 1024
 
 
-def describe(path: str | os.PathLike) -> dict:
+def describe(path: str | os.PathLike, keys=()) -> dict:
     """Header, segments with memory type, checksum/hash validity and app descriptor of the image at ``path``."""
     data = read_input(path, "ESP image", limit=MAX_IMAGE_FILE)
     parsed = parse_image(data, path)
@@ -43,6 +43,10 @@ def describe(path: str | os.PathLike) -> dict:
             problems.append(f"checksum 0x{parsed.stored_checksum:02x} does not match the data (0x{parsed.computed_checksum:02x})")
         if parsed.hash_valid is False:
             problems.append("appended SHA-256 does not match the image")
+    from imgtool.signing import signature_report
+
+    signatures, signature_problems = signature_report(data, parsed.length, keys)
+    problems += signature_problems
     desc = None
     if parsed.segments and chip is not None:
         first = parsed.segments[0].segment
@@ -75,6 +79,7 @@ def describe(path: str | os.PathLike) -> dict:
         if parsed.stored_sha256 is None
         else {"stored": parsed.stored_sha256.hex(), "computed": parsed.computed_sha256.hex(), "valid": parsed.hash_valid},
         "app_desc": desc,
+        "signatures": signatures,
         "problems": problems,
         "warnings": warnings,
     }

@@ -47,12 +47,20 @@ def pack(
     fill_flash_size: bool = False,
     quiet: bool = True,
     project_config: bool = True,
+    sign_keys: tuple[str | os.PathLike, ...] = (),
+    sign_bootloader: bool = False,
+    encrypt_key: str | os.PathLike | None = None,
+    flash_crypt_conf: int | None = None,
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
     ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder. Without a bootloader file
     the pinned build is used: ``bootloader_variant``, else the variant that runs on the app's chip
     revisions (see :func:`imgtool.bootloader.bootloader_for_app`).
+
+    ``sign_keys`` (PEM private keys, up to three) sign the app for Secure Boot V2, and with
+    ``sign_bootloader`` the user's bootloader too; ``encrypt_key`` writes every part pre-encrypted
+    for flash encryption at its flash address. Key files are only read.
     """
     from imgtool.app_image import build_app_image
     from imgtool.bootloader import (
@@ -72,6 +80,8 @@ def pack(
     from imgtool.project_config import ProjectConfig, load_project_config
     from imgtool.table_choice import check_app_fits, default_table, load_table
 
+    if sign_bootloader and not sign_keys:
+        raise UsageError("--sign-bootloader needs at least one --sign-key", field="--sign-bootloader")
     if bootloader is not None and bootloader_variant is not None:
         raise UsageError(
             "a bootloader file and a pinned variant were both given; drop --bootloader or --bootloader-variant",
@@ -113,6 +123,9 @@ def pack(
     target = app.chip
     freq = (cfg.flash_freq or target.default_flash_freq).lower()
     target.flash_freq_code(freq)  # validates
+    keys = _signing_keys(sign_keys, target.name, app.image.min_chip_rev_full, app.warnings)
+    flash_key = _flash_key(encrypt_key, target.name, flash_crypt_conf)
+    app_data = _signed_app(app, keys) if keys else app.data
     check_table_offset(toff, target)
 
     if cfg.partition_table:
@@ -121,10 +134,21 @@ def pack(
     else:
         table = default_table(flash_size_bytes(size), toff)
     # before any bootloader download
-    check_app_fits(table, len(app.data), cfg.target_app_partition, default_table=not cfg.partition_table)
+    check_app_fits(table, len(app_data), cfg.target_app_partition, default_table=not cfg.partition_table)
 
     boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
     boot_source: dict = {"source": "file"}
+    if sign_bootloader and not boot_file:
+        raise UsageError(
+            "the pinned bootloaders are not Secure Boot builds, so signing one protects nothing; "
+            "pass --bootloader with your own Secure Boot bootloader",
+            field="--sign-bootloader",
+        )
+    if keys and not boot_file:
+        app.warnings.append(
+            "the pinned ESP-IDF bootloader is not built with Secure Boot: it boots the signed app without checking "
+            "the signature; a device only enforces signatures with your own Secure Boot bootloader (--bootloader)"
+        )
     if boot_file:
         raw_boot = load_user_bootloader(boot_file, target)
         known = load_manifest().entry_for(raw_boot)  # a pinned file passed by hand: its crystal is known
@@ -144,24 +168,31 @@ def pack(
         pinned = load_manifest().entry_for(raw_boot)
         if pinned is not None:
             boot_source = pinned.describe()
-    boot = place_bootloader(
-        raw_boot,
-        target,
-        flash_mode=mode,
-        flash_size=size,
-        flash_freq=freq,
-        app_min_rev_full=app.image.min_chip_rev_full,
-        app_max_rev_full=app.image.max_chip_rev_full,
-        path=boot_file,
-    )
-    app.warnings.extend(boots_with(app, boot))
+    boot_keys = keys if sign_bootloader else []
+    boot = _kept_signed_bootloader(raw_boot, boot_file, boot_keys, target.name, app.warnings) if boot_file else None
+    if boot is None:
+        boot = place_bootloader(
+            raw_boot,
+            target,
+            flash_mode=mode,
+            flash_size=size,
+            flash_freq=freq,
+            app_min_rev_full=app.image.min_chip_rev_full,
+            app_max_rev_full=app.image.max_chip_rev_full,
+            path=boot_file,
+        )
+        if boot_keys:
+            from imgtool.signing import sign_contents
+
+            boot = sign_contents(boot, boot_keys)
+    app.warnings.extend(boots_with(app, app_data, boot))
 
     desc = app.app_desc or {}
     name = elf.stem
     layout = plan_layout(
         target,
         name=name,
-        app=app.data,
+        app=app_data,
         bootloader=boot,
         table=table,
         table_offset=toff,
@@ -173,10 +204,14 @@ def pack(
         warnings=app.warnings,
         bootloader_source=boot_source,
     )
+    if flash_key is not None:
+        from imgtool.encryption import encrypt_layout
+
+        layout = encrypt_layout(layout, flash_key)
     files = layout.files()
 
     out = Path(outdir) if outdir is not None else (elf.parent if str(elf.parent) else Path("."))
-    _refuse_overwriting_input(out, files, elf, cfg)
+    _refuse_overwriting_input(out, files, elf, cfg, [*sign_keys, *([encrypt_key] if encrypt_key else [])])
     stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
     write_outputs(out, files, remove=stale)
     result = layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
@@ -199,7 +234,7 @@ def check_table_offset(offset: int, chip) -> None:
         )
 
 
-def boots_with(app, bootloader: bytes) -> list[str]:
+def boots_with(app, app_data: bytes, bootloader: bytes) -> list[str]:
     """Judge the app under the chosen bootloader (its RAM layout and revisions): refuse what it would not
     start, return warnings for the rest (``boot_rules``)."""
     from imgtool.boot_rules import BootContext, check_app, revision_range_text
@@ -208,7 +243,7 @@ def boots_with(app, bootloader: bytes) -> list[str]:
 
     boot = parse_image(bootloader, what="bootloader").image
     revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
-    findings = check_app(app.chip, parse_image(app.data), BootContext(bootloader_revs=revs))
+    findings = check_app(app.chip, parse_image(app_data), BootContext(bootloader_revs=revs))
     for finding in findings:
         if finding.fatal:
             raise LayoutError(
@@ -218,8 +253,57 @@ def boots_with(app, bootloader: bytes) -> list[str]:
     return [f"{app.elf.path}: {finding}" for finding in findings]
 
 
-def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg) -> None:
-    inputs = [elf] + [Path(p) for p in (cfg.partition_table, cfg.bootloader) if p]
+def _signing_keys(paths, chip: str, min_rev_full: int, warnings: list[str]) -> list:
+    """The Secure Boot V2 keys, refused unless the chip verifies their scheme."""
+    if not paths:
+        return []
+    from imgtool.signing import check_chip_schemes, load_key, revision_warning
+
+    keys = [load_key(p) for p in paths]
+    warnings.extend(check_chip_schemes(chip, keys))
+    note = revision_warning(chip, min_rev_full)
+    if note:
+        warnings.append(note)
+    return keys
+
+
+def _flash_key(path, chip: str, flash_crypt_conf: int | None):
+    if path is None:
+        if flash_crypt_conf is not None:
+            raise UsageError("--flash-crypt-conf needs --encrypt-key", field="--flash-crypt-conf")
+        return None
+    from imgtool.encryption import load_flash_key
+
+    return load_flash_key(path, chip, flash_crypt_conf)
+
+
+def _signed_app(app, keys) -> bytes:
+    """The app secure-padded (ending on an MMU page) and followed by its signature sector."""
+    from imgtool.signing import secure_pad, sign_contents
+
+    return sign_contents(secure_pad(app.image, app.mmu_page_size).to_bytes(), keys)
+
+
+def _kept_signed_bootloader(raw: bytes, path, keys, chip: str, warnings: list[str]) -> bytes | None:
+    """A bootloader that already carries signatures, kept byte for byte (its header is signed); else None.
+
+    ``keys`` add their blocks after the ones it has.
+    """
+    from imgtool.image_format import parse_image
+    from imgtool.signing import check_chip_schemes, existing_blocks, sign, signature_block, signature_offset, signature_sector
+
+    length = parse_image(raw, path, what="bootloader").length
+    blocks = existing_blocks(raw, length)
+    if not blocks:
+        return None
+    check_chip_schemes(chip, keys, existing=len(blocks))
+    warnings.append(f"{path}: the bootloader is signed, so it is written unchanged (its header keeps its own flash settings)")
+    contents = bytes(raw[: signature_offset(length)])
+    return contents + signature_sector([*blocks, *(signature_block(contents, k, sign(contents, k)) for k in keys)])
+
+
+def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg, keys=()) -> None:
+    inputs = [elf] + [Path(p) for p in (cfg.partition_table, cfg.bootloader, *keys) if p]
     for inp in inputs:
         try:
             inp_resolved = inp.resolve()

@@ -155,7 +155,7 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
 # --------------------------------------------------------------------------- the verifier
 
 
-def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_offset: int = 0x8000) -> VerifyReport:
+def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_offset: int = 0x8000, keys=()) -> VerifyReport:
     """Verify a merged image (starts at the bootloader offset) or a flash dump (starts at 0).
 
     ``path_or_bytes`` is a file, a pack output folder, or the bytes themselves.
@@ -174,7 +174,7 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
         source = os.fspath(file)
     target = get_chip(chip) if chip is not None else None
     report = VerifyReport(source=source)
-    _Verifier(report, data, target, table_offset).run(elf)
+    _Verifier(report, data, target, table_offset, keys).run(elf)
     folder = Path(path_or_bytes) if not isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else None
     if folder is not None and folder.is_dir() and report.chip is not None:
         check_pack_folder(report, folder, data)
@@ -240,7 +240,8 @@ def _sha256sums(text: str) -> dict[str, str]:
 
 
 class _Verifier:
-    def __init__(self, report: VerifyReport, data: bytes, chip: Chip | None, table_offset: int):
+    def __init__(self, report: VerifyReport, data: bytes, chip: Chip | None, table_offset: int, keys=()):
+        self.keys = list(keys)  # Secure Boot V2 keys the app's signatures must include
         self.r = report
         self.data = data
         self.chip = chip
@@ -463,7 +464,12 @@ class _Verifier:
         findings = check_app(chip, parsed, context)
         for finding in findings:
             r.add(label, not finding.fatal, str(finding), warning=not finding.fatal)
-        if not any(f.fatal for f in findings):
+        from imgtool.signing import signature_checks
+
+        signed_ok = True
+        for good, message in signature_checks(self.read(part.offset, part.size), parsed.length, self.keys):
+            signed_ok &= r.add(label, good, message)
+        if signed_ok and not any(f.fatal for f in findings):
             r.add(
                 label,
                 True,

@@ -93,16 +93,19 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
 @click.command()
 @click.argument("image_file", metavar="IMAGE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def info(image_file, as_json):
-    """Show what an ESP image holds (header, segments, checksum and hash, app descriptor), or every part of a merged image or flash dump."""
+@click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
+              help="Say whether a signature block was made with this key (PEM, public or private; repeatable).")
+def info(image_file, as_json, keys):
+    """Show what an ESP image holds (header, segments, checksum and hash, app descriptor, signatures), or every part of a merged image or flash dump."""
     from imgtool.flash_contents import describe_flash
     from imgtool.image_info import describe
+    from imgtool.signing import load_trusted_keys
 
     flash = describe_flash(image_file)
     if flash is not None:
         _print_flash(flash, as_json)
         return
-    report = describe(image_file)
+    report = describe(image_file, load_trusted_keys(keys))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -137,6 +140,11 @@ def info(image_file, as_json):
         )
     for note in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {note}", markup=True, highlight=False)
+    for sig in report["signatures"]:
+        state = "valid" if sig["valid"] else "INVALID"
+        if sig["trusted"] is not None:
+            state += ", made with the given key" if sig["trusted"] else ", made with another key"
+        console.print(f"signature block {sig['index']}: {sig['scheme'] or 'unknown scheme'}, key digest {sig['key_digest']} ({state})")
     for note in report["problems"]:
         console.print(Text.assemble(styled("problem:", "red"), f" {note}"))
     if report["problems"]:

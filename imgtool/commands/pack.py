@@ -6,6 +6,7 @@ Heavy imports (rich, the image builder) happen inside the commands.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -77,10 +78,18 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @chip_option()
 @pack_options
 @click.option("--fill-flash-size", is_flag=True, help="Pad the merged image with 0xFF to the full flash size.")
+@click.option("--sign-key", "sign_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
+              help="Sign the app for Secure Boot V2 with this PEM private key (repeat for up to three keys).")
+@click.option("--sign-bootloader", is_flag=True, help="Also sign the --bootloader file with the --sign-key keys.")
+@click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
+              help="Write the parts pre-encrypted with this flash encryption key (for a device in release mode).")
+@click.option("--flash-crypt-conf", callback=_parse_offset, metavar="N",
+              help="ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: 0xf].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
-         bootloader, bootloader_variant, offline, target_app_partition, fill_flash_size, as_json, quiet):
+         bootloader, bootloader_variant, offline, target_app_partition, fill_flash_size, sign_keys, sign_bootloader,
+         encrypt_key, flash_crypt_conf, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.pack import pack as do_pack
 
@@ -96,6 +105,10 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         ),
         fill_flash_size=fill_flash_size,
         quiet=quiet or as_json,
+        sign_keys=tuple(sign_keys),
+        sign_bootloader=sign_bootloader,
+        encrypt_key=encrypt_key,
+        flash_crypt_conf=flash_crypt_conf,
     )
     for warning in result.warnings:
         click.echo(f"imgtool: warning: {warning}", err=True)
@@ -150,13 +163,25 @@ def print_summary(result) -> None:
 @click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
 @chip_option()
 @click.option("--partition-table-offset", callback=_parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
+@click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
+              help="Require an app signature made with this key (PEM, public or private; repeatable).")
+@click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
+              help="Decrypt a pre-encrypted merged image (pack --encrypt-key) with this key before checking it.")
+@click.option("--flash-crypt-conf", callback=_parse_offset, metavar="N", help="ESP32 only: FLASH_CRYPT_CONFIG [default: 0xf].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
-def verify(target, elf, chip, partition_table_offset, as_json, quiet):
+def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):
     """Check a pack output folder, merged image or flash dump the way the chip would boot it."""
+    from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
-    report = do_verify(target, chip=chip, elf=elf, table_offset=partition_table_offset)
+    trusted = load_trusted_keys(keys)
+    source = target
+    if encrypt_key is not None or _has_encrypted_parts(target):
+        source, chip = _decrypted_image(target, chip, encrypt_key, flash_crypt_conf)
+    report = do_verify(source, chip=chip, elf=elf, table_offset=partition_table_offset, keys=trusted)
+    if source is not target:
+        report.source = os.fspath(target)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet:
@@ -164,3 +189,34 @@ def verify(target, elf, chip, partition_table_offset, as_json, quiet):
         for check in report.checks:
             click.echo(f"  {check.status:4} {check}")
     report.raise_for_problems()
+
+
+def _has_encrypted_parts(target: Path) -> bool:
+    try:
+        doc = json.loads((target / "flasher_args.json").read_text(encoding="utf-8"))
+        return any(isinstance(v, dict) and v.get("encrypted") == "true" for v in doc.values())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf):
+    """The merged image in clear (the chip's view of its flash), and the chip it is for."""
+    from imgtool.atomic import read_input
+    from imgtool.chips import get_chip
+    from imgtool.encryption import decrypt, load_flash_key
+    from imgtool.errors import UsageError
+    from imgtool.verify import resolve_input
+
+    if encrypt_key is None:
+        raise UsageError(
+            "holds parts encrypted for flash encryption; pass --encrypt-key with the key they were packed with",
+            path=target,
+            field="--encrypt-key",
+        )
+    file, hints = resolve_input(target)
+    chip = chip or hints.get("chip")
+    if chip is None:
+        raise UsageError("pass --chip to decrypt this image (flash encryption depends on the chip)", field="--chip")
+    key = load_flash_key(encrypt_key, get_chip(chip).name, flash_crypt_conf)
+    data = read_input(file, "flash image")
+    return decrypt(key, data[: len(data) - len(data) % 16], get_chip(chip).bootloader_offset), chip
