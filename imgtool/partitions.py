@@ -437,9 +437,10 @@ class PartitionTable:
     def _verify(self, opts: TableOptions, warnings: _Warnings) -> None:
         """gen_esp32part's verify step, then imgtool's opinions as warnings."""
         keywords = opts.keywords()
+        subtype_names = {name for names in keywords.values() for name in names}
         for p in self.partitions:
             self._check_partition(p, opts.secure)
-            self._warn_keyword_names(p, keywords, warnings)
+            self._warn_keyword_names(p, keywords, subtype_names, warnings)
             self._check_data_flags(p)
         seen: dict[str, Partition] = {}
         for p in self.partitions:
@@ -470,7 +471,9 @@ class PartitionTable:
                 f"use 0x{align_up(p.size, size_align):x}",
             )
 
-    def _warn_keyword_names(self, p: Partition, keywords: dict[int, dict[str, int]], warnings: _Warnings) -> None:
+    def _warn_keyword_names(
+        self, p: Partition, keywords: dict[int, dict[str, int]], subtype_names: set[str], warnings: _Warnings
+    ) -> None:
         """ESP-IDF's two warnings: a name that is a type or subtype keyword of something else."""
         if p.name in TYPES and TYPES[p.name] != p.type:
             warnings.add(
@@ -478,7 +481,6 @@ class PartitionTable:
                 f"partition '{p.name}' is named like the {p.name} type but has type {p.type:#x}; "
                 "check the row or rename it",
             )
-        subtype_names = {name for names in keywords.values() for name in names}
         if p.name in subtype_names and keywords.get(p.type, {}).get(p.name) != p.subtype:
             warnings.add(
                 self._where(p),
@@ -529,16 +531,17 @@ class PartitionTable:
         where = self._where(p)
         encoded = p.name.encode("utf-8")
         if not encoded:
-            warnings.add(where, "the name is empty; nothing can find this partition by name")
+            warnings.add(where, "the name is empty; nothing can find this partition by name, so name it")
         elif NUL in encoded:
-            warnings.add(where, f"name {p.name!r} contains a NUL byte, which ends the name in the binary table")
+            warnings.add(where, f"name {p.name!r} contains a NUL byte, which ends the name in the binary table; remove it")
         elif len(encoded) > NAME_MAX_BYTES:
             cut = encoded[:NAME_MAX_BYTES].decode("utf-8", "replace")
             warnings.add(
-                where, f"name '{p.name}' is {len(encoded)} bytes; the table keeps the first {NAME_MAX_BYTES} ('{cut}')"
+                where, f"name '{p.name}' is {len(encoded)} bytes; the table keeps the first {NAME_MAX_BYTES} ('{cut}'), "
+                f"so shorten it to {NAME_MAX_BYTES}"
             )
         if p.size == 0:
-            warnings.add(where, f"partition '{p.name}' has size 0 and holds nothing")
+            warnings.add(where, f"partition '{p.name}' has size 0 and holds nothing; give it a size or remove it")
         if p.end > ADDRESS_SPACE:
             warnings.add(where, f"'{p.name}' ends past 4 GiB, beyond any flash; check its offset and size")
 
@@ -552,14 +555,14 @@ class PartitionTable:
             )
         apps = self.apps
         if not apps:
-            warnings.add(self.source, "no app partition; the bootloader has nothing to boot")
+            warnings.add(self.source, "no app partition, so the bootloader has nothing to boot; add a factory or ota_0 app partition")
         seen: dict[int, Partition] = {}
         for p in apps:
             if p.subtype in seen:
                 warnings.add(
                     self._where(p),
                     f"a second {p.subtype_name} app '{p.name}' ({_loc(seen[p.subtype])} has one); "
-                    "the bootloader only ever uses the first",
+                    "the bootloader only ever uses the first, so give it another subtype",
                 )
             seen.setdefault(p.subtype, p)
         slots = self.ota_apps
