@@ -52,8 +52,6 @@ END_MARKER = FILL_BYTE * ENTRY_SIZE
 #: Offsets, sizes and flags are 32-bit fields; type and subtype are bytes.
 ADDRESS_SPACE = 1 << 32
 BYTE_LIMIT = 1 << 8
-MAX_TYPE = BYTE_LIMIT - 1
-MAX_SUBTYPE = BYTE_LIMIT - 1
 #: Subtype of a CSV row with an empty subtype column.
 SUBTYPE_UNDEFINED = 0x06
 
@@ -128,7 +126,6 @@ FLAG_BITS = {"encrypted": 1 << 0, "readonly": 1 << 1}
 FLAG_SEPARATOR = ":"
 FIELD_SEPARATOR = ","
 CSV_COLUMNS = 6
-NOT_APPLICABLE = "N/A"
 #: gen_esp32part checks for an unset variable only at the very start of a line.
 _UNKNOWN_VAR_AT_START = re.compile(r"(?<!\\)\$([A-Za-z_][A-Za-z0-9_]*)")
 _SIZE_SUFFIXES = (("k", KiB), ("m", MiB))

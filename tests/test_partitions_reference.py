@@ -23,7 +23,14 @@ from esp_idf_defs.partitions import InputError as IdfInputError
 
 from imgtool.cli import main
 from imgtool.errors import PartitionError, UsageError
-from imgtool.partitions import MAX_PARTITIONS, MAX_PARTITIONS_NO_MD5, PartitionTable, TableOptions, boot_app_partition
+from imgtool.partitions import (
+    ESP_IDF_RELEASE,
+    MAX_PARTITIONS,
+    MAX_PARTITIONS_NO_MD5,
+    PartitionTable,
+    TableOptions,
+    boot_app_partition,
+)
 from imgtool.table_choice import load_table
 
 ACCEPT, REJECT = "accept", "reject"
@@ -509,3 +516,10 @@ def test_utf32_le_is_read_as_utf16_as_esp_idf_does(tmp_path):
         load_table(path)
     with pytest.raises(IdfInputError):
         IdfTable.from_file(io.BytesIO(data))
+
+
+def test_readme_names_the_tracked_esp_idf_release():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"ESP-IDF {ESP_IDF_RELEASE}'s `gen_esp32part.py`" in readme
