@@ -294,8 +294,12 @@ class PartitionTable:
 
     @property
     def ota_apps(self) -> list[Partition]:
-        """The ota_N app partitions ordered by N, the order otadata's slot numbers count in."""
-        return sorted((p for p in self.apps if p.ota_slot is not None), key=lambda p: p.ota_slot)
+        """The ota_N app partitions ordered by N, the order otadata's slot numbers count in.
+
+        As in ESP-IDF's bootloader, a later row with the same subtype replaces an earlier one.
+        """
+        slots = {p.ota_slot: p for p in self.apps if p.ota_slot is not None}
+        return [slots[slot] for slot in sorted(slots)]
 
     @property
     def otadata(self) -> Partition | None:
@@ -559,7 +563,7 @@ class PartitionTable:
                 warnings.add(
                     self._where(p),
                     f"a second {p.subtype_name} app '{p.name}' ({_loc(seen[p.subtype])} has one); "
-                    "the bootloader only ever uses the first, so give it another subtype",
+                    "the bootloader only uses the last one listed, so give one of them another subtype",
                 )
             seen.setdefault(p.subtype, p)
         slots = self.ota_apps
@@ -821,7 +825,7 @@ def human_size(size: int) -> str:
 
 def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partition:
     """The partition the app is flashed into: the named one, else what ESP-IDF's bootloader boots
-    with erased otadata (factory, else the lowest OTA slot, else the first app, e.g. a test app)."""
+    with erased otadata (the last factory row, else the lowest OTA slot, else the first app, e.g. a test app)."""
     apps = table.apps
     if name is not None:
         chosen = table.find(name)
@@ -832,6 +836,7 @@ def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partit
         return chosen
     if not apps:
         raise PartitionError("the table has no app partition; add a factory or ota_0 app partition", path=table.source)
-    factory = next((p for p in apps if p.subtype == SUBTYPE_FACTORY), None)
+    # The bootloader keeps the last factory row it reads.
+    factory = next((p for p in reversed(apps) if p.subtype == SUBTYPE_FACTORY), None)
     ota = table.ota_apps
     return factory or (ota[0] if ota else apps[0])
