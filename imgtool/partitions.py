@@ -52,8 +52,6 @@ END_MARKER = FILL_BYTE * ENTRY_SIZE
 #: Offsets, sizes and flags are 32-bit fields; type and subtype are bytes.
 ADDRESS_SPACE = 1 << 32
 BYTE_LIMIT = 1 << 8
-MAX_TYPE = BYTE_LIMIT - 1
-MAX_SUBTYPE = BYTE_LIMIT - 1
 #: Subtype of a CSV row with an empty subtype column.
 SUBTYPE_UNDEFINED = 0x06
 
@@ -128,7 +126,6 @@ FLAG_BITS = {"encrypted": 1 << 0, "readonly": 1 << 1}
 FLAG_SEPARATOR = ":"
 FIELD_SEPARATOR = ","
 CSV_COLUMNS = 6
-NOT_APPLICABLE = "N/A"
 #: gen_esp32part checks for an unset variable only at the very start of a line.
 _UNKNOWN_VAR_AT_START = re.compile(r"(?<!\\)\$([A-Za-z_][A-Za-z0-9_]*)")
 _SIZE_SUFFIXES = (("k", KiB), ("m", MiB))
@@ -297,8 +294,12 @@ class PartitionTable:
 
     @property
     def ota_apps(self) -> list[Partition]:
-        """The ota_N app partitions ordered by N, the order otadata's slot numbers count in."""
-        return sorted((p for p in self.apps if p.ota_slot is not None), key=lambda p: p.ota_slot)
+        """The ota_N app partitions ordered by N, the order otadata's slot numbers count in.
+
+        As in ESP-IDF's bootloader, a later row with the same subtype replaces an earlier one.
+        """
+        slots = {p.ota_slot: p for p in self.apps if p.ota_slot is not None}
+        return [slots[slot] for slot in sorted(slots)]
 
     @property
     def otadata(self) -> Partition | None:
@@ -437,9 +438,10 @@ class PartitionTable:
     def _verify(self, opts: TableOptions, warnings: _Warnings) -> None:
         """gen_esp32part's verify step, then imgtool's opinions as warnings."""
         keywords = opts.keywords()
+        subtype_names = {name for names in keywords.values() for name in names}
         for p in self.partitions:
             self._check_partition(p, opts.secure)
-            self._warn_keyword_names(p, keywords, warnings)
+            self._warn_keyword_names(p, keywords, subtype_names, warnings)
             self._check_data_flags(p)
         seen: dict[str, Partition] = {}
         for p in self.partitions:
@@ -470,7 +472,9 @@ class PartitionTable:
                 f"use 0x{align_up(p.size, size_align):x}",
             )
 
-    def _warn_keyword_names(self, p: Partition, keywords: dict[int, dict[str, int]], warnings: _Warnings) -> None:
+    def _warn_keyword_names(
+        self, p: Partition, keywords: dict[int, dict[str, int]], subtype_names: set[str], warnings: _Warnings
+    ) -> None:
         """ESP-IDF's two warnings: a name that is a type or subtype keyword of something else."""
         if p.name in TYPES and TYPES[p.name] != p.type:
             warnings.add(
@@ -478,7 +482,6 @@ class PartitionTable:
                 f"partition '{p.name}' is named like the {p.name} type but has type {p.type:#x}; "
                 "check the row or rename it",
             )
-        subtype_names = {name for names in keywords.values() for name in names}
         if p.name in subtype_names and keywords.get(p.type, {}).get(p.name) != p.subtype:
             warnings.add(
                 self._where(p),
@@ -529,16 +532,17 @@ class PartitionTable:
         where = self._where(p)
         encoded = p.name.encode("utf-8")
         if not encoded:
-            warnings.add(where, "the name is empty; nothing can find this partition by name")
+            warnings.add(where, "the name is empty; nothing can find this partition by name, so name it")
         elif NUL in encoded:
-            warnings.add(where, f"name {p.name!r} contains a NUL byte, which ends the name in the binary table")
+            warnings.add(where, f"name {p.name!r} contains a NUL byte, which ends the name in the binary table; remove it")
         elif len(encoded) > NAME_MAX_BYTES:
             cut = encoded[:NAME_MAX_BYTES].decode("utf-8", "replace")
             warnings.add(
-                where, f"name '{p.name}' is {len(encoded)} bytes; the table keeps the first {NAME_MAX_BYTES} ('{cut}')"
+                where, f"name '{p.name}' is {len(encoded)} bytes; the table keeps the first {NAME_MAX_BYTES} ('{cut}'), "
+                f"so shorten it to {NAME_MAX_BYTES}"
             )
         if p.size == 0:
-            warnings.add(where, f"partition '{p.name}' has size 0 and holds nothing")
+            warnings.add(where, f"partition '{p.name}' has size 0 and holds nothing; give it a size or remove it")
         if p.end > ADDRESS_SPACE:
             warnings.add(where, f"'{p.name}' ends past 4 GiB, beyond any flash; check its offset and size")
 
@@ -552,14 +556,14 @@ class PartitionTable:
             )
         apps = self.apps
         if not apps:
-            warnings.add(self.source, "no app partition; the bootloader has nothing to boot")
+            warnings.add(self.source, "no app partition, so the bootloader has nothing to boot; add a factory or ota_0 app partition")
         seen: dict[int, Partition] = {}
         for p in apps:
             if p.subtype in seen:
                 warnings.add(
                     self._where(p),
                     f"a second {p.subtype_name} app '{p.name}' ({_loc(seen[p.subtype])} has one); "
-                    "the bootloader only ever uses the first",
+                    "the bootloader only uses the last one listed, so give one of them another subtype",
                 )
             seen.setdefault(p.subtype, p)
         slots = self.ota_apps
@@ -821,7 +825,7 @@ def human_size(size: int) -> str:
 
 def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partition:
     """The partition the app is flashed into: the named one, else what ESP-IDF's bootloader boots
-    with erased otadata (factory, else the lowest OTA slot, else the first app, e.g. a test app)."""
+    with erased otadata (the last factory row, else the lowest OTA slot, else the first app, e.g. a test app)."""
     apps = table.apps
     if name is not None:
         chosen = table.find(name)
@@ -832,6 +836,7 @@ def boot_app_partition(table: PartitionTable, name: str | None = None) -> Partit
         return chosen
     if not apps:
         raise PartitionError("the table has no app partition; add a factory or ota_0 app partition", path=table.source)
-    factory = next((p for p in apps if p.subtype == SUBTYPE_FACTORY), None)
+    # The bootloader keeps the last factory row it reads.
+    factory = next((p for p in reversed(apps) if p.subtype == SUBTYPE_FACTORY), None)
     ota = table.ota_apps
     return factory or (ota[0] if ota else apps[0])

@@ -451,6 +451,11 @@ def test_boot_app_partition_preference():
     # no factory and no ota_0: the lowest OTA slot, as ESP-IDF's bootloader falls through the slots
     gaps = PartitionTable.from_csv("otadata, data, ota, , 8K,\nt, app, test, , 64K,\nb, app, ota_3, , 64K,\na, app, ota_1, , 64K,")
     assert boot_app_partition(gaps).name == "a"
+    # repeated subtypes: the bootloader keeps the last row it reads
+    twice = PartitionTable.from_csv("otadata, data, ota, , 8K,\nf1, app, factory, , 64K,\nf2, app, factory, , 64K,\n"
+                                    "o1, app, ota_0, , 64K,\no2, app, ota_0, , 64K,")
+    assert boot_app_partition(twice).name == "f2"
+    assert [p.name for p in twice.ota_apps] == ["o2"]
 
 
 def test_boot_app_partition_unknown_name_lists_apps():

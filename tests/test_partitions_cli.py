@@ -173,3 +173,26 @@ def test_espflash_corpus_table_does_not_fit_4mb(tmp_path):
     assert result.exit_code != 0
     assert ":4: 'factory' (0x10000-0x410000) ends 64 KiB past the end of the 4 MiB flash" in result.output
     assert run("check", str(path), "--flash-size", "8MB").exit_code == 0
+
+
+def test_pack_accepts_what_esp_idf_accepts_and_prints_the_warnings(tmp_path):
+    """Two factory apps: ESP-IDF writes the table, so pack does too, with one warning line."""
+    import shutil
+
+    from conftest import FIXTURES, make_bootloader
+
+    elf = tmp_path / "fw"
+    shutil.copy(FIXTURES / "esp32c3-min.elf", elf)
+    csv = tmp_path / "two.csv"
+    csv.write_text("nvs, data, nvs, , 24K,\nfactory, app, factory, , 512K,\nfactory2, app, factory, , 512K,\n")
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
+    args = ["pack", str(elf), "-o", str(tmp_path / "out"), "--bootloader", str(boot), "--partition-table", str(csv), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"imgtool: warning: {csv}:3: a second factory app 'factory2' (line 2 has one); "
+        "the bootloader only uses the last one listed, so give one of them another subtype"
+    ]
+    # the app goes where ESP-IDF's bootloader looks: the last factory row
+    assert "0x90000 fw.bin" in (tmp_path / "out" / "flash_parts_args").read_text()
+    assert (tmp_path / "out" / "partitions.bin").read_bytes() == IdfTable.from_csv(csv.read_text()).to_binary()

@@ -20,10 +20,19 @@ import pytest
 from click.testing import CliRunner
 from esp_idf_defs import PartitionTable as IdfTable
 from esp_idf_defs.partitions import InputError as IdfInputError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imgtool.cli import main
 from imgtool.errors import PartitionError, UsageError
-from imgtool.partitions import MAX_PARTITIONS, MAX_PARTITIONS_NO_MD5, PartitionTable, TableOptions, boot_app_partition
+from imgtool.partitions import (
+    ESP_IDF_RELEASE,
+    MAX_PARTITIONS,
+    MAX_PARTITIONS_NO_MD5,
+    PartitionTable,
+    TableOptions,
+    boot_app_partition,
+)
 from imgtool.table_choice import load_table
 
 ACCEPT, REJECT = "accept", "reject"
@@ -509,3 +518,48 @@ def test_utf32_le_is_read_as_utf16_as_esp_idf_does(tmp_path):
         load_table(path)
     with pytest.raises(IdfInputError):
         IdfTable.from_file(io.BytesIO(data))
+
+
+def test_readme_names_the_tracked_esp_idf_release():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"ESP-IDF {ESP_IDF_RELEASE}'s `gen_esp32part.py`" in readme
+
+
+# -- the same verdict as the oracle on generated tables ------------------------------------------------
+
+FIELD_CHOICES = (
+    ["nvs", "otadata", "factory", "ota_0", "app", "data", "x", "a_very_long_partition_name", "", "bootloader", "née"],
+    ["app", "data", "data", "0x40", "1", "bootloader", "partition_table", "0xff", "0x100", "APP", ""],
+    ["factory", "ota_0", "ota_1", "test", "nvs", "ota", "phy", "fat", "", "0x20", "primary", "recovery", "coredump"],
+    ["", "", "", "0x9000", "0x10000", "0x20000", "0x18000", "N/A", "64k", "0x100000000", "-0x1000", "0x8000"],
+    ["0x2000", "0x3000", "1M", "24K", "0", "-2M", "N/A", "", "0x1000001", "4K", "64K", "1kk", "0x1800"],
+    ["", "", "encrypted", "readonly", "encrypted:readonly", "bogus", "encrypted :readonly"],
+)
+generated_csv = st.lists(
+    st.tuples(*(st.sampled_from(choices) for choices in FIELD_CHOICES)).map(", ".join), min_size=1, max_size=6
+).map(lambda rows: "\n".join(rows) + "\n")
+generated_options = st.builds(
+    TableOptions,
+    table_offset=st.sampled_from([0x8000, 0x9000]),
+    bootloader_offset=st.sampled_from([None, 0x0, 0x1000]),
+    recovery_bootloader_offset=st.sampled_from([None, 0x200000]),
+    flash_size=st.sampled_from([None, 4 << 20]),
+    secure=st.sampled_from([None, "v1", "v2"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(generated_csv, generated_options)
+def test_generated_tables_get_the_oracles_verdict_and_bytes(text, opts):
+    try:
+        expected = idf_binary(text, opts)
+    except (IdfInputError, struct.error, ValueError, TypeError):
+        expected = None
+    try:
+        got = PartitionTable.from_csv(text, options=opts).to_binary()
+    except PartitionError as exc:
+        assert "\n" not in str(exc)
+        got = None
+    assert got == expected
