@@ -86,7 +86,7 @@ def test_pack_and_flash_with_spaces_and_non_ascii(tmp_path, monkeypatch):
         log = e2e.esptool("esp32c3", url, "write-flash", "@flash_args", cwd=out)
         assert "Hash of data verified" in log
         dump = tmp_path / "dump ü.bin"
-        e2e.esptool("esp32c3", url, "read-flash", "0x0", hex(res.merged.size), str(dump), cwd=out)
+        e2e.esptool("esp32c3", url, "read-flash", "0x0", hex(res.merged.size), str(dump), cwd=out, attempts=e2e.READ_BACK_ATTEMPTS)
     finally:
         handle.stop()
     assert dump.read_bytes() == (out / res.merged.file).read_bytes()
