@@ -143,14 +143,15 @@ def decrypt(key: FlashKey, data: bytes, address: int) -> bytes:
 
 
 def encrypt_layout(layout, key: FlashKey):
-    """The layout with every part encrypted at its flash address and marked encrypted.
-
-    pack writes the bootloader, partition table, otadata and app, all of which a
-    release-mode device reads through flash decryption.
+    """The layout with every part a release-mode device reads through flash decryption encrypted at its
+    flash address and marked encrypted: the bootloader, partition table, otadata and app, and the data
+    partitions flagged ``encrypted`` in the table (others, NVS among them, stay plain).
     """
     from dataclasses import replace
 
-    parts = tuple(replace(p, data=encrypt(key, p.data, p.offset), encrypted=True) for p in layout.parts)
+    parts = tuple(
+        replace(p, data=encrypt(key, p.data, p.offset), encrypted=True) if p.flash_encrypted else p for p in layout.parts
+    )
     warnings = (*layout.warnings, f"parts are encrypted with {key.description} for {key.chip}; flash them only to a device whose eFuse holds this key")
     return replace(layout, parts=parts, warnings=warnings)
 

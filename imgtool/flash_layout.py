@@ -6,7 +6,8 @@ way ``esptool merge-bin`` lays it out) and the text of the argument files that
 let plain esptool, ESP-IDF tooling and esp-web-tools flash the result:
 
 - ``flash_args``: esptool argument file, flash settings then one ``OFFSET FILE`` line per
-  part (ESP-IDF's meaning: flashing it leaves NVS and other data partitions alone);
+  part (ESP-IDF's meaning: flashing it leaves NVS and other data partitions alone, except the
+  data partition images ``pack --data`` made, which follow the app as in ESP-IDF);
 - ``flash_merged_args``: the same settings and the merged image at its offset;
 - ``flasher_args.json``: ESP-IDF's machine-readable flashing description, plus the merged
   image and which bootloader build the pack placed (``imgtool flash`` checks the crystal with it);
@@ -58,6 +59,9 @@ FIXED_FILES = (
     SHA256SUMS_FILE,
 )
 
+#: The parts every pack writes (flasher_args.json's keys for them); any other part is a data partition image.
+CORE_PARTS = ("bootloader", "partition-table", "otadata", "app")
+
 #: write-flash options leaving the bytes as they are (esptool patches a header it finds at the bootloader offset).
 KEEP_FLASH_ARGS = ("--flash-mode", "keep", "--flash-freq", "keep", "--flash-size", "keep")
 
@@ -92,11 +96,13 @@ class FlashSettings(NamedTuple):
 class FlashPart:
     """One file written to flash at ``offset``."""
 
-    name: str  # bootloader, partition-table, otadata, app (ESP-IDF's flasher_args.json keys)
+    name: str  # bootloader, partition-table, otadata, app (ESP-IDF's flasher_args.json keys), or a data partition's label
     offset: int
     file: str
     data: bytes = field(repr=False, compare=False)
     encrypted: bool = False
+    #: A device in flash-encryption mode reads it through decryption (data partitions: their ``encrypted`` flag).
+    flash_encrypted: bool = True
 
     @property
     def size(self) -> int:
@@ -353,8 +359,10 @@ def plan_layout(
     project_name: str | None = None,
     warnings=(),
     bootloader_source: dict | None = None,
+    data_parts=(),
 ) -> FlashLayout:
-    """Place bootloader, table, otadata and app; refuse overlaps and anything past the flash size.
+    """Place bootloader, table, otadata and app, then ``data_parts`` (:class:`imgtool.data_parts.DataImage`,
+    listed after the app as ESP-IDF lists them); refuse overlaps and anything past the flash size.
 
     ``otadata`` defaults to an erased otadata partition when the table has one.
     """
@@ -393,7 +401,16 @@ def plan_layout(
         parts.append(FlashPart("otadata", otadata_part.offset, OTADATA_FILE, bytes(otadata)))
     parts.append(FlashPart("app", target.offset, app_file_name(name), bytes(app)))
     parts.sort(key=lambda p: p.offset)
-    _check_overlaps(parts, chip, table_offset, flash_bytes, settings.size)
+    taken = {*FIXED_FILES, app_file_name(name), merged_file_name(name)}
+    for image in data_parts:
+        if image.file in taken:
+            raise UsageError(
+                f"the image for partition '{image.label}' would be written as {image.file}, which is another output; "
+                "rename the partition or the ELF",
+                field="--data",
+            )
+        parts.append(FlashPart(image.label, image.partition.offset, image.file, image.data, flash_encrypted=image.partition.encrypted))
+    _check_overlaps(sorted(parts, key=lambda p: p.offset), chip, table_offset, flash_bytes, settings.size)
     return FlashLayout(
         chip=chip,
         name=name,

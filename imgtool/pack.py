@@ -51,6 +51,7 @@ def pack(
     sign_bootloader: bool = False,
     encrypt_key: str | os.PathLike | None = None,
     flash_crypt_conf: int | None = None,
+    data: tuple[tuple[str, str | os.PathLike], ...] = (),
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
@@ -61,6 +62,9 @@ def pack(
     ``sign_keys`` (PEM private keys, up to three) sign the app for Secure Boot V2, and with
     ``sign_bootloader`` the user's bootloader too; ``encrypt_key`` writes every part pre-encrypted
     for flash encryption at its flash address. Key files are only read.
+
+    ``data`` pairs ``(label, path)`` fill data partitions (:mod:`imgtool.data_parts`: a CSV becomes
+    NVS, a folder LittleFS, another file is written raw); they override the project files' ``[data]``.
     """
     from imgtool.app_image import build_app_image
     from imgtool.bootloader import (
@@ -77,6 +81,7 @@ def pack(
         normalize_flash_mode,
         normalize_flash_size,
     )
+    from imgtool.data_parts import build_data_images, merge_data_specs
     from imgtool.project_config import ProjectConfig, load_project_config
     from imgtool.table_choice import check_app_fits, default_table, load_table
 
@@ -101,6 +106,9 @@ def pack(
     )
     cfg = file_cfg.merged_with(**cli)
     from_files = tuple(k for k, v in cli.items() if v is None and getattr(file_cfg, k) is not None)
+    data_specs = merge_data_specs(dict(file_cfg.data), data)
+    given_labels = {label for label, _ in data}
+    from_files += tuple(f"data.{label}" for label, _ in file_cfg.data if label not in given_labels)
     requested_mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
     mode = boot_flash_mode(requested_mode)
     size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
@@ -135,6 +143,8 @@ def pack(
         table = default_table(flash_size_bytes(size), toff)
     # before any bootloader download
     check_app_fits(table, len(app_data), cfg.target_app_partition, default_table=not cfg.partition_table)
+    data_images, data_warnings = build_data_images(data_specs, table)
+    app.warnings.extend(data_warnings)
 
     boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
     boot_source: dict = {"source": "file"}
@@ -203,6 +213,7 @@ def pack(
         project_name=(desc.get("project_name") or None),
         warnings=app.warnings,
         bootloader_source=boot_source,
+        data_parts=data_images,
     )
     if flash_key is not None:
         from imgtool.encryption import encrypt_layout
@@ -211,7 +222,8 @@ def pack(
     files = layout.files()
 
     out = Path(outdir) if outdir is not None else (elf.parent if str(elf.parent) else Path("."))
-    _refuse_overwriting_input(out, files, elf, cfg, [*sign_keys, *([encrypt_key] if encrypt_key else [])])
+    inputs = [*sign_keys, *([encrypt_key] if encrypt_key else []), *(i.source for i in data_images if i.kind != "littlefs")]
+    _refuse_overwriting_input(out, files, elf, cfg, inputs)
     stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
     write_outputs(out, files, remove=stale)
     result = layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))

@@ -10,6 +10,10 @@ Sources, lowest priority first:
    ``[flash]`` with ``mode``, ``size``, ``frequency`` (espflash 2 called it ``freq``);
 3. the command line, which always wins.
 
+Either file may also declare data partition images (imgtool's own key, see :mod:`imgtool.data_parts`):
+a ``[data]`` table in ``espflash.toml`` or ``[package.metadata.espflash.data]`` in ``Cargo.toml``,
+``LABEL = "path"`` per partition; ``espflash.toml`` wins per label, ``pack --data LABEL=PATH`` over both.
+
 Files are searched from the ELF's folder upwards, stopping at the first folder with a
 ``Cargo.toml`` (the crate root), at the current directory, or at the filesystem root.
 Relative paths in a file are relative to that file's folder.
@@ -44,6 +48,8 @@ class ProjectConfig:
     flash_size: str | None = None
     flash_freq: str | None = None
     chip: str | None = None
+    #: ``(label, path)`` per data partition image, paths made absolute.
+    data: tuple[tuple[str, str], ...] = ()
     sources: tuple[str, ...] = field(default=())
 
     def merged_with(self, **cli) -> ProjectConfig:
@@ -104,6 +110,7 @@ def load_project_config(elf_path: str | os.PathLike, cwd: str | os.PathLike | No
     espflash, cargo = find_config_files(elf_path, cwd)
     values: dict = {}
     sources: list[str] = []
+    data: dict[str, str] = {}
     if cargo is not None:
         doc = _load_toml(cargo)
         meta = doc.get("package")
@@ -111,6 +118,7 @@ def load_project_config(elf_path: str | os.PathLike, cwd: str | os.PathLike | No
             meta = meta.get(key) if isinstance(meta, dict) else None
         if isinstance(meta, dict):
             values.update(_from_table(meta, cargo, "[package.metadata.espflash]"))
+            data.update(_data_table(meta.get("data"), cargo, "[package.metadata.espflash.data]"))
             sources.append(os.fspath(cargo))
     if espflash is not None:
         doc = _load_toml(espflash)
@@ -123,8 +131,22 @@ def load_project_config(elf_path: str | os.PathLike, cwd: str | os.PathLike | No
         if isinstance(flash, dict):
             found.update(_flash_table(flash, espflash))
         values.update(found)
+        data.update(_data_table(doc.get("data"), espflash, "[data]"))
         sources.append(os.fspath(espflash))
-    return ProjectConfig(**values, sources=tuple(sources))
+    return ProjectConfig(**values, data=tuple(data.items()), sources=tuple(sources))
+
+
+def _data_table(table, path: Path, where: str) -> dict[str, str]:
+    """``LABEL = "path"`` entries, paths relative to the file's folder."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise InputError(f"{where} must be a table of LABEL = \"path\" entries", path=path)
+    out = {}
+    for label, value in table.items():
+        value = _string(value, path, f"{where}.{label}")
+        out[label] = value if os.path.isabs(value) else os.fspath(path.parent / value)
+    return out
 
 
 def _from_table(table: dict, path: Path, where: str) -> dict:

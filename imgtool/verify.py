@@ -5,6 +5,9 @@ reads the partition table (MD5-checked), picks the app partition (otadata, else
 factory, else ota_0), then loads and maps the app. The app is judged by
 ``boot_rules`` (ESP-IDF's loader as a model) under the bootloader actually
 found, so every problem names the part and the bootloader step it fails.
+Data partitions that hold something are described (an NVS partition's page
+headers checked as ESP-IDF's NVS reads them; a bad one is a warning: the app
+would lose that data, but it boots).
 """
 
 from __future__ import annotations
@@ -268,11 +271,11 @@ class _Verifier:
         if table is None:
             return
         part = self.pick_boot_partition(table)
-        if part is None:
-            return
-        app = self.check_app(part, boot_ok)
-        if app is not None and elf is not None:
-            self.check_elf(app, elf)
+        if part is not None:
+            app = self.check_app(part, boot_ok)
+            if app is not None and elf is not None:
+                self.check_elf(app, elf)
+        self.check_data_partitions(table)
 
     def locate(self) -> bool:
         """Decide where the file sits in flash and which chip it is for."""
@@ -477,6 +480,19 @@ class _Verifier:
                 f"{chip.name} bootloader requires",
             )
         return parsed
+
+    def check_data_partitions(self, table: PartitionTable) -> None:
+        """What each written data partition holds (NVS page headers checked); erased ones and otadata say nothing."""
+        from imgtool.data_parts import describe_contents
+        from imgtool.partitions import SUBTYPE_DATA_OTA, TYPE_DATA
+
+        for part in table.partitions:
+            if part.type != TYPE_DATA or part.subtype == SUBTYPE_DATA_OTA or self.available(part.offset) <= 0:
+                continue
+            found = describe_contents(part, self.read(part.offset, part.size))
+            if found is not None:
+                plausible, message = found
+                self.r.add(f"data ('{part.name}' at 0x{part.offset:x})", True, message, warning=not plausible)
 
     def check_elf(self, parsed, elf_path) -> None:
         from imgtool.elf import read_elf

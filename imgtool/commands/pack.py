@@ -32,6 +32,13 @@ def _parse_offset(ctx, param, value):
     return number
 
 
+def _parse_data(ctx, param, value):
+    """``LABEL=PATH`` options as ``(label, path)`` pairs; None when none are given (so `flash OUTDIR` sees no pack option)."""
+    from imgtool.data_parts import parse_data_option
+
+    return tuple(parse_data_option(item) for item in value) or None
+
+
 #: The options `pack` and `flash ELF` share, in the order `-h` lists them (each takes a keyword of imgtool.pack.pack).
 PACK_OPTIONS = (
     flash_size_option,
@@ -44,6 +51,8 @@ PACK_OPTIONS = (
     click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list']."),
     click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder."),
     click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0]."),
+    click.option("--data", multiple=True, callback=_parse_data, metavar="LABEL=PATH",
+                 help="Fill data partition LABEL: a .csv becomes an NVS image, a folder a LittleFS, any other file is written as it is (repeatable)."),
 )
 
 
@@ -55,7 +64,7 @@ def pack_options(command):
 
 
 def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
-                bootloader, bootloader_variant, offline, target_app_partition) -> dict:
+                bootloader, bootloader_variant, offline, target_app_partition, data=None) -> dict:
     """The click values of :data:`PACK_OPTIONS` as keywords of :func:`imgtool.pack.pack`."""
     return dict(
         flash_size=flash_size,
@@ -69,6 +78,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
         bootloader_variant=bootloader_variant,
         offline=offline,
         app_partition=target_app_partition,
+        data=data or (),
     )
 
 
@@ -88,7 +98,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
-         bootloader, bootloader_variant, offline, target_app_partition, fill_flash_size, sign_keys, sign_bootloader,
+         bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
          encrypt_key, flash_crypt_conf, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.pack import pack as do_pack
@@ -101,7 +111,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
             flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq, min_rev=min_rev, max_rev=max_rev,
             partition_table=partition_table,
             partition_table_offset=partition_table_offset, bootloader=bootloader, bootloader_variant=bootloader_variant,
-            offline=offline, target_app_partition=target_app_partition,
+            offline=offline, target_app_partition=target_app_partition, data=data,
         ),
         fill_flash_size=fill_flash_size,
         quiet=quiet or as_json,
@@ -129,7 +139,8 @@ def print_summary(result) -> None:
     from_files = ""
     if result.config_settings:
         names = ", ".join(Path(p).name for p in result.config_files)
-        from_files = f"  ({', '.join(s.replace('_', '-') for s in result.config_settings)} from {names})"
+        settings = ", ".join(_setting_name(s) for s in result.config_settings)
+        from_files = f"  ({settings} from {names})"
     console.print(
         Text.assemble(
             styled(result.chip, "bold"), f"  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}{from_files}"
@@ -152,10 +163,19 @@ def print_summary(result) -> None:
     )
     import shlex
 
+    from imgtool.flash_layout import CORE_PARTS
+
     outdir = str(result.outdir or ".")
-    console.print("flash with (keeps NVS; --merged writes the merged image):")
+    kept = "keeps NVS" if all(p.name in CORE_PARTS for p in result.parts) else "keeps other data partitions"
+    console.print(f"flash with ({kept}; --merged writes the merged image):")
     console.print(f"  imgtool flash {shlex.quote(outdir)} --port PORT", soft_wrap=True)
     console.print(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args", soft_wrap=True)
+
+
+def _setting_name(setting: str) -> str:
+    """``partition_table`` → ``partition-table``; ``data.LABEL`` keeps the label as it is spelled."""
+    key, dot, label = setting.partition(".")
+    return key.replace("_", "-") + dot + label
 
 
 @click.command()
