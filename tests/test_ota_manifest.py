@@ -11,6 +11,10 @@ import json
 import shutil
 import struct
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 import pytest
 from click.testing import CliRunner
@@ -160,3 +164,107 @@ def test_unreachable_slot_is_refused():
     with pytest.raises(LayoutError, match="ota_0 .. ota_1"):
         plan_layout(chip, name="a", app=_app(chip), bootloader=bootloader_image("esp32c3", 2), table=table,
                     settings=FlashSettings("dio", "80m", "4MB"), app_partition="b")
+
+
+# --------------------------------------------------------------------------- imgtool manifest
+
+
+@pytest.fixture(scope="module")
+def packs(tmp_path_factory, boot):
+    """An esp32c3 pack (bootloader at 0x0, app in ota_1) and an esp32 pack (bootloader at 0x1000)."""
+    root = tmp_path_factory.mktemp("packs")
+    pack_c3(root / "c3", boot, "two_ota", "ota_1")
+    pack(FIXTURES / "esp32-min.elf", root / "esp32", bootloader=boot["esp32"], flash_size="4MB", project_config=False)
+    return root
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(result, *words):
+    assert result.exit_code != 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imgtool: error: "), result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_two_chip_manifest_paths_resolve_beside_it(tmp_path, packs):
+    web = tmp_path / "site" / "web"
+    result = run("manifest", packs / "c3", packs / "esp32", "-o", web / "manifest.json", "--launchpad",
+                 "--base-url", "https://example.com/fw", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["builds"][0]["chip"] == "esp32c3"
+    doc = json.loads((web / "manifest.json").read_text())
+    assert (doc["name"], doc["version"]) == ("fixture", "0.1.0")  # the app descriptor's
+    assert [b["chipFamily"] for b in doc["builds"]] == ["ESP32-C3", "ESP32"]
+    for build, folder in zip(doc["builds"], ("c3", "esp32")):
+        flasher = json.loads((packs / folder / "flasher_args.json").read_text())
+        expected = {int(off, 16): name for off, name in flasher["flash_files"].items()}
+        assert {part["offset"]: part["path"].rsplit("/", 1)[1] for part in build["parts"]} == expected
+        for part in build["parts"]:
+            path = (web / part["path"]).resolve()
+            assert path.is_relative_to(web.resolve()) and not part["path"].startswith("/")
+            assert path.read_bytes() == (packs / folder / expected[part["offset"]]).read_bytes()
+    # Launchpad: one image per chip family, written at 0x0, i.e. the merged image after 0xFF up to the bootloader
+    toml = tomllib.loads((web / "launchpad.toml").read_text())
+    assert toml["esp_toml_version"] == 1.0 and toml["firmware_images_url"] == "https://example.com/fw/"
+    app = toml[toml["supported_apps"][0]]
+    assert app["chipsets"] == ["ESP32-C3", "ESP32"]
+    for family, folder, chip in (("esp32-c3", "c3", "esp32c3"), ("esp32", "esp32", "esp32")):
+        image = (web / app["image"][family]).read_bytes()
+        merged = next((packs / folder).glob("*.merged.bin")).read_bytes()
+        offset = get_chip(chip).bootloader_offset
+        assert image[:offset] == b"\xff" * offset and image[offset:] == merged
+
+
+def test_name_and_version_options_win(tmp_path, packs):
+    out = tmp_path / "m.json"
+    assert run("manifest", packs / "c3", "-o", out, "--name", "Blinky", "--version", "2.0", "-q").exit_code == 0
+    doc = json.loads(out.read_text())
+    assert (doc["name"], doc["version"]) == ("Blinky", "2.0") and doc["builds"][0]["parts"][0]["path"].startswith("esp32c3/")
+
+
+def test_packs_that_disagree_need_the_option(packs):
+    from dataclasses import replace
+
+    from imgtool.errors import UsageError
+    from imgtool.web_manifest import _agreed, read_pack
+
+    a, b = read_pack(packs / "c3"), read_pack(packs / "esp32")
+    assert _agreed([a, b], "version", "--version") == "0.1.0"
+    with pytest.raises(UsageError, match="different versions .*'0.1.0'.*'9.9'.*pass --version"):
+        _agreed([a, replace(b, version="9.9")], "version", "--version")
+
+
+def _broken(tmp_path, packs):
+    copy = tmp_path / "broken"
+    shutil.copytree(packs / "c3", copy)
+    (copy / "partitions.bin").write_bytes(b"\x00" * 16)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("same-chip", ["both esp32c3 packs", "one build per chip family"]),
+        ("missing", ["no such pack folder"]),
+        ("broken", ["is not a sound pack", "partitions.bin"]),
+        ("launchpad-without-url", ["--base-url"]),
+    ],
+)
+def test_refusals_write_nothing(tmp_path, packs, case, words):
+    if case == "same-chip":
+        twin = tmp_path / "twin"
+        shutil.copytree(packs / "c3", twin)
+        args = [packs / "c3", packs / "esp32", twin]
+    elif case == "missing":
+        args = [packs / "c3", tmp_path / "nope"]
+    elif case == "broken":
+        args = [packs / "esp32", _broken(tmp_path, packs)]
+    else:
+        args = [packs / "c3", "--launchpad"]
+    web = tmp_path / "web"
+    one_line_error(run("manifest", *args, "-o", web / "manifest.json"), *words)
+    assert not web.exists()
