@@ -32,7 +32,6 @@ from imgtool.partitions import (
     TABLE_MAX_LEN,
     Partition,
     PartitionTable,
-    boot_app_partition,
 )
 
 OTADATA_LEN = 0x2000
@@ -435,8 +434,8 @@ class _Verifier:
         if chosen is None:
             r.fail("partition table", "has no app partition to boot")
             return None
-        r.add("otadata" if table.otadata is not None else "partition table", True,
-              f"the bootloader starts '{chosen.name}' at 0x{chosen.offset:x}: {plan.choice.reason}")
+        part = "otadata" if table.otadata is not None else "partition table"
+        r.add(part, True, f"the bootloader starts '{chosen.name}' at 0x{chosen.offset:x}: {plan.choice.reason}")
         self.fallbacks = plan.order[1:]
         r.boot_partition = chosen.name
         r.boot_partition_offset = chosen.offset
