@@ -187,6 +187,7 @@ class Chip(NamedTuple):
     unified_flash_map: bool = False
     #: Flash segments end at least this far into their last MMU page (LEGACY_FLASH_TAIL_MIN on ESP32).
     flash_tail_min: int = 0
+    #: esp-web-tools' ``chipFamily`` (a manifest build's key); ESP Launchpad's ``chipsets`` use the same names.
     esp_web_tools_family: str = ""
 
     @property

@@ -25,6 +25,7 @@ COMMANDS = {
     "verify": "imgtool.commands.pack:verify",
     "sign": "imgtool.commands.sign:sign",
     "flash": "imgtool.commands.flash:flash",
+    "manifest": "imgtool.commands.manifest:manifest",
 }
 
 

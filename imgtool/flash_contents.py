@@ -1,7 +1,8 @@
 """What a merged image or flash dump holds, part by part, for `imgtool info`.
 
 It reuses the parsers `verify` and `info` already have: verify's locating of the file in
-flash and its partition table, the image parser and the app-descriptor reader for each app.
+flash, its partition table and its choice of the partition the bootloader starts (otadata's
+rules), the image parser and the app-descriptor reader for each app.
 Checking is `verify`'s job; this only describes.
 """
 
@@ -76,6 +77,8 @@ def describe_flash(path: str | os.PathLike) -> dict | None:
         "base": base,
         "size": len(data),
         "parts": parts,
+        "boot_partition": report.boot_partition,
+        "boot_reason": report.boot_reason,
         "problems": [str(c) for c in report.problems],
     }
 

@@ -364,7 +364,9 @@ def plan_layout(
     """Place bootloader, table, otadata and app, then ``data_parts`` (:class:`imgtool.data_parts.DataImage`,
     listed after the app as ESP-IDF lists them); refuse overlaps and anything past the flash size.
 
-    ``otadata`` defaults to an erased otadata partition when the table has one.
+    ``otadata`` defaults, when the table has an otadata partition, to contents that make the
+    bootloader start the app's partition (:func:`imgtool.otadata.otadata_for`): erased for the
+    factory app or ota_0 without one, else an entry selecting the app's OTA slot.
     """
     check_output_name(name)
     flash_bytes = flash_size_bytes(settings.size)
@@ -388,17 +390,20 @@ def plan_layout(
         FlashPart("partition-table", table_offset, PARTITIONS_BIN_FILE, bytes(table_bin)),
     ]
     otadata_part = table.otadata
+    warnings = list(warnings)
     if otadata_part is not None:
         if otadata is None:
-            from imgtool.otadata import initial_otadata
+            from imgtool.otadata import otadata_for
 
-            otadata = initial_otadata()
+            otadata = otadata_for(table, target)
         if len(otadata) > otadata_part.size:
             raise LayoutError(
                 f"otadata contents are {len(otadata)} bytes but partition '{otadata_part.name}' holds {otadata_part.size}",
                 field="otadata",
             )
         parts.append(FlashPart("otadata", otadata_part.offset, OTADATA_FILE, bytes(otadata)))
+    else:
+        warnings.extend(_no_otadata_warning(table, target))
     parts.append(FlashPart("app", target.offset, app_file_name(name), bytes(app)))
     parts.sort(key=lambda p: p.offset)
     taken = {*FIXED_FILES, app_file_name(name), merged_file_name(name)}
@@ -426,6 +431,19 @@ def plan_layout(
         warnings=tuple(warnings),
         bootloader_source=dict(bootloader_source or {"source": "file"}),
     )
+
+
+def _no_otadata_warning(table: PartitionTable, target) -> list[str]:
+    """Without otadata the bootloader tries the factory app first; say so when the app is elsewhere."""
+    from imgtool.otadata import boot_plan
+
+    first = boot_plan(table, None).partition
+    if first is None or first == target:
+        return []
+    return [
+        f"{table.source}: the table has no otadata partition, so the bootloader tries '{first.name}' first and "
+        f"starts '{target.name}' only while '{first.name}' holds no app; add an otadata partition to select it"
+    ]
 
 
 def check_output_name(name: str) -> None:

@@ -1,8 +1,10 @@
 """Check a merged image or a flash dump the way the chip would read it.
 
 The ROM loads the bootloader from the chip's bootloader offset; the bootloader
-reads the partition table (MD5-checked), picks the app partition (otadata, else
-factory, else ota_0), then loads and maps the app. The app is judged by
+reads the partition table (MD5-checked), picks the app partition as ESP-IDF's
+bootloader does (``imgtool.otadata``: otadata's entry, else factory, else ota_0),
+then loads and maps the app; a selected partition without a loadable app fails,
+naming what the bootloader falls back to. The app is judged by
 ``boot_rules`` (ESP-IDF's loader as a model) under the bootloader actually
 found, so every problem names the part and the bootloader step it fails.
 Data partitions that hold something are described (an NVS partition's page
@@ -33,7 +35,6 @@ from imgtool.partitions import (
     TABLE_MAX_LEN,
     Partition,
     PartitionTable,
-    boot_app_partition,
 )
 
 OTADATA_LEN = 0x2000
@@ -69,6 +70,8 @@ class VerifyReport:
     boot_partition: str | None = None
     boot_partition_offset: int | None = None
     boot_partition_size: int | None = None
+    #: Why the bootloader starts ``boot_partition`` (the rule, naming its ESP-IDF function).
+    boot_reason: str | None = None
     app_size: int | None = None
     flash_size: str | None = None
     checks: list[Check] = field(default_factory=list)
@@ -111,6 +114,7 @@ class VerifyReport:
             "boot_partition": self.boot_partition,
             "boot_partition_offset": self.boot_partition_offset,
             "boot_partition_size": self.boot_partition_size,
+            "boot_reason": self.boot_reason,
             "app_size": self.app_size,
             "checks": [{"part": c.part, "ok": c.ok, "warning": c.warning, "message": c.message} for c in self.checks],
             "problems": [str(c) for c in self.problems],
@@ -251,6 +255,7 @@ class _Verifier:
         self.table_offset = table_offset
         self.flash_bytes: int | None = None
         self.bootloader_revs: tuple[int, int] | None = None
+        self.fallbacks: tuple = ()  # app partitions the bootloader tries after the selected one
 
     # flash access ------------------------------------------------------
     def read(self, addr: int, length: int) -> bytes:
@@ -420,32 +425,39 @@ class _Verifier:
         return table
 
     def pick_boot_partition(self, table: PartitionTable) -> Partition | None:
-        from imgtool.otadata import selected_slot
+        """The partition the bootloader starts, by ``imgtool.otadata``'s model of its rules (each names its ESP-IDF function)."""
+        from imgtool.otadata import boot_plan
 
         r = self.r
-        ota = table.ota_apps
-        otadata = table.otadata
-        chosen = None
-        if otadata is not None and ota:
-            raw = self.read(otadata.offset, OTADATA_LEN)
-            if len(raw) < OTADATA_LEN:
-                raw = raw + b"\xff" * (OTADATA_LEN - len(raw))  # past the end of a merged image: never written
-            slot = selected_slot(raw, len(ota))
-            if slot is not None:
-                chosen = ota[slot]
-                r.add("otadata", True, f"selects OTA slot {slot} ('{chosen.name}')")
-            else:
-                r.add("otadata", True, "no valid entry: the bootloader boots the factory app, else ota_0")
+        raw = None
+        if table.otadata is not None:
+            raw = self.read(table.otadata.offset, OTADATA_LEN)  # past the end of a merged image: never written, reads as erased
+        plan = boot_plan(table, raw)
+        chosen = plan.partition
         if chosen is None:
-            try:
-                chosen = boot_app_partition(table)
-            except PartitionError:
-                r.fail("partition table", "has no app partition to boot")
-                return None
+            r.fail("partition table", "has no app partition to boot")
+            return None
+        part = "otadata" if table.otadata is not None else "partition table"
+        r.add(part, True, f"the bootloader starts '{chosen.name}' at 0x{chosen.offset:x}: {plan.choice.reason}")
+        self.fallbacks = plan.order[1:]
         r.boot_partition = chosen.name
         r.boot_partition_offset = chosen.offset
         r.boot_partition_size = chosen.size
+        r.boot_reason = plan.choice.reason
         return chosen
+
+    def fallback_text(self) -> str:
+        """What ``bootloader_utility_load_boot_image`` does when the selected partition holds no loadable app."""
+        from imgtool.image_format import parse_image
+
+        for part in self.fallbacks:
+            try:
+                parsed = parse_image(self.read(part.offset, part.size), what="app image")
+            except ImgtoolError:
+                continue
+            if parsed.checksum_valid and parsed.hash_valid is not False:
+                return f"the bootloader falls back to '{part.name}' at 0x{part.offset:x} and starts that app instead (bootloader_utility_load_boot_image)"
+        return "no other app partition holds an app either, so the bootloader resets and tries again forever (bootloader_utility_load_boot_image)"
 
     def check_app(self, part: Partition, boot_ok: bool):
         """The app as the bootloader loads it: every rule of ``boot_rules``, each naming its ESP-IDF step."""
@@ -455,12 +467,12 @@ class _Verifier:
         r, chip = self.r, self.chip
         label = f"app ('{part.name}' at 0x{part.offset:x})"
         if self.available(part.offset) <= 0:
-            r.fail(label, "the file ends before the app partition: nothing to boot")
+            r.fail(label, f"the file ends before the app partition: nothing to boot; {self.fallback_text()}")
             return None
         try:
             parsed = parse_image(self.read(part.offset, part.size), what="app image")
         except ImgtoolError as exc:
-            r.fail(label, exc.message)
+            r.fail(label, f"{exc.message}; {self.fallback_text()}")
             return None
         r.app_size = parsed.length
         context = BootContext(part.offset, part.size, self.bootloader_revs)

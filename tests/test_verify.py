@@ -126,7 +126,7 @@ def test_otadata_selects_the_boot_partition(tmp_path):
     report = verify(bytes(lay.merged_bytes()))
     assert report.ok and report.boot_partition == "ota_1"
     # app in ota_1 but blank otadata: the bootloader boots ota_0, which is empty
-    lay = plan_layout(chip, app_partition="ota_1", **common)
+    lay = plan_layout(chip, app_partition="ota_1", otadata=initial_otadata(), **common)
     report = verify(bytes(lay.merged_bytes()))
     assert report.boot_partition == "ota_0" and not report.ok
 

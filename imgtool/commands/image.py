@@ -175,6 +175,8 @@ def _print_flash(report: dict, as_json: bool) -> None:
         size = f"{part['size']:,}" if part["size"] is not None else ""
         table.add_row(part["name"], kind, f"0x{part['offset']:x}", size, part["content"])
     console.print(table)
+    if report.get("boot_partition"):
+        console.print(f"boots: '{report['boot_partition']}' ({report['boot_reason']})", soft_wrap=True)
     if report["problems"]:
         console.print(f"{len(report['problems'])} problem(s); 'imgtool verify {report['source']}' checks every part")
 
