@@ -295,8 +295,13 @@ class FlashLayout:
             ],
         }
 
-    def files(self) -> dict[str, bytes]:
-        """Every output file, name → bytes, in a stable order; ``SHA256SUMS`` last, covering the rest."""
+    def files(self, formats=()) -> dict[str, bytes]:
+        """Every output file, name → bytes, in a stable order; ``SHA256SUMS`` last, covering the rest.
+
+        ``formats`` adds ``NAME.uf2``/``NAME.hex`` (:mod:`imgtool.flash_formats`) before ``SHA256SUMS``.
+        """
+        from imgtool.flash_formats import format_files
+
         out: dict[str, bytes] = {}
         app = self.app
         out[app.file] = app.data
@@ -313,6 +318,7 @@ class FlashLayout:
         ordered[FLASH_MERGED_ARGS_FILE] = self.flash_merged_args_text().encode("utf-8")
         ordered[FLASHER_ARGS_JSON_FILE] = _json(self.flasher_args())
         ordered[MANIFEST_FILE] = _json(self.manifest())
+        ordered.update(format_files(self, formats))
         ordered[SHA256SUMS_FILE] = sha256sums(ordered).encode("utf-8")
         return ordered
 
