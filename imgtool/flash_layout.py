@@ -15,7 +15,11 @@ let plain esptool, ESP-IDF tooling and esp-web-tools flash the result:
 Both argument files are run from the output folder (``esptool write-flash @flash_args``)
 and use the short flash options ``-fm/-ff/-fs``, which esptool 4.x and 5.x both accept
 without a deprecation warning.
-- ``SHA256SUMS``: ``sha256sum -c`` format over every other output.
+- ``SHA256SUMS``: ``sha256sum -c`` format over every other output (``NAME.uf2``/``NAME.hex``
+  from :mod:`imgtool.flash_formats` included when asked for).
+
+Every text is rendered in a fixed order from values only (no time, path or
+random name), so the same layout always gives the same bytes.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Nothing is written until every stage has succeeded: outputs are rendered in
 memory, written into a temporary folder beside OUTDIR, then moved into OUTDIR
 (any file they replace is restored if a move fails), so a failure leaves OUTDIR
-as it was.
+as it was. ``--uf2``/``--hex`` and the ``--archive`` zip join the same transaction.
 """
 
 from __future__ import annotations
