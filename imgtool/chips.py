@@ -189,6 +189,8 @@ class Chip(NamedTuple):
     flash_tail_min: int = 0
     #: esp-web-tools' ``chipFamily`` (a manifest build's key); ESP Launchpad's ``chipsets`` use the same names.
     esp_web_tools_family: str = ""
+    #: UF2 family id (Microsoft's uf2families.json, as esptool's merge-bin writes it).
+    uf2_family_id: int = 0
 
     @property
     def arch(self) -> str:
@@ -279,6 +281,7 @@ CHIPS: dict[str, Chip] = {
             ),
             flash_tail_min=LEGACY_FLASH_TAIL_MIN,
             esp_web_tools_family="ESP32",
+            uf2_family_id=0x1C5F21B0,
         ),
         Chip(
             name="esp32s2",
@@ -310,6 +313,7 @@ CHIPS: dict[str, Chip] = {
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFE_5000, 0x3FFE_AB00), _s(0x4004_E000, 0x4005_5000), 0x3FFF_E70C),),
             ),
             esp_web_tools_family="ESP32-S2",
+            uf2_family_id=0xBFDD4EEE,
         ),
         Chip(
             name="esp32s3",
@@ -341,6 +345,7 @@ CHIPS: dict[str, Chip] = {
                 max_flash_span=1 << 32,
             ),
             esp_web_tools_family="ESP32-S3",
+            uf2_family_id=0xC47E5767,
         ),
         Chip(
             name="esp32c2",
@@ -364,6 +369,7 @@ CHIPS: dict[str, Chip] = {
             ),
             mmu_page_sizes=(16 * KiB, 32 * KiB, 64 * KiB),
             esp_web_tools_family="ESP32-C2",
+            uf2_family_id=0x2B88D29C,
         ),
         Chip(
             name="esp32c3",
@@ -392,6 +398,7 @@ CHIPS: dict[str, Chip] = {
                 bootloader_ram=(_ld_regions(0, 0x3FCD_C710, 0x3FCD_E710, iram_dram_offset=0x70_0000),),
             ),
             esp_web_tools_family="ESP32-C3",
+            uf2_family_id=0xD42BA06C,
         ),
         Chip(
             name="esp32c5",
@@ -415,6 +422,7 @@ CHIPS: dict[str, Chip] = {
             ),
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C5",
+            uf2_family_id=0xF71C0343,
         ),
         Chip(
             name="esp32c6",
@@ -438,6 +446,7 @@ CHIPS: dict[str, Chip] = {
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C6",
+            uf2_family_id=0x540DDF62,
         ),
         Chip(
             name="esp32c61",
@@ -460,6 +469,7 @@ CHIPS: dict[str, Chip] = {
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C61",
+            uf2_family_id=0x77D850C4,
         ),
         Chip(
             name="esp32h2",
@@ -488,6 +498,7 @@ CHIPS: dict[str, Chip] = {
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H2",
+            uf2_family_id=0x332726F6,
         ),
         Chip(
             name="esp32p4",
@@ -524,6 +535,7 @@ CHIPS: dict[str, Chip] = {
             ),
             unified_flash_map=True,
             esp_web_tools_family="ESP32-P4",
+            uf2_family_id=0x3D308E94,
         ),
     )
 }

@@ -16,7 +16,11 @@ let plain esptool, ESP-IDF tooling and esp-web-tools flash the result:
 Both argument files are run from the output folder (``esptool write-flash @flash_args``)
 and use the short flash options ``-fm/-ff/-fs``, which esptool 4.x and 5.x both accept
 without a deprecation warning.
-- ``SHA256SUMS``: ``sha256sum -c`` format over every other output.
+- ``SHA256SUMS``: ``sha256sum -c`` format over every other output (``NAME.uf2``/``NAME.hex``
+  from :mod:`imgtool.flash_formats` included when asked for).
+
+Every text is rendered in a fixed order from values only (no time, path or
+random name), so the same layout always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -301,8 +305,13 @@ class FlashLayout:
             ],
         }
 
-    def files(self) -> dict[str, bytes]:
-        """Every output file, name → bytes, in a stable order; ``SHA256SUMS`` last, covering the rest."""
+    def files(self, formats=()) -> dict[str, bytes]:
+        """Every output file, name → bytes, in a stable order; ``SHA256SUMS`` last, covering the rest.
+
+        ``formats`` adds ``NAME.uf2``/``NAME.hex`` (:mod:`imgtool.flash_formats`) before ``SHA256SUMS``.
+        """
+        from imgtool.flash_formats import format_files
+
         out: dict[str, bytes] = {}
         app = self.app
         out[app.file] = app.data
@@ -319,6 +328,7 @@ class FlashLayout:
         ordered[FLASH_MERGED_ARGS_FILE] = self.flash_merged_args_text().encode("utf-8")
         ordered[FLASHER_ARGS_JSON_FILE] = _json(self.flasher_args())
         ordered[MANIFEST_FILE] = _json(self.manifest())
+        ordered.update(format_files(self, formats))
         ordered[SHA256SUMS_FILE] = sha256sums(ordered).encode("utf-8")
         return ordered
 

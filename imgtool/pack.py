@@ -3,7 +3,7 @@
 Nothing is written until every stage has succeeded: outputs are rendered in
 memory, written into a temporary folder beside OUTDIR, then moved into OUTDIR
 (any file they replace is restored if a move fails), so a failure leaves OUTDIR
-as it was.
+as it was. ``--uf2``/``--hex`` and the ``--archive`` zip join the same transaction.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from imgtool.flash_layout import (
     PackResult,
     plan_layout,
 )
+from imgtool.flash_formats import FORMATS, format_file_name
 
 DEFAULT_TABLE_OFFSET = 0x8000
 #: The partition table sits on a flash sector boundary (ESP-IDF's CONFIG_PARTITION_TABLE_OFFSET rule).
@@ -52,6 +53,8 @@ def pack(
     encrypt_key: str | os.PathLike | None = None,
     flash_crypt_conf: int | None = None,
     data: tuple[tuple[str, str | os.PathLike], ...] = (),
+    formats: tuple[str, ...] = (),
+    archive: bool = False,
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
@@ -65,6 +68,9 @@ def pack(
 
     ``data`` pairs ``(label, path)`` fill data partitions (:mod:`imgtool.data_parts`: a CSV becomes
     NVS, a folder LittleFS, another file is written raw); they override the project files' ``[data]``.
+    ``formats`` (``"uf2"``, ``"hex"``) adds ``NAME.uf2``/``NAME.hex`` as esptool merge-bin writes them
+    from ``flash_args``; ``archive`` adds ``NAME-VERSION-CHIP.zip`` of every other output (not listed in
+    ``SHA256SUMS``, which it holds). The same inputs give the same bytes, except signatures (see README).
     """
     from imgtool.app_image import build_app_image
     from imgtool.bootloader import (
@@ -85,6 +91,9 @@ def pack(
     from imgtool.project_config import ProjectConfig, load_project_config
     from imgtool.table_choice import check_app_fits, default_table, load_table
 
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise UsageError(f"unknown output format '{unknown[0]}'; use one of {', '.join(FORMATS)}", field="formats")
     if sign_bootloader and not sign_keys:
         raise UsageError("--sign-bootloader needs at least one --sign-key", field="--sign-bootloader")
     if bootloader is not None and bootloader_variant is not None:
@@ -219,12 +228,19 @@ def pack(
         from imgtool.encryption import encrypt_layout
 
         layout = encrypt_layout(layout, flash_key)
-    files = layout.files()
+    from imgtool.archive import archive_name, archive_timestamp, release_archive
+
+    files = layout.files(formats=tuple(formats))
+    archive_file = archive_name(name, layout.version, target.name)
+    if archive:
+        files[archive_file] = release_archive(files, archive_timestamp())
 
     out = Path(outdir) if outdir is not None else (elf.parent if str(elf.parent) else Path("."))
     inputs = [*sign_keys, *([encrypt_key] if encrypt_key else []), *(i.source for i in data_images if i.kind != "littlefs")]
     _refuse_overwriting_input(out, files, elf, cfg, inputs)
     stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
+    # a format or archive of an earlier pack, not asked for now, would no longer match the folder
+    stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
     write_outputs(out, files, remove=stale)
     result = layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
     return replace(result, config_files=file_cfg.sources, config_settings=from_files)

@@ -342,7 +342,8 @@ def sign(contents: bytes, key: SigningKey) -> bytes:
     digest = key.scheme.digest(contents)
     if key.scheme is RSA3072:
         return key.private.sign(digest, _pss(), utils.Prehashed(hashes.SHA256()))
-    return key.private.sign(digest, ec.ECDSA(utils.Prehashed(_hash(key.scheme))))
+    # RFC 6979 nonces: the same image and key give the same ECDSA signature, so signed packs repeat
+    return key.private.sign(digest, ec.ECDSA(utils.Prehashed(_hash(key.scheme)), deterministic_signing=True))
 
 
 def _pss():

@@ -95,11 +95,15 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
               help="Write the parts pre-encrypted with this flash encryption key (for a device in release mode).")
 @click.option("--flash-crypt-conf", callback=_parse_offset, metavar="N",
               help="ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: 0xf].")
+@click.option("--uf2", is_flag=True, help="Also write NAME.uf2 (= esptool merge-bin --format uf2 @flash_args).")
+@click.option("--hex", "intel_hex", is_flag=True, help="Also write NAME.hex (= esptool merge-bin --format hex @flash_args).")
+@click.option("--archive", is_flag=True,
+              help="Also write NAME-VERSION-CHIP.zip of the outputs (fixed timestamps: 1980-01-01 or $SOURCE_DATE_EPOCH).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
          bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
-         encrypt_key, flash_crypt_conf, as_json, quiet):
+         encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.pack import pack as do_pack
 
@@ -119,6 +123,8 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         sign_bootloader=sign_bootloader,
         encrypt_key=encrypt_key,
         flash_crypt_conf=flash_crypt_conf,
+        formats=tuple(fmt for fmt, wanted in (("uf2", uf2), ("hex", intel_hex)) if wanted),
+        archive=archive,
     )
     for warning in result.warnings:
         click.echo(f"imgtool: warning: {warning}", err=True)
@@ -126,6 +132,10 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif not quiet:
         print_summary(result)
+
+
+#: Outputs beyond the parts and the merged image (--uf2, --hex, --archive), listed under the table.
+RELEASE_SUFFIXES = (".uf2", ".hex", ".zip")
 
 
 def print_summary(result) -> None:
@@ -157,6 +167,9 @@ def print_summary(result) -> None:
     m = result.merged
     table.add_row("merged", f"0x{m.offset:x}", f"{m.size:,}", m.file)
     console.print(table)
+    extras = [f for f in result.files if f.endswith(RELEASE_SUFFIXES)]
+    if extras:
+        console.print(f"also: {', '.join(extras)}", soft_wrap=True)
     console.print(
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
