@@ -67,7 +67,7 @@ FIXED_FILES = (
 CORE_PARTS = ("bootloader", "partition-table", "otadata", "app")
 
 #: write-flash options leaving the bytes as they are (esptool patches a header it finds at the bootloader offset).
-KEEP_FLASH_ARGS = ("--flash-mode", "keep", "--flash-freq", "keep", "--flash-size", "keep")
+KEEP_FLASH_ARGS = ("-fm", "keep", "-ff", "keep", "-fs", "keep")
 
 
 def app_file_name(name: str) -> str:
@@ -207,6 +207,8 @@ class FlashLayout:
     warnings: tuple[str, ...] = ()
     #: Which bootloader build was placed: ``{"source": "pinned", "variant": ..., "crystal_mhz": ...}`` or ``{"source": "file"}``.
     bootloader_source: dict = field(default_factory=lambda: {"source": "file"})
+    #: The bootloader is written as it came (it is signed): its header holds its own flash settings.
+    bootloader_kept: bool = False
 
     @property
     def start(self) -> int:
@@ -247,9 +249,15 @@ class FlashLayout:
     def encrypted(self) -> bool:
         return any(p.encrypted for p in self.parts)
 
+    @property
+    def keeps_headers(self) -> bool:
+        """esptool must not rewrite the bootloader header (``write-flash`` does unless told ``keep``):
+        encrypted parts, or a kept signed bootloader whose signature covers its header."""
+        return self.encrypted or self.bootloader_kept
+
     def write_flash_args(self) -> list[str]:
-        """Flash settings for esptool; ``keep`` for encrypted parts, whose headers esptool must not rewrite."""
-        return list(KEEP_FLASH_ARGS) if self.encrypted else self.settings.esptool_args()
+        """Flash settings for esptool: ``keep`` when :attr:`keeps_headers`."""
+        return list(KEEP_FLASH_ARGS) if self.keeps_headers else self.settings.esptool_args()
 
     def esptool_args(self, merged_path: str | None = None) -> list[str]:
         """argv (after ``esptool``) writing the merged image; ``merged_path`` defaults to the bare file name."""
@@ -370,6 +378,7 @@ def plan_layout(
     warnings=(),
     bootloader_source: dict | None = None,
     data_parts=(),
+    bootloader_kept: bool = False,
 ) -> FlashLayout:
     """Place bootloader, table, otadata and app, then ``data_parts`` (:class:`imgtool.data_parts.DataImage`,
     listed after the app as ESP-IDF lists them); refuse overlaps and anything past the flash size.
@@ -440,6 +449,7 @@ def plan_layout(
         project_name=project_name,
         warnings=tuple(warnings),
         bootloader_source=dict(bootloader_source or {"source": "file"}),
+        bootloader_kept=bootloader_kept,
     )
 
 

@@ -189,6 +189,7 @@ def pack(
             boot_source = pinned.describe()
     boot_keys = keys if sign_bootloader else []
     boot = _kept_signed_bootloader(raw_boot, boot_file, boot_keys, target.name, app.warnings) if boot_file else None
+    bootloader_kept = boot is not None
     if boot is None:
         boot = place_bootloader(
             raw_boot,
@@ -223,6 +224,7 @@ def pack(
         warnings=app.warnings,
         bootloader_source=boot_source,
         data_parts=data_images,
+        bootloader_kept=bootloader_kept,
     )
     if flash_key is not None:
         from imgtool.encryption import encrypt_layout

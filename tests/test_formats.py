@@ -127,13 +127,14 @@ def test_uf2_holds_the_encrypted_parts(packs):
     assert rebuild(blocks) == {p.offset: res.path(p.file).read_bytes() for p in res.parts}
 
 
-def test_kept_signed_bootloader_gets_flash_args_settings_in_the_formats(packs):
-    """esptool rewrites the header at the bootloader offset from -fm/-ff/-fs: the UF2 holds that, not bootloader.bin."""
+def test_kept_signed_bootloader_is_flashed_byte_for_byte(packs):
+    """Its signature covers the header: flash_args says keep, so esptool (and the UF2) leave it as it came."""
     res, _ = packs["esp32c6-kept-signed-bootloader"]
+    assert (res.outdir / "flash_args").read_text().splitlines()[0] == "-fm keep -ff keep -fs keep"
     placed = rebuild(parse_uf2(res.path(f"{res.name}.uf2").read_bytes()))[0x0]
     kept = res.path("bootloader.bin").read_bytes()
-    assert placed[3] >> 4 == 1 and kept[3] >> 4 == 2  # 2MB from flash_args, 4MB in the kept file
-    assert placed[4:] != kept[4:] and len(placed) == len(kept)  # the appended SHA-256 follows the header
+    assert kept[3] >> 4 == 2  # 4MB in the signed file, while the pack's flash size is 2MB
+    assert placed == kept
 
 
 def rebuild(blocks) -> dict[int, bytes]:
