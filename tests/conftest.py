@@ -47,9 +47,20 @@ def corpus():
     return CORPUS
 
 
-#: Examples per fuzz target: 2,000 in the normal run; raise IMGTOOL_FUZZ_EXAMPLES for a long run by hand.
-FUZZ_EXAMPLES = int(os.environ.get("IMGTOOL_FUZZ_EXAMPLES", "2000"))
-fuzz_settings = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+#: Examples per property/fuzz test. The default keeps the whole suite fast; a long run by hand:
+#: ``IMGTOOL_FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_fuzz_parsers.py``.
+FUZZ_EXAMPLES = int(os.environ.get("IMGTOOL_FUZZ_EXAMPLES", "60"))
+#: One hypothesis profile for every property test (no per-test example counts). No deadline: the
+#: machine is shared, so wall-clock limits per example would flake; slow inputs are bounded in
+#: the tests themselves. The example database stays off so runs do not depend on earlier ones.
+settings.register_profile(
+    "imgtool",
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+settings.load_profile("imgtool")
 
 
 def mutations(seed: bytes, max_edits: int = 8):

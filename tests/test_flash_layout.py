@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imgtool.chips import get_chip
@@ -211,7 +211,6 @@ def test_names_that_would_overwrite_fixed_outputs_are_refused(name):
         layout("esp32", name=name)
 
 
-@settings(max_examples=25, deadline=None)
 @given(app_len=st.integers(min_value=32, max_value=0x30000), chip_name=st.sampled_from(["esp32", "esp32c3", "esp32p4"]))
 def test_merged_image_property(app_len, chip_name):
     app = hashlib.sha256(str(app_len).encode()).digest() * (app_len // 32)

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from esp_idf_defs import PartitionTable as IdfTable
 from esp_idf_defs.partitions import InputError as IdfInputError
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imgtool.cli import main
@@ -550,7 +550,6 @@ generated_options = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
 @given(generated_csv, generated_options)
 def test_generated_tables_get_the_oracles_verdict_and_bytes(text, opts):
     try:
