@@ -1,8 +1,12 @@
-"""Shared test helpers: where the real-data corpus is, and skipping cleanly without it."""
+"""Shared test helpers, one per need: the real-data corpus (skipping cleanly without it), the hypothesis
+profile, bootloader stand-ins, running the CLI in process, running esptool as a command, folder snapshots."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,17 +81,112 @@ def _apply_edits(seed: bytes, edits, cut):
     return bytes(data if cut is None else data[:cut])
 
 
-def bootloader_image(chip_name: str, size_code: int = 1, *, fill: int = 0) -> bytes:
+#: A bootloader stand-in's one segment is this long unless asked otherwise.
+BOOTLOADER_STAND_IN_LEN = 2048
+#: esptool run as a command: the oracle, or the real flashing tool in the end-to-end tests.
+ESPTOOL = [sys.executable, "-m", "esptool"]
+ESPTOOL_TIMEOUT = 120
+
+
+def bootloader_image(chip_name: str, size_code: int = 1, *, fill: int = 0, length: int = BOOTLOADER_STAND_IN_LEN) -> bytes:
     """A small valid ESP image with the chip's id, standing in for a real bootloader (none ship in the repo)."""
     from imgtool.chips import get_chip
     from imgtool.image_format import EspImage, Segment
 
     chip = get_chip(chip_name)
     addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
-    seg = Segment(addr, bytes((i + fill) % 256 for i in range(2048)))
+    seg = Segment(addr, bytes((i + fill) % 256 for i in range(length)))
     return EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,), flash_size_code=size_code).to_bytes()
 
 
 def make_bootloader(path: Path, chip_name: str, size_code: int = 1, *, fill: int = 0) -> Path:
     path.write_bytes(bootloader_image(chip_name, size_code, fill=fill))
     return path
+
+
+def run_cli(*args, env: dict | None = None):
+    """``imgtool ARGS`` in process (click's CliRunner): the result has exit_code, output, stdout and stderr."""
+    from click.testing import CliRunner
+
+    from imgtool.cli import main
+
+    return CliRunner().invoke(main, [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args], env=env)
+
+
+def esptool(*args, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """``esptool ARGS`` as a separate command; with ``check`` a failure fails the test showing its output."""
+    cmd = [*ESPTOOL, *map(str, args)]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path below ``root`` → its bytes (None for folders); empty when ``root`` does not exist."""
+    out: dict[str, bytes | None] = {}
+    if not root.exists():
+        return out
+    for path in sorted(root.rglob("*")):
+        rel = os.fspath(path.relative_to(root))
+        out[rel] = None if path.is_dir() else path.read_bytes()
+    return out
+
+
+# --------------------------------------------------------------------------- esp32-mock-bootloader
+
+#: Serial speed esptool is told; the mock serves any.
+BAUD = "921600"
+
+
+@pytest.fixture(scope="session")
+def mocks(tmp_path_factory):
+    """One mock ROM bootloader (esp32-mock-bootloader) per chip for the whole run, started on first use.
+
+    Starting one takes most of a second and stopping one a second more (the library waits for
+    it to exit), so tests share them; :func:`mock_port` erases the flash before each test.
+    """
+    handles: dict[str, object] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESP32_MOCK_BOOTLOADER_STATE_DIR", str(tmp_path_factory.mktemp("mock-state")))
+        yield handles
+        stoppers = [threading.Thread(target=handle.stop) for handle in handles.values()]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+
+
+@pytest.fixture
+def mock_port(mocks):
+    """``start(chip)`` → the ``socket://127.0.0.1:PORT`` URL of that chip's mock, its flash erased (all 0xFF)."""
+    mock_api = pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
+
+    def start(chip: str) -> str:
+        handle = mocks.get(chip)
+        if handle is None:
+            handle = mocks[chip] = mock_api.mock_bootloader(chip, mode="foreground")
+        else:
+            handle.erase_flash()
+        url = handle.url()
+        assert url.startswith("socket://127.0.0.1:"), url
+        return url
+
+    return start
+
+
+def esptool_at(chip: str, url: str, *args, cwd: Path) -> str:
+    """esptool as a command against the device (mock) at ``url``; its output."""
+    return esptool("--chip", chip, "--port", url, "--baud", BAUD, *args, cwd=cwd).stdout
+
+
+def flash_holds(chip: str, url: str, cwd: Path, *pairs: tuple[int, str]) -> None:
+    """esptool verify-flash: the peer's MD5 of each region equals the file's.
+
+    Read back by digest rather than ``read-flash``: esp32-mock-bootloader 0.3 drops a stub
+    read stream when an ack takes over 50 ms, which esptool over ``socket://`` (one byte per
+    read) often does; the digest is computed by the peer from what it stored.
+    """
+    args = [item for offset, file in pairs for item in (hex(offset), file)]
+    out = esptool_at(chip, url, "verify-flash", *args, cwd=cwd)
+    assert out.count("Verification successful") == len(pairs), out

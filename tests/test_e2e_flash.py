@@ -16,41 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, make_bootloader
+from conftest import BAUD, ESPTOOL, ESPTOOL_TIMEOUT, FIXTURES, esptool_at as esptool, flash_holds, make_bootloader
 
 from imgtool.pack import pack
 from imgtool.verify import verify
 
-mock_api = pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
-
-BAUD = "921600"
-ESPTOOL_TIMEOUT = 120
-
-
-@pytest.fixture
-def mock_port(tmp_path, monkeypatch):
-    """Start a mock ROM bootloader for a chip on a free 127.0.0.1 port; always stopped afterwards."""
-    monkeypatch.setenv("ESP32_MOCK_BOOTLOADER_STATE_DIR", str(tmp_path / "mock-state"))
-    handles = []
-
-    def start(chip: str) -> str:
-        handle = mock_api.mock_bootloader(chip, mode="foreground")
-        handles.append(handle)
-        url = handle.url()
-        assert url.startswith("socket://127.0.0.1:"), url
-        return url
-
-    yield start
-    for handle in handles:
-        handle.stop()
-
-
-def esptool(chip: str, url: str, *args: str, cwd: Path) -> str:
-    cmd = [sys.executable, "-m", "esptool", "--chip", chip, "--port", url, "--baud", BAUD, *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
-
+pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
 
 
 
@@ -60,18 +31,6 @@ def c5_elf(path: Path) -> Path:
 
     path.write_bytes(esp_app_elf("esp32c6", symbols=["esp32c5.0123456789abcdef-cgu.0"]))
     return path
-
-
-def flash_holds(chip: str, url: str, cwd: Path, *pairs: tuple[int, str]) -> None:
-    """esptool verify-flash: the peer's MD5 of each region equals the file's.
-
-    Read back by digest rather than ``read-flash``: esp32-mock-bootloader 0.3 drops a stub
-    read stream when an ack takes over 50 ms, which esptool over ``socket://`` (one byte per
-    read) often does; the digest is computed by the peer from what it stored.
-    """
-    args = [item for offset, file in pairs for item in (hex(offset), file)]
-    out = esptool(chip, url, "verify-flash", *args, cwd=cwd)
-    assert out.count("Verification successful") == len(pairs), out
 
 
 def read_back_and_verify(chip: str, url: str, outdir: Path, res, elf: Path) -> None:
@@ -90,7 +49,7 @@ def test_esp32_flash_args(tmp_path, mock_port):
     out = tmp_path / "out dir"  # a space in the folder: the argument file uses bare names, run from OUTDIR
     res = pack(elf, out, bootloader=boot, project_config=False)
     url = mock_port("esp32")
-    cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", url, "--baud", BAUD, "write-flash", "@flash_args"]
+    cmd = [*ESPTOOL, "--chip", "esp32", "--port", url, "--baud", BAUD, "write-flash", "@flash_args"]
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Hash of data verified" in proc.stdout

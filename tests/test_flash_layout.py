@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import bootloader_image
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,9 +26,7 @@ SETTINGS = FlashSettings(mode="dio", freq="40m", size="4MB")
 
 
 def bootloader_for(chip_name: str, size: int = 0x400) -> bytes:
-    chip = get_chip(chip_name)
-    seg = Segment(0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000, bytes(range(256)) * (size // 256))
-    return EspImage(chip_id=chip.image_chip_id, entry=seg.addr, segments=(seg,)).to_bytes()
+    return bootloader_image(chip_name, length=size)
 
 
 def layout(chip_name="esp32", *, app=b"\xe9APP" * 100, table=None, name="blinky", **kw):

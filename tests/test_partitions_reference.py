@@ -17,10 +17,11 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
-from click.testing import CliRunner
 from esp_idf_defs import PartitionTable as IdfTable
 from esp_idf_defs.partitions import InputError as IdfInputError
 from hypothesis import given
+
+from conftest import run_cli
 from hypothesis import strategies as st
 
 from imgtool.cli import main
@@ -410,7 +411,7 @@ def test_csv_output_smart_formatting():
 
 
 def run(*args):
-    return CliRunner().invoke(main, ["partitions", *map(str, args)])
+    return run_cli("partitions", *args)
 
 
 def test_command_line_round_trip_without_warnings(tmp_path):

@@ -11,10 +11,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, make_bootloader
+from conftest import FIXTURES, make_bootloader, run_cli
 
-from imgtool.cli import main
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.image_format import parse_image
 from imgtool.pack import pack
@@ -84,10 +82,6 @@ def assert_espsecure_verifies(key: Path, image: Path) -> None:
     done = espsecure("verify-signature", "-v", "2", "-k", key, image)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verification successful" in done.stdout
-
-
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 # --------------------------------------------------------------------------- signing in pack
