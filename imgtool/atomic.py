@@ -12,8 +12,6 @@ from imgtool.errors import OutputError
 NEW_FILE_MODE = 0o666
 #: ``-o -`` names standard output.
 STDOUT = "-"
-#: The per-user folder (platformdirs) holding folder locks: the same app name as the bootloader cache.
-LOCK_APP_NAME = "imgtool"
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
@@ -162,7 +160,8 @@ def read_input(path: str | os.PathLike, what: str = "file", limit: int | None = 
     return data
 
 
-#: Folder locks live here (one small file per locked folder), so locking leaves nothing in the user's tree.
+#: Folder locks live in this subfolder of imgtool's cache (one small file per locked folder), so locking
+#: leaves nothing in the user's tree.
 LOCK_SUBDIR = "locks"
 #: Hex digits of the folder's path hash naming its lock file.
 LOCK_NAME_DIGITS = 32
@@ -174,7 +173,7 @@ def file_lock(path: str | os.PathLike):
 
     Uses ``filelock``: ``flock`` on Linux and macOS, ``LockFileEx`` on Windows, so two imgtool
     processes serialise the same way everywhere. A folder cannot be locked on every platform,
-    so a folder's lock is a file named after its resolved path in the per-user lock folder
+    so a folder's lock is a file named after its resolved path in imgtool's cache folder
     (:func:`folder_lock_path`), leaving nothing behind in the user's tree. Where that folder
     cannot be created the lock is skipped: temp-file-and-rename still keeps every file whole.
     """
@@ -199,13 +198,17 @@ def file_lock(path: str | os.PathLike):
 
 
 def folder_lock_path(folder: Path) -> Path | None:
-    """The lock file standing for ``folder``: in the user's cache, named by a hash of its resolved path."""
+    """The lock file standing for ``folder``: in imgtool's cache folder, named by a hash of its resolved path.
+
+    The cache folder is per user (``$IMGTOOL_CACHE_DIR``, else the platform's user cache), so
+    users never share or block each other's lock files; None where it cannot be created.
+    """
     import hashlib
 
-    from platformdirs import user_cache_dir
+    from imgtool.bootloader import cache_dir
 
     key = os.path.normcase(os.fspath(folder.resolve()))
-    locks = Path(user_cache_dir(LOCK_APP_NAME, appauthor=False)) / LOCK_SUBDIR
+    locks = cache_dir() / LOCK_SUBDIR
     try:
         locks.mkdir(parents=True, exist_ok=True)
     except OSError:

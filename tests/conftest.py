@@ -83,7 +83,7 @@ def _apply_edits(seed: bytes, edits, cut):
 
 #: A bootloader stand-in's one segment is this long unless asked otherwise.
 BOOTLOADER_STAND_IN_LEN = 2048
-#: esptool run as a command: the oracle, or the real flashing tool in the end-to-end tests.
+#: esptool run as a command: the real flashing tool in the end-to-end tests.
 ESPTOOL = [sys.executable, "-m", "esptool"]
 ESPTOOL_TIMEOUT = 120
 
@@ -113,13 +113,42 @@ def run_cli(*args, env: dict | None = None):
     return CliRunner().invoke(main, [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args], env=env)
 
 
-def esptool(*args, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """``esptool ARGS`` as a separate command; with ``check`` a failure fails the test showing its output."""
-    cmd = [*ESPTOOL, *map(str, args)]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
+def esptool(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """esptool as an oracle (``image-info``, ``elf2image``, ...), run in process through its Python entry point.
+
+    A separate command would cost most of a second of interpreter start-up and imports each time;
+    the end-to-end tests, where the command is the point, use :func:`esptool_at`.
+    """
+    return _oracle("esptool", args, check)
+
+
+def espsecure(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """espsecure as an oracle (signature checks, flash decryption), run in process like :func:`esptool`."""
+    return _oracle("espsecure", args, check)
+
+
+def _oracle(module_name: str, args, check: bool) -> subprocess.CompletedProcess:
+    """``module.main(ARGS)`` with its output captured; a fatal error reads as its command would print it."""
+    import contextlib
+    import importlib
+    import io
+
+    module = importlib.import_module(module_name)
+    argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception as exc:  # esptool's FatalError and the like: the command prints this and exits 2
+            print(f"A fatal error occurred: {exc}", file=sys.stderr)
+            code = 2
+    done = subprocess.CompletedProcess([module_name, *argv], code, out.getvalue(), err.getvalue())
     if check:
-        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+        assert code == 0, f"{module_name} {' '.join(argv)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
@@ -176,8 +205,11 @@ def mock_port(mocks):
 
 
 def esptool_at(chip: str, url: str, *args, cwd: Path) -> str:
-    """esptool as a command against the device (mock) at ``url``; its output."""
-    return esptool("--chip", chip, "--port", url, "--baud", BAUD, *args, cwd=cwd).stdout
+    """esptool as a real command against the device (mock) at ``url``, as a user runs it; its output."""
+    cmd = [*ESPTOOL, "--chip", chip, "--port", url, "--baud", BAUD, *map(str, args)]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
 
 
 def flash_holds(chip: str, url: str, cwd: Path, *pairs: tuple[int, str]) -> None:

@@ -3,8 +3,6 @@ flash data is MMU-congruent, and where esptool can convert the ELF too, both loa
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 

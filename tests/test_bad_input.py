@@ -469,7 +469,7 @@ def test_bad_input(case, tmp_path):
     args, needles = CASES[case](work)
     before = snapshot(tmp_path)
     try:
-        result = run_cli(os.fspath(a) for a in args)
+        result = run_cli(*args)
     finally:
         for path in (tmp_path / "out", tmp_path / "locked"):
             if path.exists():

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BAUD, ESPTOOL, ESPTOOL_TIMEOUT, FIXTURES, esptool_at as esptool, flash_holds, make_bootloader
+from conftest import BAUD, ESPTOOL, ESPTOOL_TIMEOUT, FIXTURES, esptool_at as esptool, flash_holds, make_bootloader, run_cli
 
 from imgtool.pack import pack
 from imgtool.verify import verify
@@ -101,12 +101,7 @@ def test_esp32c5_imgtool_flash_parts(tmp_path, mock_port):
     res = pack(elf, out, chip="esp32c5", bootloader=boot, project_config=False)
     assert res.merged.offset == 0x2000
     url = mock_port("esp32c5")
-    proc = subprocess.run(
-        [sys.executable, "-m", "imgtool", "flash", str(out), "--port", url, "--baud", BAUD],
-        capture_output=True,
-        text=True,
-        timeout=ESPTOOL_TIMEOUT,
-    )
+    proc = imgtool("flash", out, "--port", url, "--baud", BAUD)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     read_back_and_verify("esp32c5", url, out, res, elf)
 
@@ -120,21 +115,23 @@ def test_imgtool_flash_reports_esptool_failure_in_one_line(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.run(
-        [sys.executable, "-m", "imgtool", "flash", str(out), "--port", f"socket://127.0.0.1:{port}"],
-        capture_output=True,
-        text=True,
-        timeout=ESPTOOL_TIMEOUT,
-    )
+    proc = imgtool("flash", out, "--port", f"socket://127.0.0.1:{port}")
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("imgtool: error:")
 
 
-def imgtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "imgtool", *args], cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT
-    )
+def imgtool(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``imgtool ARGS`` in process, from ``cwd``: ``imgtool flash`` drives esptool through its Python API anyway,
+    so a separate interpreter would only add start-up time (esptool itself runs as a command in the other tests)."""
+    before = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        result = run_cli(*args)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["imgtool", *map(str, args)], result.exit_code, result.stdout, result.stderr)
 
 
 NVS_OFFSET = 0x9000

@@ -192,5 +192,5 @@ def test_pack_accepts_what_esp_idf_accepts_and_prints_the_warnings(tmp_path):
         "the bootloader only uses the last one listed, so give one of them another subtype"
     ]
     # the app goes where ESP-IDF's bootloader looks: the last factory row
-    assert "0x90000 fw.bin" in (tmp_path / "out" / "flash_parts_args").read_text()
+    assert "0x90000 fw.bin" in (tmp_path / "out" / "flash_args").read_text()
     assert (tmp_path / "out" / "partitions.bin").read_bytes() == IdfTable.from_csv(csv.read_text()).to_binary()

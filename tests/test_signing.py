@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, make_bootloader, run_cli
+from conftest import FIXTURES, espsecure, make_bootloader, run_cli
 
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.image_format import parse_image
@@ -19,14 +17,9 @@ from imgtool.pack import pack
 from imgtool.signing import SECTOR_SIZE, read_signatures
 from imgtool.verify import verify
 
-ESPSECURE = [sys.executable, "-m", "espsecure"]
 #: Offset of the signature field inside an RSA block (head, digest, n, e, rinv, m').
 RSA_SIGNATURE_AT = 4 + 32 + 384 + 4 + 384 + 4
 CRC_AT = 1196
-
-
-def espsecure(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*ESPSECURE, *map(str, args)], capture_output=True, text=True)
 
 
 def _pem(private_key) -> bytes:

@@ -186,7 +186,7 @@ def test_cli_verify_exit_codes(packed, tmp_path):
     result = run_cli("verify", path)
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "partition table" in result.stderr
-    result = runner.invoke(main, ["verify", str(path), "--json"])
+    result = run_cli("verify", path, "--json")
     assert result.exit_code == 1
     import json
 
