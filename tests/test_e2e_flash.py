@@ -11,6 +11,7 @@ ELF, and ``--merged``), plus esptool 4.x reading ``@flash_args`` when
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,26 +34,34 @@ def c5_elf(path: Path) -> Path:
     return path
 
 
-def read_back_and_verify(chip: str, url: str, outdir: Path, res, elf: Path) -> None:
-    """The peer holds every part at its offset, and the image it makes boots per imgtool verify."""
-    flash_holds(chip, url, outdir, *((part.offset, part.file) for part in res.parts))
+def read_back_and_verify(chip: str, url: str, outdir: Path, res, elf: Path, *also: tuple[int, str]) -> None:
+    """The peer holds every part (and ``also``'s files) at its offset, and the image it makes boots per imgtool verify.
+
+    One esptool run checks them all: each run costs most of a second of connecting and stub upload.
+    """
+    flash_holds(chip, url, outdir, *((part.offset, part.file) for part in res.parts), *also)
     report = verify(outdir / res.merged.file, chip=chip, elf=elf)
     assert report.ok, [str(p) for p in report.problems]
     assert verify(outdir / res.merged.file, elf=elf).ok  # and with the chip detected from the image alone
     assert verify(outdir).ok
 
 
-def test_esp32_flash_args(tmp_path, mock_port):
-    """Xtensa, bootloader at 0x1000: esptool write-flash @flash_args from the output folder."""
-    boot = make_bootloader(tmp_path / "bl.bin", "esp32", size_code=1)
-    elf = FIXTURES / "esp32-min.elf"
-    out = tmp_path / "out dir"  # a space in the folder: the argument file uses bare names, run from OUTDIR
+def test_esp32_flash_args_from_a_folder_with_spaces_and_non_ascii(tmp_path, mock_port):
+    """Xtensa, bootloader at 0x1000: esptool write-flash @flash_args run from OUTDIR, whose path and file
+    names hold spaces, quotes and non-ASCII (the argument file names files bare, quoted as esptool splits them)."""
+    src = tmp_path / "my crate ü" / "target dir"
+    src.mkdir(parents=True)
+    elf = src / "fïrm wäre 名前.elf"
+    shutil.copy(FIXTURES / "esp32-min.elf", elf)
+    boot = make_bootloader(tmp_path / "bl é.bin", "esp32", size_code=1)
+    out = tmp_path / "out dir 'quoted' ñ"
     res = pack(elf, out, bootloader=boot, project_config=False)
+    assert res.merged.file == "fïrm wäre 名前.merged.bin"
     url = mock_port("esp32")
     cmd = [*ESPTOOL, "--chip", "esp32", "--port", url, "--baud", BAUD, "write-flash", "@flash_args"]
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Hash of data verified" in proc.stdout
+    assert proc.stdout.count("Hash of data verified") == len(res.parts)
     assert "deprecat" not in (proc.stdout + proc.stderr).lower()  # -fm/-ff/-fs are esptool 5's own spellings too
     read_back_and_verify("esp32", url, out, res, elf)
 
@@ -154,8 +163,7 @@ def test_imgtool_flash_keeps_nvs_and_merged_overwrites_it(tmp_path, mock_port):
     proc = imgtool("flash", "--port", url, "--baud", BAUD, *pack_opts, str(elf), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "packed esp32c3-min.elf for esp32c3" in proc.stdout
-    read_back_and_verify("esp32c3", url, out, res, elf)
-    flash_holds("esp32c3", url, tmp_path, (NVS_OFFSET, "marker.bin"))
+    read_back_and_verify("esp32c3", url, out, res, elf, (NVS_OFFSET, str(tmp_path / "marker.bin")))
 
     proc = imgtool("flash", str(out), "--port", url, "--baud", BAUD, "--merged")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
