@@ -1,4 +1,9 @@
-"""Write outputs so that a failure or interruption never leaves a half-written file behind."""
+"""Write outputs so that a failure or interruption never leaves a half-written file behind.
+
+Portable by design (Linux, macOS, Windows): locks through ``filelock``, durable writes with one
+``syncfs`` where Linux offers it and ``fsync`` per file elsewhere, folder syncs only where a
+folder can be opened (POSIX).
+"""
 
 from __future__ import annotations
 

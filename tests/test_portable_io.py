@@ -19,8 +19,9 @@ import sys, time
 from pathlib import Path
 from imgtool.atomic import file_lock
 with file_lock(sys.argv[1]):
-    Path(sys.argv[2]).touch()
+    Path(sys.argv[2]).write_text(repr(time.time()))  # when it got the lock
     time.sleep(float(sys.argv[3]))
+    Path(sys.argv[2]).with_suffix(".out").write_text(repr(time.time()))  # just before letting go
 """
 
 
@@ -62,10 +63,11 @@ def test_a_second_process_waits_for_the_lock(tmp_path, monkeypatch):
             time.sleep(0.01)
         b = subprocess.run([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(b_in), "0"], timeout=30)
         assert b.returncode == 0
-        assert a.poll() is not None, "B got the lock while A still held it"
     finally:
         a.wait(timeout=30)
     assert a.returncode == 0
+    a_let_go = float(a_in.with_suffix(".out").read_text())
+    assert float(b_in.read_text()) >= a_let_go, "B got the lock while A still held it"
 
 
 def test_threads_take_turns(tmp_path):
