@@ -19,7 +19,6 @@ from imgtool.flash_layout import (
     plan_layout,
     sha256sums,
 )
-from imgtool.image_format import EspImage, Segment
 from imgtool.table_choice import default_table, load_preset
 
 SETTINGS = FlashSettings(mode="dio", freq="40m", size="4MB")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, corpus_elf_params, corpus_path, make_bootloader, run_cli
 
-from imgtool.cli import main
 from imgtool.errors import LayoutError, OutputError, UsageError
 from imgtool.image_format import parse_image
 from imgtool.pack import pack

@@ -24,7 +24,6 @@ from hypothesis import given
 from conftest import run_cli
 from hypothesis import strategies as st
 
-from imgtool.cli import main
 from imgtool.errors import PartitionError, UsageError
 from imgtool.partitions import (
     ESP_IDF_RELEASE,
