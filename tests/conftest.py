@@ -1,5 +1,7 @@
 """Shared test helpers, one per need: the real-data corpus (skipping cleanly without it), the hypothesis
-profile, bootloader stand-ins, running the CLI in process, running esptool as a command, folder snapshots."""
+profile, bootloader stand-ins, the CLI in process (``run_cli``), esptool/espsecure as in-process oracles,
+real esptool commands against one esp32-mock-bootloader per chip (``mock_port``, ``esptool_at``,
+``flash_holds``), folder snapshots."""
 
 from __future__ import annotations
 
