@@ -337,8 +337,9 @@ class FlashLayout:
         ordered[FLASHER_ARGS_JSON_FILE] = _json(self.flasher_args())
         ordered[MANIFEST_FILE] = _json(self.manifest())
         ordered.update(format_files(self, formats))
-        ordered[SHA256SUMS_FILE] = sha256sums(ordered).encode("utf-8")
-        return ordered
+        rendered = OutputFiles(ordered, {name: hashlib.sha256(data).hexdigest() for name, data in ordered.items()})
+        rendered[SHA256SUMS_FILE] = sha256sums_text(rendered.sha256).encode("utf-8")
+        return rendered
 
     def result(self, files: dict[str, bytes] | None = None, *, outdir: Path | None = None, merged_path: str | None = None) -> PackResult:
         files = files if files is not None else self.files()
@@ -357,7 +358,7 @@ class FlashLayout:
             esptool_args=tuple(self.esptool_args(merged_path)),
             outdir=outdir,
             warnings=self.warnings,
-            sha256={k: hashlib.sha256(v).hexdigest() for k, v in files.items() if k != SHA256SUMS_FILE},
+            sha256=_digests(files),
         )
 
 
@@ -521,17 +522,51 @@ def _json(doc: dict) -> bytes:
 
 def sha256sums(files: dict[str, bytes]) -> str:
     """``sha256sum`` output (binary mode) for ``files``; names with ``\\`` or newlines are escaped as GNU does."""
+    return sha256sums_text(_digests(files))
+
+
+def sha256sums_text(digests: dict[str, str]) -> str:
+    """``sha256sum`` output for already computed hex digests (name → digest), ``SHA256SUMS`` itself left out."""
     lines = []
-    for name, data in files.items():
+    for name, digest in digests.items():
         if name == SHA256SUMS_FILE:
             continue
-        digest = hashlib.sha256(data).hexdigest()
         if "\\" in name or "\n" in name or "\r" in name:
             escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
             lines.append(f"\\{digest} *{escaped}")
         else:
             lines.append(f"{digest} *{name}")
     return "\n".join(lines) + "\n"
+
+
+class OutputFiles(dict):
+    """Output name → bytes, carrying each file's SHA-256 (``sha256``: name → hex) from when it was rendered.
+
+    ``SHA256SUMS`` and the pack result both need every digest; a 16 MB merged image costs
+    milliseconds to hash, so it is hashed once. Replacing a file drops its digest.
+    """
+
+    def __init__(self, files: dict[str, bytes], sha256: dict[str, str] | None = None):
+        super().__init__(files)
+        self.sha256 = dict(sha256 or {})
+
+    def __setitem__(self, name: str, data: bytes) -> None:
+        self.sha256.pop(name, None)
+        super().__setitem__(name, data)
+
+    def update(self, *args, **kwargs) -> None:
+        for name, data in dict(*args, **kwargs).items():
+            self[name] = data
+
+
+def _digests(files: dict[str, bytes]) -> dict[str, str]:
+    """Hex SHA-256 of every file but ``SHA256SUMS``: the ones :meth:`FlashLayout.files` computed, else now."""
+    known = getattr(files, "sha256", None) or {}
+    return {
+        name: known[name] if name in known else hashlib.sha256(data).hexdigest()
+        for name, data in files.items()
+        if name != SHA256SUMS_FILE
+    }
 
 
 __all__ = [
@@ -542,4 +577,5 @@ __all__ = [
     "PartInfo",
     "plan_layout",
     "sha256sums",
+    "sha256sums_text",
 ]

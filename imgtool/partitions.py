@@ -341,6 +341,12 @@ class PartitionTable:
             where = f"{source}: entry {index}"
             if raw == END_MARKER:
                 break
+            if start >= TABLE_MAX_LEN:  # the bootloader reads no further: stop before decoding megabytes
+                raise PartitionError(
+                    f"no end-of-table marker within the 0x{TABLE_MAX_LEN:X}-byte table ({index} entries and more); "
+                    "the table is corrupt or has too many partitions",
+                    path=source,
+                )
             if len(raw) < ENTRY_SIZE:
                 raise PartitionError("table is cut short inside an entry; use the whole 0xC00-byte table", path=where)
             if opts.md5 and raw.startswith(MD5_MAGIC):

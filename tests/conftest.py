@@ -1,8 +1,14 @@
-"""Shared test helpers: where the real-data corpus is, and skipping cleanly without it."""
+"""Shared test helpers, one per need: the real-data corpus (skipping cleanly without it), the hypothesis
+profile, bootloader stand-ins, the CLI in process (``run_cli``), esptool/espsecure as in-process oracles,
+real esptool commands against one esp32-mock-bootloader per chip (``mock_port``, ``esptool_at``,
+``flash_holds``), folder snapshots."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -47,9 +53,20 @@ def corpus():
     return CORPUS
 
 
-#: Examples per fuzz target: 2,000 in the normal run; raise IMGTOOL_FUZZ_EXAMPLES for a long run by hand.
-FUZZ_EXAMPLES = int(os.environ.get("IMGTOOL_FUZZ_EXAMPLES", "2000"))
-fuzz_settings = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+#: Examples per property/fuzz test. The default keeps the whole suite fast; a long run by hand:
+#: ``IMGTOOL_FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_fuzz_parsers.py``.
+FUZZ_EXAMPLES = int(os.environ.get("IMGTOOL_FUZZ_EXAMPLES", "60"))
+#: One hypothesis profile for every property test (no per-test example counts). No deadline: the
+#: machine is shared, so wall-clock limits per example would flake; slow inputs are bounded in
+#: the tests themselves. The example database stays off so runs do not depend on earlier ones.
+settings.register_profile(
+    "imgtool",
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+settings.load_profile("imgtool")
 
 
 def mutations(seed: bytes, max_edits: int = 8):
@@ -66,17 +83,147 @@ def _apply_edits(seed: bytes, edits, cut):
     return bytes(data if cut is None else data[:cut])
 
 
-def bootloader_image(chip_name: str, size_code: int = 1, *, fill: int = 0) -> bytes:
+#: A bootloader stand-in's one segment is this long unless asked otherwise.
+BOOTLOADER_STAND_IN_LEN = 2048
+#: esptool run as a command: the real flashing tool in the end-to-end tests.
+ESPTOOL = [sys.executable, "-m", "esptool"]
+ESPTOOL_TIMEOUT = 120
+
+
+def bootloader_image(chip_name: str, size_code: int = 1, *, fill: int = 0, length: int = BOOTLOADER_STAND_IN_LEN) -> bytes:
     """A small valid ESP image with the chip's id, standing in for a real bootloader (none ship in the repo)."""
     from imgtool.chips import get_chip
     from imgtool.image_format import EspImage, Segment
 
     chip = get_chip(chip_name)
     addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
-    seg = Segment(addr, bytes((i + fill) % 256 for i in range(2048)))
+    seg = Segment(addr, bytes((i + fill) % 256 for i in range(length)))
     return EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,), flash_size_code=size_code).to_bytes()
 
 
 def make_bootloader(path: Path, chip_name: str, size_code: int = 1, *, fill: int = 0) -> Path:
     path.write_bytes(bootloader_image(chip_name, size_code, fill=fill))
     return path
+
+
+def run_cli(*args, env: dict | None = None):
+    """``imgtool ARGS`` in process (click's CliRunner): the result has exit_code, output, stdout and stderr."""
+    from click.testing import CliRunner
+
+    from imgtool.cli import main
+
+    return CliRunner().invoke(main, [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args], env=env)
+
+
+def esptool(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """esptool as an oracle (``image-info``, ``elf2image``, ...), run in process through its Python entry point.
+
+    A separate command would cost most of a second of interpreter start-up and imports each time;
+    the end-to-end tests, where the command is the point, use :func:`esptool_at`.
+    """
+    return _oracle("esptool", args, check)
+
+
+def espsecure(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """espsecure as an oracle (signature checks, flash decryption), run in process like :func:`esptool`."""
+    return _oracle("espsecure", args, check)
+
+
+def _oracle(module_name: str, args, check: bool) -> subprocess.CompletedProcess:
+    """``module.main(ARGS)`` with its output captured; a fatal error reads as its command would print it."""
+    import contextlib
+    import importlib
+    import io
+
+    module = importlib.import_module(module_name)
+    argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception as exc:  # esptool's FatalError and the like: the command prints this and exits 2
+            print(f"A fatal error occurred: {exc}", file=sys.stderr)
+            code = 2
+    done = subprocess.CompletedProcess([module_name, *argv], code, out.getvalue(), err.getvalue())
+    if check:
+        assert code == 0, f"{module_name} {' '.join(argv)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path below ``root`` → its bytes (None for folders); empty when ``root`` does not exist."""
+    out: dict[str, bytes | None] = {}
+    if not root.exists():
+        return out
+    for path in sorted(root.rglob("*")):
+        rel = os.fspath(path.relative_to(root))
+        out[rel] = None if path.is_dir() else path.read_bytes()
+    return out
+
+
+# --------------------------------------------------------------------------- esp32-mock-bootloader
+
+#: Serial speed esptool is told; the mock serves any.
+BAUD = "921600"
+
+
+@pytest.fixture(scope="session")
+def mocks(tmp_path_factory):
+    """One mock ROM bootloader (esp32-mock-bootloader) per chip for the whole run, started on first use.
+
+    Starting one takes most of a second and stopping one a second more (the library waits for
+    it to exit), so tests share them; :func:`mock_port` erases the flash before each test.
+    """
+    handles: dict[str, object] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESP32_MOCK_BOOTLOADER_STATE_DIR", str(tmp_path_factory.mktemp("mock-state")))
+        yield handles
+        stoppers = [threading.Thread(target=handle.stop) for handle in handles.values()]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+
+
+@pytest.fixture
+def mock_port(mocks):
+    """``start(chip)`` → the ``socket://127.0.0.1:PORT`` URL of that chip's mock, its flash erased (all 0xFF)."""
+    mock_api = pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
+
+    def start(chip: str) -> str:
+        handle = mocks.get(chip)
+        if handle is None:
+            handle = mocks[chip] = mock_api.mock_bootloader(chip, mode="foreground")
+        else:
+            handle.erase_flash()
+        url = handle.url()
+        assert url.startswith("socket://127.0.0.1:"), url
+        return url
+
+    return start
+
+
+def esptool_at(chip: str, url: str, *args, cwd: Path) -> str:
+    """esptool as a real command against the device (mock) at ``url``, as a user runs it; its output."""
+    cmd = [*ESPTOOL, "--chip", chip, "--port", url, "--baud", BAUD, *map(str, args)]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def flash_holds(chip: str, url: str, cwd: Path, *pairs: tuple[int, str]) -> None:
+    """esptool verify-flash: the peer's MD5 of each region equals the file's.
+
+    Read back by digest rather than ``read-flash``: esp32-mock-bootloader 0.3 drops a stub
+    read stream when an ack takes over 50 ms, which esptool over ``socket://`` (one byte per
+    read) often does; the digest is computed by the peer from what it stored.
+
+    The check runs esptool in process (an oracle, like :func:`esptool`): the flashing under test
+    is done by esptool as a command, and another interpreter start-up would prove nothing more.
+    """
+    args = [item for offset, file in pairs for item in (hex(offset), cwd / file)]
+    out = esptool("--chip", chip, "--port", url, "--baud", BAUD, "verify-flash", *args).stdout
+    assert out.count("Verification successful") == len(pairs), out

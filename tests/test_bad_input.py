@@ -14,12 +14,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from imgtool.cli import main
 from imgtool.pack import pack
 
-from conftest import FIXTURES, make_bootloader
+from conftest import FIXTURES, make_bootloader, run_cli, snapshot
 
 C3 = FIXTURES / "esp32c3-min.elf"
 XTENSA = FIXTURES / "esp32-min.elf"
@@ -28,15 +26,6 @@ XTENSA = FIXTURES / "esp32-min.elf"
 # --------------------------------------------------------------------------- helpers
 
 
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path below ``root`` → its bytes (None for folders)."""
-    out: dict[str, bytes | None] = {}
-    for path in sorted(root.rglob("*")):
-        rel = os.fspath(path.relative_to(root))
-        out[rel] = None if path.is_dir() else path.read_bytes()
-    return out
 
 
 def elf_bytes(mutate=None, src: Path = C3) -> bytes:
@@ -105,7 +94,7 @@ class Work:
         return self.out / res.merged.file
 
     def image(self, mutate) -> Path:
-        CliRunner().invoke(main, ["image", str(C3), "-o", str(self.root / "app.bin"), "-q"])
+        run_cli("image", str(C3), "-o", str(self.root / "app.bin"), "-q")
         raw = bytearray((self.root / "app.bin").read_bytes())
         (self.root / "app.bin").unlink()
         return write(self.root / "in" / "bad.bin", bytes(mutate(raw)))
@@ -480,7 +469,7 @@ def test_bad_input(case, tmp_path):
     args, needles = CASES[case](work)
     before = snapshot(tmp_path)
     try:
-        result = CliRunner().invoke(main, [os.fspath(a) for a in args])
+        result = run_cli(*args)
     finally:
         for path in (tmp_path / "out", tmp_path / "locked"):
             if path.exists():

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 
 import pytest
-from click.testing import CliRunner
 
 from imgtool import bootloader as bl
 from imgtool.bootloader import (
@@ -25,12 +22,11 @@ from imgtool.bootloader import (
     place_bootloader,
 )
 from imgtool.chips import CHIPS, FLASH_MODES, FLASH_SIZES, get_chip
-from imgtool.cli import main
 from imgtool.download import DownloadSettings
 from imgtool.errors import BootloaderError, UsageError
 from imgtool.image_format import HEADER_LEN, EspImage, Segment, parse_image
 
-from conftest import CORPUS, corpus_path
+from conftest import CORPUS, corpus_path, esptool, run_cli
 from test_download import LocalServer
 
 PINNED_COMMIT = "3b3f960bf6166ace5ad06500775db24e7305803b"
@@ -421,11 +417,7 @@ def test_place_rejects_unknown_flash_parameters():
 
 
 def esptool_image_info(path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "esptool", "image-info", str(path)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return esptool("image-info", path).stdout
 
 
 def segment_lines(report: str) -> list[str]:
@@ -461,7 +453,7 @@ def test_placed_corpus_bootloader_passes_esptool(tmp_path, file, chip, mode, siz
 
 
 def test_cli_list_shows_every_pinned_build():
-    result = CliRunner().invoke(main, ["bootloader", "list"], env={"COLUMNS": "200"})
+    result = run_cli("bootloader", "list", env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for entry in load_manifest().entries:
         assert entry.sha256[:12] in result.output
@@ -469,7 +461,7 @@ def test_cli_list_shows_every_pinned_build():
 
 
 def test_cli_fetch_offline_without_cache_fails_clearly():
-    result = CliRunner().invoke(main, ["bootloader", "fetch", "--chip", "esp32c6", "--offline"])
+    result = run_cli("bootloader", "fetch", "--chip", "esp32c6", "--offline")
     assert result.exit_code == 1
     assert "imgtool bootloader fetch --chip esp32c6" in result.output
 
@@ -478,11 +470,11 @@ def test_cli_fetch_from_a_mirror_folder_writes_the_pinned_bytes(tmp_path, monkey
     folder = corpus_path("bootloaders")
     monkeypatch.setenv(ENV_MIRROR, str(folder))
     out = tmp_path / "bl.bin"
-    result = CliRunner().invoke(main, ["bootloader", "fetch", "--chip", "esp32", "--variant", "26mhz", "-o", str(out)])
+    result = run_cli("bootloader", "fetch", "--chip", "esp32", "--variant", "26mhz", "-o", str(out))
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == (folder / "esp32_26-bootloader.bin").read_bytes()
     assert str(out) in result.output
-    listed = CliRunner().invoke(main, ["bootloader", "list"], env={"COLUMNS": "200"})
+    listed = run_cli("bootloader", "list", env={"COLUMNS": "200"})
     assert re.search(r"esp32\s.*26mhz.*yes", listed.output)
 
 

@@ -6,19 +6,16 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from imgtool.cli import main
 from imgtool.image_format import parse_image
 
-from conftest import FIXTURES
+from conftest import FIXTURES, run_cli
 
 C3 = FIXTURES / "esp32c3-min.elf"
 XTENSA = FIXTURES / "esp32-min.elf"
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+run = run_cli
 
 
 def assert_one_line_error(result, *needles):

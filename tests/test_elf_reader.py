@@ -10,12 +10,12 @@ import io
 
 import pytest
 from elftools.elf.elffile import ELFFile
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imgtool.elf import SHF_ALLOC, read_elf
 
-from conftest import FIXTURES, corpus_elf_params, fuzz_settings
+from conftest import FIXTURES, corpus_elf_params
 from elfbuild import EM_RISCV, Sec, build_elf, esp_app_sections
 
 
@@ -67,7 +67,6 @@ extra_sections = st.lists(
 )
 
 
-@settings(fuzz_settings, max_examples=200)
 @given(extra=extra_sections)
 def test_generated_sections_match_pyelftools(extra, tmp_path_factory):
     sections = list(esp_app_sections("esp32c3"))

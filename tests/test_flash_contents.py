@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
-from conftest import FIXTURES, make_bootloader
+from conftest import FIXTURES, make_bootloader, run_cli
 
-from imgtool.cli import main
 from imgtool.flash_contents import describe_flash, looks_like_flash
 from imgtool.pack import pack
 
@@ -17,7 +15,7 @@ def test_info_on_a_merged_image_lists_every_part(tmp_path):
     res = pack(FIXTURES / "esp32-min.elf", tmp_path / "out", bootloader=boot, partition_table="factory_two_ota",
                flash_size="4MB", project_config=False)
     merged = tmp_path / "out" / res.merged.file
-    result = CliRunner().invoke(main, ["info", str(merged), "--json"])
+    result = run_cli("info", str(merged), "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["chip"] == "esp32" and doc["kind"] == "merged image" and doc["base"] == 0x1000
@@ -26,7 +24,7 @@ def test_info_on_a_merged_image_lists_every_part(tmp_path):
     assert parts["nvs"]["content"] == "erased" and parts["otadata"]["offset"] == 0xD000
     assert parts["factory"]["content"].startswith(f"image, {res.app_size:,} bytes") and "app fixture" in parts["factory"]["content"]
     assert parts["ota_0"]["content"] == "past the end of the file"
-    text = CliRunner().invoke(main, ["info", str(merged)]).output
+    text = run_cli("info", str(merged)).output
     assert "merged image for esp32" in text and "factory" in text and "ota_1" in text
 
 

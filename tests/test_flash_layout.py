@@ -8,7 +8,8 @@ import shutil
 import subprocess
 
 import pytest
-from hypothesis import given, settings
+from conftest import bootloader_image
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imgtool.chips import get_chip
@@ -18,16 +19,13 @@ from imgtool.flash_layout import (
     plan_layout,
     sha256sums,
 )
-from imgtool.image_format import EspImage, Segment
 from imgtool.table_choice import default_table, load_preset
 
 SETTINGS = FlashSettings(mode="dio", freq="40m", size="4MB")
 
 
 def bootloader_for(chip_name: str, size: int = 0x400) -> bytes:
-    chip = get_chip(chip_name)
-    seg = Segment(0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000, bytes(range(256)) * (size // 256))
-    return EspImage(chip_id=chip.image_chip_id, entry=seg.addr, segments=(seg,)).to_bytes()
+    return bootloader_image(chip_name, length=size)
 
 
 def layout(chip_name="esp32", *, app=b"\xe9APP" * 100, table=None, name="blinky", **kw):
@@ -211,7 +209,6 @@ def test_names_that_would_overwrite_fixed_outputs_are_refused(name):
         layout("esp32", name=name)
 
 
-@settings(max_examples=25, deadline=None)
 @given(app_len=st.integers(min_value=32, max_value=0x30000), chip_name=st.sampled_from(["esp32", "esp32c3", "esp32p4"]))
 def test_merged_image_property(app_len, chip_name):
     app = hashlib.sha256(str(app_len).encode()).digest() * (app_len // 32)

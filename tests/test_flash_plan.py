@@ -7,10 +7,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, corpus_path, make_bootloader
+from conftest import FIXTURES, corpus_path, make_bootloader, run_cli
 
-from imgtool.cli import main
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.flash_plan import (
     DeviceInfo,
@@ -224,13 +222,13 @@ def test_flow_swaps_in_the_pinned_crystal_variant(tmp_path, fake_esptool, monkey
 
 
 def test_cli_refuses_pack_options_with_a_folder(c3_pack):
-    result = CliRunner().invoke(main, ["flash", str(c3_pack), "--port", "p", "--flash-size", "8MB"])
+    result = run_cli("flash", str(c3_pack), "--port", "p", "--flash-size", "8MB")
     assert result.exit_code == 2
     assert "--flash-size is a pack option" in result.output
 
 
 def test_cli_chip_option_for_another_chip_fails_before_connecting(c3_pack):
-    result = CliRunner().invoke(main, ["flash", str(c3_pack), "--port", "socket://127.0.0.1:1", "--chip", "esp32"])
+    result = run_cli("flash", str(c3_pack), "--port", "socket://127.0.0.1:1", "--chip", "esp32")
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"imgtool: error: --chip: the pack in {c3_pack} is for esp32c3, but --chip says esp32; pack the ELF for esp32 or drop --chip"
@@ -239,7 +237,7 @@ def test_cli_chip_option_for_another_chip_fails_before_connecting(c3_pack):
 
 def test_cli_merged_without_flash_merged_args(c3_pack, fake_esptool):
     (c3_pack / "flash_merged_args").unlink()
-    result = CliRunner().invoke(main, ["flash", str(c3_pack), "--port", "p", "--merged"])
+    result = run_cli("flash", str(c3_pack), "--port", "p", "--merged")
     assert result.exit_code == 1 and "has no flash_merged_args" in result.output
     assert isinstance(result.exception, SystemExit)
     assert not issubclass(InputError, UsageError) and issubclass(FlashCheckError, ImgtoolError)

@@ -1,11 +1,12 @@
 """Fuzzing the parsers of the image stage: any input ends in a result or an ImgtoolError, quickly.
 
-The normal run tries 2,000 inputs per target; IMGTOOL_FUZZ_EXAMPLES=100000 runs a long session by hand.
+The normal run tries a few dozen inputs per target (the hypothesis profile in conftest.py);
+IMGTOOL_FUZZ_EXAMPLES=100000 runs a long session by hand.
 """
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imgtool.app_image import build_app_image
@@ -13,7 +14,7 @@ from imgtool.errors import ImgtoolError
 from imgtool.image_format import parse_image
 from imgtool.image_info import describe
 
-from conftest import FIXTURES, fuzz_settings, mutations
+from conftest import FIXTURES, mutations
 
 
 SEED_ELF = (FIXTURES / "esp32c3-min.elf").read_bytes()
@@ -24,7 +25,6 @@ SEED_IMAGE = build_app_image(FIXTURES / "esp32c3-min.elf").data
 
 
 
-@fuzz_settings
 @given(data=st.one_of(mutations(SEED_ELF), st.binary(max_size=256)))
 def test_fuzz_elf_reader_and_image_builder(tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "fuzz.elf"
@@ -36,7 +36,6 @@ def test_fuzz_elf_reader_and_image_builder(tmp_path_factory, data):
     assert parse_image(result.data).valid
 
 
-@fuzz_settings
 @given(data=st.one_of(mutations(SEED_IMAGE), st.binary(max_size=128)))
 def test_fuzz_image_parser(data):
     try:
@@ -46,7 +45,6 @@ def test_fuzz_image_parser(data):
     assert parsed.length <= len(data)
 
 
-@settings(fuzz_settings, max_examples=300)
 @given(data=mutations(SEED_IMAGE))
 def test_fuzz_info_report(tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "fuzz.bin"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imgtool.errors import ImageError
@@ -43,7 +43,6 @@ def test_checksum_is_xor_of_all_segment_bytes_seeded_with_0xef():
     assert xor_checksum([data[:100], data[100:]]) == expected
 
 
-@settings(max_examples=200, deadline=None)
 @given(segments=segments_st, entry=st.integers(0, 0xFFFF_FFFF), hashed=st.booleans())
 def test_build_then_parse_round_trips(segments, entry, hashed):
     img = EspImage(chip_id=5, entry=entry, segments=tuple(segments), hash_appended=hashed)
@@ -60,7 +59,6 @@ def test_build_then_parse_round_trips(segments, entry, hashed):
         assert raw[-32:] == hashlib.sha256(raw[:-32]).digest()
 
 
-@settings(max_examples=300, deadline=None)
 @given(segments=segments_st, cut=st.integers(0, 400))
 def test_truncated_images_raise_image_error(segments, cut):
     raw = EspImage(chip_id=0, entry=0, segments=tuple(segments)).to_bytes()

@@ -11,10 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, corpus_elf_params, corpus_path, make_bootloader
+from conftest import FIXTURES, corpus_elf_params, corpus_path, make_bootloader, run_cli
 
-from imgtool.cli import main
 from imgtool.errors import LayoutError, OutputError, UsageError
 from imgtool.image_format import parse_image
 from imgtool.pack import pack
@@ -205,7 +203,7 @@ def test_wrong_chip_bootloader_is_refused(tmp_path, elf_c3):
 
 def test_cli_pack_summary(tmp_path, elf_c3, boot_c3):
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["pack", str(elf_c3), "-o", str(out), "--bootloader", str(boot_c3), "--flash-size", "4MB"])
+    result = run_cli("pack", str(elf_c3), "-o", str(out), "--bootloader", str(boot_c3), "--flash-size", "4MB")
     assert result.exit_code == 0, result.output
     assert f"imgtool flash {out} --port PORT" in result.output
     assert "esptool --chip esp32c3 write-flash @flash_args" in result.output
@@ -213,10 +211,9 @@ def test_cli_pack_summary(tmp_path, elf_c3, boot_c3):
 
 
 def test_cli_pack_json(tmp_path, elf_c3, boot_c3):
-    result = CliRunner().invoke(
-        main,
-        ["pack", str(elf_c3), "-o", str(tmp_path / "o"), "--bootloader", str(boot_c3), "--json",
-         "--partition-table", "factory_two_ota", "--partition-table-offset", "0x8000", "--flash-size", "4MB"],
+    result = run_cli(
+        "pack", elf_c3, "-o", tmp_path / "o", "--bootloader", boot_c3, "--json",
+        "--partition-table", "factory_two_ota", "--partition-table-offset", "0x8000", "--flash-size", "4MB",
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -227,10 +224,10 @@ def test_cli_pack_json(tmp_path, elf_c3, boot_c3):
 
 
 def test_cli_errors_are_one_line(tmp_path, elf_c3, boot_c3):
-    result = CliRunner().invoke(main, ["pack", str(tmp_path / "missing"), "--bootloader", str(boot_c3)])
+    result = run_cli("pack", str(tmp_path / "missing"), "--bootloader", str(boot_c3))
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("imgtool: error:")
-    result = CliRunner().invoke(main, ["pack", str(elf_c3), "--bootloader", str(boot_c3), "--target-app-partition", "nope"])
+    result = run_cli("pack", str(elf_c3), "--bootloader", str(boot_c3), "--target-app-partition", "nope")
     assert result.exit_code != 0 and "nope" in result.stderr and result.stderr.count("\n") == 1
 
 
@@ -262,7 +259,7 @@ def test_corpus_elf_packs_and_verifies(elf, tmp_path, monkeypatch):
     assert report.ok, [str(p) for p in report.problems]
     assert report.boot_partition == "factory"
     # the CLI agrees
-    result = CliRunner().invoke(main, ["verify", str(out), "--elf", str(elf)])
+    result = run_cli("verify", str(out), "--elf", str(elf))
     assert result.exit_code == 0, result.output
 
 
@@ -272,7 +269,7 @@ def test_cli_bootloader_variant_picks_the_pinned_build(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(boots))
     monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["pack", str(elf), "-o", str(out), "--bootloader-variant", "26mhz", "-q"])
+    result = run_cli("pack", str(elf), "-o", str(out), "--bootloader-variant", "26mhz", "-q")
     assert result.exit_code == 0, result.output
     placed = (out / "bootloader.bin").read_bytes()
     pinned = (boots / "esp32_26-bootloader.bin").read_bytes()
@@ -285,12 +282,12 @@ def test_app_over_the_chosen_bootloaders_ram_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(corpus_path("bootloaders")))
     monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
     elf, out = corpus_path("elf", "esp32p4"), tmp_path / "out"
-    result = CliRunner().invoke(main, ["pack", str(elf), "-o", str(out), "--bootloader-variant", "v0", "-q"])
+    result = run_cli("pack", str(elf), "-o", str(out), "--bootloader-variant", "v0", "-q")
     assert result.exit_code == 1 and not out.exists()
     assert "bootloader for v1.0–v1.99 would not start this app" in result.output
     assert "loader code" in result.output and "verify_load_addresses" in result.output
     assert len(result.output.strip().splitlines()) == 1
-    ok = CliRunner().invoke(main, ["pack", str(elf), "-o", str(out), "--min-rev", "v3.0", "-q"])
+    ok = run_cli("pack", str(elf), "-o", str(out), "--min-rev", "v3.0", "-q")
     assert ok.exit_code == 0, ok.output
     assert verify(out, elf=elf).ok
 

@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 from esp_idf_defs import PartitionTable as IdfTable
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imgtool.errors import LayoutError, PartitionError, UsageError
@@ -214,7 +214,6 @@ def valid_tables(draw):
     return HEADER + "\n".join(rows) + "\n", table_offset
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_tables())
 def test_generated_tables_match_esp_idf_and_round_trip(case):
     text, table_offset = case

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 from esp_idf_defs import PartitionTable as IdfTable
 
-from conftest import corpus_path
-from imgtool.cli import main
+from conftest import corpus_path, run_cli
 from imgtool.table_choice import load_table, preset_csv
 
 OTA_CSV = """# Name,   Type, SubType, Offset,  Size, Flags
@@ -23,7 +21,7 @@ ota_1,    app,  ota_1,   ,        1M,
 
 
 def run(*args):
-    return CliRunner().invoke(main, ["partitions", *args])
+    return run_cli("partitions", *args)
 
 
 @pytest.fixture
@@ -187,7 +185,7 @@ def test_pack_accepts_what_esp_idf_accepts_and_prints_the_warnings(tmp_path):
     csv.write_text("nvs, data, nvs, , 24K,\nfactory, app, factory, , 512K,\nfactory2, app, factory, , 512K,\n")
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     args = ["pack", str(elf), "-o", str(tmp_path / "out"), "--bootloader", str(boot), "--partition-table", str(csv), "-q"]
-    result = CliRunner().invoke(main, args)
+    result = run_cli(*args)
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
         f"imgtool: warning: {csv}:3: a second factory app 'factory2' (line 2 has one); "

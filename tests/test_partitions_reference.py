@@ -17,13 +17,13 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
-from click.testing import CliRunner
 from esp_idf_defs import PartitionTable as IdfTable
 from esp_idf_defs.partitions import InputError as IdfInputError
-from hypothesis import given, settings
+from hypothesis import given
+
+from conftest import run_cli
 from hypothesis import strategies as st
 
-from imgtool.cli import main
 from imgtool.errors import PartitionError, UsageError
 from imgtool.partitions import (
     ESP_IDF_RELEASE,
@@ -410,7 +410,7 @@ def test_csv_output_smart_formatting():
 
 
 def run(*args):
-    return CliRunner().invoke(main, ["partitions", *map(str, args)])
+    return run_cli("partitions", *args)
 
 
 def test_command_line_round_trip_without_warnings(tmp_path):
@@ -550,7 +550,6 @@ generated_options = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
 @given(generated_csv, generated_options)
 def test_generated_tables_get_the_oracles_verdict_and_bytes(text, opts):
     try:

@@ -5,7 +5,7 @@ descriptor's segment comes first. Shared-bus chips and all ten chips: test_boot_
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from imgtool.chips import CHIPS, Region
@@ -118,7 +118,6 @@ def piece_sets(draw):
     return [piece(n, a, s) for n, a, s in kept]
 
 
-@settings(max_examples=150, deadline=None)
 @given(pieces=piece_sets(), page=st.sampled_from([0x4000, 0x8000, 0x10000]))
 def test_layout_properties(pieces, page):
     flash = [p for p in pieces if p.region.flash_mapped]

@@ -5,30 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, make_bootloader
+from conftest import FIXTURES, espsecure, make_bootloader, run_cli
 
-from imgtool.cli import main
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.image_format import parse_image
 from imgtool.pack import pack
 from imgtool.signing import SECTOR_SIZE, read_signatures
 from imgtool.verify import verify
 
-ESPSECURE = [sys.executable, "-m", "espsecure"]
 #: Offset of the signature field inside an RSA block (head, digest, n, e, rinv, m').
 RSA_SIGNATURE_AT = 4 + 32 + 384 + 4 + 384 + 4
 CRC_AT = 1196
-
-
-def espsecure(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*ESPSECURE, *map(str, args)], capture_output=True, text=True)
 
 
 def _pem(private_key) -> bytes:
@@ -84,10 +75,6 @@ def assert_espsecure_verifies(key: Path, image: Path) -> None:
     done = espsecure("verify-signature", "-v", "2", "-k", key, image)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verification successful" in done.stdout
-
-
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 # --------------------------------------------------------------------------- signing in pack

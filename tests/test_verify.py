@@ -6,11 +6,9 @@ import shutil
 import struct
 
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, bootloader_image as make_bootloader
+from conftest import FIXTURES, bootloader_image as make_bootloader, run_cli
 
 from imgtool.chips import get_chip
-from imgtool.cli import main
 from imgtool.flash_layout import FlashSettings, app_file_name, plan_layout
 from imgtool.image_format import EspImage, Segment
 from imgtool.otadata import initial_otadata
@@ -178,17 +176,16 @@ def test_report_json_and_raise(packed):
 
 def test_cli_verify_exit_codes(packed, tmp_path):
     _, outdir, elf = packed["esp32c3"]
-    runner = CliRunner()
-    ok = runner.invoke(main, ["verify", str(outdir), "--elf", str(elf)])
+    ok = run_cli("verify", outdir, "--elf", elf)
     assert ok.exit_code == 0, ok.output
     bad = bytearray((outdir / "esp32c3-min.merged.bin").read_bytes())
     bad[0x8000 + 20] ^= 1
     path = tmp_path / "bad.bin"
     path.write_bytes(bad)
-    result = runner.invoke(main, ["verify", str(path)])
+    result = run_cli("verify", path)
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "partition table" in result.stderr
-    result = runner.invoke(main, ["verify", str(path), "--json"])
+    result = run_cli("verify", path, "--json")
     assert result.exit_code == 1
     import json
 

@@ -7,15 +7,13 @@ import json
 import struct
 
 import pytest
-from click.testing import CliRunner
 
 from imgtool.chips import get_chip
-from imgtool.cli import main
 from imgtool.image_format import EspImage, Segment, parse_image
 from imgtool.pack import pack
 from imgtool.verify import verify
 
-from conftest import FIXTURES
+from conftest import FIXTURES, run_cli
 
 TABLE = 0x8000
 APP = 0x10000
@@ -195,7 +193,7 @@ def test_cli_verify_reports_the_part(case, good, tmp_path):
     mutate, part, words = CASES[case]
     path = tmp_path / "bad.merged.bin"
     path.write_bytes(bytes(mutate(bytearray(data), base)))
-    result = CliRunner().invoke(main, ["verify", str(path), "--json"])
+    result = run_cli("verify", str(path), "--json")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and doc["problems"][0].startswith(f"{part}: ")

@@ -1,6 +1,6 @@
 """`imgtool pack` (ELF → everything needed to flash and ship) and `imgtool verify`.
 
-Heavy imports (rich, the image builder) happen inside the commands.
+Heavy imports (the image builder) happen inside the commands; the summary is plain text, without rich.
 """
 
 from __future__ import annotations
@@ -139,50 +139,47 @@ RELEASE_SUFFIXES = (".uf2", ".hex", ".zip")
 
 
 def print_summary(result) -> None:
-    from rich.table import Table
-    from rich.text import Text
+    """The human summary: plain text through click (no rich: its import is a large share of a whole ``pack``).
 
-    from imgtool.commands.console import plain_console, styled
+    click drops the bold when standard output is not a terminal.
+    """
+    import shlex
 
-    console = plain_console()
     f = result.flash
     from_files = ""
     if result.config_settings:
         names = ", ".join(Path(p).name for p in result.config_files)
-        settings = ", ".join(_setting_name(s) for s in result.config_settings)
-        from_files = f"  ({settings} from {names})"
-    console.print(
-        Text.assemble(
-            styled(result.chip, "bold"), f"  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}{from_files}"
-        ),
-        soft_wrap=True,
-    )
-    table = Table(show_edge=False, box=None, pad_edge=False)
-    table.add_column("Part")
-    table.add_column("Offset", justify="right")
-    table.add_column("Size", justify="right")
-    table.add_column("File")
-    for p in result.parts:
-        table.add_row(p.name, f"0x{p.offset:x}", f"{p.size:,}", p.file)
+        from_files = f"  ({', '.join(_setting_name(s) for s in result.config_settings)} from {names})"
+    click.echo(f"{click.style(result.chip, bold=True)}  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}{from_files}")
     m = result.merged
-    table.add_row("merged", f"0x{m.offset:x}", f"{m.size:,}", m.file)
-    console.print(table)
+    rows = [(p.name, f"0x{p.offset:x}", f"{p.size:,}", p.file) for p in result.parts]
+    rows.append(("merged", f"0x{m.offset:x}", f"{m.size:,}", m.file))
+    for line in _columns(("Part", "Offset", "Size", "File"), rows, right=(1, 2)):
+        click.echo(line)
     extras = [f for f in result.files if f.endswith(RELEASE_SUFFIXES)]
     if extras:
-        console.print(f"also: {', '.join(extras)}", soft_wrap=True)
-    console.print(
+        click.echo(f"also: {', '.join(extras)}")
+    click.echo(
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
     )
-    import shlex
-
     from imgtool.flash_layout import CORE_PARTS
 
     outdir = str(result.outdir or ".")
     kept = "keeps NVS" if all(p.name in CORE_PARTS for p in result.parts) else "keeps other data partitions"
-    console.print(f"flash with ({kept}; --merged writes the merged image):")
-    console.print(f"  imgtool flash {shlex.quote(outdir)} --port PORT", soft_wrap=True)
-    console.print(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args", soft_wrap=True)
+    click.echo(f"flash with ({kept}; --merged writes the merged image):")
+    click.echo(f"  imgtool flash {shlex.quote(outdir)} --port PORT")
+    click.echo(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args")
+
+
+def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> list[str]:
+    """Rows as aligned text columns two spaces apart; columns in ``right`` are right-justified."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return [
+        "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        for row in table
+    ]
 
 
 def _setting_name(setting: str) -> str:
