@@ -28,6 +28,12 @@ FLASH_SIZES: dict[str, int] = {
     "64MB": 0x6,
     "128MB": 0x7,
 }
+#: The largest flash an image header can describe: the most any image or flash file read can hold.
+MAX_FLASH_BYTES = 128 * MiB
+#: The flash erase unit: partition tables, otadata copies and signature blocks each own whole sectors.
+FLASH_SECTOR_SIZE = 0x1000
+#: Erased flash reads as 0xFF; padding and the gaps of a merged image are filled with it.
+ERASED = b"\xff"
 
 #: SPI flash modes and their header encoding (byte 2).
 FLASH_MODES: dict[str, int] = {"qio": 0, "qout": 1, "dio": 2, "dout": 3}

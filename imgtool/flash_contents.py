@@ -11,22 +11,19 @@ from __future__ import annotations
 import os
 
 from imgtool.atomic import read_input
+from imgtool.chips import CHIPS, MAX_FLASH_BYTES
 from imgtool.errors import ImgtoolError
+from imgtool.partitions import DEFAULT_TABLE_OFFSET, ENTRY_MAGIC
 
-#: Largest file read: the biggest flash an image header can describe.
-MAX_FLASH_FILE = 128 * 1024 * 1024
-#: Where ESP-IDF puts the partition table unless told otherwise; a table elsewhere needs `verify --partition-table-offset`.
-DEFAULT_TABLE_OFFSET = 0x8000
-TABLE_MAGIC = b"\xaa\x50"
 #: Bootloader offsets of the supported chips: where a flash dump's bootloader may start.
-_BOOTLOADER_OFFSETS = (0x0, 0x1000, 0x2000)
+_BOOTLOADER_OFFSETS = tuple(sorted({chip.bootloader_offset for chip in CHIPS.values()}))
 
 
 def looks_like_flash(data: bytes) -> bool:
     """Whether ``data`` is a merged image or flash dump: a partition table sits at 0x8000 of flash."""
     for base in _BOOTLOADER_OFFSETS:
         start = DEFAULT_TABLE_OFFSET - base
-        if data[start : start + len(TABLE_MAGIC)] == TABLE_MAGIC:
+        if data[start : start + len(ENTRY_MAGIC)] == ENTRY_MAGIC:
             return True
     return False
 
@@ -36,7 +33,7 @@ def describe_flash(path: str | os.PathLike) -> dict | None:
     from imgtool.chips import get_chip
     from imgtool.verify import verify
 
-    data = read_input(path, "flash image", limit=MAX_FLASH_FILE)
+    data = read_input(path, "flash image", limit=MAX_FLASH_BYTES)
     if not looks_like_flash(data):
         return None
     report = verify(data)

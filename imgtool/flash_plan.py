@@ -16,13 +16,13 @@ from pathlib import Path
 
 from imgtool.chips import ANY_REVISION_MAX, get_chip, revision_name
 from imgtool.errors import ImgtoolError, InputError, UsageError
-from imgtool.flash_layout import (
+from imgtool.flash_layout import FlashSettings
+from imgtool.output_names import (
     BOOTLOADER_FILE,
     FLASH_ARGS_FILE,
     FLASH_MERGED_ARGS_FILE,
     FLASHER_ARGS_JSON_FILE,
     PARTITIONS_BIN_FILE,
-    FlashSettings,
 )
 
 #: write-flash options an argument file may carry, each followed by its value (esptool 4 and 5 spellings).
@@ -69,10 +69,10 @@ class PackFolder:
 
     def partition_table(self):
         """The table in ``partitions.bin``, for ``--erase-parts`` and ``--erase-data-parts``."""
-        from imgtool.partitions import PartitionTable
+        from imgtool.partitions import DEFAULT_TABLE_OFFSET, PartitionTable
 
         table_file = self.path / PARTITIONS_BIN_FILE
-        offset = next((off for off, p in self.parts if p.name == PARTITIONS_BIN_FILE), 0x8000)
+        offset = next((off for off, p in self.parts if p.name == PARTITIONS_BIN_FILE), DEFAULT_TABLE_OFFSET)
         try:
             data = table_file.read_bytes()
         except OSError as exc:

@@ -6,17 +6,15 @@ import os
 
 from imgtool.atomic import read_input
 from imgtool.boot_rules import check_app
-from imgtool.chips import Region, chip_by_image_id, flash_mode_name, flash_size_name
+from imgtool.chips import MAX_FLASH_BYTES, Region, chip_by_image_id, flash_mode_name, flash_size_name
 from imgtool.image_format import parse_app_descriptor, parse_image
 from imgtool.segments import PADDING_ADDR
 
-#: Largest file `info` reads: the biggest flash an image header can describe.
-MAX_IMAGE_FILE = 128 * 1024 * 1024
 
 
 def describe(path: str | os.PathLike, keys=()) -> dict:
     """Header, segments with memory type, checksum/hash validity and app descriptor of the image at ``path``."""
-    data = read_input(path, "ESP image", limit=MAX_IMAGE_FILE)
+    data = read_input(path, "ESP image", limit=MAX_FLASH_BYTES)
     parsed = parse_image(data, path)
     img = parsed.image
     chip = chip_by_image_id(img.chip_id)

@@ -27,14 +27,12 @@ from typing import NamedTuple
 from construct import Bytes, Int32ul, Struct
 
 from imgtool.errors import LayoutError, UsageError
-from imgtool.partitions import SUBTYPE_FACTORY, SUBTYPE_TEST, Partition, PartitionTable
+from imgtool.chips import ERASED, FLASH_SECTOR_SIZE
+from imgtool.partitions import OTA_SLOTS, OTADATA_SIZE, SUBTYPE_FACTORY, SUBTYPE_TEST, Partition, PartitionTable
 
-OTADATA_SECTOR_SIZE = 0x1000
-OTADATA_SECTORS = 2
-OTADATA_SIZE = OTADATA_SECTOR_SIZE * OTADATA_SECTORS
-#: ESP-IDF numbers OTA app slots ota_0 .. ota_15.
-MAX_OTA_SLOTS = 16
-ERASED_BYTE = b"\xff"
+#: Each of otadata's two copies owns one flash sector.
+OTADATA_SECTOR_SIZE = FLASH_SECTOR_SIZE
+OTADATA_SECTORS = OTADATA_SIZE // OTADATA_SECTOR_SIZE
 #: A sequence number of all ones means "erased", never a valid entry.
 SEQ_ERASED = 0xFFFFFFFF
 #: Initial CRC register value ESP-IDF passes to the ROM's crc32_le (UINT32_MAX).
@@ -88,14 +86,14 @@ def initial_otadata(select_slot: int | None = None, *, state: OtaState = OtaStat
     bootloader burn the app's secure version into eFuse on first boot.
     """
     if select_slot is None:
-        return ERASED_BYTE * OTADATA_SIZE
-    if not 0 <= select_slot < MAX_OTA_SLOTS:
-        raise UsageError(f"OTA slot {select_slot} does not exist; use 0 to {MAX_OTA_SLOTS - 1}", field="ota slot")
+        return ERASED * OTADATA_SIZE
+    if not 0 <= select_slot < OTA_SLOTS:
+        raise UsageError(f"OTA slot {select_slot} does not exist; use 0 to {OTA_SLOTS - 1}", field="ota slot")
     seq = select_slot + 1
     entry = OtaSelectEntry.build(
-        dict(ota_seq=seq, seq_label=ERASED_BYTE * SEQ_LABEL_SIZE, ota_state=int(state), crc=ota_select_crc(seq))
+        dict(ota_seq=seq, seq_label=ERASED * SEQ_LABEL_SIZE, ota_state=int(state), crc=ota_select_crc(seq))
     )
-    sector = entry + ERASED_BYTE * (OTADATA_SECTOR_SIZE - len(entry))
+    sector = entry + ERASED * (OTADATA_SECTOR_SIZE - len(entry))
     return sector * OTADATA_SECTORS
 
 
@@ -124,7 +122,7 @@ def read_entries(otadata: bytes) -> list:
     for sector in range(OTADATA_SECTORS):
         start = sector * OTADATA_SECTOR_SIZE
         chunk = bytes(otadata[start : start + OtaSelectEntry.sizeof()])
-        chunk += ERASED_BYTE * (OtaSelectEntry.sizeof() - len(chunk))
+        chunk += ERASED * (OtaSelectEntry.sizeof() - len(chunk))
         entries.append(OtaSelectEntry.parse(chunk))
     return entries
 

@@ -14,19 +14,12 @@ from pathlib import Path
 
 from imgtool.atomic import NEW_FILE_MODE, file_lock, fsync_dir, sync_files
 from imgtool.errors import OutputError, UsageError
-from imgtool.flash_layout import (
-    LEGACY_FILES,
-    OTADATA_FILE,
-    SHA256SUMS_FILE,
-    FlashSettings,
-    PackResult,
-    plan_layout,
-)
 from imgtool.flash_formats import FORMATS, format_file_name
-
-DEFAULT_TABLE_OFFSET = 0x8000
-#: The partition table sits on a flash sector boundary (ESP-IDF's CONFIG_PARTITION_TABLE_OFFSET rule).
-TABLE_OFFSET_ALIGN = 0x1000
+from imgtool.flash_layout import FlashSettings, check_table_offset, plan_layout
+from imgtool.flash_outputs import render_files
+from imgtool.output_names import LEGACY_FILES, OTADATA_FILE, SHA256SUMS_FILE
+from imgtool.pack_result import PackResult, pack_result
+from imgtool.partitions import DEFAULT_TABLE_OFFSET
 
 
 def pack(
@@ -151,7 +144,7 @@ def pack(
     else:
         table = default_table(flash_size_bytes(size), toff)
     # before any bootloader download
-    check_app_fits(table, len(app_data), cfg.target_app_partition, default_table=not cfg.partition_table)
+    app_target = check_app_fits(table, len(app_data), cfg.target_app_partition, default_table=not cfg.partition_table)
     data_images, data_warnings = build_data_images(data_specs, table)
     app.warnings.extend(data_warnings)
 
@@ -217,7 +210,7 @@ def pack(
         table=table,
         table_offset=toff,
         settings=FlashSettings(mode=mode, freq=freq, size=size),
-        app_partition=cfg.target_app_partition,
+        app_partition=app_target,
         fill_flash_size=fill_flash_size,
         version=(desc.get("version") or None),
         project_name=(desc.get("project_name") or None),
@@ -232,7 +225,7 @@ def pack(
         layout = encrypt_layout(layout, flash_key)
     from imgtool.archive import archive_name, archive_timestamp, release_archive
 
-    files = layout.files(formats=tuple(formats))
+    files = render_files(layout, formats=tuple(formats))
     archive_file = archive_name(name, layout.version, target.name)
     if archive:
         files[archive_file] = release_archive(files, archive_timestamp())
@@ -244,24 +237,8 @@ def pack(
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
     write_outputs(out, files, remove=stale)
-    result = layout.result(files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+    result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file))
     return replace(result, config_files=file_cfg.sources, config_settings=from_files)
-
-
-def check_table_offset(offset: int, chip) -> None:
-    """Refuse a partition-table offset the bootloader cannot use, naming the option (not a partition it pushes)."""
-    if offset % TABLE_OFFSET_ALIGN:
-        raise UsageError(
-            f"the partition table offset 0x{offset:x} is not a multiple of 0x{TABLE_OFFSET_ALIGN:x} (4 KiB); "
-            f"use e.g. 0x{offset - offset % TABLE_OFFSET_ALIGN + TABLE_OFFSET_ALIGN:x}",
-            field="--partition-table-offset",
-        )
-    if offset <= chip.bootloader_offset:
-        raise UsageError(
-            f"the partition table offset 0x{offset:x} is not above {chip.name}'s bootloader offset "
-            f"0x{chip.bootloader_offset:x}; use the default 0x{DEFAULT_TABLE_OFFSET:x} or higher",
-            field="--partition-table-offset",
-        )
 
 
 def boots_with(app, app_data: bytes, bootloader: bytes) -> list[str]:

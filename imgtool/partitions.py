@@ -26,7 +26,7 @@ from construct import (
     Struct,
 )
 
-from imgtool.chips import KiB, MiB
+from imgtool.chips import ERASED, FLASH_SECTOR_SIZE, KiB, MiB
 from imgtool.errors import PartitionError, UsageError
 
 #: The ESP-IDF release whose gen_esp32part.py this module follows.
@@ -34,7 +34,7 @@ ESP_IDF_RELEASE = "v5.5"
 
 DEFAULT_TABLE_OFFSET = 0x8000
 #: The table owns a whole flash sector; the first partition starts after it.
-TABLE_SECTOR_SIZE = 0x1000
+TABLE_SECTOR_SIZE = FLASH_SECTOR_SIZE
 #: Bytes of entries (including the MD5 entry) the bootloader reads; the rest of the sector is for a signature.
 TABLE_MAX_LEN = 0xC00
 ENTRY_SIZE = 32
@@ -43,12 +43,11 @@ MAX_PARTITIONS = TABLE_MAX_LEN // ENTRY_SIZE - 2
 #: Without the MD5 entry one more partition fits.
 MAX_PARTITIONS_NO_MD5 = MAX_PARTITIONS + 1
 NAME_MAX_BYTES = 16
-FILL_BYTE = b"\xff"
 NUL = b"\x00"
 ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
 MD5_DIGEST_SIZE = 16
-END_MARKER = FILL_BYTE * ENTRY_SIZE
+END_MARKER = ERASED * ENTRY_SIZE
 #: Offsets, sizes and flags are 32-bit fields; type and subtype are bytes.
 ADDRESS_SPACE = 1 << 32
 BYTE_LIMIT = 1 << 8
@@ -118,7 +117,7 @@ SECURE_MODES = (SECURE_V1, SECURE_V2)
 #: Read-write NVS needs at least this much room; smaller NVS must be flagged readonly.
 NVS_MIN_RW_SIZE = 0x3000
 #: otadata holds two sectors, one ``esp_ota_select_entry_t`` each.
-OTADATA_SIZE = 0x2000
+OTADATA_SIZE = 2 * FLASH_SECTOR_SIZE
 #: Data subtypes ESP-IDF always writes to, so they cannot be readonly.
 ALWAYS_RW_DATA = (SUBTYPE_DATA_OTA, SUBTYPE_COREDUMP)
 
@@ -180,7 +179,7 @@ PartitionEntry = Struct(
 #: The entry after the partitions: magic, 0xFF fill, then the MD5 of all entries before it.
 Md5Entry = Struct(
     "magic" / Const(MD5_MAGIC),
-    Padding(ENTRY_SIZE - len(MD5_MAGIC) - MD5_DIGEST_SIZE, pattern=FILL_BYTE),
+    Padding(ENTRY_SIZE - len(MD5_MAGIC) - MD5_DIGEST_SIZE, pattern=ERASED),
     "digest" / Bytes(MD5_DIGEST_SIZE),
 )
 
@@ -379,7 +378,7 @@ class PartitionTable:
                 f"keep {self.max_partitions} or fewer",
                 path=self.source,
             )
-        return body + FILL_BYTE * (TABLE_MAX_LEN - len(body))
+        return body + ERASED * (TABLE_MAX_LEN - len(body))
 
     def to_csv(self) -> str:
         """CSV exactly as gen_esp32part writes it, so decompiling matches ESP-IDF's output."""
@@ -580,6 +579,13 @@ class PartitionTable:
                 f"add 'otadata, data, ota, , 0x{OTADATA_SIZE:x},' before the apps",
             )
 
+    def past_flash_end(self, flash_size: int) -> Partition | None:
+        """gen_esp32part's rule: the partition at the highest offset, when it ends past ``flash_size``."""
+        if not self.partitions:
+            return None
+        last = max(self.partitions, key=lambda p: p.offset)
+        return last if last.end > flash_size else None
+
     def _check_fits(self, flash_size: int, warnings: _Warnings) -> None:
         """gen_esp32part's rule: the partition at the highest offset must end within the flash."""
         if self.table_offset + TABLE_SECTOR_SIZE > flash_size:
@@ -588,10 +594,8 @@ class PartitionTable:
                 f"the partition table at 0x{self.table_offset:x} lies past the end of the "
                 f"{human_size(flash_size)} flash; lower --offset or raise --flash-size",
             )
-        if not self.partitions:
-            return
-        last = max(self.partitions, key=lambda p: p.offset)
-        if last.end > flash_size:
+        last = self.past_flash_end(flash_size)
+        if last is not None:
             raise self._error(
                 last,
                 f"{last.describe()} ends {human_size(last.end - flash_size)} past the end of the "

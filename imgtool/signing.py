@@ -18,8 +18,10 @@ from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int32ul, Padding, RawCopy, StreamError, Struct, Switch
 
+from imgtool.chips import ERASED, FLASH_SECTOR_SIZE, MAX_FLASH_BYTES
 from imgtool.errors import ImageError, InputError, UsageError
 from imgtool.image_format import (
+    SHA256_LEN,
     EXTENDED_HEADER_LEN,
     HEADER_LEN,
     MAX_SEGMENTS,
@@ -30,6 +32,7 @@ from imgtool.image_format import (
     parse_app_descriptor,
     parse_image,
 )
+from imgtool.segments import PADDING_ADDR
 
 SIG_BLOCK_MAGIC = 0xE7
 VERSION_RSA = 0x02
@@ -40,21 +43,13 @@ CURVE_P192 = 1
 CURVE_P256 = 2
 CURVE_P384 = 3
 
-#: The signature sector starts on a flash sector boundary and is one sector long.
-SECTOR_SIZE = 0x1000
 #: At most this many blocks fit the sector (the bootloader reads no more).
 MAX_SIGNATURE_BLOCKS = 3
 RSA_BYTES = 384
 #: RSA-PSS salt length the ROM's verifier expects (the digest length).
 PSS_SALT_LEN = 32
-#: Load address of a padding segment: not loaded and not mapped by the bootloader.
-PADDING_ADDR = 0
 #: Checksum byte plus the zeros before it, forced to one whole 16-byte line by the padding.
 CHECKSUM_LINE = 16
-SHA256_LEN = 32
-ERASED = b"\xff"
-#: Largest image `sign` reads: the biggest flash an image header can describe.
-MAX_SIGNED_IMAGE = 128 * 1024 * 1024
 
 RsaKey = Struct(
     "n" / Bytes(RSA_BYTES),  # modulus, little-endian
@@ -421,12 +416,12 @@ def _verify_ecdsa(public, scheme: Scheme, r: int, s: int, digest: bytes) -> None
 
 def sector_align(data: bytes) -> bytes:
     """``data`` padded with 0xFF to a whole sector, so the signature sector starts on one."""
-    return bytes(data) + ERASED * ((-len(data)) % SECTOR_SIZE)
+    return bytes(data) + ERASED * ((-len(data)) % FLASH_SECTOR_SIZE)
 
 
 def signature_sector(blocks: list[bytes]) -> bytes:
     sector = b"".join(blocks)
-    return sector + ERASED * (SECTOR_SIZE - len(sector))
+    return sector + ERASED * (FLASH_SECTOR_SIZE - len(sector))
 
 
 def sign_contents(contents: bytes, keys: list[SigningKey]) -> bytes:
@@ -483,7 +478,7 @@ class SignatureInfo:
 
 def signature_offset(image_len: int) -> int:
     """Where the signature sector of an image ``image_len`` bytes long starts."""
-    return align(image_len, SECTOR_SIZE)
+    return align(image_len, FLASH_SECTOR_SIZE)
 
 
 def read_signatures(data: bytes, image_len: int, keys: list[SigningKey] = ()) -> list[SignatureInfo]:
@@ -493,7 +488,7 @@ def read_signatures(data: bytes, image_len: int, keys: list[SigningKey] = ()) ->
     and the signature against the key the block carries. ``keys`` says which are trusted.
     """
     start = signature_offset(image_len)
-    sector = bytes(data[start : start + SECTOR_SIZE])
+    sector = bytes(data[start : start + FLASH_SECTOR_SIZE])
     if len(sector) < SIG_BLOCK_LEN:
         return []
     contents = bytes(data[:start])
@@ -660,7 +655,7 @@ def sign_image(
             f"{len(pub_keys)} --pub-key for {len(signatures)} --signature; give one signature per public key, in order",
             field="--signature",
         )
-    data = read_input(image_path, "ESP image", limit=MAX_SIGNED_IMAGE)
+    data = read_input(image_path, "ESP image", limit=MAX_FLASH_BYTES)
     parsed = parse_image(data, image_path)
     target = get_chip(chip) if chip else chip_by_image_id(parsed.image.chip_id)
     if target is None:
@@ -675,7 +670,7 @@ def sign_image(
     else:
         blocks = []
         for key, sig_path in zip(loaded, signatures):
-            raw = read_input(sig_path, "signature", limit=SECTOR_SIZE)
+            raw = read_input(sig_path, "signature", limit=FLASH_SECTOR_SIZE)
             blocks.append(signature_block(prepared.contents, key, raw, sig_path=os.fspath(sig_path)))
     out = sign_prepared(prepared, blocks)
     return SignResult(out, target.name, len(prepared.blocks) + len(blocks), len(blocks), warnings)
@@ -686,7 +681,7 @@ def pad_image(image_path, *, chip: str | None = None) -> bytes:
     from imgtool.atomic import read_input
     from imgtool.chips import chip_by_image_id, get_chip
 
-    data = read_input(image_path, "ESP image", limit=MAX_SIGNED_IMAGE)
+    data = read_input(image_path, "ESP image", limit=MAX_FLASH_BYTES)
     parsed = parse_image(data, image_path)
     target = get_chip(chip) if chip else chip_by_image_id(parsed.image.chip_id)
     if target is None:

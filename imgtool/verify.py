@@ -29,7 +29,10 @@ from imgtool.chips import (
     revision_name,
 )
 from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
+from imgtool.output_names import FLASH_ARGS_FILE, FLASHER_ARGS_JSON_FILE, SHA256SUMS_FILE
 from imgtool.partitions import (
+    DEFAULT_TABLE_OFFSET,
+    OTADATA_SIZE,
     ENTRY_SIZE,
     MD5_MAGIC,
     TABLE_MAX_LEN,
@@ -37,10 +40,6 @@ from imgtool.partitions import (
     PartitionTable,
 )
 
-OTADATA_LEN = 0x2000
-FLASHER_ARGS = "flasher_args.json"
-FLASH_ARGS = "flash_args"
-SHA256SUMS = "SHA256SUMS"
 
 
 @dataclass(frozen=True)
@@ -162,7 +161,7 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
 # --------------------------------------------------------------------------- the verifier
 
 
-def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_offset: int = 0x8000, keys=()) -> VerifyReport:
+def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_offset: int = DEFAULT_TABLE_OFFSET, keys=()) -> VerifyReport:
     """Verify a merged image (starts at the bootloader offset) or a flash dump (starts at 0).
 
     ``path_or_bytes`` is a file, a pack output folder, or the bytes themselves.
@@ -199,16 +198,16 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
 
     label = "pack folder"
     try:
-        doc = json.loads((folder / FLASHER_ARGS).read_text(encoding="utf-8"))
+        doc = json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
         files = {int(off, 16): name for off, name in doc["flash_files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        report.fail(label, f"{FLASHER_ARGS} is missing or has no readable flash_files; re-run imgtool pack")
+        report.fail(label, f"{FLASHER_ARGS_JSON_FILE} is missing or has no readable flash_files; re-run imgtool pack")
         return
     ok = True
     for offset, name in sorted(files.items()):
         part = folder / name
         if not part.is_file():
-            ok = report.add(label, False, f"{name} (0x{offset:x} in {FLASHER_ARGS}) is missing")
+            ok = report.add(label, False, f"{name} (0x{offset:x} in {FLASHER_ARGS_JSON_FILE}) is missing")
             continue
         data = part.read_bytes()
         start = offset - report.base
@@ -216,13 +215,13 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
             ok = report.add(
                 label, False, f"{name} differs from the merged image at 0x{offset:x}: changed after packing? re-run imgtool pack"
             )
-    args = folder / FLASH_ARGS
+    args = folder / FLASH_ARGS_FILE
     if args.is_file():
         lines = [shlex.split(line) for line in args.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
         listed = {int(words[0], 16): words[1] for words in lines if len(words) == 2}
         if listed != files:
-            ok = report.add(label, False, f"{FLASH_ARGS} and {FLASHER_ARGS} list different files or offsets")
-    sums = folder / SHA256SUMS
+            ok = report.add(label, False, f"{FLASH_ARGS_FILE} and {FLASHER_ARGS_JSON_FILE} list different files or offsets")
+    sums = folder / SHA256SUMS_FILE
     if sums.is_file():
         for name, digest in _sha256sums(sums.read_text(encoding="utf-8")).items():
             target = folder / name
@@ -431,7 +430,7 @@ class _Verifier:
         r = self.r
         raw = None
         if table.otadata is not None:
-            raw = self.read(table.otadata.offset, OTADATA_LEN)  # past the end of a merged image: never written, reads as erased
+            raw = self.read(table.otadata.offset, OTADATA_SIZE)  # past the end of a merged image: never written, reads as erased
         plan = boot_plan(table, raw)
         chosen = plan.partition
         if chosen is None:

@@ -24,9 +24,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.chips import Chip, get_chip
+from imgtool.chips import ERASED, Chip, get_chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
-from imgtool.flash_layout import ERASED, FLASHER_ARGS_JSON_FILE, MANIFEST_FILE
+from imgtool.output_names import FLASHER_ARGS_JSON_FILE, MANIFEST_FILE
 
 LAUNCHPAD_FILE = "launchpad.toml"
 LAUNCHPAD_TOML_VERSION = "1.0"

@@ -1,4 +1,4 @@
-"""flash_layout: where parts go in the merged image, and the argument files describing them."""
+"""flash_layout (where parts go in the merged image), flash_outputs (the files describing them) and pack_result."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from hypothesis import strategies as st
 
 from imgtool.chips import get_chip
 from imgtool.errors import LayoutError, UsageError
-from imgtool.flash_layout import (
-    FlashSettings,
-    plan_layout,
-    sha256sums,
-)
+from imgtool.flash_layout import FlashSettings, plan_layout
+from imgtool.flash_outputs import render_files, sha256sums
+from imgtool.pack_result import pack_result
 from imgtool.table_choice import default_table, load_preset
 
 SETTINGS = FlashSettings(mode="dio", freq="40m", size="4MB")
@@ -70,7 +68,7 @@ def test_otadata_is_a_part_when_the_table_has_one():
     ota = lay.part("otadata")
     assert ota is not None and ota.file == "ota_data_initial.bin"
     assert ota.data == b"\xff" * 0x2000
-    files = lay.files()
+    files = render_files(lay)
     assert "ota_data_initial.bin" in files
     assert json.loads(files["flasher_args.json"])["otadata"]["offset"] == f"0x{ota.offset:x}"
     assert f"0x{ota.offset:x} ota_data_initial.bin" in files["flash_args"].decode()
@@ -86,7 +84,7 @@ def test_app_goes_to_ota_0_without_factory_and_to_named_partition():
 
 
 def test_file_names_and_order():
-    files = layout("esp32").files()
+    files = render_files(layout("esp32"))
     assert list(files) == [
         "blinky.bin",
         "bootloader.bin",
@@ -102,7 +100,7 @@ def test_file_names_and_order():
 
 
 def test_flash_args_text():
-    files = layout("esp32").files()
+    files = render_files(layout("esp32"))
     assert files["flash_merged_args"].decode() == "-fm dio -ff 40m -fs 4MB\n0x1000 blinky.merged.bin\n"
     assert files["flash_args"].decode().splitlines() == [
         "-fm dio -ff 40m -fs 4MB",
@@ -116,7 +114,7 @@ def test_flash_args_text():
 def test_argument_files_split_back_with_esptools_reader(tmp_path, monkeypatch, name):
     from esptool import expand_file_arguments
 
-    files = layout("esp32c3", name=name).files()
+    files = render_files(layout("esp32c3", name=name))
     for arg_file in ("flash_args", "flash_merged_args"):
         (tmp_path / arg_file).write_bytes(files[arg_file])
     monkeypatch.chdir(tmp_path)
@@ -128,7 +126,7 @@ def test_argument_files_split_back_with_esptools_reader(tmp_path, monkeypatch, n
 
 def test_flasher_args_json_matches_esp_idf_shape():
     lay = layout("esp32c3")
-    doc = json.loads(lay.files()["flasher_args.json"])
+    doc = json.loads(render_files(lay)["flasher_args.json"])
     assert doc["write_flash_args"] == ["-fm", "dio", "-ff", "40m", "-fs", "4MB"]
     assert doc["flash_settings"] == {"flash_mode": "dio", "flash_size": "4MB", "flash_freq": "40m"}
     assert doc["flash_files"] == {"0x0": "bootloader.bin", "0x8000": "partitions.bin", "0x10000": "blinky.bin"}
@@ -143,7 +141,7 @@ def test_flasher_args_json_matches_esp_idf_shape():
 
 def test_manifest_json_for_esp_web_tools():
     lay = layout("esp32", version="1.2.3", project_name="blinky-proj")
-    doc = json.loads(lay.files()["manifest.json"])
+    doc = json.loads(render_files(lay)["manifest.json"])
     assert doc["name"] == "blinky-proj" and doc["version"] == "1.2.3"
     (build,) = doc["builds"]
     assert build["chipFamily"] == "ESP32"
@@ -157,7 +155,7 @@ def test_manifest_json_for_esp_web_tools():
 
 
 def test_sha256sums_cover_every_other_file(tmp_path):
-    files = layout("esp32").files()
+    files = render_files(layout("esp32"))
     lines = files["SHA256SUMS"].decode().splitlines()
     assert len(lines) == len(files) - 1
     for line in lines:
@@ -176,7 +174,7 @@ def test_sha256sums_escapes_backslashes():
 
 def test_result_describes_parts_and_command():
     lay = layout("esp32")
-    res = lay.result()
+    res = pack_result(lay)
     assert [p.name for p in res.parts] == ["bootloader", "partition-table", "app"]
     assert res.merged.offset == 0x1000 and res.merged.file == "blinky.merged.bin"
     assert res.app_partition == "factory" and res.app_size == len(lay.app.data)

@@ -31,6 +31,7 @@ from imgtool.bootloader import parse_manifest
 from imgtool.chips import get_chip
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.flash_layout import FlashSettings, plan_layout
+from imgtool.flash_outputs import flash_args_text, flash_merged_args_text, write_flash_args
 from imgtool.pack import pack
 from imgtool.partitions import NAME_MAX_BYTES as PARTITION_NAME_BYTES, PartitionTable
 from imgtool.table_choice import default_table, preset_csv, preset_names
@@ -411,10 +412,10 @@ def test_fuzz_argument_file_quoting(name):
         layout = _layout(name)
     except UsageError:
         return
-    merged_line = _esptool_lines(layout.flash_merged_args_text())
+    merged_line = _esptool_lines(flash_merged_args_text(layout))
     assert merged_line[-1] == [f"0x{layout.start:x}", layout.merged_file]
-    assert merged_line[0] == layout.write_flash_args()
-    parts = _esptool_lines(layout.flash_args_text())[1:]
+    assert merged_line[0] == write_flash_args(layout)
+    parts = _esptool_lines(flash_args_text(layout))[1:]
     assert [tuple(words) for words in parts] == [(f"0x{p.offset:x}", p.file) for p in layout.parts]
 
 
@@ -424,4 +425,4 @@ def test_argument_file_names_with_line_breaks(name):
         layout = _layout(name)
     except UsageError:
         return  # refusing the name is a fine answer
-    assert _esptool_lines(layout.flash_merged_args_text())[-1] == [f"0x{layout.start:x}", layout.merged_file]
+    assert _esptool_lines(flash_merged_args_text(layout))[-1] == [f"0x{layout.start:x}", layout.merged_file]

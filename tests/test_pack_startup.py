@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-import imgtool.flash_layout as flash_layout
+import imgtool.flash_outputs as flash_outputs
 import imgtool.pack as pack_module
 from imgtool.pack import pack
 
@@ -41,7 +41,7 @@ def test_each_output_is_hashed_once(tmp_path, monkeypatch):
         hashed.append(len(data))
         return real(data)
 
-    monkeypatch.setattr(flash_layout.hashlib, "sha256", counting)  # hashlib itself: counts every caller
+    monkeypatch.setattr(flash_outputs.hashlib, "sha256", counting)  # hashlib itself: counts every caller
     res = pack(C3, tmp_path / "out", bootloader=boot, flash_size="4MB", fill_flash_size=True, project_config=False)
     merged_size = 4 * 1024 * 1024 - res.merged.offset
     assert res.merged.size == merged_size and hashed.count(merged_size) == 1  # the filled merged image, once

@@ -1,4 +1,4 @@
-"""Portable locking and durable writes (imgtool.atomic), and each output hashed once (flash_layout.OutputFiles)."""
+"""Portable locking and durable writes (imgtool.atomic), and each output hashed once (flash_outputs.OutputFiles)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from imgtool import atomic
-from imgtool.flash_layout import SHA256SUMS_FILE, OutputFiles, sha256sums, sha256sums_text
+from imgtool.flash_outputs import OutputFiles, sha256sums, sha256sums_text
+from imgtool.output_names import SHA256SUMS_FILE
 
 HOLD_THEN_EXIT = r"""
 import sys, time

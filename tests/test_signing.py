@@ -14,7 +14,8 @@ from conftest import FIXTURES, espsecure, make_bootloader, run_cli
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.image_format import parse_image
 from imgtool.pack import pack
-from imgtool.signing import SECTOR_SIZE, read_signatures
+from imgtool.chips import FLASH_SECTOR_SIZE as SECTOR_SIZE
+from imgtool.signing import read_signatures
 from imgtool.verify import verify
 
 #: Offset of the signature field inside an RSA block (head, digest, n, e, rinv, m').

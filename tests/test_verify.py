@@ -9,7 +9,8 @@ import pytest
 from conftest import FIXTURES, bootloader_image as make_bootloader, run_cli
 
 from imgtool.chips import get_chip
-from imgtool.flash_layout import FlashSettings, app_file_name, plan_layout
+from imgtool.flash_layout import FlashSettings, plan_layout
+from imgtool.output_names import app_file_name
 from imgtool.image_format import EspImage, Segment
 from imgtool.otadata import initial_otadata
 from imgtool.pack import pack

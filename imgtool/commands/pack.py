@@ -163,7 +163,7 @@ def print_summary(result) -> None:
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
     )
-    from imgtool.flash_layout import CORE_PARTS
+    from imgtool.output_names import CORE_PARTS
 
     outdir = str(result.outdir or ".")
     kept = "keeps NVS" if all(p.name in CORE_PARTS for p in result.parts) else "keeps other data partitions"

@@ -1,0 +1,75 @@
+"""The names of the files a pack writes: one place, read by the planner, the renderer, ``verify`` and ``flash``.
+
+An ELF's name becomes the app and merged image names, so it is checked here
+against every fixed name (and against what esptool's argument files can hold).
+"""
+
+from __future__ import annotations
+
+from imgtool.errors import UsageError
+
+BOOTLOADER_FILE = "bootloader.bin"
+PARTITIONS_CSV_FILE = "partitions.csv"
+PARTITIONS_BIN_FILE = "partitions.bin"
+OTADATA_FILE = "ota_data_initial.bin"
+FLASH_ARGS_FILE = "flash_args"
+FLASH_MERGED_ARGS_FILE = "flash_merged_args"
+#: Written by imgtool 0.1 (the parts, when flash_args held the merged image); a re-pack removes it.
+LEGACY_FILES = ("flash_parts_args",)
+FLASHER_ARGS_JSON_FILE = "flasher_args.json"
+MANIFEST_FILE = "manifest.json"
+SHA256SUMS_FILE = "SHA256SUMS"
+FIXED_FILES = (
+    BOOTLOADER_FILE,
+    PARTITIONS_CSV_FILE,
+    PARTITIONS_BIN_FILE,
+    OTADATA_FILE,
+    FLASH_ARGS_FILE,
+    FLASH_MERGED_ARGS_FILE,
+    FLASHER_ARGS_JSON_FILE,
+    MANIFEST_FILE,
+    SHA256SUMS_FILE,
+)
+
+#: The parts every pack writes (flasher_args.json's keys for them); any other part is a data partition image.
+CORE_PARTS = ("bootloader", "partition-table", "otadata", "app")
+
+
+def app_file_name(name: str) -> str:
+    return f"{name}.bin"
+
+
+def merged_file_name(name: str) -> str:
+    return f"{name}.merged.bin"
+
+
+def check_output_name(name: str) -> None:
+    """Refuse a name that cannot name output files or would overwrite a fixed one."""
+    # esptool reads argument files line by line, so a line break cannot be quoted away.
+    if not name or name in (".", "..") or any(c in name for c in "/\x00\n\r"):
+        raise UsageError(f"'{name}' cannot name output files; rename the ELF", field="name")
+    for fixed in FIXED_FILES:
+        if app_file_name(name) == fixed or merged_file_name(name) == fixed:
+            raise UsageError(
+                f"an ELF named '{name}' would write its app image over {fixed}; rename the ELF",
+                field="name",
+            )
+
+
+__all__ = [
+    "BOOTLOADER_FILE",
+    "CORE_PARTS",
+    "FIXED_FILES",
+    "FLASHER_ARGS_JSON_FILE",
+    "FLASH_ARGS_FILE",
+    "FLASH_MERGED_ARGS_FILE",
+    "LEGACY_FILES",
+    "MANIFEST_FILE",
+    "OTADATA_FILE",
+    "PARTITIONS_BIN_FILE",
+    "PARTITIONS_CSV_FILE",
+    "SHA256SUMS_FILE",
+    "app_file_name",
+    "check_output_name",
+    "merged_file_name",
+]

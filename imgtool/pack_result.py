@@ -1,0 +1,116 @@
+"""What ``imgtool pack`` produced, as one value: the CLI prints it and ``--json`` dumps its :meth:`PackResult.to_dict`.
+
+It is made last, from the plan (:mod:`imgtool.flash_layout`) and the rendered
+files (:mod:`imgtool.flash_outputs`, whose digests it reuses), so the report
+names exactly what was written.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from imgtool.flash_layout import FlashLayout, FlashSettings
+from imgtool.flash_outputs import digests, esptool_args, render_files
+
+
+class PartInfo(NamedTuple):
+    """What a part is, without its bytes (for reports and JSON)."""
+
+    name: str
+    offset: int
+    size: int
+    file: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "offset": self.offset, "offset_hex": f"0x{self.offset:x}", "size": self.size, "file": self.file}
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """Everything ``imgtool pack`` produced, as values."""
+
+    chip: str
+    name: str
+    flash: FlashSettings
+    parts: tuple[PartInfo, ...]
+    merged: PartInfo
+    app_partition: str
+    app_partition_offset: int
+    app_partition_size: int
+    app_size: int
+    files: tuple[str, ...]
+    esptool_args: tuple[str, ...]  # argv after "esptool"
+    outdir: Path | None = None
+    warnings: tuple[str, ...] = ()
+    sha256: dict = field(default_factory=dict)
+    config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
+    config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
+
+    @property
+    def app_usage(self) -> float:
+        """Fraction of the app partition the app uses."""
+        return self.app_size / self.app_partition_size if self.app_partition_size else 1.0
+
+    @property
+    def esptool_command(self) -> str:
+        return shlex.join(["esptool", *self.esptool_args])
+
+    def path(self, file: str) -> Path:
+        return (self.outdir or Path(".")) / file
+
+    def to_dict(self) -> dict:
+        return {
+            "chip": self.chip,
+            "name": self.name,
+            "outdir": str(self.outdir) if self.outdir is not None else None,
+            "flash_settings": self.flash.to_dict(),
+            "parts": [p.to_dict() for p in self.parts],
+            "merged": self.merged.to_dict(),
+            "app": {
+                "size": self.app_size,
+                "partition": self.app_partition,
+                "partition_offset": self.app_partition_offset,
+                "partition_size": self.app_partition_size,
+                "used_percent": round(self.app_usage * 100, 2),
+            },
+            "files": list(self.files),
+            "sha256": dict(self.sha256),
+            "esptool_args": list(self.esptool_args),
+            "esptool_command": self.esptool_command,
+            "warnings": list(self.warnings),
+            "config": {"files": list(self.config_files), "settings": list(self.config_settings)},
+        }
+
+
+def pack_result(
+    layout: FlashLayout,
+    files: dict[str, bytes] | None = None,
+    *,
+    outdir: Path | None = None,
+    merged_path: str | None = None,
+) -> PackResult:
+    """The report for ``layout`` and its rendered ``files`` (rendered now when None)."""
+    files = files if files is not None else render_files(layout)
+    merged_size = len(files[layout.merged_file]) if layout.merged_file in files else layout.end - layout.start
+    return PackResult(
+        chip=layout.chip.name,
+        name=layout.name,
+        flash=layout.settings,
+        parts=tuple(PartInfo(p.name, p.offset, p.size, p.file) for p in layout.parts),
+        merged=PartInfo("merged", layout.start, merged_size, layout.merged_file),
+        app_partition=layout.app_partition_name,
+        app_partition_offset=layout.app_partition_offset,
+        app_partition_size=layout.app_partition_size,
+        app_size=layout.app.size,
+        files=tuple(files),
+        esptool_args=tuple(esptool_args(layout, merged_path)),
+        outdir=outdir,
+        warnings=layout.warnings,
+        sha256=digests(files),
+    )
+
+
+__all__ = ["PackResult", "PartInfo", "pack_result"]
