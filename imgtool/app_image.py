@@ -1,6 +1,9 @@
 """ELF → ESP app image: the library entry point for the `image` stage.
 
 Data flows one way: ELF pieces → classified pieces → segment layout → EspImage → bytes.
+Which chip an ELF is for is :mod:`imgtool.chip_detect`'s job; revision strings are read by
+:func:`imgtool.chips.parse_revision`; the app descriptor's fields by
+:func:`imgtool.image_format.desc_dict`.
 """
 
 from __future__ import annotations
@@ -10,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtool.boot_rules import check_app
+from imgtool.chip_detect import resolve_chip
 from imgtool.chips import (
-    EM_XTENSA,
     ANY_REVISION_MAX,
-    CHIPS,
     DEFAULT_FLASH_MODE,
     DEFAULT_MMU_PAGE_SIZE,
     DEFAULT_FLASH_SIZE,
@@ -21,8 +23,8 @@ from imgtool.chips import (
     FLASH_SIZES,
     Chip,
     Region,
+    check_revision,
     flash_size_bytes,
-    get_chip,
     normalize_flash_mode,
     normalize_flash_size,
     revision_name,
@@ -33,7 +35,7 @@ from imgtool.image_format import (
     APP_DESC_ELF_SHA256_OFFSET,
     APP_DESC_LEN,
     EspImage,
-    c_string,
+    desc_dict,
     parse_app_descriptor,
     parse_image,
 )
@@ -54,82 +56,6 @@ class AppImage:
     warnings: list[str] = field(default_factory=list)
 
 
-#: The ESP8266's instruction RAM, where its firmware's entry point lives; no supported chip starts there.
-ESP8266_IRAM = range(0x4010_0000, 0x4011_0000)
-
-
-def detect_chip(elf: ElfInfo) -> Chip:
-    """Pick the chip from the ELF's machine, addresses and the chip-named crates it carries."""
-    if elf.machine == EM_XTENSA and elf.entry in ESP8266_IRAM and not elf.chip_hints:
-        raise ElfError(
-            f"the entry point 0x{elf.entry:08x} is in the ESP8266's IRAM: ESP8266 firmware is not supported "
-            "(imgtool handles the ESP32 family); use esptool elf2image --chip esp8266",
-            path=elf.path,
-        )
-    candidates = [c for c in CHIPS.values() if c.elf_machine == elf.machine]
-    fitting = [c for c in candidates if all(c.region_of(p.addr, p.size) for p in elf.pieces)]
-    named = [c for c in fitting if c.name in elf.chip_hints]
-    if len(named) == 1:
-        return named[0]
-    if len(fitting) == 1:
-        return fitting[0]
-    pool = named or fitting
-    if not pool:
-        raise ElfError(
-            f"no {elf.machine_name} chip has memory at all of this ELF's addresses; pass --chip to see which section is off",
-            path=elf.path,
-        )
-    raise ElfError(
-        f"cannot tell the chip from the ELF (could be {', '.join(c.name for c in pool)}); pass --chip",
-        path=elf.path,
-        field="--chip",
-    )
-
-
-def resolve_chip(elf: ElfInfo, chip: str | Chip | None, warnings: list[str]) -> Chip:
-    if chip is None:
-        return detect_chip(elf)
-    chosen = get_chip(chip)
-    if chosen.elf_machine != elf.machine:
-        others = [c.name for c in CHIPS.values() if c.elf_machine == elf.machine]
-        raise ElfError(
-            f"ELF is {elf.machine_name} but {chosen.name} is {'Xtensa' if chosen.arch == 'xtensa' else 'RISC-V'}; "
-            f"pass --chip with one of {', '.join(others)}",
-            path=elf.path,
-            field="e_machine",
-        )
-    if elf.chip_hints and chosen.name not in elf.chip_hints:
-        warnings.append(
-            f"{elf.path}: the ELF mentions {', '.join(sorted(elf.chip_hints))} but --chip is {chosen.name}"
-        )
-    return chosen
-
-
-def _check_revision(value: int | None, name: str) -> None:
-    if value is not None and not 0 <= value <= ANY_REVISION_MAX:
-        raise UsageError(f"{name} must be between 0 and {ANY_REVISION_MAX} (major*100+minor), got {value}", field=name)
-
-
-def parse_revision(text: str | int | None, name: str) -> int | None:
-    """``v3.1`` or ``3.1`` → 301; a plain integer is already major*100+minor (esptool's --min-rev-full)."""
-    if text is None or isinstance(text, int):
-        _check_revision(text, name)
-        return text
-    raw = text.strip().lower().removeprefix("v")
-    try:
-        if "." in raw:
-            major, minor = raw.split(".", 1)
-            if not (major.isdigit() and minor.isdigit() and int(minor) < 100):
-                raise ValueError(raw)
-            value = int(major) * 100 + int(minor)
-        else:
-            value = int(raw, 0)
-    except ValueError:
-        raise UsageError(f"{name} '{text}' is not a chip revision like v3.1 or 301", field=name) from None
-    _check_revision(value, name)
-    return value
-
-
 def build_app_image(
     elf_path: str | os.PathLike,
     *,
@@ -145,8 +71,8 @@ def build_app_image(
     warnings: list[str] = []
     mode = normalize_flash_mode(flash_mode or DEFAULT_FLASH_MODE)
     size = normalize_flash_size(flash_size or DEFAULT_FLASH_SIZE)
-    _check_revision(min_rev_full, "--min-rev")
-    _check_revision(max_rev_full, "--max-rev")
+    check_revision(min_rev_full, "--min-rev")
+    check_revision(max_rev_full, "--max-rev")
     elf = read_elf(elf_path)
     target = resolve_chip(elf, chip, warnings)
     freq_code = target.flash_freq_code(flash_freq or target.default_flash_freq)
@@ -255,21 +181,4 @@ def _check_entry(chip: Chip, elf: ElfInfo, warnings: list[str]) -> None:
         warnings.append(f"{elf.path}: entry point 0x{elf.entry:08x} is not in executable memory of {chip.name}")
 
 
-def desc_dict(desc) -> dict:
-    """The app descriptor as plain values (for reports and JSON)."""
-    return {
-        "magic_word": desc.magic_word,
-        "secure_version": desc.secure_version,
-        "version": c_string(desc.version),
-        "project_name": c_string(desc.project_name),
-        "time": c_string(desc.time),
-        "date": c_string(desc.date),
-        "idf_ver": c_string(desc.idf_ver),
-        "app_elf_sha256": bytes(desc.app_elf_sha256).hex(),
-        "min_efuse_blk_rev_full": desc.min_efuse_blk_rev_full,
-        "max_efuse_blk_rev_full": desc.max_efuse_blk_rev_full,
-        "mmu_page_size": desc.mmu_page_size,
-    }
-
-
-__all__ = ["AppImage", "build_app_image", "desc_dict", "detect_chip", "parse_revision"]
+__all__ = ["AppImage", "build_app_image"]

@@ -63,6 +63,32 @@ def revision_name(full: int) -> str:
     return f"v{full // 100}.{full % 100}"
 
 
+def check_revision(value: int | None, name: str) -> None:
+    """Refuse a major*100+minor revision outside 0..ANY_REVISION_MAX, naming the option ``name``."""
+    if value is not None and not 0 <= value <= ANY_REVISION_MAX:
+        raise UsageError(f"{name} must be between 0 and {ANY_REVISION_MAX} (major*100+minor), got {value}", field=name)
+
+
+def parse_revision(text: str | int | None, name: str) -> int | None:
+    """``v3.1`` or ``3.1`` → 301; a plain integer is already major*100+minor (esptool's --min-rev-full)."""
+    if text is None or isinstance(text, int):
+        check_revision(text, name)
+        return text
+    raw = text.strip().lower().removeprefix("v")
+    try:
+        if "." in raw:
+            major, minor = raw.split(".", 1)
+            if not (major.isdigit() and minor.isdigit() and int(minor) < 100):
+                raise ValueError(raw)
+            value = int(major) * 100 + int(minor)
+        else:
+            value = int(raw, 0)
+    except ValueError:
+        raise UsageError(f"{name} '{text}' is not a chip revision like v3.1 or 301", field=name) from None
+    check_revision(value, name)
+    return value
+
+
 class Region(str, Enum):
     """Kinds of memory an image segment can be loaded into."""
 

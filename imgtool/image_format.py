@@ -314,3 +314,20 @@ def parse_app_descriptor(data: bytes):
 def c_string(raw: bytes) -> str:
     """A NUL-padded text field as str; firmware may put any bytes there, so undecodable ones are replaced."""
     return bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def desc_dict(desc) -> dict:
+    """The app descriptor as plain values (for reports and JSON)."""
+    return {
+        "magic_word": desc.magic_word,
+        "secure_version": desc.secure_version,
+        "version": c_string(desc.version),
+        "project_name": c_string(desc.project_name),
+        "time": c_string(desc.time),
+        "date": c_string(desc.date),
+        "idf_ver": c_string(desc.idf_ver),
+        "app_elf_sha256": bytes(desc.app_elf_sha256).hex(),
+        "min_efuse_blk_rev_full": desc.min_efuse_blk_rev_full,
+        "max_efuse_blk_rev_full": desc.max_efuse_blk_rev_full,
+        "mmu_page_size": desc.mmu_page_size,
+    }

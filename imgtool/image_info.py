@@ -7,7 +7,7 @@ import os
 from imgtool.atomic import read_input
 from imgtool.boot_rules import check_app
 from imgtool.chips import MAX_FLASH_BYTES, Region, chip_by_image_id, flash_mode_name, flash_size_name
-from imgtool.image_format import parse_app_descriptor, parse_image
+from imgtool.image_format import desc_dict, parse_app_descriptor, parse_image
 from imgtool.segments import PADDING_ADDR
 
 
@@ -52,8 +52,6 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
         if rng is not None and rng.region in (Region.DROM, Region.IROM):
             raw = parse_app_descriptor(first.data)
             if raw is not None:
-                from imgtool.app_image import desc_dict
-
                 desc = desc_dict(raw)
     return {
         "file": os.fspath(path),

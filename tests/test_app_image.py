@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from imgtool.app_image import build_app_image, detect_chip
+from imgtool.app_image import build_app_image
+from imgtool.chip_detect import detect_chip
 from imgtool.chips import CHIPS
 from imgtool.elf import read_elf
 from imgtool.image_format import APP_DESC_ELF_SHA256_OFFSET, parse_image

@@ -36,7 +36,7 @@ def _revision(ctx, param, value):
     """``v3.1``, ``3.1`` or esptool's major*100+minor (``301``) as major*100+minor."""
     if value is None:
         return None
-    from imgtool.app_image import parse_revision
+    from imgtool.chips import parse_revision
 
     return parse_revision(value, f"--{param.name.replace('_', '-')}")
 
