@@ -15,6 +15,7 @@ from typing import NamedTuple
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
 
 from imgtool.errors import ImageError
+from imgtool.sizes import align_up
 
 IMAGE_MAGIC = 0xE9
 CHECKSUM_SEED = 0xEF
@@ -99,10 +100,6 @@ def _xor_fold(data: bytes) -> int:
     return value
 
 
-def align(value: int, alignment: int) -> int:
-    return (value + alignment - 1) // alignment * alignment
-
-
 class Segment(NamedTuple):
     """Bytes the loader copies to ``addr`` (a small value object, like esptool's ImageSegment)."""
 
@@ -165,7 +162,7 @@ class EspImage:
             parts.append(SegmentHeader.build(dict(load_addr=seg.addr, data_len=len(seg.data))))
             parts.append(seg.data)
         body_len = sum(len(p) for p in parts)
-        pad = align(body_len + 1, CHECKSUM_ALIGN) - body_len - 1
+        pad = align_up(body_len + 1, CHECKSUM_ALIGN) - body_len - 1
         parts.append(b"\x00" * pad)
         parts.append(bytes([xor_checksum(s.data for s in self.segments)]))
         out = b"".join(parts)
@@ -265,7 +262,7 @@ def parse_image(data: bytes | memoryview, path=None, *, what: str = "image") -> 
             )
         parsed.append(ParsedSegment(Segment(sh.load_addr, bytes(buf[start : start + sh.data_len])), offset))
         offset = start + sh.data_len
-    checksum_pos = align(offset + 1, CHECKSUM_ALIGN) - 1
+    checksum_pos = align_up(offset + 1, CHECKSUM_ALIGN) - 1
     if checksum_pos >= len(buf):
         raise ImageError(f"{what} is truncated: the checksum byte at 0x{checksum_pos:x} is missing", path=path)
     stored_checksum = buf[checksum_pos]

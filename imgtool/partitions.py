@@ -28,6 +28,7 @@ from construct import (
 
 from imgtool.chips import ERASED, FLASH_SECTOR_SIZE, KiB, MiB
 from imgtool.errors import PartitionError, UsageError
+from imgtool.sizes import align_up
 
 #: The ESP-IDF release whose gen_esp32part.py this module follows.
 ESP_IDF_RELEASE = "v5.5"
@@ -810,10 +811,6 @@ def _csv_size(size: int) -> str:
         if size % unit == 0:
             return f"{size // unit}{suffix}"
     return f"0x{size:x}"
-
-
-def align_up(value: int, align: int) -> int:
-    return -(-value // align) * align
 
 
 def _loc(p: Partition) -> str:

@@ -30,8 +30,8 @@ from imgtool.image_format import (
     SEGMENT_ALIGN,
     SEGMENT_HEADER_LEN,
     Segment,
-    align,
 )
+from imgtool.sizes import align_up
 
 #: Load address of padding segments; ESP-IDF's bootloader skips addresses below 0x10000.
 PADDING_ADDR = 0
@@ -85,7 +85,7 @@ def _join(pieces: list[Piece], same_segment, path) -> list[Piece]:
 
 
 def join_ram(pieces: list[Piece], path=None) -> list[Piece]:
-    return _join(pieces, lambda a, b: b.addr <= align(a.end, SEGMENT_ALIGN), path)
+    return _join(pieces, lambda a, b: b.addr <= align_up(a.end, SEGMENT_ALIGN), path)
 
 
 def _join_all(pieces: list[Piece], path) -> Piece:
@@ -106,7 +106,7 @@ def _separate_bus_segments(chip: Chip, pieces: list[Piece], path) -> list[Piece]
 
 def _shared_bus_segments(chip: Chip, pieces: list[Piece], page: int, first_addr: int | None, path) -> list[Piece]:
     """Exactly two flash segments, the one with the app descriptor first (``unpack_load_app``)."""
-    pieces = _join(pieces, lambda a, b: b.addr < align(a.end, SEGMENT_ALIGN) + SEGMENT_HEADER_LEN, path)
+    pieces = _join(pieces, lambda a, b: b.addr < align_up(a.end, SEGMENT_ALIGN) + SEGMENT_HEADER_LEN, path)
     desc = next((i for i, p in enumerate(pieces) if first_addr is not None and p.addr <= first_addr < p.end), 0)
 
     def same_page(k: int) -> bool:
@@ -123,7 +123,7 @@ def _shared_bus_segments(chip: Chip, pieces: list[Piece], page: int, first_addr:
         return [_join_all(pieces[desc:], path), _join_all(pieces[:desc], path)]
     if len(pieces) == 1:
         head = pieces[0]
-        stub_addr = align(head.end, SEGMENT_ALIGN) + SEGMENT_HEADER_LEN
+        stub_addr = align_up(head.end, SEGMENT_ALIGN) + SEGMENT_HEADER_LEN
         if not chip.boot.irom.contains(stub_addr, SEGMENT_ALIGN):
             raise LayoutError(
                 f"all flash data is one block ending at 0x{head.end:08x}, and the {chip.name} bootloader needs two "
@@ -149,7 +149,7 @@ def flash_segments(chip: Chip, pieces: list[Piece], page: int, *, first_addr: in
 
 
 def _padded(data: bytes) -> bytes:
-    return data + b"\x00" * (align(len(data), SEGMENT_ALIGN) - len(data))
+    return data + b"\x00" * (align_up(len(data), SEGMENT_ALIGN) - len(data))
 
 
 def _with_tail(chip: Chip, data: bytes, addr: int, page: int) -> bytes:

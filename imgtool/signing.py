@@ -28,11 +28,11 @@ from imgtool.image_format import (
     SEGMENT_HEADER_LEN,
     EspImage,
     Segment,
-    align,
     parse_app_descriptor,
     parse_image,
 )
 from imgtool.segments import PADDING_ADDR
+from imgtool.sizes import align_up
 
 SIG_BLOCK_MAGIC = 0xE7
 VERSION_RSA = 0x02
@@ -478,7 +478,7 @@ class SignatureInfo:
 
 def signature_offset(image_len: int) -> int:
     """Where the signature sector of an image ``image_len`` bytes long starts."""
-    return align(image_len, FLASH_SECTOR_SIZE)
+    return align_up(image_len, FLASH_SECTOR_SIZE)
 
 
 def read_signatures(data: bytes, image_len: int, keys: list[SigningKey] = ()) -> list[SignatureInfo]:

@@ -30,10 +30,10 @@ from imgtool.partitions import (
     Partition,
     PartitionTable,
     TableOptions,
-    align_up,
     boot_app_partition,
     human_size,
 )
+from imgtool.sizes import align_up
 
 #: Layout of the default table ``pack`` uses when the user gives none.
 DEFAULT_NVS_SIZE = 0x6000
@@ -172,7 +172,7 @@ def check_app_fits(
         (n for n in FLASH_SIZES if _default_app_size(flash_size_bytes(n), table.table_offset) >= app_size), None
     )
     if not default_table:
-        hints.append(f"a table whose '{target.name}' partition holds at least 0x{align_up(app_size, 0x10000):x} bytes")
+        hints.append(f"a table whose '{target.name}' partition holds at least 0x{align_up(app_size, OFFSET_ALIGN[TYPE_APP]):x} bytes")
     elif flash is not None:
         hints.append(f"--flash-size {flash} (to size the default table to the flash)")
     presets = [n for n in preset_names() if _preset_app_size(n, table.table_offset) >= app_size]
