@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.boot_rules import check_app
+from imgtool.boot_rules import check_app, descriptor_page_size
 from imgtool.chip_detect import resolve_chip
 from imgtool.chips import (
     ANY_REVISION_MAX,
@@ -155,7 +155,7 @@ def _page_size(chip: Chip, requested: int | None, app_desc: dict | None, path: P
             f"{chip.name} has no {requested}-byte MMU page; use one of {', '.join(map(str, chip.mmu_page_sizes))}",
             field="--mmu-page-size",
         )
-    wanted = 1 << app_desc["mmu_page_size"] if app_desc and app_desc.get("mmu_page_size") else None
+    wanted = descriptor_page_size(app_desc["mmu_page_size"]) if app_desc else None
     if len(chip.mmu_page_sizes) == 1:
         if wanted is not None and wanted != DEFAULT_MMU_PAGE_SIZE:
             warnings.append(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from imgtool.chips import DEFAULT_MMU_PAGE_SIZE, BootloaderRam, Chip, Region, Span, revision_name
+from imgtool.chips import ANY_REVISION_MAX, DEFAULT_MMU_PAGE_SIZE, BootloaderRam, Chip, Region, Span, revision_name
 from imgtool.image_format import (
     APP_DESC_MAGIC,
     MAX_SEGMENTS,
@@ -29,7 +29,7 @@ STACK_LOAD_HEADROOM = 0x8000
 #: SOC_ROM_STACK_SIZE: how far below SOC_ROM_STACK_START the bootloader's stack pointer can be.
 ROM_STACK_SIZE = 0x2000
 #: ``bootloader_common_check_*_validity``: a revision limit of 0 or 0xFFFF means "not set".
-UNSET_REVISIONS = (0, 0xFFFF)
+UNSET_REVISIONS = (0, ANY_REVISION_MAX)
 #: ``unpack_load_app`` on chips with one shared flash bus.
 SHARED_BUS_FLASH_SEGMENTS = 2
 #: Load regions ``verify_load_addresses`` accepts without overlap checks (RTC memory, TCM).
@@ -75,9 +75,12 @@ def mmu_page_size(chip: Chip, first_segment_data: bytes | None) -> int:
     if len(chip.mmu_page_sizes) == 1 or not first_segment_data:
         return DEFAULT_MMU_PAGE_SIZE
     desc = parse_app_descriptor(first_segment_data)
-    if desc is None or not desc.mmu_page_size:
-        return DEFAULT_MMU_PAGE_SIZE
-    return 1 << min(desc.mmu_page_size, 31)
+    return descriptor_page_size(desc.mmu_page_size if desc else 0) or DEFAULT_MMU_PAGE_SIZE
+
+
+def descriptor_page_size(log2: int) -> int | None:
+    """The page an app descriptor's ``mmu_page_size`` field (log2) asks for; None when 0 (not set)."""
+    return 1 << min(log2, 31) if log2 else None
 
 
 def should_load(chip: Chip, addr: int) -> bool:
@@ -206,7 +209,6 @@ class BootContext(NamedTuple):
 def check_app(chip: Chip, parsed: ParsedImage, context: BootContext = BootContext()) -> list[Finding]:
     """Every way the bootloader would refuse, abort or mis-map this app image, in boot order."""
     findings: list[Finding] = []
-    img = parsed.image
     first = parsed.segments[0].segment.data if parsed.segments else None
     page = mmu_page_size(chip, first)
 
