@@ -149,7 +149,7 @@ def test_check_with_a_chip_places_the_bootloader(tmp_path):
         (["--flash-size", "4MB", "--secure", "v3"], "'v3' is not one of"),
         (["--flash-size", "4MB", "--extra-partition-subtypes", "data, x"], "not a subtype entry"),
         (["--flash-size", "4MB", "--offset", "nope"], "not an offset"),
-        (["--flash-size", "4MB", "--chip", "esp99"], "unknown chip"),
+        (["--flash-size", "4MB", "--chip", "esp99"], "'esp99' is not one of"),
     ],
 )
 def test_bad_options_are_usage_errors(ota_csv, args, expect):

@@ -5,15 +5,33 @@ from __future__ import annotations
 import click
 
 from imgtool.chips import CHIPS, FLASH_MODES, FLASH_SIZES
+from imgtool.errors import UsageError
 
 
-def _flash_size(ctx, param, value):
+def parse_flash_size(ctx, param, value):
     """esptool's spelling ("4MB"), whatever case or "4M"/"4MiB" form the user typed."""
     if value is None:
         return None
     from imgtool.chips import normalize_flash_size
 
     return normalize_flash_size(value)
+
+
+def parse_offset(ctx, param, value):
+    """A flash offset in gen_esp32part's number syntax (``0x8000``, ``32768``, ``32K``), never negative."""
+    if value is None:
+        return None
+    from imgtool.errors import PartitionError
+    from imgtool.partitions import parse_int
+
+    option = max(param.opts, key=len)
+    try:
+        number = parse_int(str(value), what="offset")
+    except PartitionError:
+        raise UsageError(f"'{value}' is not an offset; use a number such as 0x8000", field=option) from None
+    if number < 0:
+        raise UsageError(f"the offset {value} is negative; use a number such as 0x8000", field=option)
+    return number
 
 
 def chip_option(help: str = "Target chip (detected when omitted)."):
@@ -25,7 +43,7 @@ def flash_mode_option(help: str = "SPI flash mode [default: dio]."):
 
 
 flash_size_option = click.option(
-    "--flash-size", callback=_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help="Flash size [default: 2MB]."
+    "--flash-size", callback=parse_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help="Flash size [default: 2MB]."
 )
 flash_freq_option = click.option(
     "--flash-freq", help="Flash frequency, e.g. 40m or 80m [default: the chip's ESP-IDF default]."

@@ -16,20 +16,9 @@ from imgtool.commands.options import (
     flash_freq_option,
     flash_mode_option,
     flash_size_option,
+    parse_offset,
     revision_options,
 )
-
-
-def _parse_offset(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        number = int(str(value).strip(), 0)
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a number (use e.g. 0x8000)") from None
-    if number < 0:
-        raise click.BadParameter("must not be negative")
-    return number
 
 
 def _parse_data(ctx, param, value):
@@ -46,7 +35,7 @@ PACK_OPTIONS = (
     flash_freq_option,
     revision_options,
     click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash]."),
-    click.option("--partition-table-offset", callback=_parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000]."),
+    click.option("--partition-table-offset", callback=parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000]."),
     click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one."),
     click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list']."),
     click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder."),
@@ -93,7 +82,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--sign-bootloader", is_flag=True, help="Also sign the --bootloader file with the --sign-key keys.")
 @click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
               help="Write the parts pre-encrypted with this flash encryption key (for a device in release mode).")
-@click.option("--flash-crypt-conf", callback=_parse_offset, metavar="N",
+@click.option("--flash-crypt-conf", callback=parse_offset, metavar="N",
               help="ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: 0xf].")
 @click.option("--uf2", is_flag=True, help="Also write NAME.uf2 (= esptool merge-bin --format uf2 @flash_args).")
 @click.option("--hex", "intel_hex", is_flag=True, help="Also write NAME.hex (= esptool merge-bin --format hex @flash_args).")
@@ -192,12 +181,12 @@ def _setting_name(setting: str) -> str:
 @click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="OUTDIR|MERGED")
 @click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
 @chip_option()
-@click.option("--partition-table-offset", callback=_parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
+@click.option("--partition-table-offset", callback=parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
 @click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
               help="Require an app signature made with this key (PEM, public or private; repeatable).")
 @click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
               help="Decrypt a pre-encrypted merged image (pack --encrypt-key) with this key before checking it.")
-@click.option("--flash-crypt-conf", callback=_parse_offset, metavar="N", help="ESP32 only: FLASH_CRYPT_CONFIG [default: 0xf].")
+@click.option("--flash-crypt-conf", callback=parse_offset, metavar="N", help="ESP32 only: FLASH_CRYPT_CONFIG [default: 0xf].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
 def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):

@@ -4,47 +4,24 @@ from __future__ import annotations
 
 import click
 
-from imgtool.errors import UsageError
+from imgtool.commands.options import chip_option, parse_flash_size, parse_offset
 
 FLASH_SIZE_HELP = "Flash size (e.g. 4MB); partitions must end within it."
 OFFSET_HELP = "Flash offset of the partition table (default 0x8000)."
 CHIP_HELP = "Chip, whose bootloader offset places 'bootloader' rows (as --primary-bootloader-offset)."
 
 
-def _number(option: str):
-    def parse(ctx, param, value):
-        if value is None:
-            return None
-        from imgtool.errors import PartitionError
-        from imgtool.partitions import parse_int
-
-        try:
-            return parse_int(value, what="offset")
-        except PartitionError:
-            raise UsageError(f"'{value}' is not an offset; use a number such as 0x8000", field=option) from None
-
-    return parse
-
-
-def _flash_size(ctx, param, value):
-    if value is None:
-        return None
-    from imgtool.chips import flash_size_bytes
-
-    return flash_size_bytes(value)
-
-
 def table_options(func):
     """gen_esp32part's options, shared by every sub-command that reads a table."""
     options = [
-        click.option("--chip", default=None, help=CHIP_HELP),
-        click.option("--offset", "table_offset", default=None, callback=_number("--offset"), help=OFFSET_HELP),
+        chip_option(CHIP_HELP),
+        click.option("--offset", "table_offset", default=None, callback=parse_offset, help=OFFSET_HELP),
         click.option(
-            "--primary-bootloader-offset", default=None, callback=_number("--primary-bootloader-offset"),
+            "--primary-bootloader-offset", default=None, callback=parse_offset,
             help="Offset of the primary bootloader, for 'bootloader' rows (default: from --chip).",
         ),
         click.option(
-            "--recovery-bootloader-offset", default=None, callback=_number("--recovery-bootloader-offset"),
+            "--recovery-bootloader-offset", default=None, callback=parse_offset,
             help="Offset of the recovery bootloader, for 'bootloader, recovery' rows.",
         ),
         click.option(
@@ -62,6 +39,13 @@ def table_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _flash_bytes(flash_size: str | None) -> int | None:
+    """The ``--flash-size`` name (:func:`~imgtool.commands.options.parse_flash_size`) as bytes."""
+    from imgtool.chips import flash_size_bytes
+
+    return None if flash_size is None else flash_size_bytes(flash_size)
 
 
 def _load(source, flash_size, opts):
@@ -98,10 +82,11 @@ def partitions():
 @partitions.command("compile")
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Binary table to write.")
-@click.option("--flash-size", default=None, callback=_flash_size, help=FLASH_SIZE_HELP)
+@click.option("--flash-size", default=None, callback=parse_flash_size, help=FLASH_SIZE_HELP)
 @table_options
 def compile_(source, output, flash_size, **opts):
     """Compile a CSV (or preset) to the 0xC00-byte binary table ESP-IDF's bootloader reads."""
+    flash_size = _flash_bytes(flash_size)
     from imgtool.atomic import write_bytes
 
     table = _load(source, flash_size, opts)
@@ -112,10 +97,11 @@ def compile_(source, output, flash_size, **opts):
 @partitions.command("decompile")
 @click.argument("source")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="CSV to write (default: stdout).")
-@click.option("--flash-size", default=None, callback=_flash_size, help=FLASH_SIZE_HELP)
+@click.option("--flash-size", default=None, callback=parse_flash_size, help=FLASH_SIZE_HELP)
 @table_options
 def decompile(source, output, flash_size, **opts):
     """Turn a binary table (or a CSV or preset) into ESP-IDF CSV, as gen_esp32part writes it."""
+    flash_size = _flash_bytes(flash_size)
     table = _load(source, flash_size, opts)
     if output is None:
         click.echo(table.to_csv(), nl=False)
@@ -129,10 +115,11 @@ def decompile(source, output, flash_size, **opts):
 @partitions.command("show")
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--flash-size", default=None, callback=_flash_size, help="Flash size, to show the free space at the end.")
+@click.option("--flash-size", default=None, callback=parse_flash_size, help="Flash size, to show the free space at the end.")
 @table_options
 def show(source, as_json, flash_size, **opts):
     """Show a binary table, CSV or preset: one row per partition and the free space after the last."""
+    flash_size = _flash_bytes(flash_size)
     table = _load(source, flash_size, opts)
     free = flash_size - table.end if flash_size is not None else None
     if as_json:
@@ -163,10 +150,11 @@ def show(source, as_json, flash_size, **opts):
 
 @partitions.command("check")
 @click.argument("source")
-@click.option("--flash-size", required=True, callback=_flash_size, help=FLASH_SIZE_HELP)
+@click.option("--flash-size", required=True, callback=parse_flash_size, help=FLASH_SIZE_HELP)
 @table_options
 def check(source, flash_size, **opts):
     """Check a table against ESP-IDF's rules and the flash size; print 'ok' or the first problem."""
+    flash_size = _flash_bytes(flash_size)
     from imgtool.partitions import human_size
 
     table = _load(source, flash_size, opts)
