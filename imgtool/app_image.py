@@ -51,7 +51,6 @@ class AppImage:
     elf: ElfInfo
     size_report: SizeReport
     app_desc: dict | None
-    elf_sha256: bytes
     mmu_page_size: int
     warnings: list[str] = field(default_factory=list)
 
@@ -127,7 +126,7 @@ def build_app_image(
             path=elf.path,
         )
     report = size_report(target, elf, pieces, len(data), flash_size_bytes(size))
-    return AppImage(target, image, data, elf, report, app_desc, elf_sha, page, warnings)
+    return AppImage(target, image, data, elf, report, app_desc, page, warnings)
 
 
 def _boot_check(chip: Chip, data: bytes, path: Path) -> list[str]:

@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from construct import Bytes, Const, Int8ul, Int32ul, Struct
+from construct import Bytes, Int8ul, Int32ul, Struct
 
 from imgtool.errors import InputError, LayoutError, UsageError
 from imgtool.partitions import SUBTYPE_DATA_OTA, SUBTYPE_NVS, TYPE_DATA, Partition, PartitionTable
@@ -66,7 +66,6 @@ NvsPageHeader = Struct(
     "reserved" / Bytes(19),
     "crc32" / Int32ul,
 )
-LittleFsHead = Struct("revision" / Int32ul, "tag" / Int32ul, "magic" / Const(LITTLEFS_MAGIC))
 
 #: Keys of ``flasher_args.json`` a partition label would shadow (the label names its entry there).
 RESERVED_LABELS = frozenset(

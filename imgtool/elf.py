@@ -26,11 +26,9 @@ ELFDATA2LSB = 1
 ELF32_HEADER_LEN = 52
 ELF32_SHDR_LEN = 40
 ELF32_PHDR_LEN = 32
-SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
 PF_X = 0x1
-PF_W = 0x2
 #: esp-hal's metadata section is a few short strings; anything larger is not it.
 METADATA_MAX = 4096
 METADATA_SECTION = ".espressif.metadata"
@@ -55,7 +53,6 @@ class LoadablePiece(NamedTuple):
     size: int
     offset: int
     executable: bool
-    writable: bool
 
     @property
     def end(self) -> int:
@@ -208,7 +205,6 @@ def _pieces_from_sections(sections, names: list[str], file_size: int, path: Path
             size=sec.sh_size,
             offset=sec.sh_offset,
             executable=bool(sec.sh_flags & SHF_EXECINSTR),
-            writable=bool(sec.sh_flags & SHF_WRITE),
         )
         if sec.sh_type == "SHT_NOBITS":
             nobits.append(piece)
@@ -230,7 +226,7 @@ def _pieces_from_segments(segments, file_size: int, path: Path):
             continue
         if seg.p_offset + seg.p_filesz > file_size:
             raise ElfError(f"truncated ELF: program header {index} data lies past the end of the file", path=path)
-        common = {"executable": bool(seg.p_flags & PF_X), "writable": bool(seg.p_flags & PF_W)}
+        common = {"executable": bool(seg.p_flags & PF_X)}
         if seg.p_filesz:
             pieces.append(LoadablePiece(f"segment{index}", seg.p_paddr, seg.p_filesz, seg.p_offset, **common))
         if seg.p_memsz > seg.p_filesz:

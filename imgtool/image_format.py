@@ -9,7 +9,7 @@ header says so) the SHA-256 of everything before it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
@@ -77,8 +77,6 @@ SEGMENT_HEADER_LEN = SegmentHeader.sizeof()
 APP_DESC_LEN = AppDescriptor.sizeof()
 #: Offset of ``app_elf_sha256`` inside the descriptor.
 APP_DESC_ELF_SHA256_OFFSET = 144
-#: Bytes before the first segment's data.
-FIRST_SEGMENT_DATA_OFFSET = HEADER_LEN + EXTENDED_HEADER_LEN + SEGMENT_HEADER_LEN
 
 
 def xor_checksum(chunks, seed: int = CHECKSUM_SEED) -> int:
@@ -170,16 +168,6 @@ class EspImage:
             out += hashlib.sha256(out).digest()
         return out
 
-    def with_flash_params(self, *, mode: int | None = None, size_code: int | None = None, freq_code: int | None = None) -> EspImage:
-        changes = {}
-        if mode is not None:
-            changes["flash_mode"] = mode
-        if size_code is not None:
-            changes["flash_size_code"] = size_code
-        if freq_code is not None:
-            changes["flash_freq_code"] = freq_code
-        return replace(self, **changes)
-
 
 class ParsedSegment(NamedTuple):
     segment: Segment
@@ -201,7 +189,6 @@ class ParsedImage:
     stored_sha256: bytes | None
     computed_sha256: bytes | None
     length: int  # bytes the image occupies, hash included
-    trailing: int = 0  # bytes after the image in the buffer
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -297,7 +284,6 @@ def parse_image(data: bytes | memoryview, path=None, *, what: str = "image") -> 
         stored_sha256=stored_sha,
         computed_sha256=computed_sha,
         length=end,
-        trailing=len(buf) - end,
     )
 
 

@@ -78,7 +78,7 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
             "output": str(target),
             "size": len(result.data),
             "segments": len(result.image.segments),
-            "memory": [{"region": r.name, "used": r.used, "capacity": r.capacity} for r in result.size_report.rows],
+            "memory": result.size_report.as_dict(),
             "warnings": list(result.warnings),
         }
         click.echo(json.dumps(doc, indent=2))
