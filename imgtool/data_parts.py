@@ -27,7 +27,7 @@ from pathlib import Path
 from construct import Bytes, Int8ul, Int32ul, Struct
 
 from imgtool.errors import InputError, LayoutError, UsageError
-from imgtool.partitions import SUBTYPE_DATA_OTA, SUBTYPE_NVS, TYPE_DATA, Partition, PartitionTable
+from imgtool.partitions import NVS_MIN_RW_SIZE, SUBTYPE_DATA_OTA, SUBTYPE_NVS, TYPE_DATA, Partition, PartitionTable
 
 CSV_SUFFIX = ".csv"
 #: esp_littlefs formats flash partitions with 4 KiB blocks (the flash erase sector).
@@ -48,7 +48,6 @@ LITTLEFS_MAGIC_OFFSET = 8
 
 #: NVS pages are flash sectors; ESP-IDF keeps one page free for garbage collection.
 NVS_PAGE_SIZE = 0x1000
-NVS_MIN_READ_WRITE_SIZE = 0x3000
 NVS_KEY_MAX = 15
 NVS_CSV_COLUMNS = ("key", "type", "encoding", "value")
 NVS_ROW_TYPES = ("namespace", "data", "file")
@@ -256,10 +255,10 @@ def nvs_image(csv_path: Path, part: Partition, warnings: list[str]) -> bytes:
             field="--data",
         )
     usable, read_only = part.size - NVS_PAGE_SIZE, False
-    if usable < 2 * NVS_PAGE_SIZE:
+    if part.size < NVS_MIN_RW_SIZE:  # the rule partitions applies to the table row: no page left to spare
         usable, read_only = part.size, True
         warnings.append(
-            f"{csv_path}: partition '{part.name}' is smaller than 0x{NVS_MIN_READ_WRITE_SIZE:x} bytes, so its NVS image is "
+            f"{csv_path}: partition '{part.name}' is smaller than 0x{NVS_MIN_RW_SIZE:x} bytes, so its NVS image is "
             "read-only; flag it 'readonly' in the partition table"
         )
     rows = _nvs_rows(csv_path)

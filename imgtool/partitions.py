@@ -107,9 +107,14 @@ SUBTYPES: dict[int, dict[str, int]] = {
 }
 
 #: Where a partition of each type may start; other types follow data.
-OFFSET_ALIGN = {TYPE_APP: 0x10000, TYPE_DATA: 0x1000, TYPE_BOOTLOADER: 0x1000, TYPE_PARTITION_TABLE: 0x1000}
+OFFSET_ALIGN = {
+    TYPE_APP: 0x10000,
+    TYPE_DATA: FLASH_SECTOR_SIZE,
+    TYPE_BOOTLOADER: FLASH_SECTOR_SIZE,
+    TYPE_PARTITION_TABLE: FLASH_SECTOR_SIZE,
+}
 #: App sizes must be whole flash erase sectors ...
-APP_SIZE_ALIGN = 0x1000
+APP_SIZE_ALIGN = FLASH_SECTOR_SIZE
 #: ... or whole 64 KiB blocks under secure boot v1, whose signature ends a block.
 APP_SIZE_ALIGN_SECURE_V1 = 0x10000
 SECURE_V1 = "v1"

@@ -21,6 +21,7 @@ from construct import Bytes, Const, Int8ul, Int32ul, Padding, RawCopy, StreamErr
 from imgtool.chips import ERASED, FLASH_SECTOR_SIZE, MAX_FLASH_BYTES
 from imgtool.errors import ImageError, InputError, UsageError
 from imgtool.image_format import (
+    CHECKSUM_ALIGN,
     SHA256_LEN,
     EXTENDED_HEADER_LEN,
     HEADER_LEN,
@@ -48,8 +49,6 @@ MAX_SIGNATURE_BLOCKS = 3
 RSA_BYTES = 384
 #: RSA-PSS salt length the ROM's verifier expects (the digest length).
 PSS_SALT_LEN = 32
-#: Checksum byte plus the zeros before it, forced to one whole 16-byte line by the padding.
-CHECKSUM_LINE = 16
 
 RsaKey = Struct(
     "n" / Bytes(RSA_BYTES),  # modulus, little-endian
@@ -308,7 +307,8 @@ def secure_pad(image: EspImage, page_size: int) -> EspImage:
             field="segments",
         )
     end = HEADER_LEN + EXTENDED_HEADER_LEN + sum(SEGMENT_HEADER_LEN + len(s.data) for s in image.segments)
-    used = end + SEGMENT_HEADER_LEN + CHECKSUM_LINE + (SHA256_LEN if image.hash_appended else 0)
+    # the checksum byte and the zeros before it fill one whole CHECKSUM_ALIGN line after the padding
+    used = end + SEGMENT_HEADER_LEN + CHECKSUM_ALIGN + (SHA256_LEN if image.hash_appended else 0)
     pad = (-used) % page_size
     return replace(image, segments=(*image.segments, Segment(PADDING_ADDR, b"\x00" * pad)))
 
