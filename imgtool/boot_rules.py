@@ -164,22 +164,24 @@ def _verify_load_addresses(chip: Chip, ram: BootloaderRam, start: int, end: int,
         stack = Span(ram.rom_stack_start - ROM_STACK_SIZE - STACK_LOAD_HEADROOM, ram.rom_stack_start)
         if stack.overlaps(start, end):
             return "overlaps bootloader stack"
-        if ram.data.overlaps(start, end):
-            return "overlaps bootloader data"
-        if recurse and chip.boot.diram.dram.overlaps(start, end):
-            lo, hi = _alias(chip, start, end, chip.boot.diram.dram, _dram_to_iram)
-            return _verify_load_addresses(chip, ram, lo, hi, recurse=False)
-        return None
+        return _verify_bus(chip, ram, start, end, recurse, (ram.data, "overlaps bootloader data"), chip.boot.diram.dram, _dram_to_iram)
     if _in(chip, Region.IRAM, start, end):
-        if ram.loader_text.overlaps(start, end):
-            return "overlaps loader IRAM"
-        if recurse and chip.boot.diram.iram.overlaps(start, end):
-            lo, hi = _alias(chip, start, end, chip.boot.diram.iram, _iram_to_dram)
-            return _verify_load_addresses(chip, ram, lo, hi, recurse=False)
-        return None
+        return _verify_bus(chip, ram, start, end, recurse, (ram.loader_text, "overlaps loader IRAM"), chip.boot.diram.iram, _iram_to_dram)
     if any(_in(chip, region, start, end) for region in _UNCHECKED_LOAD_REGIONS):
         return None
     return "bad load address range"
+
+
+def _verify_bus(chip: Chip, ram: BootloaderRam, start: int, end: int, recurse: bool, own, diram: Span, to_other) -> str | None:
+    """One bus's branch of ``verify_load_addresses``: the bootloader's own ``(span, problem)`` there, then the
+    same range seen through the other bus when it lies in memory both buses reach."""
+    span, problem = own
+    if span.overlaps(start, end):
+        return problem
+    if recurse and diram.overlaps(start, end):
+        lo, hi = _alias(chip, start, end, diram, to_other)
+        return _verify_load_addresses(chip, ram, lo, hi, recurse=False)
+    return None
 
 
 def bootloader_layouts(chip: Chip, min_rev: int, max_rev: int) -> list[tuple[BootloaderRam, int | None]]:

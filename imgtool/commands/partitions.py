@@ -48,7 +48,7 @@ def _flash_bytes(flash_size: str | None) -> int | None:
     return None if flash_size is None else flash_size_bytes(flash_size)
 
 
-def _load(source, flash_size, opts):
+def _load(source, flash_size: str | None, opts):
     from imgtool.partitions import DEFAULT_TABLE_OFFSET, TableOptions
     from imgtool.table_choice import load_table
 
@@ -61,7 +61,7 @@ def _load(source, flash_size, opts):
         table_offset=DEFAULT_TABLE_OFFSET if opts["table_offset"] is None else opts["table_offset"],
         bootloader_offset=bootloader_offset,
         recovery_bootloader_offset=opts["recovery_bootloader_offset"],
-        flash_size=flash_size,
+        flash_size=_flash_bytes(flash_size),
         secure=opts["secure"],
         md5=not opts["disable_md5sum"],
         verify=not opts["no_verify"],
@@ -86,7 +86,6 @@ def partitions():
 @table_options
 def compile_(source, output, flash_size, **opts):
     """Compile a CSV (or preset) to the 0xC00-byte binary table ESP-IDF's bootloader reads."""
-    flash_size = _flash_bytes(flash_size)
     from imgtool.atomic import write_bytes
 
     table = _load(source, flash_size, opts)
@@ -101,7 +100,6 @@ def compile_(source, output, flash_size, **opts):
 @table_options
 def decompile(source, output, flash_size, **opts):
     """Turn a binary table (or a CSV or preset) into ESP-IDF CSV, as gen_esp32part writes it."""
-    flash_size = _flash_bytes(flash_size)
     table = _load(source, flash_size, opts)
     if output is None:
         click.echo(table.to_csv(), nl=False)
@@ -119,8 +117,8 @@ def decompile(source, output, flash_size, **opts):
 @table_options
 def show(source, as_json, flash_size, **opts):
     """Show a binary table, CSV or preset: one row per partition and the free space after the last."""
-    flash_size = _flash_bytes(flash_size)
     table = _load(source, flash_size, opts)
+    flash_size = _flash_bytes(flash_size)
     free = flash_size - table.end if flash_size is not None else None
     if as_json:
         import json
