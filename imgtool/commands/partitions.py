@@ -152,10 +152,10 @@ def show(source, as_json, flash_size, **opts):
 @table_options
 def check(source, flash_size, **opts):
     """Check a table against ESP-IDF's rules and the flash size; print 'ok' or the first problem."""
-    flash_size = _flash_bytes(flash_size)
     from imgtool.partitions import human_size
 
     table = _load(source, flash_size, opts)
+    flash_size = _flash_bytes(flash_size)
     free = flash_size - table.end
     click.echo(
         f"ok: {table.source}: {_count(len(table), 'partition')}, {_count(len(table.apps), 'app')}, "
