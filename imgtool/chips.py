@@ -2,6 +2,9 @@
 
 Numbers come from Espressif's public documentation and esptool's target
 definitions. Code looks facts up here; nothing else branches on chip names.
+Beside the table: the flash facts every chip shares (sector size, erased byte,
+largest flash) and the user's spellings of flash sizes, modes and chip
+revisions (``v3.1`` ⇄ 301), read and written in one place.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def decrypt(key: FlashKey, data: bytes, address: int) -> bytes:
 
 
 def encrypt_layout(layout, key: FlashKey):
-    """The layout with every part a release-mode device reads through flash decryption encrypted at its
+    """The plan (:class:`imgtool.flash_layout.FlashLayout`), before rendering, with every part a release-mode device reads through flash decryption encrypted at its
     flash address and marked encrypted: the bootloader, partition table, otadata and app, and the data
     partitions flagged ``encrypted`` in the table (others, NVS among them, stay plain).
     """

@@ -3,7 +3,9 @@
 Layout: 8-byte header, 16-byte extended header, then ``segment_count`` times
 (8-byte segment header + data), zero padding up to a 16-byte boundary whose
 last byte is the XOR checksum of all segment data, then (when the extended
-header says so) the SHA-256 of everything before it.
+header says so) the SHA-256 of everything before it. The app descriptor
+(``esp_app_desc_t``) is declared here too, with :func:`desc_dict` giving its
+fields as plain values for ``image``, ``info`` and JSON.
 """
 
 from __future__ import annotations
