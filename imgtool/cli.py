@@ -1,13 +1,13 @@
 """The `imgtool` command: a thin click shell over the library.
 
 Each sub-command lives in ``imgtool.commands.<name>``; modules import their
-heavy dependencies inside the command so ``imgtool pack`` starts fast.
+heavy dependencies inside the command so ``imgtool pack`` starts fast. The
+environment and the working folder are read only in the CLI
+(:mod:`imgtool.commands.context`) and passed to the library as values.
 """
 
 from __future__ import annotations
 
-import atexit
-import gc
 import sys
 
 import click
@@ -31,10 +31,6 @@ COMMANDS = {
 
 class LazyGroup(click.Group):
     """Loads a sub-command's module only when it is run or listed."""
-
-    def main(self, *args, **kwargs):
-        _cheap_exit()
-        return super().main(*args, **kwargs)
 
     def list_commands(self, ctx):
         return sorted(self._available())
@@ -78,18 +74,6 @@ class LazyGroup(click.Group):
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             fail(f"{where}{exc.strerror or exc}", 1)
-
-
-def _cheap_exit() -> None:
-    """Freeze every object into the collector's permanent generation when the process exits.
-
-    A CLI run holds tens of thousands of objects (click, construct, pyelftools); the interpreter's
-    collections at shutdown walk them all, about a tenth of a whole ``pack``. Nothing here relies
-    on finalizers at exit: files, locks and temporary folders are closed by ``with``/``finally``.
-    """
-    if not getattr(_cheap_exit, "registered", False):
-        atexit.register(gc.freeze)
-        _cheap_exit.registered = True
 
 
 def fail(message: str, code: int) -> None:
