@@ -1,6 +1,6 @@
 """The settings a user gives through environment variables, as one value the CLI reads once and passes down.
 
-Library code never reads ``os.environ`` or the current directory: it takes these values as
+Library code never reads the process environment or the current directory: it takes these values as
 parameters whose defaults ignore the environment, so a program calling imgtool gets the same
 result whatever its process environment holds. Only :mod:`imgtool.cli` calls
 :meth:`UserEnvironment.from_environ`.

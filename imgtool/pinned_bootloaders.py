@@ -52,7 +52,6 @@ class ManifestEntry(NamedTuple):
 
 class Manifest(NamedTuple):
     entries: tuple[ManifestEntry, ...]
-    release: str = ""  # the espflash release the files were published with
 
     def variants(self, chip: str) -> list[ManifestEntry]:
         return [e for e in self.entries if e.chip == chip]
@@ -61,10 +60,6 @@ class Manifest(NamedTuple):
         """The pinned entry whose file is exactly ``data``, if any."""
         digest = hashlib.sha256(data).hexdigest()
         return next((e for e in self.entries if e.sha256 == digest), None)
-
-    def for_crystal(self, chip: str, crystal_mhz: int) -> ManifestEntry | None:
-        """The variant built for ``crystal_mhz`` on a chip whose builds differ by crystal."""
-        return next((e for e in self.variants(chip) if e.crystal_mhz == crystal_mhz), None)
 
     def lookup(self, chip_name: str, variant: str | None = None, *, option: str = "--variant") -> ManifestEntry:
         """The entry for ``chip_name`` and ``variant`` (its default variant when None).
@@ -122,8 +117,7 @@ def parse_manifest(data: dict, where: str = "manifest") -> Manifest:
                 path=where,
                 field="default",
             )
-    release = data.get("source", {}).get("release", "") if isinstance(data.get("source"), dict) else ""
-    return Manifest(entries=entries, release=str(release))
+    return Manifest(entries=entries)
 
 
 def _parse_entry(item, where: str, name: str) -> ManifestEntry:
