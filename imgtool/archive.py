@@ -12,17 +12,16 @@ the system's classic zlib) agree, a different deflate implementation
 from __future__ import annotations
 
 import io
-import os
 import re
 import time
 import zipfile
 
+from imgtool.environment import ENV_SOURCE_DATE_EPOCH
 from imgtool.errors import UsageError
 
 #: The zip format's earliest date (DOS time); also the timestamp without SOURCE_DATE_EPOCH.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 ZIP_LATEST_YEAR = 2107
-SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 #: Regular file, rw-r--r--, in the high 16 bits of a zip entry's external attributes.
 MEMBER_MODE = 0o100644
 UNIX_ATTR_SHIFT = 16
@@ -44,18 +43,20 @@ def safe_version(version: str | None) -> str:
     return cleaned or UNVERSIONED
 
 
-def archive_timestamp(environ=os.environ) -> tuple[int, int, int, int, int, int]:
-    """The member timestamp: ``SOURCE_DATE_EPOCH`` (UTC, clamped to what a zip can hold), else 1980-01-01."""
-    raw = environ.get(SOURCE_DATE_EPOCH)
+def archive_timestamp(raw: str | None = None) -> tuple[int, int, int, int, int, int]:
+    """The member timestamp: ``raw`` (a ``SOURCE_DATE_EPOCH`` value, UTC, clamped to what a zip can hold), else 1980-01-01.
+
+    The CLI passes the environment's ``SOURCE_DATE_EPOCH``; blank counts as unset.
+    """
     if raw is None or raw.strip() == "":
         return ZIP_EPOCH
     try:
         seconds = int(raw.strip())
     except ValueError:
         raise UsageError(
-            f"{SOURCE_DATE_EPOCH}={raw!r} is not a number of seconds since 1970; set it to e.g. "
+            f"{ENV_SOURCE_DATE_EPOCH}={raw!r} is not a number of seconds since 1970; set it to e.g. "
             "$(git log -1 --format=%ct) or unset it",
-            field=SOURCE_DATE_EPOCH,
+            field=ENV_SOURCE_DATE_EPOCH,
         ) from None
     stamp = time.gmtime(max(seconds, 0))[:6]
     if stamp < ZIP_EPOCH:

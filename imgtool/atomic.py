@@ -1,15 +1,31 @@
-"""Write outputs so that a failure or interruption never leaves a half-written file behind.
+"""Every file and folder imgtool writes goes through here, so nothing is ever half-written.
 
-Portable by design (Linux, macOS, Windows): locks through ``filelock``, durable writes with one
-``syncfs`` where Linux offers it and ``fsync`` per file elsewhere, folder syncs only where a
-folder can be opened (POSIX).
+What it guarantees:
+
+- A single file (:func:`write_bytes`, :func:`staged_file`) is written to a temp file beside
+  its target, flushed to disk, then renamed over it: readers see the old file or the new one,
+  never a mix. ``-o -`` (:func:`write_output`) writes standard output instead.
+- An output folder (:func:`write_outputs`) is staged in a temp folder beside it, made durable
+  with one flush, then swapped in file by file under a folder lock; a failed rename puts every
+  replaced file back, and the file that vouches for the others (``SHA256SUMS``) leaves first
+  and arrives last.
+- New files get 0666 less the umask (0644 under umask 022), as other tools' outputs do.
+- Linux: one ``syncfs`` makes a staged set durable; renames are made durable by syncing the
+  folder. macOS: ``fsync`` per file and of the folder. Windows: ``fsync`` (FlushFileBuffers) per
+  file; folders cannot be opened for syncing, NTFS journals the renames itself; ``os.replace``
+  replaces a file that is not open elsewhere. Everywhere: locks through ``filelock`` (``flock``
+  on Linux and macOS, ``LockFileEx`` on Windows), kept in imgtool's cache folder.
+
+Nothing else in imgtool creates temp files or folders, or renames files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from imgtool.errors import OutputError
 
@@ -20,7 +36,7 @@ STDOUT = "-"
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
-def create_temp(folder: str | os.PathLike, prefix: str, suffix: str = ".tmp") -> tuple[int, Path]:
+def _create_temp(folder: str | os.PathLike, prefix: str, suffix: str = ".tmp") -> tuple[int, Path]:
     """A new file in ``folder``, open for writing, with the umask's permissions (``mkstemp`` always gives 0600)."""
     for _ in range(100):
         path = Path(folder) / f"{prefix}{os.getpid()}-{os.urandom(4).hex()}{suffix}"
@@ -29,6 +45,27 @@ def create_temp(folder: str | os.PathLike, prefix: str, suffix: str = ".tmp") ->
         except FileExistsError:
             continue
     raise FileExistsError(f"cannot create a temporary file in {folder}")
+
+
+@contextlib.contextmanager
+def staged_file(dest: str | os.PathLike, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """Yield a binary file beside ``dest``; when the block ends it is flushed to disk and renamed over ``dest``.
+
+    If the block raises, the temp file is removed and ``dest`` is untouched. OS failures are
+    raised as they are (``OSError``); callers word them for their users.
+    """
+    dest = Path(dest)
+    fd, tmp = _create_temp(dest.parent if str(dest.parent) else Path("."), f".{dest.name}.", suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def write_output(path: str | os.PathLike, data: bytes | str) -> Path | None:
@@ -44,7 +81,7 @@ def write_output(path: str | os.PathLike, data: bytes | str) -> Path | None:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it into place; the umask sets its mode."""
+    """Replace the file at ``path`` with ``data`` (:func:`staged_file`), naming the path and the fix on failure."""
     target = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -54,23 +91,10 @@ def write_bytes(path: str | os.PathLike, data: bytes | str) -> Path:
     if not parent.is_dir():
         raise OutputError("the folder to write into does not exist; create it first", path=target)
     try:
-        fd, tmp = create_temp(parent, f".{target.name}.")
+        with staged_file(target) as fh:
+            fh.write(data)
     except OSError as exc:
         raise OutputError(f"cannot write here ({exc.strerror}); choose another output path", path=target) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write ({exc.strerror}); choose another output path", path=target) from None
-        raise
     return target
 
 
@@ -173,7 +197,7 @@ LOCK_NAME_DIGITS = 32
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike):
+def file_lock(path: str | os.PathLike, *, cache_dir: Path | None = None):
     """Hold an exclusive lock on ``path``: a lock file (created if needed) or an existing folder.
 
     Uses ``filelock``: ``flock`` on Linux and macOS, ``LockFileEx`` on Windows, so two imgtool
@@ -185,7 +209,7 @@ def file_lock(path: str | os.PathLike):
     from filelock import FileLock
 
     target = Path(path)
-    lock_file = folder_lock_path(target) if target.is_dir() else target
+    lock_file = folder_lock_path(target, cache_dir=cache_dir) if target.is_dir() else target
     if lock_file is None:
         yield
         return
@@ -202,20 +226,133 @@ def file_lock(path: str | os.PathLike):
             lock.release()
 
 
-def folder_lock_path(folder: Path) -> Path | None:
+def folder_lock_path(folder: Path, *, cache_dir: Path | None = None) -> Path | None:
     """The lock file standing for ``folder``: in imgtool's cache folder, named by a hash of its resolved path.
 
-    The cache folder is per user (``$IMGTOOL_CACHE_DIR``, else the platform's user cache), so
-    users never share or block each other's lock files; None where it cannot be created.
+    ``cache_dir`` defaults to the platform's user cache (the CLI passes ``$IMGTOOL_CACHE_DIR``),
+    so users never share or block each other's lock files; None where it cannot be created.
     """
     import hashlib
 
-    from imgtool.bootloader import cache_dir
+    if cache_dir is None:
+        from imgtool.environment import user_cache_dir
 
+        cache_dir = user_cache_dir()
     key = os.path.normcase(os.fspath(folder.resolve()))
-    locks = cache_dir() / LOCK_SUBDIR
+    locks = cache_dir / LOCK_SUBDIR
     try:
         locks.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
     return locks / f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:LOCK_NAME_DIGITS]}.lock"
+
+
+def write_outputs(
+    outdir: str | os.PathLike,
+    files: dict[str, bytes],
+    *,
+    remove=(),
+    seal: str | None = None,
+    cache_dir: Path | None = None,
+) -> None:
+    """Write ``files`` (name → bytes) into ``outdir`` as one transaction (as far as a filesystem allows).
+
+    Everything is first written into a temporary folder beside ``outdir`` and made durable
+    with one flush (:func:`sync_files`); then, under ``outdir``'s lock (kept in ``cache_dir``,
+    see :func:`folder_lock_path`), each file is renamed into place and ``outdir`` itself is
+    synced, so the renames are durable too. Files being replaced, and stale files named in
+    ``remove``, are moved aside first and restored if any rename fails, so on failure
+    ``outdir`` keeps its previous contents. ``seal`` (the checksum file) leaves first and
+    arrives last, so a process killed between renames never leaves it vouching for a mixed set.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError("exists and is not a folder; choose another output folder", path=outdir)
+    parent = outdir.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = _make_temp_dir(parent, f".{outdir.name or 'out'}.imgtool-")
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder ({exc.strerror})", path=outdir) from None
+    try:
+        staged = tmp / "new"
+        backup = tmp / "old"
+        staged.mkdir()
+        backup.mkdir()
+        try:
+            for name, data in files.items():
+                with os.fdopen(os.open(staged / name, _TEMP_FLAGS, NEW_FILE_MODE), "wb") as fh:
+                    fh.write(data)
+            sync_files([staged / name for name in files])
+            outdir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write outputs ({exc.strerror}); check free space and permissions", path=outdir) from None
+        with file_lock(outdir, cache_dir=cache_dir):
+            _swap_in(outdir, staged, backup, [*files], remove, seal)
+        fsync_dir(outdir)
+    finally:
+        _remove_tree(tmp)
+
+
+def _swap_in(outdir: Path, staged: Path, backup: Path, names: list[str], remove, seal: str | None) -> None:
+    """Rename staged files over ``outdir``'s, ``seal`` out first and in last; undo everything if a rename fails."""
+    moved_aside: list[str] = []
+    placed: list[str] = []
+    try:
+        for name in sorted([*names, *remove], key=lambda n: n != seal):
+            target = outdir / name
+            if target.is_file() or target.is_symlink():
+                os.replace(target, backup / name)
+                moved_aside.append(name)
+        for name in sorted(names, key=lambda n: n == seal):
+            os.replace(staged / name, outdir / name)
+            placed.append(name)
+    except OSError as exc:
+        for name in placed:
+            with contextlib.suppress(OSError):
+                os.unlink(outdir / name)
+        for name in moved_aside:
+            with contextlib.suppress(OSError):
+                os.replace(backup / name, outdir / name)
+        raise OutputError(f"cannot move outputs into place ({exc.strerror}); nothing was changed", path=outdir) from None
+
+
+def _make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new private folder in ``parent`` (like tempfile.mkdtemp, without importing tempfile/shutil)."""
+    for _ in range(100):
+        candidate = parent / f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            candidate.mkdir(mode=0o700)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary folder in {parent}")
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a temp folder of ours; never raises. The usual shape (plain files one level down) needs no shutil."""
+    try:
+        for sub in os.scandir(path):
+            if sub.is_dir(follow_symlinks=False):
+                for entry in os.scandir(sub.path):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+            with contextlib.suppress(OSError):
+                (os.rmdir if sub.is_dir(follow_symlinks=False) else os.unlink)(sub.path)
+        os.rmdir(path)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A new private folder in the system's temp folder, removed with everything in it when the block ends."""
+    import tempfile
+
+    tmp = _make_temp_dir(Path(tempfile.gettempdir()), prefix)
+    try:
+        yield tmp
+    finally:
+        _remove_tree(tmp)

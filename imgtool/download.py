@@ -1,9 +1,9 @@
 """Fetch a file whose SHA-256 is known in advance, so nothing unverified ever lands in a cache.
 
-Generic: knows URLs, hashes and files, nothing about chips. The bytes go to a
-temp file beside the destination and are renamed into place only after the
-hash matches; a lock file beside the destination lets concurrent processes
-share one cache.
+Generic: knows URLs, hashes and files, nothing about chips. The bytes stream into
+a staged file beside the destination (:func:`imgtool.atomic.staged_file`) that is
+renamed into place only after the hash matches; a lock file beside the destination
+lets concurrent processes share one cache.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtool import __version__
-from imgtool.atomic import create_temp, file_lock
+from imgtool.atomic import file_lock, staged_file
 from imgtool.errors import ImgtoolError
 
 #: Hosts for which plain http:// is allowed (a local mirror or a test server); everything else must be https.
@@ -24,6 +24,8 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: HTTP statuses worth retrying: the server or a proxy may recover.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK_SIZE = 16 * 1024
+#: Suffix of a download's staged file until its hash is checked.
+PART_SUFFIX = ".part"
 USER_AGENT = f"imgtool/{__version__}"
 
 
@@ -87,13 +89,8 @@ def install_bytes(data: bytes, dest: str | os.PathLike, *, sha256: str, source: 
     with file_lock(_lock_path(dest)):
         if has_hash(dest, sha256):
             return dest
-        fd, tmp = create_temp(dest.parent, f".{dest.name}.", ".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, dest)
-        finally:
-            _unlink(tmp)
+        with staged_file(dest, PART_SUFFIX) as fh:
+            fh.write(data)
     return dest
 
 
@@ -109,7 +106,9 @@ def download(
     """Fetch ``url`` into ``dest`` unless ``dest`` already has the pinned hash; returns ``dest``.
 
     Retries connection failures, stalls and 5xx answers with exponential back-off;
-    a 4xx answer, an oversized body or a hash mismatch fails at once.
+    a 4xx answer, an oversized body or a hash mismatch fails at once. ``quiet`` hides the
+    progress bar, which shows only when standard error is a terminal (the CLI also sets
+    ``quiet`` under ``$CI``).
     """
     check_url(url)
     dest = Path(dest)
@@ -121,20 +120,16 @@ def download(
         attempt = 0
         while True:
             try:
-                tmp = _fetch_to_temp(url, dest.parent, settings, quiet=quiet, label=label or dest.name)
-                break
+                with staged_file(dest, PART_SUFFIX) as out:
+                    digest, size = _fetch_into(out, url, settings, quiet=quiet, label=label or dest.name)
+                    _verify(digest, sha256, url, size)  # raising here removes the staged file
+                return dest
             except _Transient as exc:
                 if attempt >= settings.retries:
                     tries = f" after {attempt + 1} attempts" if attempt else ""
                     raise DownloadError(f"{exc}{tries}; check the network or set a mirror", field="url") from None
                 time.sleep(settings.backoff * (2**attempt))
                 attempt += 1
-        try:
-            _verify(sha256_file(tmp), sha256, url, os.path.getsize(tmp))
-            os.replace(tmp, dest)
-        finally:
-            _unlink(tmp)
-    return dest
 
 
 def _verify(actual: str, expected: str, source: str, size: int, *, local: bool = False) -> None:
@@ -154,13 +149,8 @@ def _lock_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".lock")
 
 
-def _unlink(path) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def _fetch_to_temp(url: str, folder: Path, settings: DownloadSettings, *, quiet: bool, label: str) -> Path:
-    """One attempt: stream the body into a temp file in ``folder`` and return its path."""
+def _fetch_into(out, url: str, settings: DownloadSettings, *, quiet: bool, label: str) -> tuple[str, int]:
+    """One attempt: stream the body into the open file ``out``; returns its SHA-256 (hex) and size."""
     import http.client
     import socket
     import urllib.error
@@ -186,35 +176,32 @@ def _fetch_to_temp(url: str, folder: Path, settings: DownloadSettings, *, quiet:
     except (OSError, http.client.HTTPException) as exc:
         raise _Transient(f"cannot reach {url} ({exc})") from None
 
+    digest = hashlib.sha256()
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         if total is not None and total > settings.max_bytes:
             raise DownloadError(_too_big(url, settings), field="url")
-        fd, tmp = create_temp(folder, ".download.", ".part")
-        try:
-            with os.fdopen(fd, "wb") as out, _progress(label, total, quiet) as advance:
-                received = 0
-                while True:
-                    try:
-                        chunk = response.read(CHUNK_SIZE)
-                    except (TimeoutError, socket.timeout):
-                        raise _Transient(_stall_message(url, settings)) from None
-                    except (OSError, http.client.HTTPException) as exc:
-                        raise _Transient(f"connection to {url} broke ({exc})") from None
-                    if not chunk:
-                        break
-                    received += len(chunk)
-                    if received > settings.max_bytes:
-                        raise DownloadError(_too_big(url, settings), field="url")
-                    out.write(chunk)
-                    advance(len(chunk))
-            if total is not None and received < total:
-                raise _Transient(f"{url} ended after {received} of {total} bytes")
-        except BaseException:
-            _unlink(tmp)
-            raise
-    return tmp
+        with _progress(label, total, quiet) as advance:
+            received = 0
+            while True:
+                try:
+                    chunk = response.read(CHUNK_SIZE)
+                except (TimeoutError, socket.timeout):
+                    raise _Transient(_stall_message(url, settings)) from None
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _Transient(f"connection to {url} broke ({exc})") from None
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received > settings.max_bytes:
+                    raise DownloadError(_too_big(url, settings), field="url")
+                out.write(chunk)
+                digest.update(chunk)
+                advance(len(chunk))
+        if total is not None and received < total:
+            raise _Transient(f"{url} ended after {received} of {total} bytes")
+    return digest.hexdigest(), received
 
 
 def _stall_message(url: str, settings: DownloadSettings) -> str:
@@ -254,7 +241,7 @@ def _opener():
 def _show_progress(quiet: bool) -> bool:
     import sys
 
-    return not quiet and not os.environ.get("CI") and sys.stderr.isatty()
+    return not quiet and sys.stderr.isatty()
 
 
 @contextlib.contextmanager

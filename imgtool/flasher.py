@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from imgtool.environment import ENV_PORT
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.flash_plan import (
     FORCE_HINT,
@@ -24,8 +26,9 @@ from imgtool.flash_plan import (
     read_pack_folder,
 )
 
-#: The port when --port is not given (ESP-IDF's idf.py reads it too).
-ENV_PORT = "ESPPORT"
+if TYPE_CHECKING:
+    from imgtool.bootloader_store import BootloaderStore
+
 #: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
 ROM_BAUD = 115200
 DEFAULT_BAUD = 460800
@@ -59,12 +62,9 @@ class FlashReport:
 
 
 def resolve_port(port: str | None) -> str:
-    """``--port``, else ``$ESPPORT``, else the only USB serial port present."""
+    """``port`` (the CLI gives ``--port``, else ``$ESPPORT``), else the only USB serial port present."""
     if port:
         return port
-    env = os.environ.get(ENV_PORT, "").strip()
-    if env:
-        return env
     from serial.tools.list_ports import comports
 
     usb = sorted((p for p in comports() if p.vid is not None), key=lambda p: p.device)
@@ -76,8 +76,11 @@ def resolve_port(port: str | None) -> str:
     raise UsageError(f"several USB serial ports: {listed}; pass --port or set {ENV_PORT}", field="--port")
 
 
-def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print) -> FlashReport:
-    """Check the connected chip against the pack in ``folder`` and write it (parts, or the merged image)."""
+def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print, store: BootloaderStore | None = None) -> FlashReport:
+    """Check the connected chip against the pack in ``folder`` and write it (parts, or the merged image).
+
+    A crystal-variant bootloader swap fetches through ``store`` (default: the user cache, no mirror).
+    """
     pack = read_pack_folder(folder)
     check_chip(pack, device_chip=pack.chip, requested_chip=options.chip)  # --chip first: no connection needed
     regions = erase_regions(pack, options.erase_parts, options.erase_data_parts)
@@ -88,12 +91,14 @@ def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print)
     from esptool import cmds
     from serial import SerialException
 
+    from imgtool.bootloader_store import BootloaderStore
+
     esp = None
     try:
         esp = cmds.detect_chip(port, baud=ROM_BAUD, connect_mode=options.before)
         device = read_device(esp)
         check_chip(pack, device_chip=device.chip)
-        notes = _check(pack, device, options, writes, log)
+        notes = _check(pack, device, options, writes, log, store or BootloaderStore())
         if not options.no_stub:
             esp = cmds.run_stub(esp)
         if options.baud != ROM_BAUD:
@@ -139,9 +144,9 @@ def read_device(esp) -> DeviceInfo:
     return DeviceInfo(chip=name, revision=revision if revision is not None else -1, crystal_mhz=crystal, description=description)
 
 
-def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: list, log) -> list[str]:
+def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: list, log, store: BootloaderStore) -> list[str]:
     """Revision and crystal checks; refuses unless ``--force``, and swaps in a pinned crystal variant."""
-    from imgtool.bootloader import load_manifest
+    from imgtool.pinned_bootloaders import load_manifest
 
     notes: list[str] = []
     problems = check_revision(pack, device) if device.revision >= 0 else []
@@ -157,17 +162,17 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
         for problem in problems:
             log(f"imgtool: warning: {problem} (--force: flashing anyway)")
     if decision.variant:
-        _swap_bootloader(pack, decision.variant, writes, manifest)
+        _swap_bootloader(pack, decision.variant, writes, manifest, store)
         notes.append(decision.note)
         log(f"imgtool: {decision.note}")
     return notes
 
 
-def _swap_bootloader(pack: PackFolder, variant: str, writes: list, manifest) -> None:
+def _swap_bootloader(pack: PackFolder, variant: str, writes: list, manifest, store: BootloaderStore) -> None:
     """Replace the bootloader bytes in ``writes`` (a part, or the start of the merged image) with ``variant``."""
-    from imgtool.bootloader import get_bootloader, place_bootloader
+    from imgtool.bootloader_image import place_bootloader
 
-    raw = get_bootloader(pack.chip, variant=variant, manifest=manifest, quiet=True)
+    raw = store.fetch(pack.chip, variant=variant, manifest=manifest, quiet=True)
     boot = place_bootloader(
         raw,
         pack.chip,

@@ -1,9 +1,10 @@
 """``imgtool pack``: ELF → app image, partition table, bootloader, merged image and argument files, in one go.
 
 Nothing is written until every stage has succeeded: outputs are rendered in
-memory, written into a temporary folder beside OUTDIR, then moved into OUTDIR
-(any file they replace is restored if a move fails), so a failure leaves OUTDIR
-as it was. ``--uf2``/``--hex`` and the ``--archive`` zip join the same transaction.
+memory and handed to the output-folder transaction (:func:`imgtool.atomic.write_outputs`),
+so a failure leaves OUTDIR as it was. ``--uf2``/``--hex`` and the ``--archive`` zip join
+the same transaction. Settings the CLI takes from the environment (cache folder, mirror,
+``SOURCE_DATE_EPOCH``, the working folder) arrive as parameters.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from imgtool.atomic import NEW_FILE_MODE, file_lock, fsync_dir, sync_files
-from imgtool.errors import OutputError, UsageError
+from imgtool.atomic import write_outputs
+from imgtool.errors import UsageError
 from imgtool.flash_formats import FORMATS, format_file_name
 from imgtool.flash_layout import FlashSettings, check_table_offset, plan_layout
 from imgtool.flash_outputs import render_files
 from imgtool.output_names import LEGACY_FILES, OTADATA_FILE, SHA256SUMS_FILE
 from imgtool.pack_result import PackResult, pack_result
 from imgtool.partitions import DEFAULT_TABLE_OFFSET
+
+if TYPE_CHECKING:
+    from imgtool.bootloader_store import BootloaderStore
 
 
 def pack(
@@ -48,12 +53,16 @@ def pack(
     data: tuple[tuple[str, str | os.PathLike], ...] = (),
     formats: tuple[str, ...] = (),
     archive: bool = False,
+    store: BootloaderStore | None = None,
+    source_date_epoch: str | None = None,
+    cwd: str | os.PathLike | None = None,
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
     ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder. Without a bootloader file
     the pinned build is used: ``bootloader_variant``, else the variant that runs on the app's chip
-    revisions (see :func:`imgtool.bootloader.bootloader_for_app`).
+    revisions (see :func:`imgtool.bootloader_choice.bootloader_for_app`), fetched through ``store``
+    (default: the platform's user cache, no mirror), which also keeps OUTDIR's lock.
 
     ``sign_keys`` (PEM private keys, up to three) sign the app for Secure Boot V2, and with
     ``sign_bootloader`` the user's bootloader too; ``encrypt_key`` writes every part pre-encrypted
@@ -63,15 +72,19 @@ def pack(
     NVS, a folder LittleFS, another file is written raw); they override the project files' ``[data]``.
     ``formats`` (``"uf2"``, ``"hex"``) adds ``NAME.uf2``/``NAME.hex`` as esptool merge-bin writes them
     from ``flash_args``; ``archive`` adds ``NAME-VERSION-CHIP.zip`` of every other output (not listed in
-    ``SHA256SUMS``, which it holds). The same inputs give the same bytes, except signatures (see README).
+    ``SHA256SUMS``, which it holds), its members dated ``source_date_epoch`` (seconds, as the
+    ``SOURCE_DATE_EPOCH`` convention spells it) or 1980-01-01. The same inputs give the same bytes,
+    except signatures (see README).
+
+    ``cwd`` is the caller's working folder: the espflash project-file search stops there and the
+    result shows the merged image's path relative to it; None searches up to the root and shows
+    absolute paths.
     """
     from imgtool.app_image import build_app_image
-    from imgtool.bootloader import (
-        bootloader_for_app,
-        load_manifest,
-        load_user_bootloader,
-        place_bootloader,
-    )
+    from imgtool.bootloader_choice import bootloader_for_app
+    from imgtool.bootloader_image import load_user_bootloader, place_bootloader
+    from imgtool.bootloader_store import BootloaderStore
+    from imgtool.pinned_bootloaders import load_manifest
     from imgtool.chips import (
         DEFAULT_FLASH_MODE,
         DEFAULT_FLASH_SIZE,
@@ -95,7 +108,8 @@ def pack(
             field="--bootloader-variant",
         )
     elf = Path(elf_path)
-    file_cfg = load_project_config(elf) if project_config else ProjectConfig()
+    store = store or BootloaderStore()
+    file_cfg = load_project_config(elf, cwd) if project_config else ProjectConfig()
     cli = dict(
         chip=chip,
         flash_size=flash_size,
@@ -171,6 +185,7 @@ def pack(
             target.name,
             app_min_rev_full=app.image.min_chip_rev_full,
             app_max_rev_full=app.image.max_chip_rev_full,
+            store=store,
             variant=bootloader_variant,
             offline=offline,
             quiet=quiet,
@@ -228,7 +243,7 @@ def pack(
     files = render_files(layout, formats=tuple(formats))
     archive_file = archive_name(name, layout.version, target.name)
     if archive:
-        files[archive_file] = release_archive(files, archive_timestamp())
+        files[archive_file] = release_archive(files, archive_timestamp(source_date_epoch))
 
     out = Path(outdir) if outdir is not None else (elf.parent if str(elf.parent) else Path("."))
     inputs = [*sign_keys, *([encrypt_key] if encrypt_key else []), *(i.source for i in data_images if i.kind != "littlefs")]
@@ -236,8 +251,8 @@ def pack(
     stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
-    write_outputs(out, files, remove=stale)
-    result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file))
+    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
+    result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file, cwd))
     return replace(result, config_files=file_cfg.sources, config_settings=from_files)
 
 
@@ -324,117 +339,15 @@ def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg, keys=()) -
                 )
 
 
-def _display_path(path: Path) -> str:
-    """``path`` relative to the current directory when it is below it, else absolute."""
+def _display_path(path: Path, cwd: str | os.PathLike | None) -> str:
+    """``path`` relative to ``cwd`` when it is below it, else absolute."""
     absolute = path.resolve()
-    try:
-        return os.fspath(absolute.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return os.fspath(absolute)
-
-
-def write_outputs(outdir: Path, files: dict[str, bytes], *, remove=()) -> None:
-    """Write ``files`` into ``outdir`` as one transaction (as far as a filesystem allows).
-
-    Everything is first written into a temporary folder beside ``outdir`` and made
-    durable with one flush (:func:`imgtool.atomic.sync_files`: a single ``syncfs`` on
-    Linux instead of one ``fsync`` per file); then each file is renamed into place and
-    ``outdir`` itself is synced, so the renames are durable too. Files being replaced, and
-    stale files named in ``remove``, are moved aside first and restored if any
-    rename fails, so on failure ``outdir`` keeps its previous contents.
-    """
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise OutputError("exists and is not a folder; choose another output folder", path=outdir)
-    parent = outdir.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = _make_temp_dir(parent, f".{outdir.name or 'out'}.imgtool-")
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder ({exc.strerror})", path=outdir) from None
-    try:
-        staged = tmp / "new"
-        backup = tmp / "old"
-        staged.mkdir()
-        backup.mkdir()
+    if cwd is not None:
         try:
-            for name, data in files.items():
-                fd = os.open(staged / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), NEW_FILE_MODE)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-            sync_files([staged / name for name in files])
-            outdir.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot write outputs ({exc.strerror}); check free space and permissions", path=outdir) from None
-        with file_lock(outdir):
-            _swap_in(outdir, staged, backup, files, remove)
-        fsync_dir(outdir)
-    finally:
-        _remove_tree(tmp)
-
-
-def _swap_in(outdir: Path, staged: Path, backup: Path, files: dict[str, bytes], remove) -> None:
-    """Rename staged files over ``outdir``'s; under a lock so two packs into one folder never mix their files.
-
-    ``SHA256SUMS`` leaves first and arrives last, so a process killed between renames
-    never leaves a checksum file that vouches for a mixed set.
-    """
-    moved_aside: list[str] = []
-    placed: list[str] = []
-    try:
-        for name in sorted([*files, *remove], key=lambda n: n != SHA256SUMS_FILE):
-            target = outdir / name
-            if target.is_file() or target.is_symlink():
-                os.replace(target, backup / name)
-                moved_aside.append(name)
-        for name in files:
-            os.replace(staged / name, outdir / name)
-            placed.append(name)
-    except OSError as exc:
-        for name in placed:
-            try:
-                os.unlink(outdir / name)
-            except OSError:
-                pass
-        for name in moved_aside:
-            try:
-                os.replace(backup / name, outdir / name)
-            except OSError:
-                pass
-        raise OutputError(f"cannot move outputs into place ({exc.strerror}); nothing was changed", path=outdir) from None
-
-
-def _make_temp_dir(parent: Path, prefix: str) -> Path:
-    """A new private folder in ``parent`` (like tempfile.mkdtemp, without importing tempfile/shutil)."""
-    for _ in range(100):
-        candidate = parent / f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
-        try:
-            candidate.mkdir(mode=0o700)
-            return candidate
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"cannot create a temporary folder in {parent}")
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove our temp folder (two levels: new/ and old/ with plain files); never raises."""
-    for sub in ("new", "old"):
-        folder = path / sub
-        try:
-            for entry in os.scandir(folder):
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
-            os.rmdir(folder)
-        except OSError:
+            return os.fspath(absolute.relative_to(Path(cwd).resolve()))
+        except ValueError:
             pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
+    return os.fspath(absolute)
 
 
-__all__ = ["pack", "write_outputs"]
+__all__ = ["pack"]

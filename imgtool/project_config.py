@@ -15,7 +15,8 @@ a ``[data]`` table in ``espflash.toml`` or ``[package.metadata.espflash.data]`` 
 ``LABEL = "path"`` per partition; ``espflash.toml`` wins per label, ``pack --data LABEL=PATH`` over both.
 
 Files are searched from the ELF's folder upwards, stopping at the first folder with a
-``Cargo.toml`` (the crate root), at the current directory, or at the filesystem root.
+``Cargo.toml`` (the crate root), at the caller's working folder (the CLI passes the current
+directory), or at the filesystem root.
 Relative paths in a file are relative to that file's folder.
 """
 
@@ -90,9 +91,13 @@ def _toml_message(exc) -> str:
 
 
 def find_config_files(elf_path: str | os.PathLike, cwd: str | os.PathLike | None = None) -> tuple[Path | None, Path | None]:
-    """The nearest ``espflash.toml`` and ``Cargo.toml`` above ``elf_path`` (either may be None)."""
+    """The nearest ``espflash.toml`` and ``Cargo.toml`` above ``elf_path`` (either may be None).
+
+    The search stops at ``cwd`` (the caller's working folder, which the CLI passes) when the ELF
+    is below it, else at the filesystem root.
+    """
     start = Path(elf_path).resolve().parent
-    stop = Path(cwd).resolve() if cwd is not None else Path.cwd().resolve()
+    stop = Path(cwd).resolve() if cwd is not None else None
     espflash = cargo = None
     for folder in (start, *start.parents):
         if espflash is None and (folder / ESPFLASH_TOML).is_file():

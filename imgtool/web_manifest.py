@@ -13,8 +13,8 @@ bytes after 0xFF up to the bootloader offset (what ``esptool merge-bin`` writes)
 
 Every pack is read and checked before anything is written (``verify``, with the part
 files, argument files and ``SHA256SUMS`` checked by ``check_pack_folder``); each chip
-folder is then replaced as one transaction (``pack.write_outputs``) and the manifest
-and TOML, written last, are each replaced atomically.
+folder is then replaced as one transaction (:func:`imgtool.atomic.write_outputs`) and
+the manifest and TOML, written last, are each replaced atomically (:func:`imgtool.atomic.write_bytes`).
 """
 
 from __future__ import annotations
@@ -252,15 +252,15 @@ def _agreed(packs, attr: str, option: str) -> str:
     return values.pop()
 
 
-def write_release(release: WebRelease, manifest_path: str | os.PathLike) -> Path:
+def write_release(release: WebRelease, manifest_path: str | os.PathLike, *, cache_dir: Path | None = None) -> Path:
     """Copy each pack's files into ``DIR/<chip>/`` and write the manifest (and Launchpad TOML) beside them.
 
     Files an earlier manifest at the same path (or, when the TOML is rewritten, an earlier
     ``launchpad.toml``) listed in a chip folder, and this release does not, are removed;
-    without ``--launchpad`` an existing TOML and its images are left alone.
+    without ``--launchpad`` an existing TOML and its images are left alone. ``cache_dir``
+    keeps the chip folders' locks (default: the user cache).
     """
-    from imgtool.atomic import write_bytes
-    from imgtool.pack import write_outputs
+    from imgtool.atomic import write_bytes, write_outputs
 
     target = Path(manifest_path)
     if target.is_dir():
@@ -272,7 +272,7 @@ def write_release(release: WebRelease, manifest_path: str | os.PathLike) -> Path
     out.mkdir(parents=True, exist_ok=True)
     for subdir, files in rendered.items():
         remove = tuple(sorted(stale.get(subdir, set()) - set(files)))
-        write_outputs(out / subdir, files, remove=remove)
+        write_outputs(out / subdir, files, remove=remove, cache_dir=cache_dir)
     if release.launchpad_base_url is not None:
         write_bytes(out / LAUNCHPAD_FILE, release.launchpad_toml())
     write_bytes(target, manifest)

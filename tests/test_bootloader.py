@@ -7,20 +7,14 @@ import re
 
 import pytest
 
-from imgtool import bootloader as bl
-from imgtool.bootloader import (
-    ENV_MIRROR,
-    bootloader_for_app,
-    Manifest,
-    ManifestEntry,
-    cache_path,
-    get_bootloader,
-    list_bootloaders,
-    load_manifest,
-    load_user_bootloader,
-    parse_manifest,
-    place_bootloader,
-)
+import sys
+from dataclasses import replace
+
+from imgtool.bootloader_choice import bootloader_for_app
+from imgtool.bootloader_image import load_user_bootloader, place_bootloader
+from imgtool.bootloader_store import BootloaderStore
+from imgtool.environment import ENV_MIRROR
+from imgtool.pinned_bootloaders import Manifest, ManifestEntry, load_manifest, parse_manifest
 from imgtool.chips import CHIPS, FLASH_MODES, FLASH_SIZES, get_chip
 from imgtool.download import DownloadSettings
 from imgtool.errors import BootloaderError, UsageError
@@ -68,12 +62,22 @@ def build_bytes(chip: str, file: str) -> bytes:
     return generated_bootloader(chip, *GENERATED_REVS.get(file, (0, 199)))
 
 
+#: The store library calls in this module fetch through; :func:`isolated` gives each test its own.
+STORE = BootloaderStore()
+
+
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """Every test gets its own cache and no mirror, so nothing reaches beyond 127.0.0.1."""
+    """Every test gets its own cache and no mirror, so nothing reaches beyond 127.0.0.1 (the CLI's through the environment)."""
+    monkeypatch.setattr(sys.modules[__name__], "STORE", BootloaderStore(cache_dir=tmp_path / "cache"))
     monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(ENV_MIRROR, raising=False)
     monkeypatch.setenv("CI", "1")
+
+
+def use_mirror(monkeypatch, mirror: str) -> None:
+    """Library fetches in this test go through ``mirror``."""
+    monkeypatch.setattr(sys.modules[__name__], "STORE", replace(STORE, mirror=mirror))
 
 
 @pytest.fixture
@@ -118,7 +122,7 @@ def manifest(server, builds) -> Manifest:
 
 
 def fetch(manifest, chip="esp32c3", **kwargs):
-    return get_bootloader(chip, manifest=manifest, settings=FAST, quiet=True, **kwargs)
+    return STORE.fetch(chip, manifest=manifest, settings=FAST, quiet=True, **kwargs)
 
 
 def cache_files(tmp_path) -> list[str]:
@@ -138,7 +142,6 @@ def test_shipped_manifest_covers_every_chip_with_one_default():
 
 def test_shipped_manifest_pins_immutable_https_addresses():
     shipped = load_manifest()
-    assert shipped.release == "v4.5.0"
     for entry in shipped.entries:
         assert entry.url == PINNED_BASE + entry.file
         assert entry.esp_idf == "release/v5.5"
@@ -198,8 +201,8 @@ def test_first_run_downloads_and_caches(manifest, builds, server, tmp_path):
     assert fetch(manifest) == builds["esp32c3-bootloader.bin"]
     assert server.requests == ["/pinned/esp32c3-bootloader.bin"]
     entry = manifest.lookup("esp32c3")
-    assert cache_path(entry).read_bytes() == builds["esp32c3-bootloader.bin"]
-    assert cache_path(entry).parent == tmp_path / "cache" / "bootloaders"
+    assert STORE.path(entry).read_bytes() == builds["esp32c3-bootloader.bin"]
+    assert STORE.path(entry).parent == tmp_path / "cache" / "bootloaders"
 
 
 def test_second_run_makes_no_request(manifest, builds, server):
@@ -229,7 +232,7 @@ def test_tampered_file_is_refused_and_not_cached(manifest, builds, server, tmp_p
 
 
 def test_damaged_cache_is_fetched_again(manifest, builds, server):
-    path = cache_path(manifest.lookup("esp32c3"))
+    path = STORE.path(manifest.lookup("esp32c3"))
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\xe9 damaged")
     assert fetch(manifest) == builds["esp32c3-bootloader.bin"]
@@ -250,14 +253,14 @@ def test_404_names_the_url(manifest, server):
 
 
 def test_mirror_url_replaces_the_pinned_base(manifest, builds, server, monkeypatch):
-    monkeypatch.setenv(ENV_MIRROR, f"{server.url}/mirror/")
+    use_mirror(monkeypatch, f"{server.url}/mirror/")
     assert fetch(manifest) == builds["esp32c3-bootloader.bin"]
     assert server.requests == ["/mirror/esp32c3-bootloader.bin"]
 
 
 def test_mirror_url_is_still_checked_against_the_pin(manifest, server, monkeypatch, tmp_path):
     server.files["/mirror/esp32c3-bootloader.bin"] = generated_bootloader("esp32c3", 0, 42)
-    monkeypatch.setenv(ENV_MIRROR, f"{server.url}/mirror")
+    use_mirror(monkeypatch, f"{server.url}/mirror")
     with pytest.raises(BootloaderError, match="is pinned; nothing was kept"):
         fetch(manifest)
     assert cache_files(tmp_path) == []
@@ -268,18 +271,18 @@ def test_mirror_folder_needs_no_network_and_is_checked(manifest, builds, server,
     folder.mkdir()
     (folder / "esp32c3-bootloader.bin").write_bytes(builds["esp32c3-bootloader.bin"])
     (folder / "esp32-bootloader.bin").write_bytes(b"not the pinned bytes")
-    monkeypatch.setenv(ENV_MIRROR, str(folder))
+    use_mirror(monkeypatch, str(folder))
     assert fetch(manifest, offline=True) == builds["esp32c3-bootloader.bin"]
     with pytest.raises(BootloaderError, match="is pinned; nothing was kept"):
         fetch(manifest, "esp32")
     with pytest.raises(BootloaderError, match=f"cannot read esp32p4-v3-bootloader.bin from the {ENV_MIRROR} folder"):
         fetch(manifest, "esp32p4")
     assert server.requests == []
-    assert cache_files(tmp_path) == [cache_path(manifest.lookup("esp32c3")).name]
+    assert cache_files(tmp_path) == [STORE.path(manifest.lookup("esp32c3")).name]
 
 
 def test_mirror_that_is_neither_url_nor_folder(manifest, monkeypatch, tmp_path):
-    monkeypatch.setenv(ENV_MIRROR, str(tmp_path / "nowhere"))
+    use_mirror(monkeypatch, str(tmp_path / "nowhere"))
     with pytest.raises(BootloaderError, match="neither an http\\(s\\) address nor an existing folder"):
         fetch(manifest)
 
@@ -296,7 +299,7 @@ def test_offline_with_empty_cache_says_what_to_do(manifest, server):
 
 def test_list_reports_cached_entries(manifest):
     fetch(manifest)
-    cached = {(s.entry.chip, s.entry.variant): s.cached for s in list_bootloaders(manifest=manifest)}
+    cached = {(s.entry.chip, s.entry.variant): s.cached for s in STORE.statuses(manifest)}
     assert cached == {
         ("esp32", "40mhz"): False,
         ("esp32c3", "default"): True,
@@ -305,9 +308,8 @@ def test_list_reports_cached_entries(manifest):
     }
 
 
-def test_cache_dir_defaults_to_the_user_cache(monkeypatch):
-    monkeypatch.delenv("IMGTOOL_CACHE_DIR")
-    assert bl.cache_dir().name == "imgtool"
+def test_cache_dir_defaults_to_the_user_cache_whatever_the_environment():
+    assert BootloaderStore().cache_dir.name == "imgtool"  # IMGTOOL_CACHE_DIR is set (isolated), and ignored
 
 
 # --- user bootloaders and placing -------------------------------------------------------------------
@@ -379,7 +381,7 @@ def test_place_requires_overlapping_chip_revisions(app_range, ok):
 
 
 def for_app(manifest, chip="esp32p4", **kwargs):
-    return bootloader_for_app(chip, manifest=manifest, settings=FAST, quiet=True, **kwargs)
+    return bootloader_for_app(chip, store=STORE, manifest=manifest, settings=FAST, quiet=True, **kwargs)
 
 
 def test_app_for_any_revision_gets_the_default_variant(manifest, builds):

@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import FIXTURES, corpus_path, make_bootloader, run_cli
 
-from imgtool.bootloader import ENV_MIRROR
+from imgtool.environment import ENV_MIRROR
 from imgtool.image_format import parse_image
 
 C3 = FIXTURES / "esp32c3-min.elf"

@@ -124,8 +124,7 @@ def test_port_from_option_env_or_the_only_usb_port(monkeypatch):
     assert resolve_port("COM3") == "COM3"
     assert resolve_port(None) == "/dev/ttyUSB0"
     monkeypatch.setenv("ESPPORT", "/dev/ttyACM1")
-    assert resolve_port(None) == "/dev/ttyACM1"
-    monkeypatch.delenv("ESPPORT")
+    assert resolve_port(None) == "/dev/ttyUSB0"  # the CLI reads $ESPPORT and passes it as the port; the library does not
     monkeypatch.setattr(list_ports, "comports", lambda: [usb, SimpleNamespace(device="/dev/ttyACM0", description="USB JTAG", vid=0x303A)])
     with pytest.raises(UsageError, match=r"several USB serial ports: /dev/ttyACM0 \(USB JTAG\), /dev/ttyUSB0 \(CP2102\); pass --port"):
         resolve_port(None)
@@ -201,20 +200,21 @@ def test_flow_refuses_a_revision_the_app_does_not_run_on_unless_forced(tmp_path,
     assert "--force" in said[0] and fake_esptool.calls[-2][2] is True  # esptool's own checks are skipped too
 
 
-def test_flow_swaps_in_the_pinned_crystal_variant(tmp_path, fake_esptool, monkeypatch):
+def test_flow_swaps_in_the_pinned_crystal_variant(tmp_path, fake_esptool):
+    from imgtool.bootloader_store import BootloaderStore
+
     mirror = corpus_path("bootloaders")
-    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(mirror))
-    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(mirror))
     out = tmp_path / "out"
-    pack(ESP32, out, project_config=False, offline=True)
+    pack(ESP32, out, project_config=False, offline=True, store=store)
     assert json.loads((out / "flasher_args.json").read_text())["imgtool"]["bootloader"]["variant"] == "40mhz"
     fake_esptool.CHIP_NAME, fake_esptool.revision, fake_esptool.crystal = "ESP32", 300, 26
-    from imgtool.bootloader import place_bootloader
+    from imgtool.bootloader_image import place_bootloader
 
     expected = place_bootloader((mirror / "esp32_26-bootloader.bin").read_bytes(), "esp32", flash_mode="dio", flash_size="2MB", flash_freq="40m")
     for merged in (False, True):
         said = []
-        report = flash_folder(out, FlashOptions(port="p", merged=merged), log=said.append)
+        report = flash_folder(out, FlashOptions(port="p", merged=merged), log=said.append, store=store)
         assert said == ["imgtool: the connected esp32 has a 26 MHz crystal: writing the pinned 26mhz bootloader instead of the pack's 40mhz"]
         (offset, data) = [c for c in fake_esptool.calls if c[0] == "write"][-1][1][0]
         assert offset == 0x1000 and data[: len(expected)] == expected

@@ -247,9 +247,8 @@ def test_archive_holds_exactly_the_pack_files_with_fixed_metadata(tmp_path, monk
     assert name not in first.path("SHA256SUMS").read_text()
 
 
-def test_source_date_epoch_sets_the_archive_timestamp(tmp_path, monkeypatch):
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # 2023-11-14 22:13:20 UTC
-    first, second = two_packs(tmp_path)
+def test_source_date_epoch_sets_the_archive_timestamp(tmp_path):
+    first, second = two_packs(tmp_path, source_date_epoch="1700000000")  # 2023-11-14 22:13:20 UTC
     archive = next(f for f in first.files if f.endswith(".zip"))
     assert first.path(archive).read_bytes() == second.path(archive).read_bytes()
     with zipfile.ZipFile(first.path(archive)) as zf:

@@ -27,7 +27,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from imgtool.app_image import build_app_image
-from imgtool.bootloader import parse_manifest
+from imgtool.pinned_bootloaders import parse_manifest
 from imgtool.chips import get_chip
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.flash_layout import FlashSettings, plan_layout

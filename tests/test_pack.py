@@ -15,6 +15,7 @@ from conftest import FIXTURES, corpus_elf_params, corpus_path, make_bootloader, 
 
 from imgtool.errors import LayoutError, OutputError, UsageError
 from imgtool.image_format import parse_image
+from imgtool.bootloader_store import BootloaderStore
 from imgtool.pack import pack
 from imgtool.verify import verify
 
@@ -249,11 +250,10 @@ def test_pack_does_not_import_esptool_or_rich_when_quiet(tmp_path, elf_c3, boot_
 
 
 @pytest.mark.parametrize("elf", corpus_elf_params())
-def test_corpus_elf_packs_and_verifies(elf, tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(corpus_path("bootloaders")))
-    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+def test_corpus_elf_packs_and_verifies(elf, tmp_path):
+    store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
     out = tmp_path / "out"
-    res = pack(elf, out, flash_size="4MB")
+    res = pack(elf, out, flash_size="4MB", store=store)
     assert res.chip == elf.name
     report = verify(out, elf=elf)
     assert report.ok, [str(p) for p in report.problems]
@@ -292,13 +292,12 @@ def test_app_over_the_chosen_bootloaders_ram_is_refused(tmp_path, monkeypatch):
     assert verify(out, elf=elf).ok
 
 
-def test_command_line_variant_wins_over_a_project_bootloader_file(tmp_path, elf_c3, boot_c3, monkeypatch):
+def test_command_line_variant_wins_over_a_project_bootloader_file(tmp_path, elf_c3, boot_c3):
     boots = corpus_path("bootloaders")
-    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(boots))
-    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(boots))
     (elf_c3.parent / "espflash.toml").write_text(f'[idf_format_args]\nbootloader = "{boot_c3.as_posix()}"\n')
     out = tmp_path / "out"
-    pack(elf_c3, out, bootloader_variant="default")
+    pack(elf_c3, out, bootloader_variant="default", store=store)
     placed = (out / "bootloader.bin").read_bytes()
     assert placed[8:-32] == (boots / "esp32c3-bootloader.bin").read_bytes()[8 : len(placed) - 32]
     pack(elf_c3, out)  # without it, the project's file is used

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
+import imgtool.atomic as atomic
 import imgtool.flash_outputs as flash_outputs
-import imgtool.pack as pack_module
 from imgtool.pack import pack
 
 from conftest import FIXTURES, make_bootloader
@@ -52,7 +52,7 @@ def test_each_output_is_hashed_once(tmp_path, monkeypatch):
 def test_outputs_are_flushed_once_then_the_folder_synced(tmp_path, monkeypatch):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(pack_module, "sync_files", lambda paths: calls.append(("files", len(paths))))
-    monkeypatch.setattr(pack_module, "fsync_dir", lambda path: calls.append(("folder", 0)))
+    monkeypatch.setattr(atomic, "sync_files", lambda paths: calls.append(("files", len(paths))))
+    monkeypatch.setattr(atomic, "fsync_dir", lambda path: calls.append(("folder", 0)))
     res = pack(C3, tmp_path / "out", bootloader=boot, project_config=False)
     assert calls == [("files", len(res.files)), ("folder", 0)]

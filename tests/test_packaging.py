@@ -31,4 +31,4 @@ def test_esptool_major_version_is_bounded():
 
 
 def test_esp_imgtool_console_script():
-    assert project()["scripts"] == {"imgtool": "imgtool.cli:main", "esp-imgtool": "imgtool.cli:main"}
+    assert project()["scripts"] == {"imgtool": "imgtool.cli:run", "esp-imgtool": "imgtool.cli:run"}

@@ -162,12 +162,16 @@ def test_two_different_packs_interleaved(tmp_path):
 # --------------------------------------------------------------------------- (c) shared bootloader cache
 
 FETCH_SCRIPT = r"""
-import hashlib, json, sys
-from imgtool.bootloader import get_bootloader, parse_manifest
+import hashlib, json, os, sys
+from imgtool.bootloader_store import BootloaderStore
 from imgtool.download import DownloadSettings
+from imgtool.environment import UserEnvironment
+from imgtool.pinned_bootloaders import parse_manifest
+env = UserEnvironment.from_environ(os.environ)  # this script is the caller: it reads the environment, as the CLI does
 manifest = parse_manifest(json.load(open(sys.argv[1])), sys.argv[1])
-data = get_bootloader("esp32c3", manifest=manifest, quiet=True, offline=sys.argv[2] == "offline",
-                      settings=DownloadSettings(timeout=10, retries=2, backoff=0.05))
+data = BootloaderStore(cache_dir=env.cache(), mirror=env.mirror).fetch(
+    "esp32c3", manifest=manifest, quiet=True, offline=sys.argv[2] == "offline",
+    settings=DownloadSettings(timeout=10, retries=2, backoff=0.05))
 print(hashlib.sha256(data).hexdigest())
 """
 
@@ -277,11 +281,12 @@ def test_threads_and_processes_share_the_cache_over_http(tmp_path):
 
 KILL_AT = r"""
 import os, signal, sys
+import imgtool.atomic
 import imgtool.pack
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 # staging: every new file is written beside OUTDIR, none moved in yet; placed: all moved in, cleanup not done
-setattr(imgtool.pack, {"staging": "sync_files", "placed": "fsync_dir"}[sys.argv[4]], die)
+setattr(imgtool.atomic, {"staging": "sync_files", "placed": "fsync_dir"}[sys.argv[4]], die)
 imgtool.pack.pack(sys.argv[1], sys.argv[2], bootloader=sys.argv[3], flash_size="4MB", fill_flash_size=True,
                   project_config=False)
 """

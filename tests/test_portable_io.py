@@ -19,7 +19,7 @@ HOLD_THEN_EXIT = r"""
 import sys, time
 from pathlib import Path
 from imgtool.atomic import file_lock
-with file_lock(sys.argv[1]):
+with file_lock(sys.argv[1], cache_dir=Path(sys.argv[4])):
     Path(sys.argv[2]).write_text(repr(time.time()))  # when it got the lock
     time.sleep(float(sys.argv[3]))
     Path(sys.argv[2]).with_suffix(".out").write_text(repr(time.time()))  # just before letting go
@@ -31,38 +31,39 @@ def test_package_has_no_posix_only_locking():
     assert "fcntl" not in source and "msvcrt" not in source
 
 
-def test_folder_lock_leaves_nothing_in_the_folder_or_beside_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+def test_folder_lock_leaves_nothing_in_the_folder_or_beside_it(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    with atomic.file_lock(out):
+    with atomic.file_lock(out, cache_dir=tmp_path / "cache"):
         pass
     assert list(out.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out"]
     assert [p.suffix for p in (tmp_path / "cache" / atomic.LOCK_SUBDIR).iterdir()] == [".lock"]
 
 
-def test_one_folder_one_lock_whatever_the_spelling(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+def test_one_folder_one_lock_whatever_the_spelling(tmp_path):
+    cache = tmp_path / "cache"
     (tmp_path / "a" / "out").mkdir(parents=True)
-    assert atomic.folder_lock_path(tmp_path / "a" / "out") == atomic.folder_lock_path(tmp_path / "a" / ".." / "a" / "out")
+    assert atomic.folder_lock_path(tmp_path / "a" / "out", cache_dir=cache) == atomic.folder_lock_path(
+        tmp_path / "a" / ".." / "a" / "out", cache_dir=cache
+    )
     (tmp_path / "b").mkdir()
-    assert atomic.folder_lock_path(tmp_path / "a") != atomic.folder_lock_path(tmp_path / "b")
+    assert atomic.folder_lock_path(tmp_path / "a", cache_dir=cache) != atomic.folder_lock_path(tmp_path / "b", cache_dir=cache)
 
 
-def test_a_second_process_waits_for_the_lock(tmp_path, monkeypatch):
+def test_a_second_process_waits_for_the_lock(tmp_path):
     """Process A holds the folder's lock for a while; B, started meanwhile, only gets it after A let go."""
-    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    cache = str(tmp_path / "cache")
     out = tmp_path / "out"
     out.mkdir()
     a_in, b_in = tmp_path / "a.in", tmp_path / "b.in"
-    a = subprocess.Popen([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(a_in), "0.6"])
+    a = subprocess.Popen([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(a_in), "0.6", cache])
     try:
         deadline = time.monotonic() + 30
         while not a_in.exists():
             assert a.poll() is None and time.monotonic() < deadline, "A never took the lock"
             time.sleep(0.01)
-        b = subprocess.run([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(b_in), "0"], timeout=30)
+        b = subprocess.run([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(b_in), "0", cache], timeout=30)
         assert b.returncode == 0
     finally:
         a.wait(timeout=30)
@@ -90,14 +91,13 @@ def test_threads_take_turns(tmp_path):
     assert overlaps == [1, 1, 1, 1]
 
 
-def test_an_uncreatable_lock_folder_does_not_stop_the_work(tmp_path, monkeypatch):
+def test_an_uncreatable_lock_folder_does_not_stop_the_work(tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder should be")
-    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(blocker))
     out = tmp_path / "out"
     out.mkdir()
-    assert atomic.folder_lock_path(out) is None
-    with atomic.file_lock(out):
+    assert atomic.folder_lock_path(out, cache_dir=blocker) is None
+    with atomic.file_lock(out, cache_dir=blocker):
         (out / "f").write_text("done")
     assert (out / "f").read_text() == "done"
 

@@ -319,10 +319,12 @@ def test_real_esp32p4_app_signs_and_keeps_its_layout(tmp_path, keys):
     assert verify(res.outdir, keys=[]).ok
 
 
-def test_signing_with_a_pinned_bootloader_warns_it_does_not_enforce(tmp_path, keys, monkeypatch):
+def test_signing_with_a_pinned_bootloader_warns_it_does_not_enforce(tmp_path, keys):
     from conftest import corpus_path
 
-    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(corpus_path("bootloaders")))
-    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
-    res = pack(_elf(tmp_path, "esp32c6"), tmp_path / "out", flash_size="4MB", sign_keys=(keys["p256"],), offline=True)
+    from imgtool.bootloader_store import BootloaderStore
+
+    store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
+    res = pack(_elf(tmp_path, "esp32c6"), tmp_path / "out", flash_size="4MB", sign_keys=(keys["p256"],), offline=True,
+               store=store)
     assert any("not built with Secure Boot" in w for w in res.warnings)

@@ -152,7 +152,7 @@ def test_mmu_misaligned_flash_segment_is_reported():
 def test_partition_past_declared_flash_size(packed):
     data = merged_of(packed, "esp32")
     # patch the bootloader header to claim 1MB flash (the 2MB table then overruns it) and fix its hash
-    from imgtool.bootloader import place_bootloader
+    from imgtool.bootloader_image import place_bootloader
 
     res = packed["esp32"][0]
     boot_len = res.parts[0].size

@@ -29,8 +29,9 @@ CHIP_CHOICE = click.Choice(sorted(CHIPS), case_sensitive=False)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 def fetch(chip_arg, chip, variant, output, offline, quiet):
     """Download (or find in the cache) the pinned bootloader for CHIP."""
-    from imgtool.bootloader import cache_path, get_bootloader, load_manifest
+    from imgtool.commands.context import bootloader_store, user_environment
     from imgtool.errors import UsageError
+    from imgtool.pinned_bootloaders import load_manifest
 
     if chip_arg and chip and chip_arg.lower() != chip.lower():
         raise UsageError(f"two chips given ({chip_arg} and --chip {chip}); give one", field="--chip")
@@ -40,8 +41,10 @@ def fetch(chip_arg, chip, variant, output, offline, quiet):
 
     manifest = load_manifest()
     entry = manifest.lookup(chip, variant)
-    data = get_bootloader(entry.chip, variant=entry.variant, offline=offline, quiet=quiet, manifest=manifest)
-    where = cache_path(entry)
+    store = bootloader_store()
+    quiet_fetch = quiet or user_environment().ci
+    data = store.fetch(entry.chip, variant=entry.variant, offline=offline, quiet=quiet_fetch, manifest=manifest)
+    where = store.path(entry)
     if output is not None:
         from imgtool.atomic import write_bytes
 
@@ -57,10 +60,11 @@ def list_(as_json):
     from rich.table import Table
 
     from imgtool.commands.console import plain_console
+    from imgtool.commands.context import bootloader_store
+    from imgtool.pinned_bootloaders import load_manifest
 
-    from imgtool.bootloader import cache_dir, list_bootloaders, load_manifest
-
-    table = Table(title=f"Pinned bootloaders (cache: {cache_dir()})", title_justify="left")
+    store = bootloader_store()
+    table = Table(title=f"Pinned bootloaders (cache: {store.cache_dir})", title_justify="left")
     for name, justify in (
         ("Chip", "left"),
         ("Variant", "left"),
@@ -76,11 +80,11 @@ def list_(as_json):
 
         rows = [
             {**s.entry._asdict(), "crystal_mhz": s.entry.crystal_mhz, "cached": s.cached, "path": str(s.path)}
-            for s in list_bootloaders(manifest=manifest)
+            for s in store.statuses(manifest)
         ]
         click.echo(json.dumps(rows, indent=2))
         return
-    for status in list_bootloaders(manifest=manifest):
+    for status in store.statuses(manifest):
         entry = status.entry
         several = len(manifest.variants(entry.chip)) > 1
         variant = f"{entry.variant} (default)" if entry.default and several else entry.variant

@@ -39,10 +39,11 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
     settings 'pack' uses), so `runner = "imgtool flash --port /dev/ttyUSB0"` in .cargo/config.toml makes
     `cargo run --release` flash, as espflash does. Pack options apply to an ELF only.
     """
+    from imgtool.commands.context import user_environment
     from imgtool.flasher import FlashOptions
 
     options = FlashOptions(
-        port=port, baud=baud, before=before, after=after, no_stub=no_stub, chip=chip, merged=merged, force=force,
+        port=port or user_environment().port, baud=baud, before=before, after=after, no_stub=no_stub, chip=chip, merged=merged, force=force,
         erase_all=erase_all, erase_parts=erase_parts, erase_data_parts=erase_data_parts,
     )
     say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
@@ -58,6 +59,7 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
 
 
 def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
+    from imgtool.commands.context import bootloader_store, pack_environment, user_environment
     from imgtool.errors import UsageError
     from imgtool.flasher import flash_folder
 
@@ -66,20 +68,20 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
         if given:
             option = "--" + given[0].replace("_", "-")
             raise UsageError(f"{option} is a pack option and {target} is already packed; pack again or flash the ELF", field=option)
-        return flash_folder(target, options, log=say)
-    import tempfile
-
+        return flash_folder(target, options, log=say, store=bootloader_store())
+    from imgtool.atomic import scratch_folder
     from imgtool.pack import pack
 
-    with tempfile.TemporaryDirectory(prefix="imgtool-flash-") as tmp:
-        result = pack(target, Path(tmp) / "out", chip=chip, **pack_kwargs(**pack_opts), quiet=quiet)
+    with scratch_folder("imgtool-flash-") as tmp:
+        result = pack(target, tmp / "out", chip=chip, **pack_kwargs(**pack_opts), quiet=quiet or user_environment().ci,
+                      **pack_environment())
         for warning in result.warnings:
             click.echo(f"imgtool: warning: {warning}", err=True)
         say(
             f"packed {target.name} for {result.chip}: app {result.app_size:,} bytes in '{result.app_partition}' "
             f"({result.app_usage * 100:.1f}% used)"
         )
-        return flash_folder(result.outdir, options, log=say)
+        return flash_folder(result.outdir, options, log=say, store=bootloader_store())
 
 
 def _print_json(report) -> None:

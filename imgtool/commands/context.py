@@ -1,0 +1,44 @@
+"""What every command takes from the process rather than from its options: the environment and the working folder.
+
+Read here once per run, then passed down to the library as plain values
+(:mod:`imgtool.environment` lists the variables).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from imgtool.environment import UserEnvironment
+
+
+def user_environment() -> UserEnvironment:
+    """The environment settings of this run, read from ``os.environ`` on first use and kept on the root context."""
+    root = click.get_current_context().find_root()
+    if not isinstance(root.obj, UserEnvironment):
+        root.obj = UserEnvironment.from_environ(os.environ)
+    return root.obj
+
+
+def bootloader_store():
+    """The pinned-bootloader store of this run: ``$IMGTOOL_CACHE_DIR`` (else the user cache) and ``$IMGTOOL_BOOTLOADER_MIRROR``."""
+    from imgtool.bootloader_store import BootloaderStore
+
+    env = user_environment()
+    return BootloaderStore(cache_dir=env.cache(), mirror=env.mirror)
+
+
+def working_folder() -> Path:
+    """The current directory, where project-file searches stop and below which paths are shown relative."""
+    return Path.cwd()
+
+
+def pack_environment() -> dict:
+    """The keywords of :func:`imgtool.pack.pack` that come from the environment and the working folder."""
+    return {
+        "store": bootloader_store(),
+        "source_date_epoch": user_environment().source_date_epoch,
+        "cwd": working_folder(),
+    }

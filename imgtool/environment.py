@@ -1,0 +1,71 @@
+"""The settings a user gives through environment variables, as one value the CLI reads once and passes down.
+
+Library code never reads the process environment or the current directory: it takes these values as
+parameters whose defaults ignore the environment, so a program calling imgtool gets the same
+result whatever its process environment holds. Only :mod:`imgtool.cli` calls
+:meth:`UserEnvironment.from_environ`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: imgtool's cache folder (pinned bootloaders, folder locks) instead of the platform's user cache.
+ENV_CACHE_DIR = "IMGTOOL_CACHE_DIR"
+#: Where pinned bootloaders come from instead of their pinned addresses: an http(s) base URL or a folder.
+ENV_MIRROR = "IMGTOOL_BOOTLOADER_MIRROR"
+#: Set by CI services; no download progress bar then.
+ENV_CI = "CI"
+#: The serial port when ``--port`` is not given (ESP-IDF's idf.py reads it too).
+ENV_PORT = "ESPPORT"
+#: Reproducible-builds timestamp (seconds since 1970, UTC) for ``--archive`` members.
+ENV_SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+#: The cache folder's name under the platform's user cache.
+CACHE_APP_NAME = "imgtool"
+
+
+def user_cache_dir() -> Path:
+    """The platform's per-user cache folder for imgtool (``~/.cache/imgtool``, ``%LOCALAPPDATA%\\imgtool\\Cache``...)."""
+    from platformdirs import user_cache_dir as platform_cache_dir
+
+    return Path(platform_cache_dir(CACHE_APP_NAME, appauthor=False))
+
+
+@dataclass(frozen=True)
+class UserEnvironment:
+    """What the environment variables above say, blanks read as unset."""
+
+    cache_dir: Path | None = None  # None: the platform's user cache
+    mirror: str = ""
+    ci: bool = False
+    port: str | None = None
+    source_date_epoch: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> UserEnvironment:
+        cache = environ.get(ENV_CACHE_DIR, "")
+        port = environ.get(ENV_PORT, "").strip()
+        return cls(
+            cache_dir=Path(cache).expanduser() if cache else None,
+            mirror=environ.get(ENV_MIRROR, "").strip(),
+            ci=bool(environ.get(ENV_CI)),
+            port=port or None,
+            source_date_epoch=environ.get(ENV_SOURCE_DATE_EPOCH),
+        )
+
+    def cache(self) -> Path:
+        """imgtool's cache folder: ``$IMGTOOL_CACHE_DIR`` when it was set, else the platform's user cache."""
+        return self.cache_dir if self.cache_dir is not None else user_cache_dir()
+
+
+__all__ = [
+    "ENV_CACHE_DIR",
+    "ENV_CI",
+    "ENV_MIRROR",
+    "ENV_PORT",
+    "ENV_SOURCE_DATE_EPOCH",
+    "UserEnvironment",
+    "user_cache_dir",
+]
