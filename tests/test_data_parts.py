@@ -12,11 +12,8 @@ from pathlib import Path
 
 import littlefs
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, make_bootloader
-from test_flash_plan import fake_esptool  # noqa: F401 - fixture
+from conftest import FIXTURES, make_bootloader, run_cli
 
-from imgtool.cli import main
 from imgtool.data_parts import LITTLEFS_BLOCK_SIZE, LITTLEFS_NAME_MAX, describe_contents
 from imgtool.errors import UsageError
 from imgtool.flash_plan import read_pack_folder
@@ -74,7 +71,7 @@ def project(tmp_path):
 def run_pack(src: Path, out: Path, *extra: str):
     args = ["pack", str(src / "blinky"), "-o", str(out), "--bootloader", str(src / "bl.bin"),
             "--partition-table", str(src / "table.csv"), "--flash-size", "4MB", "-q", *extra]  # fmt: skip
-    return CliRunner().invoke(main, args)
+    return run_cli(*args)
 
 
 def oracle_nvs(csv: Path, size: int, tmp: Path) -> bytes:
@@ -164,7 +161,7 @@ def test_verify_reports_data_parts_and_catches_a_changed_file(packed):
     nvs = bytearray((out / "nvs.bin").read_bytes())
     nvs[100] ^= 0xFF
     (out / "nvs.bin").write_bytes(nvs)
-    result = CliRunner().invoke(main, ["verify", str(out), "-q"])
+    result = run_cli("verify", out, "-q")
     assert result.exit_code != 0 and "nvs.bin differs from the merged image" in result.stderr
 
 
@@ -236,9 +233,8 @@ def test_project_config_declares_data_and_the_command_line_wins(project, tmp_pat
     other = project / "other.raw"
     other.write_bytes(b"other")
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["pack", str(project / "blinky"), "-o", str(out), "--bootloader", str(project / "bl.bin"),
-                                       "--partition-table", str(project / "table.csv"), "--flash-size", "4MB",
-                                       "--data", f"blob={other}"])  # fmt: skip
+    result = run_cli("pack", project / "blinky", "-o", out, "--bootloader", project / "bl.bin",
+                     "--partition-table", project / "table.csv", "--flash-size", "4MB", "--data", f"blob={other}")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "data.nvs from espflash.toml" in result.output and "data.blob" not in result.output
     assert (out / "nvs.bin").read_bytes() == oracle_nvs(project / "settings.csv", NVS_SIZE, tmp_path)
@@ -262,7 +258,7 @@ def test_encrypted_pack_encrypts_only_flagged_data_parts(project, tmp_path):
     assert decrypt(load_flash_key(key_file, "esp32c3"), blob, BLOB)[: len(raw)] == raw
 
 
-def test_flash_writes_data_parts_after_erasing_data_subtypes(packed, fake_esptool):  # noqa: F811
+def test_flash_writes_data_parts_after_erasing_data_subtypes(packed, fake_esptool):
     from imgtool.flasher import FlashOptions, flash_folder
 
     _, out = packed

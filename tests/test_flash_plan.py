@@ -133,45 +133,6 @@ def test_port_from_option_env_or_the_only_usb_port(monkeypatch):
         resolve_port(None)
 
 
-class FakeEsp:
-    """What flash_folder uses of an esptool loader."""
-
-    def __init__(self, chip_name="ESP32-C3", revision=4, crystal=40):
-        self.CHIP_NAME, self.revision, self.crystal = chip_name, revision, crystal
-        self._port = SimpleNamespace(close=lambda: None)
-        self.calls = []
-
-    def get_chip_revision(self):
-        return self.revision
-
-    def get_crystal_freq(self):
-        return self.crystal
-
-    def get_chip_description(self):
-        return self.CHIP_NAME
-
-    def change_baud(self, baud):
-        self.calls.append(("baud", baud))
-
-    def flash_set_parameters(self, size):
-        self.calls.append(("size", size))
-
-
-@pytest.fixture
-def fake_esptool(monkeypatch):
-    from esptool import cmds
-
-    esp = FakeEsp()
-    monkeypatch.setattr(cmds, "detect_chip", lambda port, baud, connect_mode: esp)
-    monkeypatch.setattr(cmds, "run_stub", lambda e: e.calls.append(("stub",)) or e)
-    monkeypatch.setattr(cmds, "attach_flash", lambda e: None)
-    monkeypatch.setattr(cmds, "erase_flash", lambda e, force: e.calls.append(("erase_all",)))
-    monkeypatch.setattr(cmds, "erase_region", lambda e, off, size, force: e.calls.append(("erase", off, size)))
-    monkeypatch.setattr(cmds, "write_flash", lambda e, pairs, force: e.calls.append(("write", [(o, bytes(d)) for o, d in pairs], force)))
-    monkeypatch.setattr(cmds, "reset_chip", lambda e, mode: e.calls.append(("reset", mode)))
-    return esp
-
-
 def test_flow_parts_erase_and_reset(c3_pack, fake_esptool):
     opts = FlashOptions(port="socket://x", erase_data_parts=["nvs"], after="no-reset", no_stub=True, baud=115200)
     report = flash_folder(c3_pack, opts, log=lambda _: None)

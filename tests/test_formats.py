@@ -15,14 +15,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, make_bootloader
+from conftest import FIXTURES, make_bootloader, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgtool.archive import ZIP_EPOCH, archive_name, safe_version
 from imgtool.chips import CHIPS
-from imgtool.cli import main
 from imgtool.ihex import intel_hex
 from imgtool.pack import pack
 from imgtool.uf2 import (
@@ -275,8 +273,6 @@ def test_version_is_made_safe_for_a_file_name(version, safe):
 # --------------------------------------------------------------------------- CLI
 
 
-def run_cli(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
 @pytest.fixture

@@ -17,13 +17,11 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, bootloader_image, make_bootloader
+from conftest import FIXTURES, bootloader_image, make_bootloader, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgtool.chips import get_chip
-from imgtool.cli import main
 from imgtool.errors import LayoutError
 from imgtool.flash_layout import FlashSettings, plan_layout
 from imgtool.image_format import EspImage, Segment
@@ -179,9 +177,6 @@ def packs(tmp_path_factory, boot):
     return root
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
 
 def one_line_error(result, *words):
     assert result.exit_code != 0, result.output
@@ -193,7 +188,7 @@ def one_line_error(result, *words):
 
 def test_two_chip_manifest_paths_resolve_beside_it(tmp_path, packs):
     web = tmp_path / "site" / "web"
-    result = run("manifest", packs / "c3", packs / "esp32", "-o", web / "manifest.json", "--launchpad",
+    result = run_cli("manifest", packs / "c3", packs / "esp32", "-o", web / "manifest.json", "--launchpad",
                  "--base-url", "https://example.com/fw", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["builds"][0]["chip"] == "esp32c3"
@@ -222,7 +217,7 @@ def test_two_chip_manifest_paths_resolve_beside_it(tmp_path, packs):
 
 def test_name_and_version_options_win(tmp_path, packs):
     out = tmp_path / "m.json"
-    assert run("manifest", packs / "c3", "-o", out, "--name", "Blinky", "--version", "2.0", "-q").exit_code == 0
+    assert run_cli("manifest", packs / "c3", "-o", out, "--name", "Blinky", "--version", "2.0", "-q").exit_code == 0
     doc = json.loads(out.read_text())
     assert (doc["name"], doc["version"]) == ("Blinky", "2.0") and doc["builds"][0]["parts"][0]["path"].startswith("esp32c3/")
 
@@ -267,5 +262,5 @@ def test_refusals_write_nothing(tmp_path, packs, case, words):
     else:
         args = [packs / "c3", "--launchpad"]
     web = tmp_path / "web"
-    one_line_error(run("manifest", *args, "-o", web / "manifest.json"), *words)
+    one_line_error(run_cli("manifest", *args, "-o", web / "manifest.json"), *words)
     assert not web.exists()
