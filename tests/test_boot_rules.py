@@ -11,6 +11,7 @@ from imgtool.app_image import build_app_image
 from imgtool.boot_rules import BootContext, check_app, load_address_problem
 from imgtool.chips import CHIPS
 from imgtool.image_format import EspImage, Segment, parse_image
+from imgtool.pinned_bootloaders import load_manifest
 
 
 def good(chip_name: str) -> EspImage:
@@ -95,16 +96,11 @@ def test_esp32_inverted_diram_alias_is_checked():
     assert load_address_problem(chip, ram, 0x400B0000, 0x400B0010) == "bad load address range"
 
 
-@pytest.mark.parametrize(
-    "name",
-    sorted(p.name for p in (corpus_path("bootloaders").glob("*.bin") if corpus_path("bootloaders").is_dir() else [])),
-)
-def test_pinned_bootloaders_sit_inside_the_modelled_regions(name):
-    """Each pinned build's loaded data and loader code lie in the linker regions the model protects."""
-    chip_name = name.split("-")[0].split("_")[0]
-    if chip_name not in CHIPS:
-        pytest.skip(f"{chip_name} is not a supported chip")
-    chip = CHIPS[chip_name]
+@pytest.mark.parametrize("entry", load_manifest().entries, ids=lambda e: e.file)
+def test_pinned_bootloaders_sit_inside_the_modelled_regions(entry):
+    """Each pinned build's loaded data and loader code lie in the linker regions the model protects (bytes from the corpus)."""
+    name = entry.file
+    chip = CHIPS[entry.chip]
     image = parse_image(Path(corpus_path("bootloaders", name)).read_bytes()).image
     ram = chip.boot.ram_for(image.min_chip_rev_full)
     segs = sorted(image.segments, key=lambda s: s.addr)
