@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import re
 import time
-import zipfile
 
 from imgtool.environment import ENV_SOURCE_DATE_EPOCH
 from imgtool.errors import UsageError
@@ -68,6 +67,8 @@ def archive_timestamp(raw: str | None = None) -> tuple[int, int, int, int, int, 
 
 def release_archive(files: dict[str, bytes], date_time=ZIP_EPOCH) -> bytes:
     """A zip of ``files`` (name → bytes) at the top level, members sorted by name, identical for identical input."""
+    import zipfile  # only here: every pack names the archive (to remove a stale one), few write it
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for name in sorted(files):
