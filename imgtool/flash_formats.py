@@ -10,8 +10,6 @@ signed bootloader kept as it came, ``flash_args`` says ``keep``.
 from __future__ import annotations
 
 from imgtool.flash_layout import FlashLayout
-from imgtool.ihex import intel_hex
-from imgtool.uf2 import uf2_file
 
 UF2 = "uf2"
 HEX = "hex"
@@ -28,8 +26,13 @@ def esptool_parts(layout: FlashLayout) -> list[tuple[int, bytes]]:
 
 
 def format_files(layout: FlashLayout, formats=()) -> dict[str, bytes]:
-    """``NAME.uf2`` and/or ``NAME.hex`` for ``layout``, in :data:`FORMATS` order."""
-    parts = esptool_parts(layout) if formats else []
+    """``NAME.uf2`` and/or ``NAME.hex`` for ``layout``, in :data:`FORMATS` order (their modules load only when asked for)."""
+    if not formats:
+        return {}
+    from imgtool.ihex import intel_hex
+    from imgtool.uf2 import uf2_file
+
+    parts = esptool_parts(layout)
     builders = {UF2: lambda: uf2_file(parts, layout.chip.uf2_family_id), HEX: lambda: intel_hex(parts)}
     return {format_file_name(layout.name, fmt): builders[fmt]() for fmt in FORMATS if fmt in formats}
 
