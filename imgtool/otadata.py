@@ -265,10 +265,3 @@ def otadata_for(table: PartitionTable, target: Partition) -> bytes:
         )
     return data
 
-
-def selected_slot(otadata: bytes, ota_slot_count: int) -> int | None:
-    """The OTA slot the bootloader would boot from ``otadata``, or None when no entry is usable."""
-    if ota_slot_count <= 0:
-        return None
-    choice = select_boot_index(otadata, ota_slot_count)
-    return None if choice.index == FACTORY_INDEX else choice.index

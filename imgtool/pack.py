@@ -163,7 +163,6 @@ def pack(
     app.warnings.extend(data_warnings)
 
     boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
-    boot_source: dict = {"source": "file"}
     if sign_bootloader and not boot_file:
         raise UsageError(
             "the pinned bootloaders are not Secure Boot builds, so signing one protects nothing; "
@@ -177,9 +176,6 @@ def pack(
         )
     if boot_file:
         raw_boot = load_user_bootloader(boot_file, target)
-        known = load_manifest().entry_for(raw_boot)  # a pinned file passed by hand: its crystal is known
-        if known is not None:
-            boot_source = {**known.describe(), "source": "file"}
     else:
         raw_boot, note = bootloader_for_app(
             target.name,
@@ -192,9 +188,11 @@ def pack(
         )
         if note:
             app.warnings.append(note)
-        pinned = load_manifest().entry_for(raw_boot)
-        if pinned is not None:
-            boot_source = pinned.describe()
+    # a pinned build, even one passed by hand as a file, is described (its crystal is known to `flash`)
+    pinned = load_manifest().entry_for(raw_boot)
+    boot_source: dict = {"source": "file"} if pinned is None else pinned.describe()
+    if pinned is not None and boot_file:
+        boot_source["source"] = "file"
     boot_keys = keys if sign_bootloader else []
     boot = _kept_signed_bootloader(raw_boot, boot_file, boot_keys, target.name, app.warnings) if boot_file else None
     bootloader_kept = boot is not None

@@ -10,13 +10,20 @@ from esp_idf_defs import OtaDataSelectEntry, OtaImageState
 
 from imgtool.errors import UsageError
 from imgtool.otadata import (
+    FACTORY_INDEX,
     OTADATA_SECTOR_SIZE,
     OTADATA_SIZE,
     OtaState,
     initial_otadata,
     ota_select_crc,
-    selected_slot,
+    select_boot_index,
 )
+
+
+def selected_slot(otadata: bytes, ota_slot_count: int) -> int | None:
+    """The OTA slot the bootloader's choice lands on, or None when it falls to the factory app."""
+    choice = select_boot_index(otadata, ota_slot_count)
+    return None if choice.index == FACTORY_INDEX else choice.index
 
 
 def test_blank_otadata_boots_the_first_app():
