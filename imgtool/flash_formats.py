@@ -10,14 +10,11 @@ signed bootloader kept as it came, ``flash_args`` says ``keep``.
 from __future__ import annotations
 
 from imgtool.flash_layout import FlashLayout
+from imgtool.output_names import format_file_name
 
 UF2 = "uf2"
 HEX = "hex"
 FORMATS = (UF2, HEX)
-
-
-def format_file_name(name: str, fmt: str) -> str:
-    return f"{name}.{fmt}"
 
 
 def esptool_parts(layout: FlashLayout) -> list[tuple[int, bytes]]:
@@ -37,4 +34,4 @@ def format_files(layout: FlashLayout, formats=()) -> dict[str, bytes]:
     return {format_file_name(layout.name, fmt): builders[fmt]() for fmt in FORMATS if fmt in formats}
 
 
-__all__ = ["FORMATS", "HEX", "UF2", "esptool_parts", "format_file_name", "format_files"]
+__all__ = ["FORMATS", "HEX", "UF2", "esptool_parts", "format_files"]

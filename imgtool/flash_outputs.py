@@ -94,15 +94,21 @@ def flasher_args(layout: FlashLayout) -> dict:
 
 def web_manifest(layout: FlashLayout) -> dict:
     """esp-web-tools manifest writing the parts, so an update keeps NVS (offsets are integers, as it requires)."""
+    family = layout.chip.esp_web_tools_family or layout.chip.name.upper()
+    return esp_web_tools_manifest(
+        layout.project_name or layout.name, layout.version or "0.0.0", [(family, [(p.file, p.offset) for p in layout.parts])]
+    )
+
+
+def esp_web_tools_manifest(name: str, version: str, builds) -> dict:
+    """An esp-web-tools manifest: ``builds`` are ``(chipFamily, [(path, offset), ...])``, one per chip family."""
     return {
-        "name": layout.project_name or layout.name,
-        "version": layout.version or "0.0.0",
+        "name": name,
+        "version": version,
         "new_install_prompt_erase": True,
         "builds": [
-            {
-                "chipFamily": layout.chip.esp_web_tools_family or layout.chip.name.upper(),
-                "parts": [{"path": p.file, "offset": p.offset} for p in layout.parts],
-            }
+            {"chipFamily": family, "parts": [{"path": path, "offset": offset} for path, offset in parts]}
+            for family, parts in builds
         ],
     }
 
@@ -204,6 +210,7 @@ __all__ = [
     "KEEP_FLASH_ARGS",
     "OutputFiles",
     "digests",
+    "esp_web_tools_manifest",
     "esptool_args",
     "flash_args_text",
     "flash_merged_args_text",

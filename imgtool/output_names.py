@@ -39,8 +39,17 @@ def app_file_name(name: str) -> str:
     return f"{name}.bin"
 
 
+#: The merged image is ``NAME`` + this.
+MERGED_SUFFIX = ".merged.bin"
+
+
 def merged_file_name(name: str) -> str:
-    return f"{name}.merged.bin"
+    return f"{name}{MERGED_SUFFIX}"
+
+
+def format_file_name(name: str, fmt: str) -> str:
+    """``NAME.uf2`` / ``NAME.hex`` (``pack --uf2/--hex``)."""
+    return f"{name}.{fmt}"
 
 
 def check_output_name(name: str) -> None:
@@ -65,11 +74,13 @@ __all__ = [
     "FLASH_MERGED_ARGS_FILE",
     "LEGACY_FILES",
     "MANIFEST_FILE",
+    "MERGED_SUFFIX",
     "OTADATA_FILE",
     "PARTITIONS_BIN_FILE",
     "PARTITIONS_CSV_FILE",
     "SHA256SUMS_FILE",
     "app_file_name",
     "check_output_name",
+    "format_file_name",
     "merged_file_name",
 ]

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from imgtool.atomic import write_outputs
 from imgtool.errors import UsageError
-from imgtool.flash_formats import FORMATS, format_file_name
+from imgtool.flash_formats import FORMATS
 from imgtool.flash_layout import FlashSettings, check_table_offset, plan_layout
 from imgtool.flash_outputs import render_files
-from imgtool.output_names import LEGACY_FILES, OTADATA_FILE, SHA256SUMS_FILE
+from imgtool.output_names import LEGACY_FILES, OTADATA_FILE, SHA256SUMS_FILE, format_file_name
 from imgtool.pack_result import PackResult, pack_result
 from imgtool.partitions import DEFAULT_TABLE_OFFSET
 

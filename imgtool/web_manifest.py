@@ -26,12 +26,11 @@ from pathlib import Path
 
 from imgtool.chips import ERASED, Chip, get_chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
-from imgtool.output_names import FLASHER_ARGS_JSON_FILE, MANIFEST_FILE
+from imgtool.output_names import FLASHER_ARGS_JSON_FILE, MANIFEST_FILE, MERGED_SUFFIX
 
 LAUNCHPAD_FILE = "launchpad.toml"
 LAUNCHPAD_TOML_VERSION = "1.0"
-#: Suffix of a pack's merged image; its Launchpad copy (from flash 0x0) replaces it with this one.
-MERGED_SUFFIX = ".merged.bin"
+#: A pack's merged image's Launchpad copy (from flash 0x0) takes this suffix instead of MERGED_SUFFIX.
 LAUNCHPAD_SUFFIX = ".launchpad.bin"
 #: When a pack's app carries no readable descriptor and its manifest no version.
 FALLBACK_VERSION = "0.0.0"
@@ -77,15 +76,10 @@ class WebRelease:
 
     def manifest(self) -> dict:
         """The esp-web-tools manifest: per chip family, the pack's parts (an update keeps NVS), paths relative to it."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "new_install_prompt_erase": True,
-            "builds": [
-                {"chipFamily": p.family, "parts": [{"path": f"{p.subdir}/{file}", "offset": off} for off, file in p.parts]}
-                for p in self.packs
-            ],
-        }
+        from imgtool.flash_outputs import esp_web_tools_manifest
+
+        builds = [(p.family, [(f"{p.subdir}/{file}", off) for off, file in p.parts]) for p in self.packs]
+        return esp_web_tools_manifest(self.name, self.version, builds)
 
     def launchpad_toml(self) -> str:
         """ESP Launchpad's config (``esp_toml_version = 1.0``): one app, one image per chip family, flashed at 0x0."""
@@ -261,13 +255,14 @@ def write_release(release: WebRelease, manifest_path: str | os.PathLike, *, cach
     keeps the chip folders' locks (default: the user cache).
     """
     from imgtool.atomic import write_bytes, write_outputs
+    from imgtool.flash_outputs import json_bytes
 
     target = Path(manifest_path)
     if target.is_dir():
         target = target / MANIFEST_FILE
     out = target.parent if str(target.parent) else Path(".")
     rendered = {p.subdir: release.folder_files(p) for p in release.packs}  # every read before any write
-    manifest = (json.dumps(release.manifest(), indent=4, ensure_ascii=False) + "\n").encode("utf-8")
+    manifest = json_bytes(release.manifest())
     stale = _previous_files(target, launchpad=release.launchpad_base_url is not None)
     out.mkdir(parents=True, exist_ok=True)
     for subdir, files in rendered.items():
