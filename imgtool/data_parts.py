@@ -27,6 +27,7 @@ from pathlib import Path
 from construct import Bytes, Int8ul, Int32ul, Struct
 
 from imgtool.errors import InputError, LayoutError, UsageError
+from imgtool.output_names import CORE_PARTS, data_file_name
 from imgtool.partitions import NVS_MIN_RW_SIZE, SUBTYPE_DATA_OTA, SUBTYPE_NVS, TYPE_DATA, Partition, PartitionTable
 
 CSV_SUFFIX = ".csv"
@@ -68,9 +69,8 @@ NvsPageHeader = Struct(
 
 #: Keys of ``flasher_args.json`` a partition label would shadow (the label names its entry there).
 RESERVED_LABELS = frozenset(
-    {"bootloader", "partition-table", "otadata", "app", "merged", "write_flash_args", "flash_settings",
-     "flash_files", "extra_esptool_args", "imgtool"}
-)  # fmt: skip
+    {*CORE_PARTS, "merged", "write_flash_args", "flash_settings", "flash_files", "extra_esptool_args", "imgtool"}
+)
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,6 @@ class DataImage:
     @property
     def file(self) -> str:
         return data_file_name(self.label)
-
-
-def data_file_name(label: str) -> str:
-    return f"{label}.bin"
 
 
 def parse_data_option(text: str) -> tuple[str, str]:
@@ -366,7 +362,6 @@ def _describe_nvs(data: bytes, size: int) -> tuple[bool, str]:
 __all__ = [
     "DataImage",
     "build_data_images",
-    "data_file_name",
     "describe_contents",
     "merge_data_specs",
     "parse_data_option",

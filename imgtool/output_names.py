@@ -47,6 +47,11 @@ def merged_file_name(name: str) -> str:
     return f"{name}{MERGED_SUFFIX}"
 
 
+def data_file_name(label: str) -> str:
+    """``LABEL.bin``: the image ``pack --data`` makes for a data partition."""
+    return f"{label}.bin"
+
+
 def format_file_name(name: str, fmt: str) -> str:
     """``NAME.uf2`` / ``NAME.hex`` (``pack --uf2/--hex``)."""
     return f"{name}.{fmt}"
@@ -81,6 +86,7 @@ __all__ = [
     "SHA256SUMS_FILE",
     "app_file_name",
     "check_output_name",
+    "data_file_name",
     "format_file_name",
     "merged_file_name",
 ]
