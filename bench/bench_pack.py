@@ -13,6 +13,11 @@ rusage of that child); then the same for a full 16 MB flash image (``--fill-flas
 ``merge-bin --pad-to-size 16MB``). esptool 5.6 ``elf2image`` refuses several esp-hal ELFs ("lands
 in same 64 KB flash mapping"); those rows show imgtool alone and count for no ratio.
 
+In the first case's rounds it also times the start-up floor: Python alone, and Python importing
+only the modules of installed packages (click, construct, pyelftools, filelock, ...) that one pack
+was seen to load, with no imgtool code and no work; then that import without each package in turn.
+No pack can be faster than that floor while it uses those packages.
+
     python bench/bench_pack.py [--runs 7] [--corpus ../shared/corpus] [--chips esp32,esp32s2]
 
 Goals: imgtool median <= 0.35x the esptool route; peak RSS <= 80 MiB for the 16 MB image.
@@ -22,6 +27,7 @@ Always exits 0 (it is a report, not a test). Run it on an otherwise idle machine
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -88,15 +94,66 @@ def route(argvs: list[list[str]], env: dict) -> tuple[float, float, int, str]:
     return total, peak, 0, ""
 
 
-def compare(elf: Path, tmp: Path, env: dict, runs: int, *, size: str = FLASH_SIZE, fill: bool = False) -> tuple:
-    """(imgtool median s, imgtool peak MiB, esptool median s | None, esptool peak MiB | None, note)."""
+STACK_PROBE = """
+import atexit, json, sys, sysconfig
+from pathlib import Path
+
+LISTING = Path(sys.argv.pop(1))
+
+def _installed():
+    roots = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    names = []
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if path and name.split(".")[0] not in ("imgtool", "_distutils_hack") and not name.startswith("__editable__"):
+            if any(root in Path(path).resolve().parents for root in roots):
+                names.append(name)
+    LISTING.write_text(json.dumps(sorted(names)))
+
+atexit.register(_installed)
+sys.argv[0] = "imgtool"
+from imgtool.cli import run
+sys.exit(run())
+"""
+
+
+def stack_modules(elf: Path, tmp: Path, env: dict) -> list[str]:
+    """The modules of installed packages (click, construct, filelock, ...) that one ``pack`` loads."""
+    listing = tmp / "stack-modules.json"
+    argv = imgtool_argv(elf, tmp / "stack-probe")
+    run([sys.executable, "-c", STACK_PROBE, str(listing), *argv[3:]], env)  # argv[3:]: after "-m imgtool"
+    return json.loads(listing.read_text()) if listing.exists() else []
+
+
+def packages_of(modules: list[str]) -> list[str]:
+    return sorted({m.split(".")[0] for m in modules})
+
+
+def floor_argvs(modules: list[str]) -> list[list[str]]:
+    """Python alone; Python importing just the installed modules a pack loads (no imgtool code, no
+    work); then the same without each package in turn (what leaving that package out would save)."""
+
+    def importing(names: list[str]) -> list[str]:
+        return [sys.executable, "-c", ("import " + ", ".join(names)) if names else "pass"]
+
+    without = [importing([m for m in modules if m.split(".")[0] != pkg]) for pkg in packages_of(modules)]
+    return [importing([]), importing(modules), *without]
+
+
+def compare(
+    elf: Path, tmp: Path, env: dict, runs: int, *, size: str = FLASH_SIZE, fill: bool = False, floors: list[list[str]] = ()
+) -> tuple:
+    """(imgtool median s, imgtool peak MiB, esptool median s | None, esptool peak MiB | None, note, floor medians s).
+
+    ``floors`` are extra commands timed in the same rounds (the start-up floor), so they see the same load.
+    """
     chip = elf.name
     tag = f"{chip}-{size}{'-fill' if fill else ''}"
     extra = ("--fill-flash-size",) if fill else ()
     ref = tmp / f"ref-{tag}"
     _s, _r, code, err = run(imgtool_argv(elf, ref, *extra, size=size), env)  # warms the bootloader cache and bytecode
     if code != 0:
-        return None, None, None, None, f"imgtool failed: {err}"
+        return None, None, None, None, f"imgtool failed: {err}", ()
     # esptool converts some ELFs only from program headers, others only from sections; this also warms bytecode
     segments = None
     for use_segments in (False, True):
@@ -106,18 +163,21 @@ def compare(elf: Path, tmp: Path, env: dict, runs: int, *, size: str = FLASH_SIZ
             segments = use_segments
             break
     im_t, im_rss, es_t, es_rss = [], [], [], []
+    floor_t = [[] for _ in floors]
     note = "" if segments is not None else "esptool elf2image refuses this ELF"
     for i in range(runs):  # side by side: one of each per round, so load changes hit both alike
         s, r, _c, _e = run(imgtool_argv(elf, tmp / f"im-{tag}-{i}", *extra, size=size), env)
         im_t.append(s)
         im_rss.append(r)
+        for argv, times in zip(floors, floor_t):
+            times.append(run(argv, env)[0])
         if segments is None:
             continue
         work = tmp / f"es-{tag}-{i}"
         work.mkdir()
         s, r, c, e = route(esptool_argvs(chip, elf, work, ref, pad=fill, segments=segments, size=size), env)
         if c != 0:
-            return statistics.median(im_t), max(im_rss), None, None, f"esptool route fails: {e[:70]}"
+            return statistics.median(im_t), max(im_rss), None, None, f"esptool route fails: {e[:70]}", ()
         es_t.append(s)
         es_rss.append(r)
     return (
@@ -126,6 +186,7 @@ def compare(elf: Path, tmp: Path, env: dict, runs: int, *, size: str = FLASH_SIZ
         statistics.median(es_t) if es_t else None,
         max(es_rss) if es_rss else None,
         note,
+        tuple(statistics.median(t) for t in floor_t),
     )
 
 
@@ -153,7 +214,12 @@ def main() -> int:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
 
-        rows = [(elf.name, FLASH_SIZE, *compare(elf, tmp, env, args.runs)) for elf in elfs]
+        # the start-up floor is timed in the first case's rounds, beside both routes
+        stack = stack_modules(elfs[0], tmp, env)
+        rows = [
+            (elf.name, FLASH_SIZE, *compare(elf, tmp, env, args.runs, floors=floor_argvs(stack) if i == 0 else ()))
+            for i, elf in enumerate(elfs)
+        ]
         # a full 16 MB image, for time and memory: the first ELF esptool converts
         fill_elf = next((elf for elf, row in zip(elfs, rows) if row[4] is not None), elfs[0])
         rows.append((f"{fill_elf.name} fill", FILL_FLASH_SIZE, *compare(fill_elf, tmp, env, args.runs, size=FILL_FLASH_SIZE, fill=True)))
@@ -164,7 +230,7 @@ def main() -> int:
     print(f"imgtool pack vs esptool elf2image + merge-bin  (median of {args.runs} rounds, fresh processes, side by side)")
     print(f"{'case':<13} {'flash':>5} {'imgtool':>8} {'esptool':>8} {'ratio':>6} {'imgtool RSS':>12} {'esptool RSS':>12}  note")
     ratios = []
-    for case, size, it, irss, et, erss, note in rows:
+    for case, size, it, irss, et, erss, note, _floors in rows:
         ratio = (it / et) if (it and et) else None
         if ratio is not None:
             ratios.append(ratio)
@@ -176,6 +242,16 @@ def main() -> int:
     if ratios:
         worst = max(ratios)
         print(f"time goal (<= {TIME_GOAL}x esptool): worst ratio {worst:.2f} -> {'met' if worst <= TIME_GOAL else 'NOT met'}")
+    first = rows[0]
+    packages = packages_of(stack)
+    if len(first[7]) == 2 + len(packages):
+        python_s, stack_s, *without_s = first[7]
+        esptool_s = first[4]
+        print(f"start-up floor ({first[0]} rounds): python alone {python_s:.3f}s; python importing only the installed "
+              f"modules a pack loads ({len(stack)} modules of {', '.join(packages)}) {stack_s:.3f}s"
+              + (f" = {stack_s / esptool_s:.2f}x the esptool route" if esptool_s else ""))
+        print("  the floor without one package: " + ", ".join(
+            f"{pkg} {t:.3f}s ({t - stack_s:+.3f}s)" for pkg, t in zip(packages, without_s)))
     fill_rss = rows[-1][3]
     if fill_rss is not None:
         print(f"memory goal (<= {RSS_GOAL_MIB} MiB for the {FILL_FLASH_SIZE} image): {fill_rss:.1f} MiB -> "
