@@ -217,7 +217,7 @@ def main() -> int:
         # the start-up floor is timed in the first case's rounds, beside both routes
         stack = stack_modules(elfs[0], tmp, env)
         rows = [
-            (elf.name, FLASH_SIZE, *compare(elf, tmp, env, args.runs, floors=floor_argvs(stack) if i == 0 else ()))
+            (elf.name, FLASH_SIZE, *compare(elf, tmp, env, args.runs, floors=floor_argvs(stack) if i == 0 and stack else ()))
             for i, elf in enumerate(elfs)
         ]
         # a full 16 MB image, for time and memory: the first ELF esptool converts
@@ -244,7 +244,7 @@ def main() -> int:
         print(f"time goal (<= {TIME_GOAL}x esptool): worst ratio {worst:.2f} -> {'met' if worst <= TIME_GOAL else 'NOT met'}")
     first = rows[0]
     packages = packages_of(stack)
-    if len(first[7]) == 2 + len(packages):
+    if stack and len(first[7]) == 2 + len(packages):
         python_s, stack_s, *without_s = first[7]
         esptool_s = first[4]
         print(f"start-up floor ({first[0]} rounds): python alone {python_s:.3f}s; python importing only the installed "
