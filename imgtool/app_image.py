@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.boot_rules import check_app, descriptor_page_size
+from imgtool.boot_rules import check_app
 from imgtool.chip_detect import resolve_chip
 from imgtool.chips import (
     ANY_REVISION_MAX,
@@ -36,6 +36,7 @@ from imgtool.image_format import (
     APP_DESC_LEN,
     EspImage,
     desc_dict,
+    descriptor_page_size,
     parse_app_descriptor,
     parse_image,
 )

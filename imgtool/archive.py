@@ -17,6 +17,7 @@ import time
 
 from imgtool.environment import ENV_SOURCE_DATE_EPOCH
 from imgtool.errors import UsageError
+from imgtool.output_names import UNVERSIONED
 
 #: The zip format's earliest date (DOS time); also the timestamp without SOURCE_DATE_EPOCH.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -28,12 +29,14 @@ ZIP_SYSTEM_UNIX = 3
 COMPRESS_LEVEL = 9
 #: Characters kept in a version for a file name; others become ``_``.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
-UNVERSIONED = "0.0.0"
+
+
+ARCHIVE_SUFFIX = ".zip"
 
 
 def archive_name(name: str, version: str | None, chip: str) -> str:
     """``NAME-VERSION-CHIP.zip``, the version made safe for a file name (``UNVERSIONED`` when empty)."""
-    return f"{name}-{safe_version(version)}-{chip}.zip"
+    return f"{name}-{safe_version(version)}-{chip}{ARCHIVE_SUFFIX}"
 
 
 def safe_version(version: str | None) -> str:
@@ -80,4 +83,4 @@ def release_archive(files: dict[str, bytes], date_time=ZIP_EPOCH) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["archive_name", "archive_timestamp", "release_archive", "safe_version"]
+__all__ = ["ARCHIVE_SUFFIX", "archive_name", "archive_timestamp", "release_archive", "safe_version"]

@@ -19,6 +19,7 @@ from imgtool.image_format import (
     MAX_SEGMENTS,
     SEGMENT_ALIGN,
     ParsedImage,
+    descriptor_page_size,
     parse_app_descriptor,
 )
 
@@ -76,11 +77,6 @@ def mmu_page_size(chip: Chip, first_segment_data: bytes | None) -> int:
         return DEFAULT_MMU_PAGE_SIZE
     desc = parse_app_descriptor(first_segment_data)
     return descriptor_page_size(desc.mmu_page_size if desc else 0) or DEFAULT_MMU_PAGE_SIZE
-
-
-def descriptor_page_size(log2: int) -> int | None:
-    """The page an app descriptor's ``mmu_page_size`` field (log2) asks for; None when 0 (not set)."""
-    return 1 << min(log2, 31) if log2 else None
 
 
 def should_load(chip: Chip, addr: int) -> bool:

@@ -22,13 +22,18 @@ from imgtool.chips import (
     revision_name,
 )
 from imgtool.errors import BootloaderError
-from imgtool.image_format import HEADER_LEN, SHA256_LEN, EspImage, ImageHeader, parse_image
+from imgtool.image_format import (
+    APP_DESC_MAGIC,
+    FIRST_SEGMENT_DATA_OFFSET,
+    HEADER_LEN,
+    SHA256_LEN,
+    EspImage,
+    ImageHeader,
+    parse_image,
+)
 
 #: Far above any real second-stage bootloader; guards against reading a whole flash dump by mistake.
 MAX_BOOTLOADER_BYTES = 1024 * 1024
-#: An app image's first segment starts with ESP_APP_DESC_MAGIC_WORD (header 24 bytes + segment header 8); a bootloader's never does.
-APP_DESC_OFFSET = 24 + 8
-APP_DESC_MAGIC = (0xABCD5432).to_bytes(4, "little")
 
 
 def runs_app(image: EspImage, app_min_rev_full: int, app_max_rev_full: int) -> bool:
@@ -47,7 +52,8 @@ def load_user_bootloader(path: str | os.PathLike, chip: Chip | str) -> bytes:
 
     chip = get_chip(chip)
     data = read_input(path, "bootloader", limit=MAX_BOOTLOADER_BYTES)
-    if data[APP_DESC_OFFSET : APP_DESC_OFFSET + len(APP_DESC_MAGIC)] == APP_DESC_MAGIC:
+    # an app image's first segment starts with ESP_APP_DESC_MAGIC_WORD; a bootloader's never does
+    if int.from_bytes(data[FIRST_SEGMENT_DATA_OFFSET : FIRST_SEGMENT_DATA_OFFSET + 4], "little") == APP_DESC_MAGIC:
         raise BootloaderError(
             "is an app image (it starts with an app descriptor), not a bootloader; pass the bootloader's .bin "
             "(ESP-IDF: build/bootloader/bootloader.bin) or drop --bootloader to use the pinned one",

@@ -28,6 +28,7 @@ from imgtool.output_names import (
 )
 from imgtool.partitions import DEFAULT_TABLE_OFFSET, OFFSET_ALIGN, TABLE_SECTOR_SIZE, TYPE_APP, Partition, PartitionTable
 from imgtool.table_choice import check_app_fits
+from imgtool.sizes import align_up
 
 
 class FlashSettings(NamedTuple):
@@ -251,7 +252,7 @@ def check_table_offset(offset: int, chip: Chip) -> None:
     if offset % TABLE_SECTOR_SIZE:
         raise UsageError(
             f"the partition table offset 0x{offset:x} is not a multiple of 0x{TABLE_SECTOR_SIZE:x} (4 KiB); "
-            f"use e.g. 0x{offset - offset % TABLE_SECTOR_SIZE + TABLE_SECTOR_SIZE:x}",
+            f"use e.g. 0x{align_up(offset, TABLE_SECTOR_SIZE):x}",
             field="--partition-table-offset",
         )
     if offset <= chip.bootloader_offset:

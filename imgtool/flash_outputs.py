@@ -37,6 +37,7 @@ from imgtool.output_names import (
     PARTITIONS_BIN_FILE,
     PARTITIONS_CSV_FILE,
     SHA256SUMS_FILE,
+    UNVERSIONED,
 )
 
 #: write-flash options leaving the bytes as they are (esptool patches a header it finds at the bootloader offset).
@@ -94,9 +95,10 @@ def flasher_args(layout: FlashLayout) -> dict:
 
 def web_manifest(layout: FlashLayout) -> dict:
     """esp-web-tools manifest writing the parts, so an update keeps NVS (offsets are integers, as it requires)."""
-    family = layout.chip.esp_web_tools_family or layout.chip.name.upper()
     return esp_web_tools_manifest(
-        layout.project_name or layout.name, layout.version or "0.0.0", [(family, [(p.file, p.offset) for p in layout.parts])]
+        layout.project_name or layout.name,
+        layout.version or UNVERSIONED,
+        [(layout.chip.esp_web_tools_family, [(p.file, p.offset) for p in layout.parts])],
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgtool.chips import ERASED
 from imgtool.environment import ENV_PORT
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.flash_plan import (
@@ -25,6 +26,7 @@ from imgtool.flash_plan import (
     erase_regions,
     read_pack_folder,
 )
+from imgtool.output_names import MERGED_SUFFIX
 
 if TYPE_CHECKING:
     from imgtool.bootloader_store import BootloaderStore
@@ -191,9 +193,9 @@ def _swap_bootloader(pack: PackFolder, variant: str, writes: list, manifest, sto
         )
     for i, (off, data, name) in enumerate(writes):
         if off == start:
-            if name.endswith(".merged.bin"):
+            if name.endswith(MERGED_SUFFIX):
                 data = bytearray(data)
-                data[: room] = boot + b"\xff" * (room - len(boot))
+                data[: room] = boot + ERASED * (room - len(boot))
                 writes[i] = (off, bytes(data), name)
             else:
                 writes[i] = (off, boot, f"{variant} bootloader")

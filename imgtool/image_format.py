@@ -76,6 +76,8 @@ AppDescriptor = Struct(
 HEADER_LEN = ImageHeader.sizeof()
 EXTENDED_HEADER_LEN = ExtendedHeader.sizeof()
 SEGMENT_HEADER_LEN = SegmentHeader.sizeof()
+#: Where the first segment's data starts: an app's descriptor sits there.
+FIRST_SEGMENT_DATA_OFFSET = HEADER_LEN + EXTENDED_HEADER_LEN + SEGMENT_HEADER_LEN
 APP_DESC_LEN = AppDescriptor.sizeof()
 #: Offset of ``app_elf_sha256`` inside the descriptor.
 APP_DESC_ELF_SHA256_OFFSET = 144
@@ -294,6 +296,11 @@ def parse_app_descriptor(data: bytes):
     if len(data) < APP_DESC_LEN or int.from_bytes(data[:4], "little") != APP_DESC_MAGIC:
         return None
     return AppDescriptor.parse(bytes(data[:APP_DESC_LEN]))
+
+
+def descriptor_page_size(log2: int) -> int | None:
+    """The page an app descriptor's ``mmu_page_size`` field (log2) asks for; None when 0 (not set)."""
+    return 1 << min(log2, 31) if log2 else None
 
 
 def c_string(raw: bytes) -> str:

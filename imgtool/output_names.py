@@ -31,6 +31,9 @@ FIXED_FILES = (
     SHA256SUMS_FILE,
 )
 
+#: The version a pack gives an app whose descriptor names none: in manifest.json and in the archive's name.
+UNVERSIONED = "0.0.0"
+
 #: The parts every pack writes (flasher_args.json's keys for them); any other part is a data partition image.
 CORE_PARTS = ("bootloader", "partition-table", "otadata", "app")
 
@@ -84,6 +87,7 @@ __all__ = [
     "PARTITIONS_BIN_FILE",
     "PARTITIONS_CSV_FILE",
     "SHA256SUMS_FILE",
+    "UNVERSIONED",
     "app_file_name",
     "check_output_name",
     "data_file_name",

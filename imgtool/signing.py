@@ -29,6 +29,7 @@ from imgtool.image_format import (
     SEGMENT_HEADER_LEN,
     EspImage,
     Segment,
+    descriptor_page_size,
     parse_app_descriptor,
     parse_image,
 )
@@ -321,8 +322,9 @@ def app_page_size(image: EspImage, chip_page_sizes: tuple[int, ...]) -> int:
     """The MMU page the app was laid out for: its descriptor's, else the chip's largest."""
     if image.segments:
         desc = parse_app_descriptor(image.segments[0].data)
-        if desc is not None and desc.mmu_page_size and (1 << desc.mmu_page_size) in chip_page_sizes:
-            return 1 << desc.mmu_page_size
+        page = descriptor_page_size(desc.mmu_page_size) if desc is not None else None
+        if page in chip_page_sizes:
+            return page
     return max(chip_page_sizes)
 
 

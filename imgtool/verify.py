@@ -29,7 +29,7 @@ from imgtool.chips import (
     revision_name,
 )
 from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
-from imgtool.output_names import FLASH_ARGS_FILE, FLASHER_ARGS_JSON_FILE, SHA256SUMS_FILE
+from imgtool.output_names import FLASH_ARGS_FILE, FLASHER_ARGS_JSON_FILE, MERGED_SUFFIX, SHA256SUMS_FILE
 from imgtool.partitions import (
     DEFAULT_TABLE_OFFSET,
     OTADATA_SIZE,
@@ -135,7 +135,7 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
         return p, {}
     hints: dict = {}
     merged = None
-    meta = p / "flasher_args.json"
+    meta = p / FLASHER_ARGS_JSON_FILE
     if meta.is_file():
         try:
             doc = json.loads(meta.read_text(encoding="utf-8"))
@@ -146,7 +146,7 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
         except (ValueError, OSError, AttributeError):
             pass
     if merged is None or not merged.is_file():
-        found = sorted(p.glob("*.merged.bin"))
+        found = sorted(p.glob(f"*{MERGED_SUFFIX}"))
         if len(found) != 1:
             raise InputError(
                 "expected exactly one *.merged.bin in this folder"
@@ -454,7 +454,7 @@ class _Verifier:
                 parsed = parse_image(self.read(part.offset, part.size), what="app image")
             except ImgtoolError:
                 continue
-            if parsed.checksum_valid and parsed.hash_valid is not False:
+            if parsed.valid:
                 return f"the bootloader falls back to '{part.name}' at 0x{part.offset:x} and starts that app instead (bootloader_utility_load_boot_image)"
         return "no other app partition holds an app either, so the bootloader resets and tries again forever (bootloader_utility_load_boot_image)"
 

@@ -26,14 +26,12 @@ from pathlib import Path
 
 from imgtool.chips import ERASED, Chip, get_chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
-from imgtool.output_names import FLASHER_ARGS_JSON_FILE, MANIFEST_FILE, MERGED_SUFFIX
+from imgtool.output_names import FLASHER_ARGS_JSON_FILE, MANIFEST_FILE, MERGED_SUFFIX, UNVERSIONED
 
 LAUNCHPAD_FILE = "launchpad.toml"
 LAUNCHPAD_TOML_VERSION = "1.0"
 #: A pack's merged image's Launchpad copy (from flash 0x0) takes this suffix instead of MERGED_SUFFIX.
 LAUNCHPAD_SUFFIX = ".launchpad.bin"
-#: When a pack's app carries no readable descriptor and its manifest no version.
-FALLBACK_VERSION = "0.0.0"
 
 
 @dataclass(frozen=True)
@@ -208,7 +206,7 @@ def _app_identity(folder: Path, app_file: str) -> tuple[str, str]:
             version = version or str(own.get("version") or "")
         except (OSError, ValueError, AttributeError):
             pass
-    return name or folder.name, version or FALLBACK_VERSION
+    return name or folder.name, version or UNVERSIONED
 
 
 # --------------------------------------------------------------------------- the release

@@ -125,16 +125,16 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         print_summary(result)
 
 
-#: Outputs beyond the parts and the merged image (--uf2, --hex, --archive), listed under the table.
-RELEASE_SUFFIXES = (".uf2", ".hex", ".zip")
-
-
 def print_summary(result) -> None:
     """The human summary: plain text through click (no rich: its import is a large share of a whole ``pack``).
 
     click drops the bold when standard output is not a terminal.
     """
     import shlex
+
+    from imgtool.archive import ARCHIVE_SUFFIX
+    from imgtool.flash_formats import FORMATS
+    from imgtool.output_names import format_file_name
 
     f = result.flash
     from_files = ""
@@ -147,7 +147,9 @@ def print_summary(result) -> None:
     rows.append(("merged", f"0x{m.offset:x}", f"{m.size:,}", m.file))
     for line in _columns(("Part", "Offset", "Size", "File"), rows, right=(1, 2)):
         click.echo(line)
-    extras = [f for f in result.files if f.endswith(RELEASE_SUFFIXES)]
+    # outputs beyond the parts and the merged image (--uf2, --hex, --archive), listed under the table
+    release_suffixes = (*(format_file_name("", fmt) for fmt in FORMATS), ARCHIVE_SUFFIX)
+    extras = [f for f in result.files if f.endswith(release_suffixes)]
     if extras:
         click.echo(f"also: {', '.join(extras)}")
     click.echo(
