@@ -117,12 +117,19 @@ sys.exit(run())
 """
 
 
+def importing(names: list[str]) -> list[str]:
+    """A Python process that imports ``names`` and does nothing else."""
+    return [sys.executable, "-c", ("import " + ", ".join(names)) if names else "pass"]
+
+
 def stack_modules(elf: Path, tmp: Path, env: dict) -> list[str]:
-    """The modules of installed packages (click, construct, filelock, ...) that one ``pack`` loads."""
+    """The modules of installed packages (click, construct, filelock, ...) that one ``pack`` loads;
+    empty when the probe fails or they do not import on their own (a failing import is no floor)."""
     listing = tmp / "stack-modules.json"
     argv = imgtool_argv(elf, tmp / "stack-probe")
     run([sys.executable, "-c", STACK_PROBE, str(listing), *argv[3:]], env)  # argv[3:]: after "-m imgtool"
-    return json.loads(listing.read_text()) if listing.exists() else []
+    modules = json.loads(listing.read_text()) if listing.exists() else []
+    return modules if modules and run(importing(modules), env)[2] == 0 else []
 
 
 def packages_of(modules: list[str]) -> list[str]:
@@ -132,10 +139,6 @@ def packages_of(modules: list[str]) -> list[str]:
 def floor_argvs(modules: list[str]) -> list[list[str]]:
     """Python alone; Python importing just the installed modules a pack loads (no imgtool code, no
     work); then the same without each package in turn (what leaving that package out would save)."""
-
-    def importing(names: list[str]) -> list[str]:
-        return [sys.executable, "-c", ("import " + ", ".join(names)) if names else "pass"]
-
     without = [importing([m for m in modules if m.split(".")[0] != pkg]) for pkg in packages_of(modules)]
     return [importing([]), importing(modules), *without]
 
@@ -243,8 +246,10 @@ def main() -> int:
         worst = max(ratios)
         print(f"time goal (<= {TIME_GOAL}x esptool): worst ratio {worst:.2f} -> {'met' if worst <= TIME_GOAL else 'NOT met'}")
     first = rows[0]
-    packages = packages_of(stack)
-    if stack and len(first[7]) == 2 + len(packages):
+    if not first[7]:
+        print("start-up floor: not measured (the first case did not run, or the module probe found nothing that imports on its own)")
+    else:
+        packages = packages_of(stack)
         python_s, stack_s, *without_s = first[7]
         esptool_s = first[4]
         print(f"start-up floor ({first[0]} rounds): python alone {python_s:.3f}s; python importing only the installed "
