@@ -79,7 +79,6 @@ def build_app_image(
 
     contents = elf.read_all()
     desc_piece = elf.find_app_descriptor(contents)
-    elf_sha = elf.sha256()
     app_desc = None
     if desc_piece is None:
         warnings.append(
@@ -87,7 +86,7 @@ def build_app_image(
             "espflash expect one (esp-hal adds it with esp_bootloader_esp_idf::esp_app_desc!())"
         )
     else:
-        contents[desc_piece] = _fill_elf_sha(contents[desc_piece], elf_sha)
+        contents[desc_piece] = _fill_elf_sha(contents[desc_piece], elf.sha256())
         parsed = parse_app_descriptor(contents[desc_piece])
         app_desc = desc_dict(parsed) if parsed is not None else None
 

@@ -55,7 +55,7 @@ def staged_file(dest: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Binar
     raised as they are (``OSError``); callers word them for their users.
     """
     dest = Path(dest)
-    fd, tmp = _create_temp(dest.parent if str(dest.parent) else Path("."), f".{dest.name}.", suffix)
+    fd, tmp = _create_temp(dest.parent, f".{dest.name}.", suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -85,7 +85,7 @@ def write_bytes(path: str | os.PathLike, data: bytes | str) -> Path:
     target = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    parent = target.parent if str(target.parent) else Path(".")
+    parent = target.parent
     if target.is_dir():
         raise OutputError("is a directory; give a file name", path=target)
     if not parent.is_dir():

@@ -112,8 +112,6 @@ class BootChoice(NamedTuple):
 
     index: int  # FACTORY_INDEX or an OTA slot number
     reason: str  # the rule that decided, naming the ESP-IDF function
-    ota_seq: int | None = None  # the sequence number of the entry that decided
-    state: int | None = None  # its ota_state
 
 
 def read_entries(otadata: bytes) -> list:
@@ -150,22 +148,16 @@ def slot_of_seq(ota_seq: int, ota_app_count: int) -> int:
     return ((ota_seq - 1) % UINT32_MODULUS) % ota_app_count
 
 
-def select_boot_index(otadata: bytes | None, ota_app_count: int, *, rollback: bool = False) -> BootChoice:
-    """``bootloader_utility_get_selected_boot_partition`` (v5.5, without anti-rollback).
+def select_boot_index(otadata: bytes | None, ota_app_count: int) -> BootChoice:
+    """``bootloader_utility_get_selected_boot_partition`` (v5.5, without app rollback or anti-rollback).
 
     ``otadata`` is None when the table has no otadata partition; ``ota_app_count`` is the
-    number of OTA app rows (``bs->app_count``). ``rollback`` models a bootloader built with
-    CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE, which turns PENDING_VERIFY into ABORTED first.
-    FACTORY_INDEX means the factory app, or with none the first OTA slot holding an app
+    number of OTA app rows (``bs->app_count``). FACTORY_INDEX means the factory app, or with none the first OTA slot holding an app
     (``bootloader_utility_load_boot_image`` walks up from there).
     """
     if otadata is None:
         return BootChoice(FACTORY_INDEX, "no otadata partition: the factory app (bootloader_utility_get_selected_boot_partition)")
     entries = read_entries(otadata)
-    if rollback:
-        for entry in entries:
-            if entry.ota_state == OtaState.PENDING_VERIFY:
-                entry.ota_state = int(OtaState.ABORTED)
     if all(entry_refused(e) for e in entries) or ota_app_count == 0:
         why = "no OTA app partition" if ota_app_count == 0 else "otadata is blank (or every entry is INVALID/ABORTED)"
         return BootChoice(FACTORY_INDEX, f"{why}: the factory app, else ota_0 (bootloader_utility_get_selected_boot_partition)")
@@ -182,8 +174,6 @@ def select_boot_index(otadata: bytes | None, ota_app_count: int, *, rollback: bo
         slot,
         f"otadata sector {active} has ota_seq {entry.ota_seq}: slot ({entry.ota_seq} - 1) % {ota_app_count} = {slot} "
         "(bootloader_utility_get_selected_boot_partition)",
-        entry.ota_seq,
-        entry.ota_state,
     )
 
 
@@ -203,6 +193,8 @@ class BootPlan(NamedTuple):
     choice: BootChoice
     #: Every app partition in the order the bootloader tries them; it starts the first holding a loadable app.
     order: tuple[Partition, ...]
+    #: OTA app rows (``bs->app_count``): slots at or above it are never reached.
+    ota_app_count: int
 
     @property
     def partition(self) -> Partition | None:
@@ -210,7 +202,7 @@ class BootPlan(NamedTuple):
         return self.order[0] if self.order else None
 
 
-def boot_plan(table: PartitionTable, otadata: bytes | None, *, rollback: bool = False) -> BootPlan:
+def boot_plan(table: PartitionTable, otadata: bytes | None) -> BootPlan:
     """The partitions the bootloader tries for ``table`` with ``otadata`` (ignored when the table has none).
 
     As ``bootloader_utility_load_partition_table`` indexes them: the last factory row, OTA
@@ -221,7 +213,7 @@ def boot_plan(table: PartitionTable, otadata: bytes | None, *, rollback: bool = 
     ota_rows = [p for p in table.apps if p.ota_slot is not None]
     slots = {p.ota_slot: p for p in ota_rows}
     count = len(ota_rows)
-    choice = select_boot_index(otadata if table.otadata is not None else None, count, rollback=rollback)
+    choice = select_boot_index(otadata if table.otadata is not None else None, count)
 
     def at(index: int) -> Partition | None:
         if index == FACTORY_INDEX:
@@ -232,7 +224,7 @@ def boot_plan(table: PartitionTable, otadata: bytes | None, *, rollback: bool = 
     test = next((p for p in reversed(table.apps) if p.subtype == SUBTYPE_TEST), None)
     if test is not None and test.size:
         order.append(test)
-    return BootPlan(choice, tuple(order))
+    return BootPlan(choice, tuple(order), count)
 
 
 def otadata_for(table: PartitionTable, target: Partition) -> bytes:
@@ -243,10 +235,10 @@ def otadata_for(table: PartitionTable, target: Partition) -> bytes:
     Raises ``LayoutError`` when no otadata can start ``target``.
     """
     blank = initial_otadata()
-    if boot_plan(table, blank).partition == target:
+    first = boot_plan(table, blank).partition
+    if first == target:
         return blank
     if target.ota_slot is None:
-        first = boot_plan(table, blank).partition
         raise LayoutError(
             f"app partition '{target.name}' is a {target.subtype_name} app, which otadata cannot select: the bootloader "
             f"starts '{first.name if first else 'nothing'}'; put the app in the factory or an ota_N partition",
@@ -256,7 +248,7 @@ def otadata_for(table: PartitionTable, target: Partition) -> bytes:
     data = initial_otadata(target.ota_slot)
     plan = boot_plan(table, data)
     if plan.partition != target:
-        count = sum(1 for p in table.apps if p.ota_slot is not None)
+        count = plan.ota_app_count
         raise LayoutError(
             f"otadata cannot select '{target.name}': with {count} OTA partitions the bootloader only reaches "
             f"ota_0 .. ota_{count - 1} ({plan.choice.reason}); number the OTA partitions from ota_0 without gaps",

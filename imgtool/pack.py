@@ -243,7 +243,7 @@ def pack(
     if archive:
         files[archive_file] = release_archive(files, archive_timestamp(source_date_epoch))
 
-    out = Path(outdir) if outdir is not None else (elf.parent if str(elf.parent) else Path("."))
+    out = Path(outdir) if outdir is not None else elf.parent
     inputs = [*sign_keys, *([encrypt_key] if encrypt_key else []), *(i.source for i in data_images if i.kind != "littlefs")]
     _refuse_overwriting_input(out, files, elf, cfg, inputs)
     stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))

@@ -258,7 +258,7 @@ def write_release(release: WebRelease, manifest_path: str | os.PathLike, *, cach
     target = Path(manifest_path)
     if target.is_dir():
         target = target / MANIFEST_FILE
-    out = target.parent if str(target.parent) else Path(".")
+    out = target.parent
     rendered = {p.subdir: release.folder_files(p) for p in release.packs}  # every read before any write
     manifest = json_bytes(release.manifest())
     stale = _previous_files(target, launchpad=release.launchpad_base_url is not None)
