@@ -107,6 +107,9 @@ def pack(
             "a bootloader file and a pinned variant were both given; drop --bootloader or --bootloader-variant",
             field="--bootloader-variant",
         )
+    from imgtool.archive import archive_name, archive_timestamp, release_archive
+
+    stamp = archive_timestamp(source_date_epoch) if archive else None  # a bad SOURCE_DATE_EPOCH fails before any work
     elf = Path(elf_path)
     store = store or BootloaderStore()
     file_cfg = load_project_config(elf, cwd) if project_config else ProjectConfig()
@@ -174,6 +177,7 @@ def pack(
             "the pinned ESP-IDF bootloader is not built with Secure Boot: it boots the signed app without checking "
             "the signature; a device only enforces signatures with your own Secure Boot bootloader (--bootloader)"
         )
+    manifest = load_manifest()
     if boot_file:
         raw_boot = load_user_bootloader(boot_file, target)
     else:
@@ -185,11 +189,12 @@ def pack(
             variant=bootloader_variant,
             offline=offline,
             quiet=quiet,
+            manifest=manifest,
         )
         if note:
             app.warnings.append(note)
     # a pinned build, even one passed by hand as a file, is described (its crystal is known to `flash`)
-    pinned = load_manifest().entry_for(raw_boot)
+    pinned = manifest.entry_for(raw_boot)
     boot_source: dict = {"source": "file"} if pinned is None else pinned.describe()
     if pinned is not None and boot_file:
         boot_source["source"] = "file"
@@ -236,12 +241,10 @@ def pack(
         from imgtool.encryption import encrypt_layout
 
         layout = encrypt_layout(layout, flash_key)
-    from imgtool.archive import archive_name, archive_timestamp, release_archive
-
     files = render_files(layout, formats=tuple(formats))
     archive_file = archive_name(name, layout.version, target.name)
     if archive:
-        files[archive_file] = release_archive(files, archive_timestamp(source_date_epoch))
+        files[archive_file] = release_archive(files, stamp)
 
     out = Path(outdir) if outdir is not None else elf.parent
     inputs = [*sign_keys, *([encrypt_key] if encrypt_key else []), *(i.source for i in data_images if i.kind != "littlefs")]

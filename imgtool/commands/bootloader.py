@@ -29,7 +29,7 @@ CHIP_CHOICE = click.Choice(sorted(CHIPS), case_sensitive=False)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 def fetch(chip_arg, chip, variant, output, offline, quiet):
     """Download (or find in the cache) the pinned bootloader for CHIP."""
-    from imgtool.commands.context import bootloader_store, user_environment
+    from imgtool.commands.context import bootloader_store, quiet_downloads
     from imgtool.errors import UsageError
     from imgtool.pinned_bootloaders import load_manifest
 
@@ -42,8 +42,7 @@ def fetch(chip_arg, chip, variant, output, offline, quiet):
     manifest = load_manifest()
     entry = manifest.lookup(chip, variant)
     store = bootloader_store()
-    quiet_fetch = quiet or user_environment().ci
-    data = store.fetch(entry.chip, variant=entry.variant, offline=offline, quiet=quiet_fetch, manifest=manifest)
+    data = store.fetch(entry.chip, variant=entry.variant, offline=offline, quiet=quiet_downloads(quiet), manifest=manifest)
     where = store.path(entry)
     if output is not None:
         from imgtool.atomic import write_bytes

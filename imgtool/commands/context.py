@@ -22,6 +22,11 @@ def user_environment() -> UserEnvironment:
     return root.obj
 
 
+def quiet_downloads(quiet: bool) -> bool:
+    """No download progress when the user asks for quiet, nor on CI (``$CI``), where a progress bar only fills the log."""
+    return quiet or user_environment().ci
+
+
 def bootloader_store():
     """The pinned-bootloader store of this run: ``$IMGTOOL_CACHE_DIR`` (else the user cache) and ``$IMGTOOL_BOOTLOADER_MIRROR``."""
     from imgtool.bootloader_store import BootloaderStore

@@ -59,7 +59,7 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
 
 
 def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
-    from imgtool.commands.context import bootloader_store, pack_environment, user_environment
+    from imgtool.commands.context import bootloader_store, pack_environment, quiet_downloads
     from imgtool.errors import UsageError
     from imgtool.flasher import flash_folder
 
@@ -72,16 +72,16 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
     from imgtool.atomic import scratch_folder
     from imgtool.pack import pack
 
+    environment = pack_environment()
     with scratch_folder("imgtool-flash-") as tmp:
-        result = pack(target, tmp / "out", chip=chip, **pack_kwargs(**pack_opts), quiet=quiet or user_environment().ci,
-                      **pack_environment())
+        result = pack(target, tmp / "out", chip=chip, **pack_kwargs(**pack_opts), quiet=quiet_downloads(quiet), **environment)
         for warning in result.warnings:
             click.echo(f"imgtool: warning: {warning}", err=True)
         say(
             f"packed {target.name} for {result.chip}: app {result.app_size:,} bytes in '{result.app_partition}' "
             f"({result.app_usage * 100:.1f}% used)"
         )
-        return flash_folder(result.outdir, options, log=say, store=bootloader_store())
+        return flash_folder(result.outdir, options, log=say, store=environment["store"])
 
 
 def _print_json(report) -> None:

@@ -94,7 +94,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
          bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
          encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
-    from imgtool.commands.context import pack_environment, user_environment
+    from imgtool.commands.context import pack_environment, quiet_downloads
     from imgtool.pack import pack as do_pack
 
     result = do_pack(
@@ -108,7 +108,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
             offline=offline, target_app_partition=target_app_partition, data=data,
         ),
         fill_flash_size=fill_flash_size,
-        quiet=quiet or as_json or user_environment().ci,
+        quiet=quiet_downloads(quiet or as_json),
         sign_keys=tuple(sign_keys),
         sign_bootloader=sign_bootloader,
         encrypt_key=encrypt_key,

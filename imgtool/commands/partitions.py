@@ -41,14 +41,17 @@ def table_options(func):
     return func
 
 
-def _flash_bytes(flash_size: str | None) -> int | None:
-    """The ``--flash-size`` name (:func:`~imgtool.commands.options.parse_flash_size`) as bytes."""
+def _flash_size_bytes(ctx, param, value) -> int | None:
+    """``--flash-size`` in any spelling :func:`~imgtool.commands.options.parse_flash_size` takes, as bytes."""
+    name = parse_flash_size(ctx, param, value)
+    if name is None:
+        return None
     from imgtool.chips import flash_size_bytes
 
-    return None if flash_size is None else flash_size_bytes(flash_size)
+    return flash_size_bytes(name)
 
 
-def _load(source, flash_size: str | None, opts):
+def _load(source, flash_size: int | None, opts):
     from imgtool.partitions import DEFAULT_TABLE_OFFSET, TableOptions
     from imgtool.table_choice import load_table
 
@@ -61,7 +64,7 @@ def _load(source, flash_size: str | None, opts):
         table_offset=DEFAULT_TABLE_OFFSET if opts["table_offset"] is None else opts["table_offset"],
         bootloader_offset=bootloader_offset,
         recovery_bootloader_offset=opts["recovery_bootloader_offset"],
-        flash_size=_flash_bytes(flash_size),
+        flash_size=flash_size,
         secure=opts["secure"],
         md5=not opts["disable_md5sum"],
         verify=not opts["no_verify"],
@@ -82,7 +85,7 @@ def partitions():
 @partitions.command("compile")
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Binary table to write.")
-@click.option("--flash-size", default=None, callback=parse_flash_size, help=FLASH_SIZE_HELP)
+@click.option("--flash-size", default=None, callback=_flash_size_bytes, help=FLASH_SIZE_HELP)
 @table_options
 def compile_(source, output, flash_size, **opts):
     """Compile a CSV (or preset) to the 0xC00-byte binary table ESP-IDF's bootloader reads."""
@@ -96,7 +99,7 @@ def compile_(source, output, flash_size, **opts):
 @partitions.command("decompile")
 @click.argument("source")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="CSV to write (default: stdout).")
-@click.option("--flash-size", default=None, callback=parse_flash_size, help=FLASH_SIZE_HELP)
+@click.option("--flash-size", default=None, callback=_flash_size_bytes, help=FLASH_SIZE_HELP)
 @table_options
 def decompile(source, output, flash_size, **opts):
     """Turn a binary table (or a CSV or preset) into ESP-IDF CSV, as gen_esp32part writes it."""
@@ -113,12 +116,11 @@ def decompile(source, output, flash_size, **opts):
 @partitions.command("show")
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--flash-size", default=None, callback=parse_flash_size, help="Flash size, to show the free space at the end.")
+@click.option("--flash-size", default=None, callback=_flash_size_bytes, help="Flash size, to show the free space at the end.")
 @table_options
 def show(source, as_json, flash_size, **opts):
     """Show a binary table, CSV or preset: one row per partition and the free space after the last."""
     table = _load(source, flash_size, opts)
-    flash_size = _flash_bytes(flash_size)
     free = flash_size - table.end if flash_size is not None else None
     if as_json:
         import json
@@ -148,14 +150,13 @@ def show(source, as_json, flash_size, **opts):
 
 @partitions.command("check")
 @click.argument("source")
-@click.option("--flash-size", required=True, callback=parse_flash_size, help=FLASH_SIZE_HELP)
+@click.option("--flash-size", required=True, callback=_flash_size_bytes, help=FLASH_SIZE_HELP)
 @table_options
 def check(source, flash_size, **opts):
     """Check a table against ESP-IDF's rules and the flash size; print 'ok' or the first problem."""
     from imgtool.partitions import human_size
 
     table = _load(source, flash_size, opts)
-    flash_size = _flash_bytes(flash_size)
     free = flash_size - table.end
     click.echo(
         f"ok: {table.source}: {_count(len(table), 'partition')}, {_count(len(table.apps), 'app')}, "
