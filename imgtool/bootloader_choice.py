@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from imgtool.bootloader_image import revision_span, runs_app
+from imgtool.bootloader_image import runs_app
 from imgtool.bootloader_store import BootloaderStore
-from imgtool.chips import ANY_REVISION_MAX
+from imgtool.chips import ANY_REVISION_MAX, revision_span
 from imgtool.image_format import parse_image
 from imgtool.pinned_bootloaders import Manifest, load_manifest
 

@@ -19,7 +19,7 @@ from imgtool.chips import (
     get_chip,
     normalize_flash_mode,
     normalize_flash_size,
-    revision_name,
+    revision_span,
 )
 from imgtool.errors import BootloaderError
 from imgtool.image_format import (
@@ -39,11 +39,6 @@ MAX_BOOTLOADER_BYTES = 1024 * 1024
 def runs_app(image: EspImage, app_min_rev_full: int, app_max_rev_full: int) -> bool:
     """Whether the image's chip-revision range meets the app's."""
     return image.min_chip_rev_full <= app_max_rev_full and app_min_rev_full <= image.max_chip_rev_full
-
-
-def revision_span(low: int, high: int) -> str:
-    """``v3.0 and later`` or ``v1.0-v1.99``: a revision range as the bootloader messages word it."""
-    return f"{revision_name(low)} and later" if high == ANY_REVISION_MAX else f"{revision_name(low)}-{revision_name(high)}"
 
 
 def load_user_bootloader(path: str | os.PathLike, chip: Chip | str) -> bytes:
@@ -140,4 +135,4 @@ def _checked(data: bytes, chip: Chip, path):
     return parsed
 
 
-__all__ = ["load_user_bootloader", "place_bootloader", "revision_span", "runs_app"]
+__all__ = ["load_user_bootloader", "place_bootloader", "runs_app"]

@@ -66,6 +66,11 @@ def revision_name(full: int) -> str:
     return f"v{full // 100}.{full % 100}"
 
 
+def revision_span(low: int, high: int, joiner: str = "-") -> str:
+    """``v3.0 and later`` or ``v1.0-v1.99`` (``joiner`` between the ends): a revision range in a message."""
+    return f"{revision_name(low)} and later" if high == ANY_REVISION_MAX else f"{revision_name(low)}{joiner}{revision_name(high)}"
+
+
 def check_revision(value: int | None, name: str) -> None:
     """Refuse a major*100+minor revision outside 0..ANY_REVISION_MAX, naming the option ``name``."""
     if value is not None and not 0 <= value <= ANY_REVISION_MAX:

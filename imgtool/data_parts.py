@@ -27,7 +27,7 @@ from pathlib import Path
 from construct import Bytes, Int8ul, Int32ul, Struct
 
 from imgtool.errors import InputError, LayoutError, UsageError
-from imgtool.output_names import CORE_PARTS, data_file_name
+from imgtool.output_names import CORE_PARTS, data_file_name, unusable_name
 from imgtool.partitions import NVS_MIN_RW_SIZE, SUBTYPE_DATA_OTA, SUBTYPE_NVS, TYPE_DATA, Partition, PartitionTable
 
 CSV_SUFFIX = ".csv"
@@ -146,7 +146,7 @@ def data_partition(table: PartitionTable, label: str) -> Partition:
         )
     if part.subtype == SUBTYPE_DATA_OTA:
         raise UsageError(f"partition '{label}' is the otadata partition, which pack writes itself", field="--data")
-    if label in RESERVED_LABELS or label in (".", "..") or any(c in label for c in "/\\\x00\n\r"):
+    if label in RESERVED_LABELS or unusable_name(label, also="\\"):
         raise UsageError(f"partition '{label}' cannot name an output file or flasher_args.json entry; rename it", field="--data")
     return part
 

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.chips import ANY_REVISION_MAX, get_chip, revision_name
+from imgtool.chips import ANY_REVISION_MAX, get_chip, revision_name, revision_span
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.flash_layout import FlashSettings
 from imgtool.output_names import (
@@ -177,7 +177,7 @@ def check_revision(pack: PackFolder, device: DeviceInfo) -> list[str]:
         if not low <= device.revision <= high:
             problems.append(
                 f"the connected {device.chip} is revision {revision_name(device.revision)} but the {what} runs on "
-                f"{_range(low, high)}"
+                f"{revision_span(low, high, joiner=' to ')}"
                 + ("; build the app for this revision (its min/max chip revision)" if what == "app" else
                    "; pack with a bootloader variant for this revision ('imgtool bootloader list')")
             )
@@ -248,10 +248,6 @@ def erase_regions(pack: PackFolder, labels: list[str], data_types: list[str]) ->
         for part in matches:
             chosen[part.name] = part
     return sorted(((p.offset, p.size, p.name) for p in chosen.values()), key=lambda r: r[0])
-
-
-def _range(low: int, high: int) -> str:
-    return f"{revision_name(low)} and later" if high == ANY_REVISION_MAX else f"{revision_name(low)} to {revision_name(high)}"
 
 
 __all__ = [

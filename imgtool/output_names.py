@@ -60,10 +60,16 @@ def format_file_name(name: str, fmt: str) -> str:
     return f"{name}.{fmt}"
 
 
+def unusable_name(name: str, also: str = "") -> bool:
+    """Whether ``name`` cannot begin an output file's name: empty, ``.``/``..``, or holding a folder separator,
+    NUL or a line break (esptool reads argument files line by line, so a line break cannot be quoted away);
+    ``also`` adds characters to refuse."""
+    return not name or name in (".", "..") or any(c in name for c in "/\x00\n\r" + also)
+
+
 def check_output_name(name: str) -> None:
     """Refuse a name that cannot name output files or would overwrite a fixed one."""
-    # esptool reads argument files line by line, so a line break cannot be quoted away.
-    if not name or name in (".", "..") or any(c in name for c in "/\x00\n\r"):
+    if unusable_name(name):
         raise UsageError(f"'{name}' cannot name output files; rename the ELF", field="name")
     for fixed in FIXED_FILES:
         if app_file_name(name) == fixed or merged_file_name(name) == fixed:
@@ -90,6 +96,7 @@ __all__ = [
     "UNVERSIONED",
     "app_file_name",
     "check_output_name",
+    "unusable_name",
     "data_file_name",
     "format_file_name",
     "merged_file_name",

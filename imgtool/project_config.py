@@ -59,7 +59,8 @@ class ProjectConfig:
         return replace(self, **{k: v for k, v in cli.items() if v is not None and k in known})
 
 
-def _load_toml(path: Path) -> dict:
+def load_toml(path: Path) -> dict:
+    """A UTF-8 TOML file as a dict; unreadable or invalid files raise a one-line ``InputError``."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.10 only
@@ -117,7 +118,7 @@ def load_project_config(elf_path: str | os.PathLike, cwd: str | os.PathLike | No
     sources: list[str] = []
     data: dict[str, str] = {}
     if cargo is not None:
-        doc = _load_toml(cargo)
+        doc = load_toml(cargo)
         meta = doc.get("package")
         for key in ("metadata", "espflash"):
             meta = meta.get(key) if isinstance(meta, dict) else None
@@ -126,7 +127,7 @@ def load_project_config(elf_path: str | os.PathLike, cwd: str | os.PathLike | No
             data.update(_data_table(meta.get("data"), cargo, "[package.metadata.espflash.data]"))
             sources.append(os.fspath(cargo))
     if espflash is not None:
-        doc = _load_toml(espflash)
+        doc = load_toml(espflash)
         found = _from_table(doc, espflash, "")
         for section in _SECTION_ALIASES:
             sub = doc.get(section)
@@ -150,8 +151,13 @@ def _data_table(table, path: Path, where: str) -> dict[str, str]:
     out = {}
     for label, value in table.items():
         value = _string(value, path, f"{where}.{label}")
-        out[label] = value if os.path.isabs(value) else os.fspath(path.parent / value)
+        out[label] = _beside(path, value)
     return out
+
+
+def _beside(path: Path, value: str) -> str:
+    """A path from the project file ``path``: relative ones are taken from its folder."""
+    return value if os.path.isabs(value) else os.fspath(path.parent / value)
 
 
 def _from_table(table: dict, path: Path, where: str) -> dict:
@@ -159,7 +165,7 @@ def _from_table(table: dict, path: Path, where: str) -> dict:
     for key in _PATH_KEYS:
         if key in table:
             value = _string(table[key], path, f"{where}{'.' if where else ''}{key}")
-            out[key] = os.fspath((path.parent / value)) if not os.path.isabs(value) else value
+            out[key] = _beside(path, value)
     if "partition_table_offset" in table:
         out["partition_table_offset"] = _offset(table["partition_table_offset"], path, f"{where}.partition_table_offset")
     if "target_app_partition" in table:
@@ -218,4 +224,4 @@ def _offset(value, path: Path, key: str) -> int:
     raise InputError(f"{key} must be an integer or a hex string like \"0x8000\"", path=path)
 
 
-__all__ = ["ProjectConfig", "find_config_files", "load_project_config", "normalize_freq"]
+__all__ = ["ProjectConfig", "find_config_files", "load_project_config", "load_toml", "normalize_freq"]

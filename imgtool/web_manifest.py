@@ -291,14 +291,12 @@ def _previous_files(manifest_path: Path, *, launchpad: bool) -> dict[str, set[st
 
 
 def _launchpad_images(path: Path) -> list[str]:
+    from imgtool.project_config import load_toml
+
     try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = load_toml(path)
         return [str(v) for app in doc.get("supported_apps", []) for v in doc[app].get("image", {}).values()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (InputError, KeyError, TypeError, AttributeError):
         return []
 
 
