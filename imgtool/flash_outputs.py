@@ -154,6 +154,11 @@ def _file_entry(offset: int, file: str, encrypted: bool) -> dict:
     return {"offset": f"0x{offset:x}", "file": file, "encrypted": "true" if encrypted else "false"}
 
 
+def marks_encrypted_parts(doc: dict) -> bool:
+    """Whether a ``flasher_args.json`` document, as :func:`flasher_args` writes it, marks any part encrypted."""
+    return any(isinstance(v, dict) and v.get("encrypted") == "true" for v in doc.values())
+
+
 def json_bytes(doc: dict) -> bytes:
     """A JSON output as the pack writes it: 4-space indent, UTF-8, a final newline."""
     return (json.dumps(doc, indent=4, ensure_ascii=False) + "\n").encode("utf-8")
@@ -218,6 +223,7 @@ __all__ = [
     "flash_merged_args_text",
     "flasher_args",
     "json_bytes",
+    "marks_encrypted_parts",
     "render_files",
     "sha256sums",
     "sha256sums_text",

@@ -173,10 +173,10 @@ def _check_pack(folder: Path, chip: Chip, doc: dict) -> None:
     Encrypted packs cannot be booted without their key, so only their files are compared.
     """
     from imgtool.atomic import read_input
+    from imgtool.flash_outputs import marks_encrypted_parts
     from imgtool.verify import VerifyReport, check_pack_folder, verify
 
-    encrypted = any(isinstance(v, dict) and v.get("encrypted") == "true" for v in doc.values())
-    if encrypted:
+    if marks_encrypted_parts(doc):
         merged_path = folder / doc["merged"]["file"]
         report = VerifyReport(source=os.fspath(folder), chip=chip.name, base=int(doc["merged"]["offset"], 16))
         check_pack_folder(report, folder, read_input(merged_path, "merged image"))

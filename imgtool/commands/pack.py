@@ -215,9 +215,11 @@ def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_c
 
 
 def _has_encrypted_parts(target: Path) -> bool:
+    from imgtool.flash_outputs import marks_encrypted_parts
+    from imgtool.output_names import FLASHER_ARGS_JSON_FILE
+
     try:
-        doc = json.loads((target / "flasher_args.json").read_text(encoding="utf-8"))
-        return any(isinstance(v, dict) and v.get("encrypted") == "true" for v in doc.values())
+        return marks_encrypted_parts(json.loads((target / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8")))
     except (OSError, ValueError, AttributeError):
         return False
 
