@@ -70,7 +70,7 @@ def unusable_name(name: str, also: str = "") -> bool:
 def check_output_name(name: str) -> None:
     """Refuse a name that cannot name output files or would overwrite a fixed one."""
     if unusable_name(name):
-        raise UsageError(f"'{name}' cannot name output files; rename the ELF", field="name")
+        raise UsageError(f"{name!r} cannot name output files; rename the ELF", field="name")  # repr: one line, even for a line break
     for fixed in FIXED_FILES:
         if app_file_name(name) == fixed or merged_file_name(name) == fixed:
             raise UsageError(
