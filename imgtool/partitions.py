@@ -549,7 +549,7 @@ class PartitionTable:
         elif len(encoded) > NAME_MAX_BYTES:
             cut = encoded[:NAME_MAX_BYTES].decode("utf-8", "replace")
             warnings.add(
-                where, f"name '{p.name}' is {len(encoded)} bytes; the table keeps the first {NAME_MAX_BYTES} ('{cut}'), "
+                where, f"name {p.name!r} is {len(encoded)} bytes; the table keeps the first {NAME_MAX_BYTES} ({cut!r}), "
                 f"so shorten it to {NAME_MAX_BYTES}"
             )
         if p.size == 0:
