@@ -92,7 +92,14 @@ def build_app_image(
 
     page = _page_size(target, mmu_page_size, app_desc, elf.path, warnings)
     pieces = [classify(target, p.name, p.addr, contents[p], elf.path) for p in elf.pieces]
-    segments = layout(target, pieces, page, first_addr=desc_piece.addr if desc_piece else None, path=elf.path)
+    segments = layout(
+        target,
+        pieces,
+        page,
+        first_addr=desc_piece.addr if desc_piece else None,
+        zeroed_first=APP_DESC_LEN if desc_piece is None and target.boot.efuse_blk_check else 0,
+        path=elf.path,
+    )
     _check_entry(target, elf, warnings)
     if min_rev_full is None and elf.min_chip_revision is not None:
         min_rev_full = elf.min_chip_revision

@@ -167,15 +167,21 @@ class BootloaderRam(NamedTuple):
     rom_stack_start: int
 
 
-def _ld_regions(min_rev: int, usable_dram_end: int, rom_stack_start: int, iram_dram_offset: int = 0) -> BootloaderRam:
+def _ld_regions(
+    min_rev: int,
+    usable_dram_end: int,
+    rom_stack_start: int,
+    iram_dram_offset: int = 0,
+    loader_len: int = BOOTLOADER_IRAM_LOADER_SEG_LEN,
+) -> BootloaderRam:
     """The regions of the newer bootloader linker scripts, which derive them from one address."""
     data_end = usable_dram_end - BOOTLOADER_STACK_OVERHEAD
     data_start = data_end - BOOTLOADER_DRAM_SEG_LEN
-    loader_start = data_start - BOOTLOADER_IRAM_LOADER_SEG_LEN + iram_dram_offset
+    loader_start = data_start - loader_len + iram_dram_offset
     return BootloaderRam(
         min_rev,
         Span(data_start, data_end),
-        Span(loader_start, loader_start + BOOTLOADER_IRAM_LOADER_SEG_LEN),
+        Span(loader_start, loader_start + loader_len),
         rom_stack_start,
     )
 
@@ -197,14 +203,24 @@ class BootFacts(NamedTuple):
     extra_mapped: tuple[Span, ...] = ()
     #: ``ESP_IMAGE_MAX_FLASH_ADDR_SIZE``: largest partition and segment the loader accepts.
     max_flash_span: int = 16 * MiB
+    #: Bootloader layouts of loader generations whose memory map differs from ``bootloader_ram`` (v5.5's
+    #: ``bootloader-CHIP.ld``), keyed by ``loader_generations.Generation.name`` (v6.1: ``bootloader-CHIP.memory.ld.in``).
+    ram_by_generation: tuple[tuple[str, tuple[BootloaderRam, ...]], ...] = ()
+    #: ``process_segment_data``: the loader checks segment 0's eFuse-block revision fields (every chip but ESP32).
+    efuse_blk_check: bool = True
 
     def mapped(self, addr: int) -> bool:
         return self.drom.contains(addr) or self.irom.contains(addr) or any(s.contains(addr) for s in self.extra_mapped)
 
-    def ram_for(self, min_rev: int) -> BootloaderRam:
+    def layouts(self, generation: str | None = None) -> tuple[BootloaderRam, ...]:
+        """The bootloader's memory layouts in loader generation ``generation`` (None: v5.5's)."""
+        return dict(self.ram_by_generation).get(generation, self.bootloader_ram)
+
+    def ram_for(self, min_rev: int, generation: str | None = None) -> BootloaderRam:
         """The bootloader layout for builds that start at chip revision ``min_rev``."""
-        chosen = self.bootloader_ram[0]
-        for ram in self.bootloader_ram:
+        layouts = self.layouts(generation)
+        chosen = layouts[0]
+        for ram in layouts:
             if ram.min_rev <= min_rev:
                 chosen = ram
         return chosen
@@ -318,6 +334,7 @@ CHIPS: dict[str, Chip] = {
                 ),
                 diram=Diram(_s(0x400A_0000, 0x400C_0000), _s(0x3FFE_0000, 0x4000_0000), inverted=True),
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFF_0000, 0x3FFF_6000), _s(0x4007_8000, 0x4008_0000), 0x3FFE_3F20),),
+                efuse_blk_check=False,
             ),
             flash_tail_min=LEGACY_FLASH_TAIL_MIN,
             esp_web_tools_family="ESP32",
@@ -505,6 +522,8 @@ CHIPS: dict[str, Chip] = {
                 load=_shared_ram(0x4080_0000, 0x4085_0000),
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CA70, 0x4084_EA70),),
+                # v6.1 moved the bootloader's usable DRAM end and SOC_ROM_STACK_START down by 0x400.
+                ram_by_generation=(("v6.1", (_ld_regions(0, 0x4084_C670, 0x4084_E670),)),),
             ),
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
@@ -569,6 +588,17 @@ CHIPS: dict[str, Chip] = {
                 bootloader_ram=(
                     _ld_regions(0, 0x4FF3_ABD0, 0x4FF3_CFC0),
                     _ld_regions(300, 0x4FFB_CFC0, 0x4FFB_EFC0),
+                ),
+                # v6.1: a 0x8000-byte iram_loader_seg, and builds for v3.0+ (not CONFIG_ESP32P4_SELECTS_REV_LESS_V3)
+                # check the ROM stack at SOC_ROM_STACK_START_REV2 (``verify_load_addresses``' ROM_STACK_START).
+                ram_by_generation=(
+                    (
+                        "v6.1",
+                        (
+                            _ld_regions(0, 0x4FF3_ABD0, 0x4FF3_CFC0, loader_len=0x8000),
+                            _ld_regions(300, 0x4FFB_CFC0, 0x4FFB_CFC0, loader_len=0x8000),
+                        ),
+                    ),
                 ),
                 extra_mapped=(_s(0x4800_0000, 0x4C00_0000),),
                 max_flash_span=1 << 32,

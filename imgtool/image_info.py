@@ -33,10 +33,15 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
             {"index": index, "addr": seg.addr, "length": len(seg.data), "data_offset": ps.data_offset, "memory": memory}
         )
     warnings: list[str] = []
+    from imgtool.loader_generations import DEFAULT_GENERATION, loader_build
+
+    app_rules = bootloader_build = None
     if chip is not None and _is_app(chip, parsed):
+        app_rules = DEFAULT_GENERATION.name  # an app image alone does not say which bootloader starts it
         for finding in check_app(chip, parsed):
             (problems if finding.fatal else warnings).append(str(finding))
     else:
+        bootloader_build = loader_build(chip, parsed).as_dict()
         if not parsed.checksum_valid:
             problems.append(f"checksum 0x{parsed.stored_checksum:02x} does not match the data (0x{parsed.computed_checksum:02x})")
         if parsed.hash_valid is False:
@@ -75,6 +80,8 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
         if parsed.stored_sha256 is None
         else {"stored": parsed.stored_sha256.hex(), "computed": parsed.computed_sha256.hex(), "valid": parsed.hash_valid},
         "app_desc": desc,
+        "app_rules": app_rules,
+        "bootloader_build": bootloader_build,
         "signatures": signatures,
         "problems": problems,
         "warnings": warnings,

@@ -198,6 +198,10 @@ def pack(
     boot_source: dict = {"source": "file"} if pinned is None else pinned.describe()
     if pinned is not None and boot_file:
         boot_source["source"] = "file"
+    from imgtool.loader_generations import loader_build_of
+
+    build = loader_build_of(target, raw_boot)  # the rules the app is judged by come from the bootloader itself
+    boot_source.update(build.as_dict())
     boot_keys = keys if sign_bootloader else []
     boot = _kept_signed_bootloader(raw_boot, boot_file, boot_keys, target.name, app.warnings) if boot_file else None
     bootloader_kept = boot is not None
@@ -254,7 +258,7 @@ def pack(
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
     write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
     result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file, cwd))
-    return replace(result, config_files=file_cfg.sources, config_settings=from_files)
+    return replace(result, config_files=file_cfg.sources, config_settings=from_files, bootloader_build=build.label)
 
 
 def boots_with(app, app_data: bytes, bootloader: bytes) -> list[str]:
@@ -263,14 +267,18 @@ def boots_with(app, app_data: bytes, bootloader: bytes) -> list[str]:
     from imgtool.boot_rules import BootContext, check_app, revision_range_text
     from imgtool.errors import LayoutError
     from imgtool.image_format import parse_image
+    from imgtool.loader_generations import loader_build
 
-    boot = parse_image(bootloader, what="bootloader").image
+    parsed_boot = parse_image(bootloader, what="bootloader")
+    boot = parsed_boot.image
+    generation = loader_build(app.chip, parsed_boot).generation
     revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
-    findings = check_app(app.chip, parse_image(app_data), BootContext(bootloader_revs=revs))
+    findings = check_app(app.chip, parse_image(app_data), BootContext(bootloader_revs=revs, generation=generation))
     for finding in findings:
         if finding.fatal:
             raise LayoutError(
-                f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app: {finding}",
+                f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app "
+                f"({generation.name} loader rules): {finding}",
                 path=app.elf.path,
             )
     return [f"{app.elf.path}: {finding}" for finding in findings]

@@ -48,6 +48,8 @@ class PackResult:
     sha256: dict = field(default_factory=dict)
     config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
     config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
+    #: The placed bootloader's ESP-IDF version and the loader rules the app was judged by.
+    bootloader_build: str = ""
 
     @property
     def app_usage(self) -> float:
@@ -76,6 +78,7 @@ class PackResult:
                 "partition_size": self.app_partition_size,
                 "used_percent": round(self.app_usage * 100, 2),
             },
+            "bootloader_build": self.bootloader_build,
             "files": list(self.files),
             "sha256": dict(self.sha256),
             "esptool_args": list(self.esptool_args),

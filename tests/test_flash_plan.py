@@ -43,7 +43,7 @@ def test_read_pack_folder(c3_pack):
         (0x0, "bootloader.bin"), (0x8000, "partitions.bin"), (0xD000, "ota_data_initial.bin"), (0x10000, "esp32c3-min.bin")
     ]  # fmt: skip
     assert folder.merged == (0x0, c3_pack / "esp32c3-min.merged.bin")
-    assert folder.bootloader_source == {"source": "file"}
+    assert folder.bootloader_source == {"source": "file", "idf_ver": None, "rules": "v5.5"}
 
 
 def test_argument_file_with_quoted_names(tmp_path):

@@ -152,6 +152,8 @@ def print_summary(result) -> None:
     extras = [f for f in result.files if f.endswith(release_suffixes)]
     if extras:
         click.echo(f"also: {', '.join(extras)}")
+    if result.bootloader_build:
+        click.echo(f"bootloader: {result.bootloader_build}")
     click.echo(
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"

@@ -1,0 +1,213 @@
+"""Apps are judged by the loader generation of the bootloader actually in the image, read from its
+``esp_bootloader_desc_t``; the segment-0 eFuse-block check and disjoint revision ranges are refused."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FIXTURES, corpus_path
+
+from imgtool.app_image import build_app_image
+from imgtool.boot_rules import BootContext, check_app, efuse_blk_fields
+from imgtool.chips import CHIPS, chip_by_image_id
+from imgtool.errors import LayoutError
+from imgtool.image_format import (
+    BOOTLOADER_DESC_LEN,
+    BootloaderDescriptor,
+    EspImage,
+    Segment,
+    parse_bootloader_descriptor,
+    parse_image,
+)
+from imgtool.loader_generations import DEFAULT_GENERATION, V5, V6, generation_for_version, loader_build
+from imgtool.segments import PADDING_ADDR
+
+C3_NO_DESC = ("elf-history", "esp32c3-814be43c")
+
+
+def _descriptor(idf_ver: bytes) -> bytes:
+    return BootloaderDescriptor.build(
+        dict(reserved=b"\0\0", secure_version=0, version=1, idf_ver=idf_ver.ljust(32, b"\0"), date_time=b"\0" * 24, reserved2=b"\0" * 16)
+    )
+
+
+def _bootloader(chip_name: str, first_data: bytes) -> EspImage:
+    chip = CHIPS[chip_name]
+    dram = chip.boot.bootloader_ram[0].data.start
+    return EspImage(chip.image_chip_id, dram, (Segment(dram, first_data),))
+
+
+def test_descriptor_declaration_is_esp_idf_size():
+    assert BOOTLOADER_DESC_LEN == 80
+    assert parse_bootloader_descriptor(_descriptor(b"v6.1")).idf_ver.rstrip(b"\0") == b"v6.1"
+    assert parse_bootloader_descriptor(b"\x51" + bytes(79)) is None
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("v5.5.1-838-gd66ebb86d2e", V5), ("v5.4", V5), ("v6.1-beta1-497-g14f663f003e", V6), ("v6.2-dev-1014", V6), ("v7.0", V6)],
+)
+def test_generation_from_the_version_major(version, expected):
+    assert generation_for_version(version) == expected
+
+
+def test_older_or_unreadable_versions_get_no_generation_of_their_own():
+    assert generation_for_version("v4.4.7") is None and generation_for_version("master") is None
+
+
+def test_bootloader_without_descriptor_gets_the_default_generation():
+    build = loader_build(CHIPS["esp32c3"], parse_image(_bootloader("esp32c3", bytes(96)).to_bytes()))
+    assert build.generation == DEFAULT_GENERATION and build.idf_ver is None
+    assert "default" in build.label
+
+
+def test_descriptor_in_the_first_dram_segment_decides():
+    build = loader_build(CHIPS["esp32c3"], parse_image(_bootloader("esp32c3", _descriptor(b"v6.1-rc1") + bytes(16)).to_bytes()))
+    assert build == (V6, "v6.1-rc1")
+
+
+@pytest.mark.parametrize("folder", ["bootloaders", "bootloaders-idf6.1"])
+def test_every_corpus_bootloader_names_its_generation(folder):
+    """The generation comes from each file's descriptor, not from the set it is pinned in."""
+    for path in sorted(corpus_path(folder).glob("*.bin")):
+        parsed = parse_image(path.read_bytes())
+        build = loader_build(chip_by_image_id(parsed.image.chip_id), parsed)
+        if folder == "bootloaders-idf6.1" or path.name == "esp32s31-bootloader.bin":  # espflash v4.5.0's S31 is v6.2-dev
+            assert build.generation == V6, (path.name, build)
+        else:
+            assert build.generation == V5, (path.name, build)
+        assert build.idf_ver is not None
+
+
+# --------------------------------------------------------------------------- segment 0's eFuse-block fields
+
+
+def test_app_without_descriptor_gets_a_zeroed_segment_zero():
+    app = build_app_image(corpus_path(*C3_NO_DESC))
+    first = app.image.segments[0]
+    assert first.addr == PADDING_ADDR and first.data == bytes(256)
+    assert efuse_blk_fields(parse_image(app.data)) == (0, 0)
+    assert not [f for f in check_app(app.chip, parse_image(app.data)) if f.rule == "bootloader_common_check_efuse_blk_validity"]
+
+
+def test_old_layout_of_the_descriptorless_c3_app_is_refused(monkeypatch):
+    """Laid out as before (code at segment 0's +0xB0), every ESP32-C3 refuses it: "requires efuse blk rev >= v106.60"."""
+    import imgtool.app_image
+
+    monkeypatch.setattr(imgtool.app_image, "APP_DESC_LEN", 0)
+    with pytest.raises(LayoutError) as err:
+        build_app_image(corpus_path(*C3_NO_DESC))
+    assert "v106.60" in err.value.message and "bootloader_common_check_efuse_blk_validity" in err.value.message
+
+
+def test_descriptorless_c3_app_packs_and_verifies_under_both_generations(tmp_path):
+    from imgtool.bootloader_store import BootloaderStore
+    from imgtool.pack import pack
+    from imgtool.verify import verify
+
+    elf = corpus_path(*C3_NO_DESC)
+    for folder in ("bootloaders", "bootloaders-idf6.1"):
+        out = tmp_path / folder
+        boot = corpus_path(folder, "esp32c3-bootloader.bin")
+        pack(elf, out, bootloader=boot, store=BootloaderStore(cache_dir=tmp_path / "cache"))
+        report = verify(out, elf=elf)
+        assert report.ok, [str(p) for p in report.problems]
+
+
+def _with_first(image: EspImage, first: bytes) -> EspImage:
+    return EspImage(image.chip_id, image.entry, (Segment(PADDING_ADDR, first), *image.segments))
+
+
+def _efuse_verdicts(chip_name: str, image: EspImage):
+    findings = check_app(CHIPS[chip_name], parse_image(image.to_bytes()))
+    return [(f.fatal, f.message) for f in findings if f.rule == "bootloader_common_check_efuse_blk_validity"]
+
+
+def test_small_efuse_limits_in_code_bytes_are_a_warning():
+    base = build_app_image(FIXTURES / "esp32c3-min.elf").image
+    first = bytearray(256)
+    first[0xB0:0xB4] = (101).to_bytes(2, "little") + (199).to_bytes(2, "little")
+    image = EspImage(base.chip_id, base.entry, (Segment(PADDING_ADDR, bytes(first)), *base.segments[1:]))
+    verdicts = _efuse_verdicts("esp32c3", image)
+    assert verdicts and verdicts[0][0] is False and "v1.1–v1.99" in verdicts[0][1]
+
+
+def test_esp32_reads_no_efuse_block_fields():
+    base = build_app_image(FIXTURES / "esp32-min.elf").image
+    first = bytearray(256)
+    first[0xB0:0xB2] = (10660).to_bytes(2, "little")
+    assert _efuse_verdicts("esp32", _with_first(base, bytes(first))) == []
+
+
+# --------------------------------------------------------------------------- disjoint revision ranges
+
+
+def _revision_findings(min_rev: int, max_rev: int, boot_revs: tuple[int, int]):
+    base = build_app_image(FIXTURES / "esp32c3-min.elf").image
+    image = EspImage(base.chip_id, base.entry, base.segments, min_chip_rev_full=min_rev, max_chip_rev_full=max_rev)
+    findings = check_app(CHIPS["esp32c3"], parse_image(image.to_bytes()), BootContext(bootloader_revs=boot_revs))
+    return [f for f in findings if "revision" in f.message]
+
+
+def test_app_above_the_bootloaders_build_range_is_refused():
+    (finding,) = _revision_findings(900, 0xFFFF, (0, 99))
+    assert finding.fatal and finding.rule == "bootloader_check_bootloader_validity"
+    assert "maximum is not enforced" in finding.message
+
+
+def test_app_below_the_bootloaders_minimum_is_refused():
+    (finding,) = _revision_findings(0, 2, (3, 199))
+    assert finding.fatal and finding.rule == "bootloader_check_bootloader_validity"
+    assert "no chip boots" in finding.message
+
+
+def test_overlapping_revision_mismatch_stays_a_warning():
+    (finding,) = _revision_findings(0, 0xFFFF, (3, 199))
+    assert not finding.fatal and finding.rule == "bootloader_common_check_chip_revision_validity"
+
+
+def test_pack_refuses_a_disjoint_revision_range(tmp_path):
+    from imgtool.errors import BootloaderError
+    from imgtool.pack import pack
+
+    with pytest.raises(BootloaderError) as err:
+        pack(FIXTURES / "esp32c3-min.elf", tmp_path / "o", min_rev_full=900, bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin"))
+    assert "bootloader_check_bootloader_validity" in err.value.message
+    assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- rules that differ by generation
+
+
+def test_p4_v61_loader_code_reaches_lower():
+    """v6.1's iram_loader_seg is 0x8000 bytes (bootloader-esp32p4.memory.ld.in), v5.5's 0x7000."""
+    chip = CHIPS["esp32p4"]
+    v6 = chip.boot.ram_for(300, V6.name).loader_text
+    v5 = chip.boot.ram_for(300).loader_text
+    assert v6.start < v5.start
+    image = EspImage(chip.image_chip_id, v6.start, (Segment(v6.start, bytes(0x40)),), min_chip_rev_full=300)
+    parsed = parse_image(image.to_bytes())
+
+    def load_fatal(generation):
+        findings = check_app(chip, parsed, BootContext(bootloader_revs=(300, 399), generation=generation))
+        return [f for f in findings if f.rule == "verify_load_addresses" and f.fatal]
+
+    assert load_fatal(V6) and not load_fatal(V5)
+
+
+def test_c61_v61_bootloader_data_moved_down():
+    chip = CHIPS["esp32c61"]
+    assert chip.boot.ram_for(0, V6.name).data.end == chip.boot.ram_for(0).data.end - 0x400
+
+
+def test_short_segment_zero_is_judged_alike_by_both_generations(monkeypatch):
+    """The v6.1 reference loader (release/v6.1 at 14f663f003e) reads segment 0 as v5.5 does: neither
+    ``process_segment_data`` nor ``verify_segment_header`` sets a minimum length for it, so an app whose
+    segment 0 is 200 bytes (the eFuse-block fields at +0xB0 inside it) boots under both."""
+    import imgtool.app_image
+
+    monkeypatch.setattr(imgtool.app_image, "APP_DESC_LEN", 200)
+    app = build_app_image(corpus_path(*C3_NO_DESC))
+    parsed = parse_image(app.data)
+    assert len(parsed.segments[0].segment.data) == 200
+    for generation in (V5, V6):
+        assert not [f for f in check_app(app.chip, parsed, BootContext(generation=generation)) if f.fatal], generation
