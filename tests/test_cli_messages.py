@@ -185,6 +185,7 @@ def test_corpus_pinned_bootloader_file_records_its_crystal(tmp_path):
         "chip": "esp32",
         "variant": "26mhz",
         "crystal_mhz": 26,
+        "set": "idf5.5",
         "idf_ver": "v5.5.1-838-gd66ebb86d2e",
         "rules": "v5.5",
     }

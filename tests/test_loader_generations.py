@@ -211,3 +211,25 @@ def test_short_segment_zero_is_judged_alike_by_both_generations(monkeypatch):
     assert len(parsed.segments[0].segment.data) == 200
     for generation in (V5, V6):
         assert not [f for f in check_app(app.chip, parsed, BootContext(generation=generation)) if f.fatal], generation
+
+
+# --------------------------------------------------------------------------- every descriptor-less corpus ELF
+
+
+@pytest.mark.parametrize("name", ["esp32c2-550cfff7", "esp32c6-4f5d44c7", "esp32h2-3107c716"])
+def test_descriptorless_apps_on_configurable_page_chips_are_refused(name):
+    """``verify_segment_header`` reads the MMU page size from segment 0's descriptor on these chips and fails
+    without its magic (v5.5 and v6.1 alike): no segment-0 layout helps, so the pack is refused in one line."""
+    with pytest.raises(LayoutError) as err:
+        build_app_image(corpus_path("elf-history", name))
+    message = str(err.value)
+    assert "verify_segment_header" in message and "app descriptor" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["esp32c3-814be43c", "esp32s2-51f29f96"])
+def test_descriptorless_apps_on_fixed_page_chips_boot_with_a_zeroed_segment_zero(name):
+    app = build_app_image(corpus_path("elf-history", name))
+    assert app.image.segments[0] == Segment(PADDING_ADDR, bytes(256))
+    parsed = parse_image(app.data)
+    for generation in (V5, V6):
+        assert not [f for f in check_app(app.chip, parsed, BootContext(generation=generation)) if f.fatal]
