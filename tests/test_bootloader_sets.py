@@ -132,13 +132,19 @@ def test_bootloader_file_and_set_together_are_refused(tmp_path):
              bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin"))
 
 
-def test_espflash_toml_chooses_the_set(tmp_path):
+def _project(tmp_path, espflash_toml: str):
+    """A crate folder holding the C3 fixture ELF and ``espflash.toml``; returns the ELF."""
     project = tmp_path / "proj"
     project.mkdir()
     elf = project / "app.elf"
     elf.write_bytes((FIXTURES / "esp32c3-min.elf").read_bytes())
     (project / "Cargo.toml").write_text('[package]\nname = "app"\n')
-    (project / "espflash.toml").write_text('[idf_format_args]\nbootloader_set = "idf6.1"\n')
+    (project / "espflash.toml").write_text(espflash_toml)
+    return elf
+
+
+def test_espflash_toml_chooses_the_set(tmp_path):
+    elf = _project(tmp_path, '[idf_format_args]\nbootloader_set = "idf6.1"\n')
     result = pack(elf, tmp_path / "o", store=_corpus_store(tmp_path))
     assert "v6.1 loader rules" in result.bootloader_build and "bootloader_set" in result.config_settings
     # the command line wins
@@ -147,12 +153,7 @@ def test_espflash_toml_chooses_the_set(tmp_path):
 
 
 def test_espflash_toml_unknown_set_names_the_file_and_key(tmp_path):
-    project = tmp_path / "proj"
-    project.mkdir()
-    elf = project / "app.elf"
-    elf.write_bytes((FIXTURES / "esp32c3-min.elf").read_bytes())
-    (project / "Cargo.toml").write_text('[package]\nname = "app"\n')
-    (project / "espflash.toml").write_text('[idf_format_args]\nbootloader_set = "6.1"\n')
+    elf = _project(tmp_path, '[idf_format_args]\nbootloader_set = "6.1"\n')
     with pytest.raises(InputError) as err:
         pack(elf, tmp_path / "o", store=_corpus_store(tmp_path))
     assert "bootloader_set" in str(err.value) and "espflash.toml" in str(err.value)
