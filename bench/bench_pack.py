@@ -58,7 +58,9 @@ RSS_GOAL_MIB = 60
 #: The 4 MiB app's flash data: rodata and code, each this long.
 BIG_APP_HALF = 2 * MiB
 #: Not copied into the wheel's build tree.
-BUILD_IGNORE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis")
+BUILD_IGNORE = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".venv", "venv", ".tox"
+)
 
 
 class Case(NamedTuple):
