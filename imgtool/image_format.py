@@ -178,10 +178,12 @@ class EspImage:
         pad = align_up(body_len + 1, CHECKSUM_ALIGN) - body_len - 1
         parts.append(b"\x00" * pad)
         parts.append(bytes([xor_checksum(s.data for s in self.segments)]))
-        out = b"".join(parts)
-        if self.hash_appended:
-            out += hashlib.sha256(out).digest()
-        return out
+        if self.hash_appended:  # hashed part by part, so the image is joined once, digest included
+            digest = hashlib.sha256()
+            for part in parts:
+                digest.update(part)
+            parts.append(digest.digest())
+        return b"".join(parts)
 
 
 class ParsedSegment(NamedTuple):
