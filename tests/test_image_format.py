@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from imgtool.errors import ImageError
@@ -45,7 +45,7 @@ def test_checksum_is_xor_of_all_segment_bytes_seeded_with_0xef():
 
 
 def byte_loop_checksum(chunks, seed=CHECKSUM_SEED):
-    """The checksum as ESP-IDF's ``process_checksum`` defines it: one byte at a time."""
+    """The checksum by its plain definition: the seed XOR every byte, one at a time."""
     acc = seed
     for chunk in chunks:
         for byte in bytes(chunk):
@@ -64,6 +64,7 @@ long_data_st = st.builds(
 
 
 @given(data=long_data_st, cuts=st.lists(st.integers(0, 4 * CHECKSUM_BLOCK), max_size=4), seed=st.integers(0, 0xFF))
+@example(data=bytes(range(256)) * (CHECKSUM_BLOCK // 128) + b"\x01", cuts=[5, CHECKSUM_BLOCK + 3], seed=CHECKSUM_SEED)
 def test_checksum_over_blocks_equals_the_byte_loop(data, cuts, seed):
     bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
     chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
