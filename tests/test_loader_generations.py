@@ -233,3 +233,26 @@ def test_descriptorless_apps_on_fixed_page_chips_boot_with_a_zeroed_segment_zero
     parsed = parse_image(app.data)
     for generation in (V5, V6):
         assert not [f for f in check_app(app.chip, parsed, BootContext(generation=generation)) if f.fatal]
+
+
+def test_verify_fails_a_merged_image_whose_app_needs_revisions_the_bootloader_is_not_built_for(tmp_path):
+    """The pack is made for any revision, then the app's header is changed to need v9.0 (hash renewed)."""
+    from dataclasses import replace
+
+    from imgtool.bootloader_store import BootloaderStore
+    from imgtool.pack import pack
+    from imgtool.verify import verify
+
+    out = tmp_path / "o"
+    result = pack(FIXTURES / "esp32c3-min.elf", out, bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin"),
+                  store=BootloaderStore(cache_dir=tmp_path / "cache"))
+    merged = bytearray((out / result.merged.file).read_bytes())
+    app_at = result.app_partition_offset - result.merged.offset
+    app = parse_image(bytes(merged[app_at:]))
+    patched = replace(app.image, min_chip_rev_full=900, min_chip_rev=9).to_bytes()
+    assert len(patched) == app.length
+    merged[app_at : app_at + app.length] = patched
+    report = verify(bytes(merged), chip="esp32c3")
+    assert not report.ok
+    (problem,) = [p for p in report.problems if "revision" in p.message]
+    assert "bootloader_check_bootloader_validity" in problem.message and "v9.0" in problem.message
