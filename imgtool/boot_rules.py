@@ -35,8 +35,9 @@ STACK_LOAD_HEADROOM = 0x8000
 ROM_STACK_SIZE = 0x2000
 #: ``bootloader_common_check_*_validity``: a revision limit of 0 or 0xFFFF means "not set".
 UNSET_REVISIONS = (0, ANY_REVISION_MAX)
-#: ``bootloader_common_check_efuse_blk_validity``: BLK_VERSION_MAJOR is a 2-bit eFuse field, so no chip's
-#: eFuse block reports revision v4.0 or later; an image that requires one boots on no chip.
+#: ``bootloader_common_check_efuse_blk_validity`` compares with ``efuse_hal_blk_version()`` = major*100+minor, and
+#: BLK_VERSION_MAJOR is a 2-bit eFuse field (espefuse's efuse_defs, e.g. esp32c3.yaml), so no chip's eFuse
+#: block reports revision v4.0 or later: an image that requires one boots on no chip.
 EFUSE_BLK_REV_UNREACHABLE = 400
 #: ``unpack_load_app`` on chips with one shared flash bus.
 SHARED_BUS_FLASH_SEGMENTS = 2
