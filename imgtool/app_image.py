@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.boot_rules import check_app
+from imgtool.boot_rules import check_app_for_any_loader
 from imgtool.chip_detect import resolve_chip
 from imgtool.chips import (
     ANY_REVISION_MAX,
@@ -138,7 +138,7 @@ def build_app_image(
 
 def _boot_check(chip: Chip, data: bytes, path: Path) -> list[str]:
     """Judge the finished image as the bootloader would: refuse what it would not start, warn on the rest."""
-    findings = check_app(chip, parse_image(data, path))
+    findings = check_app_for_any_loader(chip, parse_image(data, path))
     for finding in findings:
         if finding.fatal:
             raise LayoutError(f"the {chip.name} bootloader would not start this image: {finding}", path=path)

@@ -25,7 +25,7 @@ from imgtool.image_format import (
     descriptor_page_size,
     parse_app_descriptor,
 )
-from imgtool.loader_generations import DEFAULT_GENERATION, Generation
+from imgtool.loader_generations import DEFAULT_GENERATION, GENERATIONS, Generation
 
 #: ``should_load``: segments loaded below this address are padding (0x0) or reserved, never copied.
 RESERVED_ADDR_LIMIT = 0x1000_0000
@@ -247,6 +247,29 @@ def check_app(chip: Chip, parsed: ParsedImage, context: BootContext = BootContex
     findings += _mapping_findings(chip, parsed, context, page)
     findings += _entry_findings(chip, parsed, context)
     return findings
+
+
+def check_app_for_any_loader(chip: Chip, parsed: ParsedImage, context: BootContext = BootContext()) -> list[Finding]:
+    """:func:`check_app` for an app judged before (or without) its bootloader: under every modelled generation.
+
+    A finding every generation makes is kept as it is; one that only some make becomes a warning naming
+    them, since the bootloader that will start the app decides (``pack`` judges again with it).
+    """
+    per_generation = [check_app(chip, parsed, context._replace(generation=g)) for g in GENERATIONS]
+    out: list[Finding] = []
+    seen: set[Finding] = set()
+    for findings in per_generation:
+        for finding in findings:
+            if finding in seen:
+                continue
+            seen.add(finding)
+            made_by = [g.name for g, found in zip(GENERATIONS, per_generation) if finding in found]
+            if len(made_by) == len(GENERATIONS):
+                out.append(finding)
+            else:
+                loaders = " and ".join(made_by)
+                out.append(finding._replace(message=f"{finding.message} (under the {loaders} loader only)", fatal=False))
+    return out
 
 
 def _header_findings(chip: Chip, parsed: ParsedImage, context: BootContext) -> list[Finding]:

@@ -256,3 +256,19 @@ def test_verify_fails_a_merged_image_whose_app_needs_revisions_the_bootloader_is
     assert not report.ok
     (problem,) = [p for p in report.problems if "revision" in p.message]
     assert "bootloader_check_bootloader_validity" in problem.message and "v9.0" in problem.message
+
+
+def test_an_app_judged_without_its_bootloader_is_refused_only_for_what_every_generation_refuses():
+    """Inside the v5.5 ESP32-C61 bootloader's stack but above v6.1's (SOC_ROM_STACK_START is 0x400 lower
+    there): the app alone gets a warning naming v5.5."""
+    from imgtool.boot_rules import check_app_for_any_loader
+
+    chip = CHIPS["esp32c61"]
+    start = chip.boot.ram_for(0, V6.name).rom_stack_start
+    assert start + 0x40 <= chip.boot.ram_for(0).rom_stack_start
+    image = EspImage(chip.image_chip_id, start, (Segment(start, bytes(0x40)),))
+    parsed = parse_image(image.to_bytes())
+    load = [f for f in check_app_for_any_loader(chip, parsed) if f.rule == "verify_load_addresses"]
+    assert len(load) == 1 and not load[0].fatal and "under the v5.5 loader only" in load[0].message
+    assert [f for f in check_app(chip, parsed, BootContext(generation=V5)) if f.rule == "verify_load_addresses" and f.fatal]
+    assert not [f for f in check_app(chip, parsed, BootContext(generation=V6)) if f.rule == "verify_load_addresses"]

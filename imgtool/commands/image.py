@@ -139,7 +139,9 @@ def info(image_file, as_json, keys):
             f"{', ELF sha256 ' + desc['app_elf_sha256'] if desc['app_elf_sha256'].strip('0') else ''}"
         )
     if report["app_rules"]:
-        console.print(f"judged by the {report['app_rules']} loader rules (the default: an app image does not name its bootloader)")
+        console.print(
+            f"judged by the {' and '.join(report['app_rules'])} loader rules (an app image does not name its bootloader)"
+        )
     build = report["bootloader_build"]
     if build:
         built = f"bootloader built with ESP-IDF {build['idf_ver']}" if build["idf_ver"] else "no bootloader descriptor"
