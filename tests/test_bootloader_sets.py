@@ -122,6 +122,10 @@ def test_cli_bootloader_set_option(tmp_path, monkeypatch):
     result = run_cli("pack", str(FIXTURES / "esp32c3-min.elf"), "-o", str(tmp_path / "o"), "--bootloader-set", "idf6.1")
     assert result.exit_code == 0, result.output
     assert "bootloader: ESP-IDF v6.1" in result.output and "(v6.1 loader rules)" in result.output
+    checked = run_cli("verify", str(tmp_path / "o"))
+    assert checked.exit_code == 0 and "ESP-IDF v6.1-beta1-497-g14f663f003e (v6.1 loader rules)" in checked.output
+    app_ok = [line for line in checked.output.splitlines() if line.strip().startswith("ok   app (")]
+    assert app_ok and "(v6.1 loader rules)" in app_ok[-1]
     bad = run_cli("pack", str(FIXTURES / "esp32c3-min.elf"), "-o", str(tmp_path / "p"), "--bootloader-set", "v7")
     assert bad.exit_code != 0 and "unknown bootloader set 'v7'" in bad.output and not (tmp_path / "p").exists()
 
