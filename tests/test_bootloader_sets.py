@@ -79,28 +79,18 @@ def test_mirror_files_are_hash_checked_for_the_second_set(tmp_path):
 
 
 def test_mirror_url_serves_the_second_set_from_the_sibling_url(tmp_path):
-    import threading
-    from functools import partial
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from test_download import LocalServer
 
-    root = corpus_path("bootloaders").parent
-    seen: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            seen.append(self.path)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = LocalServer()
+    data = corpus_path("bootloaders-idf6.1", "esp32h2-bootloader.bin").read_bytes()
+    server.files["/bootloaders-idf6.1/esp32h2-bootloader.bin"] = data
+    server.start()
     try:
-        store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=f"http://127.0.0.1:{server.server_port}/bootloaders/")
-        data = store.fetch("esp32h2", manifest=load_manifest(bootloader_set="idf6.1"), quiet=True)
+        store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=f"{server.url}/bootloaders/")
+        assert store.fetch("esp32h2", manifest=load_manifest(bootloader_set="idf6.1"), quiet=True) == data
     finally:
-        server.shutdown()
-        server.server_close()
-    assert data == corpus_path("bootloaders-idf6.1", "esp32h2-bootloader.bin").read_bytes()
-    assert any(p.startswith("/bootloaders-idf6.1/esp32h2-bootloader.bin") for p in seen), seen
+        server.stop()
+    assert server.requests == ["/bootloaders-idf6.1/esp32h2-bootloader.bin"]
 
 
 # --------------------------------------------------------------------------- pack / flash / project files
