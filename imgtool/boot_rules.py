@@ -380,9 +380,10 @@ def efuse_blk_fields(parsed: ParsedImage) -> tuple[int, int] | None:
     """The ``(min, max)`` eFuse-block revisions the loader reads at +0xB0/+0xB2 of segment 0, descriptor or not.
 
     ``process_segment_data`` casts the start of segment 0 to ``esp_app_desc_t`` without checking its magic;
-    when segment 0 is shorter, the bytes after it in the image are read. None for an image without segments.
+    when segment 0 is shorter, the bytes after it in the image are read. None when nothing is read: no
+    segments, or an empty segment 0 (``process_segment`` calls ``process_segment_data`` only for data).
     """
-    if not parsed.segments:
+    if not parsed.segments or not parsed.segments[0].segment.data:
         return None
     first = parsed.segments[0]
     end = APP_DESC_EFUSE_BLK_OFFSET + EfuseBlkRevisions.sizeof()
@@ -401,13 +402,14 @@ def efuse_blk_findings(chip: Chip, parsed: ParsedImage) -> list[Finding]:
     if fields is None:
         return []
     lo, hi = revisions_allowed(*fields)
+    lo = 0 if lo in UNSET_REVISIONS else lo  # IS_FIELD_SET: 0 and 0xFFFF are "not set" for the minimum too
     if not lo and hi is None:
         return []
     rule = "bootloader_common_check_efuse_blk_validity"
     descriptor = parse_app_descriptor(parsed.segments[0].segment.data) is not None
     source = "app descriptor" if descriptor else "segment 0 (no app descriptor: these bytes are not one)"
     limits = f"eFuse block revisions {revision_name(lo)}–{'any' if hi is None else revision_name(hi)}"
-    fix = "" if descriptor else "; repack with this imgtool, which puts a zeroed segment 0 before apps without a descriptor"
+    fix = "" if descriptor else "; segment 0 must be zeroed there (imgtool pack starts apps without a descriptor so)"
     if hi is not None and lo > hi:
         return [Finding(rule, f"{source} allows {limits}: no chip boots it{fix}")]
     if lo >= EFUSE_BLK_REV_UNREACHABLE:

@@ -272,3 +272,13 @@ def test_an_app_judged_without_its_bootloader_is_refused_only_for_what_every_gen
     assert len(load) == 1 and not load[0].fatal and "under the v5.5 loader only" in load[0].message
     assert [f for f in check_app(chip, parsed, BootContext(generation=V5)) if f.rule == "verify_load_addresses" and f.fatal]
     assert not [f for f in check_app(chip, parsed, BootContext(generation=V6)) if f.rule == "verify_load_addresses"]
+
+
+@pytest.mark.parametrize(("fields", "verdict"), [((0xFFFF, 0xFFFF), None), ((0xFFFF, 0), None), ((0, 0), None), ((500, 0), True), ((3, 2), True)])
+def test_efuse_block_fields_unset_values_follow_is_field_set(fields, verdict):
+    base = build_app_image(FIXTURES / "esp32c3-min.elf").image
+    first = bytearray(256)
+    first[0xB0:0xB4] = fields[0].to_bytes(2, "little") + fields[1].to_bytes(2, "little")
+    image = EspImage(base.chip_id, base.entry, (Segment(PADDING_ADDR, bytes(first)), *base.segments[1:]))
+    found = _efuse_verdicts("esp32c3", image)
+    assert (found[0][0] if found else None) is verdict, found
