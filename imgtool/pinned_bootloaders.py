@@ -38,12 +38,11 @@ class BootloaderSet(NamedTuple):
     #: A mirror (``$IMGTOOL_BOOTLOADER_MIRROR``: a folder or base URL) serves the default set itself; another
     #: set lives in the sibling whose name adds this suffix (``.../bootloaders`` → ``.../bootloaders-idf6.1``).
     mirror_suffix: str
-    about: str
 
 
 BOOTLOADER_SETS = (
-    BootloaderSet("idf5.5", MANIFEST_FILE, "", "ESP-IDF v5.5 builds of espflash v4.5.0 (released)"),
-    BootloaderSet("idf6.1", "manifest-idf6.1.json", "-idf6.1", "ESP-IDF release/v6.1 builds of espflash's main branch"),
+    BootloaderSet("idf5.5", MANIFEST_FILE, ""),  # espflash v4.5.0's ESP-IDF v5.5 builds (released)
+    BootloaderSet("idf6.1", "manifest-idf6.1.json", "-idf6.1"),  # espflash main's ESP-IDF release/v6.1 builds
 )
 DEFAULT_SET = BOOTLOADER_SETS[0].name
 
