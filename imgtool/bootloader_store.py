@@ -90,7 +90,9 @@ class BootloaderStore:
             if folder is not None:
                 folder = folder.resolve().with_name(folder.resolve().name + suffix) if suffix else folder
                 source = folder / entry.file
-                where = f"the {ENV_MIRROR} folder" + (f"'s {entry.bootloader_set} sibling (the folder name + '{suffix}')" if suffix else "")
+                where = f"the {ENV_MIRROR} folder"
+                if suffix:
+                    where += f"'s {entry.bootloader_set} sibling (the folder name + '{suffix}')"
                 try:
                     data = source.read_bytes()
                 except OSError as exc:

@@ -150,11 +150,12 @@ def parse_manifest(data: dict, where: str = "manifest") -> Manifest:
     if not isinstance(raw, list) or not raw:
         raise BootloaderError("the manifest lists no bootloaders", path=where, field="bootloaders")
     set_name = data.get("set", DEFAULT_SET)
-    if not isinstance(set_name, str) or set_name not in {s.name for s in BOOTLOADER_SETS}:
-        raise BootloaderError(
-            f"unknown bootloader set {set_name!r}; use one of {', '.join(s.name for s in BOOTLOADER_SETS)}", path=where, field="set"
-        )
-    entries = tuple(_parse_entry(item, where, f"bootloaders[{i}]")._replace(bootloader_set=set_name) for i, item in enumerate(raw))
+    names = [s.name for s in BOOTLOADER_SETS]
+    if set_name not in names:
+        raise BootloaderError(f"unknown bootloader set {set_name!r}; use one of {', '.join(names)}", path=where, field="set")
+    entries = tuple(
+        _parse_entry(item, where, f"bootloaders[{i}]")._replace(bootloader_set=set_name) for i, item in enumerate(raw)
+    )
     for chip in sorted({e.chip for e in entries}):
         defaults = [e for e in entries if e.chip == chip and e.default]
         if len(defaults) != 1:

@@ -213,3 +213,12 @@ def test_corpus_elf_packs_and_verifies_with_each_v61_bootloader(elf, tmp_path):
         report = verify(out, elf=elf)
         assert report.ok, (entry.variant, [str(p) for p in report.problems])
         assert report.bootloader_build["rules"] == "v6.1"
+
+
+def test_manifest_naming_an_unknown_set_is_refused():
+    from imgtool.pinned_bootloaders import parse_manifest
+
+    doc = json.loads(json.dumps({"schema": 1, "set": "idf9", "bootloaders": [load_manifest().entries[0]._asdict()]}))
+    with pytest.raises(BootloaderError) as err:
+        parse_manifest(doc, "m.json")
+    assert err.value.field == "set" and "unknown bootloader set 'idf9'" in err.value.message
