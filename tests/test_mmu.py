@@ -1,0 +1,152 @@
+"""The MMU as the chip has it: entry ids from ``mmu_ll_get_entry_id``, the table ``set_cache_and_start_app``
+leaves (DROM, the last DROM entry, then IROM), what ``verify --elf`` reads through it, and the esp32c2/c3/s3
+layouts where a rodata page and a code page share one entry."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import bootloader_image, corpus_path, run_cli
+from elfbuild import EM_RISCV, Sec, app_descriptor, build_elf
+
+from imgtool.app_image import build_app_image
+from imgtool.boot_rules import MMU_RULE, boot_mmu_table, check_app, fatal, image_cpu_view
+from imgtool.chips import CHIPS, PSRAM_MMU_ID
+from imgtool.errors import LayoutError
+from imgtool.flash_layout import FlashSettings, plan_layout
+from imgtool.image_format import EspImage, Segment, parse_image
+from imgtool.table_choice import default_table
+from imgtool.verify import verify
+
+PAGE = 0x1_0000
+C3 = CHIPS["esp32c3"]
+TEXT = b"\x13\x00\x00\x00" * 16
+DESC_AT, RODATA_AT, TEXT_AT, DATA_AT = 0x3C00_0020, 0x3C00_0120, 0x4200_0400, 0x3FC9_0000
+RODATA = b"R" * 0x60
+
+
+def entry(chip_name: str, vaddr: int, page: int = PAGE) -> tuple[int, int] | None:
+    window = CHIPS[chip_name].boot.mmu_window(vaddr)
+    return (window.mmu_id, window.entry(vaddr, page)) if window else None
+
+
+@pytest.mark.parametrize(
+    "chip_name, drom, irom, same",
+    [
+        ("esp32c2", 0x3C01_0000, 0x4201_0000, True),
+        ("esp32c3", 0x3C01_0000, 0x4201_0000, True),
+        ("esp32s3", 0x3C01_0000, 0x4201_0000, True),
+        ("esp32", 0x3F41_0000, 0x400D_0000, False),
+        ("esp32s2", 0x3F01_0000, 0x4009_0000, False),
+    ],
+)
+def test_entry_ids_follow_mmu_ll_get_entry_id(chip_name, drom, irom, same):
+    assert (entry(chip_name, drom) == entry(chip_name, irom)) is same
+
+
+def test_entry_ids_of_the_separate_tables():
+    assert entry("esp32", 0x3F40_0000) == (0, 0) and entry("esp32", 0x400D_0000) == (0, 64 + 13)
+    assert entry("esp32s2", 0x3F00_0000) == (0, 128) and entry("esp32s2", 0x4008_0000) == (0, 8)
+    assert entry("esp32c2", 0x3C00_4000, page=0x4000) == (0, 1)
+    assert entry("esp32c3", 0x3C80_0000) is None  # past SOC_DRAM0_CACHE_ADDRESS_HIGH
+    p4_psram = CHIPS["esp32p4"].boot.mmu_window(0x4800_0000)
+    assert p4_psram.mmu_id == PSRAM_MMU_ID and not p4_psram.boot_mapped
+
+
+def test_only_esp32c2_c3_s3_share_entries_between_buses():
+    def shares(chip) -> bool:
+        windows = chip.boot.mmu_windows()
+        return any(
+            a is not b and a.mmu_id == b.mmu_id and a.first_entry < b.first_entry + b.entries and b.first_entry < a.first_entry + a.entries
+            for a in windows
+            for b in windows
+        )
+
+    assert sorted(name for name, chip in CHIPS.items() if shares(chip)) == ["esp32c2", "esp32c3", "esp32s3"]
+
+
+def _elf(tmp_path, text_at: int = TEXT_AT):
+    sections = [
+        Sec(".rodata_desc", DESC_AT, app_descriptor(), flags="A"),
+        Sec(".rodata", RODATA_AT, RODATA, flags="A"),
+        Sec(".text", text_at, TEXT, flags="AX"),
+        Sec(".data", DATA_AT, b"DATA" * 4, flags="WA"),
+    ]
+    path = tmp_path / "shared.elf"
+    path.write_bytes(build_elf(sections, machine=EM_RISCV, entry=text_at, symbols=["esp32c3.x-cgu.0"]))
+    return path
+
+
+def _merged(app: bytes) -> bytes:
+    lay = plan_layout(
+        C3,
+        name="a",
+        app=app,
+        bootloader=bootloader_image("esp32c3"),
+        table=default_table(2 * 1024 * 1024),
+        settings=FlashSettings("dio", "80m", "2MB"),
+    )
+    return bytes(lay.merged_bytes())
+
+
+def _code_in_another_flash_page() -> bytes:
+    """The rodata in flash page 0 of the app, the code it shares MMU entry 0 with in flash page 1."""
+    rodata = Segment(DESC_AT, app_descriptor() + RODATA)
+    header_end = 0x18 + 8 + len(rodata.data)
+    padding = Segment(0, bytes(PAGE + TEXT_AT % PAGE - header_end - 2 * 8))
+    segments = (rodata, padding, Segment(TEXT_AT, TEXT), Segment(DATA_AT, b"DATA" * 4))
+    return EspImage(chip_id=C3.image_chip_id, entry=TEXT_AT, segments=segments).to_bytes()
+
+
+def test_code_mapping_wins_a_shared_entry():
+    parsed = parse_image(_code_in_another_flash_page())
+    table = boot_mmu_table(C3, parsed)
+    assert table.flash_addr(DESC_AT) == PAGE + DESC_AT % PAGE  # the rodata reads the code's page
+    assert table.flash_addr(TEXT_AT) == PAGE + TEXT_AT % PAGE
+    # MMU_LL_END_DROM_ENTRY_ID maps the rodata's first page for the app to find its partition
+    assert table.flash_addr(0x3C7F_0000) == 0
+
+
+def test_rodata_and_code_in_different_flash_pages_of_one_entry_fail_verify(tmp_path):
+    app = _code_in_another_flash_page()
+    findings = fatal(check_app(C3, parse_image(app)))
+    assert [f.rule for f in findings] == [MMU_RULE]
+    assert "segment 0 (DROM 0x3c000020" in findings[0].message and "MMU entry 0 (shared by the pages at 0x3c000000 and 0x42000000)" in findings[0].message
+    report = verify(_merged(app), elf=_elf(tmp_path))
+    problems = [str(p) for p in report.problems]
+    assert any(p.startswith("app ('factory' at 0x10000)") and MMU_RULE in p for p in problems)
+    assert any(p.startswith("elf: section .rodata_desc differs at 0x3c000020 as the CPU reads it: MMU entry 0") for p in problems)
+
+
+def test_rodata_and_code_of_one_entry_share_a_flash_page_and_verify(tmp_path):
+    elf = _elf(tmp_path)
+    result = build_app_image(elf, chip="esp32c3")
+    parsed = parse_image(result.data)
+    assert not fatal(check_app(C3, parsed))
+    mapped = {ps.segment.addr: ps.data_offset for ps in parsed.segments}
+    assert mapped[TEXT_AT] - mapped[DESC_AT] == TEXT_AT - DESC_AT - (0x4200_0000 - 0x3C00_0000)
+    cpu = image_cpu_view(C3, parsed, result.data)
+    assert cpu.read(RODATA_AT, len(RODATA)) == RODATA and cpu.read(TEXT_AT, len(TEXT)) == TEXT
+    report = verify(_merged(result.data), elf=elf)
+    assert report.ok, [str(p) for p in report.problems]
+    assert "as the CPU sees them" in report.checks[-1].message
+
+
+def test_colliding_in_page_ranges_are_refused_in_one_line(tmp_path):
+    # the code starts 4 bytes after the rodata ends in page 0: no room for a segment header between them
+    elf = _elf(tmp_path, text_at=0x4200_0000 + (RODATA_AT + len(RODATA) + 4) % PAGE)
+    with pytest.raises(LayoutError) as info:
+        build_app_image(elf, chip="esp32c3")
+    message = str(info.value)
+    assert "\n" not in message and MMU_RULE in message
+    assert "MMU entry 0 (DROM page 0x3c000000 and IROM page 0x42000000" in message
+    assert ".rodata at 0x3c000120..0x3c000180" in message and ".text at 0x42000184" in message
+
+
+def test_direct_boot_elf_is_refused_in_one_line(tmp_path):
+    elf = corpus_path("elf-history", "esp32c3_hal_blinky_db-da70d19a")
+    (tmp_path / "bl.bin").write_bytes(bootloader_image("esp32c3"))
+    result = run_cli("pack", elf, "--chip", "esp32c3", "-o", tmp_path / "out", "--bootloader", tmp_path / "bl.bin")
+    assert result.exit_code != 0 and not (tmp_path / "out").exists()
+    error = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error) == 1 and MMU_RULE in error[0]
+    assert "closest sections .rodata at 0x3c005724..0x3c007568 and .text at 0x42000008..0x42005724" in error[0]
