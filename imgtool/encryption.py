@@ -142,6 +142,34 @@ def decrypt(key: FlashKey, data: bytes, address: int) -> bytes:
     return _esp32(key.key, bytes(data), address, key.flash_crypt_conf, encrypting=False)
 
 
+def decrypt_written(key: FlashKey, data: bytes, address: int, plain: tuple[tuple[int, int], ...] = ()) -> bytes:
+    """``data`` read at flash ``address`` as the chip reads it, decrypting only flash that was written encrypted.
+
+    Units (``XTS_UNIT`` bytes at aligned addresses; whole ESP32 AES blocks too) still erased, all 0xFF, and
+    the ``plain`` flash ranges ``(start, end)`` (parts written in clear, such as an NVS) are kept as they are:
+    decrypting never-written flash would invent contents (an untouched NVS that reads as corrupt).
+    """
+    out = bytearray(data)
+    end = address + len(data)
+    starts = range(address - address % XTS_UNIT, end, XTS_UNIT)
+
+    def written(unit: int) -> bool:
+        lo, hi = max(unit, address), min(unit + XTS_UNIT, end)
+        chunk = data[lo - address : hi - address]
+        return chunk.count(0xFF) != len(chunk) and not any(s < hi and lo < e for s, e in plain)
+
+    run: int | None = None
+    for unit in [*starts, None]:
+        if unit is not None and written(unit):
+            run = unit if run is None else run
+            continue
+        if run is not None:
+            lo, hi = max(run, address), min(unit if unit is not None else end, end)
+            out[lo - address : hi - address] = decrypt(key, data[lo - address : hi - address], lo)
+            run = None
+    return bytes(out)
+
+
 def encrypt_layout(layout, key: FlashKey):
     """The plan (:class:`imgtool.flash_layout.FlashLayout`), before rendering, with every part a release-mode device reads through flash decryption encrypted at its
     flash address and marked encrypted: the bootloader, partition table, otadata and app, and the data
