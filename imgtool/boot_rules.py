@@ -4,7 +4,8 @@ An image that ``esptool image-info`` calls valid can still be refused, or can ab
 rule here repeats one check of the bootloader's own source and names the function it comes from
 (``esp_image_format.c``, ``bootloader_utility.c``, ``bootloader_common_loader.c``). ``verify``,
 ``info``, ``image`` and ``pack`` judge app images with :func:`check_app`; ``segments`` lays
-images out so they pass it. Chip facts (address ranges, bus kind, page sizes, the bootloader's own
+images out so they pass it. :func:`boot_mmu_table` is the MMU as ``set_cache_and_start_app`` leaves
+it, and :class:`CpuView` what the CPU then reads (``verify --elf`` compares the ELF with that). Chip facts (address ranges, bus kind, page sizes, the bootloader's own
 RAM) come from ``chips``.
 """
 
@@ -481,6 +482,9 @@ class MmuTable:
         """Why the CPU reads what it reads at ``vaddr``: the entry, the pages sharing it, and its last mapping."""
         key = self.entry_of(vaddr)
         if key is None:
+            window = self.chip.boot.mmu_window(vaddr)
+            if window is not None:
+                return f"0x{vaddr:08x} is past the last of the {window.entries} MMU entries with 0x{self.page:x}-byte pages"
             return f"0x{vaddr:08x} is in no MMU window of {self.chip.name}"
         hit = self.entries.get(key)
         shared = self.pages_sharing(key)

@@ -147,7 +147,10 @@ def decrypt_written(key: FlashKey, data: bytes, address: int, plain: tuple[tuple
 
     Units (``XTS_UNIT`` bytes at aligned addresses; whole ESP32 AES blocks too) still erased, all 0xFF, and
     the ``plain`` flash ranges ``(start, end)`` (parts written in clear, such as an NVS) are kept as they are:
-    decrypting never-written flash would invent contents (an untouched NVS that reads as corrupt).
+    decrypting never-written flash would invent contents (an untouched NVS that reads as corrupt). ESP-IDF
+    reads through decryption only what it wrote encrypted: the cache-mapped bootloader, table and apps, and
+    ``esp_partition_read`` (components/esp_partition/partition_target.c) only for partitions flagged
+    ``encrypted``; erased NVS pages are what ``nvs_flash_init`` formats.
     """
     out = bytearray(data)
     end = address + len(data)

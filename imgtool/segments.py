@@ -172,8 +172,9 @@ def shared_entries(chip: Chip, flash: list[Piece], page: int) -> set[int]:
 def _check_one_page_fits_both(chip: Chip, pieces: list[Piece], flash: list[Piece], page: int, first_addr, path) -> None:
     """Both segments are placed at one distance from their linear addresses (:func:`layout`), so a shared
     entry maps a flash page holding both; that needs the second one in file order to start past the first's
-    end plus a segment header. Otherwise no layout maps both buses right (``set_cache_and_start_app``, with
-    entries from ``mmu_ll_get_entry_id``): refuse, naming the closest rodata and code sections."""
+    end plus a segment header. Otherwise no layout maps both buses right (``set_cache_and_start_app`` in
+    bootloader_utility.c maps the code last, through the entries ``mmu_ll_get_entry_id`` in
+    hal/CHIP/include/hal/mmu_ll.h gives): refuse, naming the closest rodata and code sections."""
     first, second = (_linear_span(chip, p, page) for p in flash)
     if second[0] >= first[1] + SEGMENT_HEADER_LEN:
         return

@@ -150,3 +150,31 @@ def test_direct_boot_elf_is_refused_in_one_line(tmp_path):
     error = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(error) == 1 and MMU_RULE in error[0]
     assert "closest sections .rodata at 0x3c005724..0x3c007568 and .text at 0x42000008..0x42005724" in error[0]
+
+
+def test_code_below_the_descriptor_rodata_in_one_entry_is_refused(tmp_path):
+    # the code in IROM page 0 before the rodata's in-page range: the descriptor's segment cannot come first
+    elf = tmp_path / "code-first.elf"
+    sections = [
+        Sec(".rodata_desc", 0x3C00_0400, app_descriptor(), flags="A"),
+        Sec(".text", 0x4200_0008, TEXT, flags="AX"),
+        Sec(".data", DATA_AT, b"DATA" * 4, flags="WA"),
+    ]
+    elf.write_bytes(build_elf(sections, machine=EM_RISCV, entry=0x4200_0008, symbols=["esp32c3.x-cgu.0"]))
+    with pytest.raises(LayoutError, match="the app descriptor must come first") as info:
+        build_app_image(elf, chip="esp32c3")
+    assert MMU_RULE in str(info.value)
+
+
+def test_psram_segments_are_left_to_the_app():
+    """ESP32-P4 (SOC_MMU_PER_EXT_MEM_TARGET): the bootloader maps no PSRAM page (s_flash_seg_needs_map); the
+    app maps what the image holds there, so the CPU view reads the segment's bytes."""
+    p4 = CHIPS["esp32p4"]
+    flash = Segment(0x4000_0020, app_descriptor() + RODATA)
+    header_end = 0x18 + 8 + len(flash.data)
+    psram = Segment(0x4800_0000 + header_end + 8, b"P" * 16)
+    app = EspImage(chip_id=p4.image_chip_id, entry=0x4FF0_0000, segments=(flash, psram, Segment(0x4FF0_0000, TEXT))).to_bytes()
+    parsed = parse_image(app)
+    table = boot_mmu_table(p4, parsed)
+    assert table.flash_addr(psram.addr) is None
+    assert image_cpu_view(p4, parsed, app).read(psram.addr, 16) == b"P" * 16
