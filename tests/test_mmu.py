@@ -14,6 +14,8 @@ from imgtool.chips import CHIPS, PSRAM_MMU_ID
 from imgtool.errors import LayoutError
 from imgtool.flash_layout import FlashSettings, plan_layout
 from imgtool.image_format import EspImage, Segment, parse_image
+from imgtool.memory import elf_mismatches
+from imgtool.segments import classify, shared_entries
 from imgtool.table_choice import default_table
 from imgtool.verify import verify
 
@@ -178,3 +180,18 @@ def test_psram_segments_are_left_to_the_app():
     table = boot_mmu_table(p4, parsed)
     assert table.flash_addr(psram.addr) is None
     assert image_cpu_view(p4, parsed, app).read(psram.addr, 16) == b"P" * 16
+
+
+def test_esp_hal_keeps_rodata_and_code_in_different_entries():
+    """Today's esp-hal ELF (.rotext_dummy pushes .text a page past the rodata) needs no shared entry, so its
+    layout is the separate-bus one, unchanged; the CPU reads every section through the MMU."""
+    elf = corpus_path("elf", "esp32c3")
+    result = build_app_image(elf)
+    parsed = parse_image(result.data)
+    flash = [ps.segment for ps in parsed.segments if C3.is_flash_mapped(ps.segment.addr)]
+    pieces = [classify(C3, f"segment {i}", s.addr, s.data) for i, s in enumerate(flash)]
+    assert len(flash) == 2 and not shared_entries(C3, pieces, PAGE)
+    cpu = image_cpu_view(C3, parsed, result.data)
+    contents = result.elf.read_all()
+    desc = result.elf.find_app_descriptor(contents)
+    assert not elf_mismatches(flash, result.elf, app_desc_addr=desc.addr, contents=contents, memory=cpu)
