@@ -20,7 +20,7 @@ import os
 from functools import lru_cache
 from typing import NamedTuple
 
-from imgtool.errors import InputError, UsageError
+from imgtool.errors import ImgtoolError, InputError, UsageError
 
 AES_BLOCK = 16
 #: ESP32: the tweaked key changes every 32 bytes of flash.
@@ -170,6 +170,33 @@ def decrypt_written(key: FlashKey, data: bytes, address: int, plain: tuple[tuple
             lo, hi = max(run, address), min(unit if unit is not None else end, end)
             out[lo - address : hi - address] = decrypt(key, data[lo - address : hi - address], lo)
             run = None
+    return bytes(out)
+
+
+def keep_plain_partitions(clear: bytes, raw: bytes, address: int, table_offset: int) -> bytes:
+    """``clear`` (from :func:`decrypt_written`) with the partitions the chip reads without decryption put back
+    as ``raw`` holds them, by the partition table found in ``clear``; unchanged when there is none.
+
+    ESP-IDF's ``esp_partition`` (components/esp_partition/partition_target.c, partition.c) decrypts reads of
+    app partitions, otadata and nvs_keys always, other data partitions only when flagged ``encrypted``.
+    """
+    from imgtool.partitions import SUBTYPES, SUBTYPE_DATA_OTA, TABLE_MAX_LEN, TYPE_APP, TYPE_DATA, PartitionTable
+
+    start = table_offset - address
+    if start < 0:
+        return clear
+    try:
+        table = PartitionTable.from_binary(clear[start : start + TABLE_MAX_LEN], source="partition table", table_offset=table_offset)
+    except ImgtoolError:
+        return clear
+    always = (SUBTYPE_DATA_OTA, SUBTYPES[TYPE_DATA]["nvs_keys"])
+    out = bytearray(clear)
+    for part in table.partitions:
+        if part.type == TYPE_APP or part.encrypted or (part.type == TYPE_DATA and part.subtype in always):
+            continue
+        lo, hi = max(part.offset - address, 0), min(part.offset + part.size - address, len(out))
+        if lo < hi:
+            out[lo:hi] = raw[lo:hi]
     return bytes(out)
 
 

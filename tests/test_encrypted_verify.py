@@ -37,3 +37,17 @@ def test_untouched_nvs_of_an_encrypted_pack_is_empty(tmp_path, flash_key, chip):
     assert result.exit_code == 0, result.output
     assert "data ('nvs' at 0x9000): empty NVS (erased" in result.stdout
     assert "corrupt" not in result.stdout and "holds data" not in result.stdout
+
+
+def test_nvs_written_in_clear_reads_as_written_from_a_bare_merged_image(tmp_path, flash_key):
+    """Without the pack folder's marks the partition table says which partitions the chip decrypts."""
+    csv = tmp_path / "settings.csv"
+    csv.write_text("key,type,encoding,value\nstore,namespace,,\nanswer,data,u8,42\n", encoding="utf-8")
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
+    res = pack(FIXTURES / "esp32c3-min.elf", tmp_path / "out", bootloader=boot, encrypt_key=flash_key,
+               data=(("nvs", csv),), project_config=False)  # fmt: skip
+    merged = tmp_path / "out" / res.merged.file
+    for target in (tmp_path / "out", merged):
+        result = run_cli("verify", target, "--encrypt-key", flash_key, "--chip", "esp32c3")
+        assert result.exit_code == 0, result.output
+        assert "data ('nvs' at 0x9000): NVS with 1 used page, headers valid" in result.stdout, result.stdout
