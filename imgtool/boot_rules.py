@@ -5,8 +5,8 @@ rule here repeats one check of the bootloader's own source and names the functio
 (``esp_image_format.c``, ``bootloader_utility.c``, ``bootloader_common_loader.c``). ``verify``,
 ``info``, ``image`` and ``pack`` judge app images with :func:`check_app`; ``segments`` lays
 images out so they pass it. :func:`boot_mmu_table` is the MMU as ``set_cache_and_start_app`` leaves
-it, and :class:`CpuView` what the CPU then reads (``verify --elf`` compares the ELF with that). Chip facts (address ranges, bus kind, page sizes, the bootloader's own
-RAM) come from ``chips``.
+it, and :class:`CpuView` what the CPU then reads (``verify --elf`` compares the ELF with that). Chip
+facts (address ranges, bus kind, page sizes, MMU windows, the bootloader's own RAM) come from ``chips``.
 """
 
 from __future__ import annotations
@@ -553,7 +553,6 @@ def mmu_findings(chip: Chip, parsed: ParsedImage, flash_offset: int, page: int) 
                 )
                 break
     return out
-
 
 
 class CpuView:

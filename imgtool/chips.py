@@ -212,9 +212,13 @@ class MmuWindow(NamedTuple):
             return None
         return self.first_entry + index
 
+    def page_of(self, entry: int, page: int) -> int:
+        """The start of the page that reads through ``entry``."""
+        return self.base + (entry - self.first_entry) * page
+
     def last_page(self, page: int) -> int:
         """``MMU_DROM_END_ENTRY_VADDR``: the start of the window's last page."""
-        return self.base + (self.entries - 1) * page
+        return self.page_of(self.first_entry + self.entries - 1, page)
 
 
 class BootFacts(NamedTuple):

@@ -151,6 +151,8 @@ def flash_segments(chip: Chip, pieces: list[Piece], page: int, *, first_addr: in
     if first_addr is not None:
         flash.sort(key=lambda p: not (p.addr <= first_addr < p.end))
     if shared_entries(chip, flash, page):
+        if first_addr is None:
+            flash.sort(key=lambda p: _linear_span(chip, p, page)[0])
         _check_one_page_fits_both(chip, pieces, flash, page, first_addr, path)
     return flash
 
@@ -192,9 +194,10 @@ def _check_one_page_fits_both(chip: Chip, pieces: list[Piece], flash: list[Piece
         if first_addr is not None and first[0] > second[0]
         else "their in-page ranges leave no room for both segments (and a segment header) in one flash page"
     )
+    drom_page, irom_page = (chip.boot.mmu_window(p.addr).page_of(entry, page) for p in (ro, code))
     raise LayoutError(
-        f"rodata and code both need {chip.name}'s MMU entry {entry} (DROM page 0x{chip.boot.drom.start + entry * page:08x} "
-        f"and IROM page 0x{chip.boot.irom.start + entry * page:08x}, closest sections {ro.name} at 0x{ro.addr:08x}..0x{ro.end:08x} "
+        f"rodata and code both need {chip.name}'s MMU entry {entry} (DROM page 0x{drom_page:08x} "
+        f"and IROM page 0x{irom_page:08x}, closest sections {ro.name} at 0x{ro.addr:08x}..0x{ro.end:08x} "
         f"and {code.name} at 0x{code.addr:08x}..0x{code.end:08x}), and {why}: the code mapping, made last, would replace "
         f"the rodata one (set_cache_and_start_app, mmu_ll_get_entry_id); link rodata and code into different "
         f"{page // 1024} KB page indexes (esp-hal's .rotext_dummy / .text_dummy)",

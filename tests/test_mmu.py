@@ -195,3 +195,18 @@ def test_esp_hal_keeps_rodata_and_code_in_different_entries():
     contents = result.elf.read_all()
     desc = result.elf.find_app_descriptor(contents)
     assert not elf_mismatches(flash, result.elf, app_desc_addr=desc.addr, contents=contents, memory=cpu)
+
+
+def test_without_a_descriptor_code_below_rodata_in_one_entry_goes_first(tmp_path):
+    elf = tmp_path / "no-desc.elf"
+    sections = [
+        Sec(".text", 0x4200_0020, TEXT, flags="AX"),
+        Sec(".rodata", 0x3C00_0200, RODATA, flags="A"),
+        Sec(".data", DATA_AT, b"DATA" * 4, flags="WA"),
+    ]
+    elf.write_bytes(build_elf(sections, machine=EM_RISCV, entry=0x4200_0020, symbols=["esp32c3.x-cgu.0"]))
+    result = build_app_image(elf, chip="esp32c3")
+    parsed = parse_image(result.data)
+    assert not fatal(check_app(C3, parsed))
+    cpu = image_cpu_view(C3, parsed, result.data)
+    assert cpu.read(0x3C00_0200, len(RODATA)) == RODATA and cpu.read(0x4200_0020, len(TEXT)) == TEXT
