@@ -329,7 +329,8 @@ def _nvs_rows(csv_path: Path) -> list[tuple[int, dict]]:
 
 def describe_contents(part: Partition, data: bytes) -> tuple[bool, str] | None:
     """What a data partition holds, as ``(plausible, message)``; None when erased (nothing to say), except
-    that an erased NVS is reported as empty.
+    that an erased NVS is reported as empty (``nvs_flash_init``, components/nvs_flash/src/nvs_api.cpp,
+    takes erased pages as free and formats them).
 
     An NVS partition must start with a page header ESP-IDF's NVS accepts (a known state and a
     valid CRC), or ``nvs_flash_init`` finds no usable page and the data is lost.
