@@ -5,6 +5,8 @@ layouts where a rodata page and a code page share one entry."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import bootloader_image, corpus_path, run_cli
 from elfbuild import EM_RISCV, Sec, app_descriptor, build_elf
 
@@ -210,3 +212,30 @@ def test_without_a_descriptor_code_below_rodata_in_one_entry_goes_first(tmp_path
     assert not fatal(check_app(C3, parsed))
     cpu = image_cpu_view(C3, parsed, result.data)
     assert cpu.read(0x3C00_0200, len(RODATA)) == RODATA and cpu.read(0x4200_0020, len(TEXT)) == TEXT
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chip_name=st.sampled_from(["esp32c3", "esp32s3", "esp32c6"]),
+    ro_page=st.integers(0, 2),
+    code_page=st.integers(0, 2),
+    ro_len=st.integers(1, 0x100).map(lambda n: n * 4),
+    code_at=st.integers(0x200, 0x800).map(lambda n: n & ~3),
+    padding=st.integers(0, 3),
+)
+def test_the_mmu_verdict_matches_what_the_cpu_reads(chip_name, ro_page, code_page, ro_len, code_at, padding):
+    """An MMU finding exactly when some mapped segment does not read back its own bytes through the table."""
+    chip = CHIPS[chip_name]
+    # segment 0's data sits at file offset 0x20: the rodata at 0x20 into its page is congruent
+    ro = Segment(chip.boot.drom.start + ro_page * PAGE + 0x20, bytes(i & 0xFF for i in range(ro_len)))
+    code_addr = chip.boot.irom.start + code_page * PAGE + code_at + (0x8000 if chip.unified_flash_map else 0)
+    header_end = 0x18 + 8 + len(ro.data)
+    # place the code segment congruent, `padding` pages after its first possible flash page
+    gap = (code_addr - (header_end + 2 * 8)) % PAGE + padding * PAGE
+    code = Segment(code_addr, bytes(reversed(range(64))))
+    app = EspImage(chip_id=chip.image_chip_id, entry=code_addr, segments=(ro, Segment(0, bytes(gap)), code)).to_bytes()
+    parsed = parse_image(app)
+    cpu = image_cpu_view(chip, parsed, app)
+    reads_right = all(cpu.read(s.addr, len(s.data)) == s.data for s in (ro, code))
+    flagged = any(f.rule == MMU_RULE for f in check_app(chip, parsed))
+    assert flagged is not reads_right
