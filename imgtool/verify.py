@@ -6,7 +6,9 @@ bootloader does (``imgtool.otadata``: otadata's entry, else factory, else ota_0)
 then loads and maps the app; a selected partition without a loadable app fails,
 naming what the bootloader falls back to. The app is judged by
 ``boot_rules`` (ESP-IDF's loader as a model) under the bootloader actually
-found, so every problem names the part and the bootloader step it fails.
+found, so every problem names the part and the bootloader step it fails. With
+an ELF, every allocated section is compared with what the CPU reads when the
+app starts: flash through the MMU table the bootloader leaves, RAM as loaded.
 Data partitions that hold something are described (an NVS partition's page
 headers checked as ESP-IDF's NVS reads them; a bad one is a warning: the app
 would lose that data, but it boots).
