@@ -239,3 +239,34 @@ def test_the_mmu_verdict_matches_what_the_cpu_reads(chip_name, ro_page, code_pag
     reads_right = all(cpu.read(s.addr, len(s.data)) == s.data for s in (ro, code))
     flagged = any(f.rule == MMU_RULE for f in check_app(chip, parsed))
     assert flagged is not reads_right
+
+
+def _congruent_image(chip, segments: list[Segment], entry: int) -> bytes:
+    """Segments in the order given, each flash one at a file offset congruent to its address (the layout
+    imgtool wrote before it modelled shared MMU entries), padding segments between."""
+    out, pos = [], 0x18
+    for seg in segments:
+        if chip.is_flash_mapped(seg.addr):
+            gap = (seg.addr - (pos + 8)) % PAGE
+            if gap:
+                gap += PAGE if gap < 8 else 0
+                out.append(Segment(0, bytes(gap - 8)))
+                pos += gap
+        out.append(seg)
+        pos += 8 + len(seg.data)
+    return EspImage(chip_id=chip.image_chip_id, entry=entry, segments=tuple(out)).to_bytes()
+
+
+def test_direct_boot_elf_in_the_old_layout_fails_verify():
+    """The issue's repro: the pack imgtool wrote for the direct-boot ELF maps .rodata onto code bytes."""
+    from imgtool.elf import read_elf
+
+    elf = corpus_path("elf-history", "esp32c3_hal_blinky_db-da70d19a")
+    info = read_elf(elf)
+    sections = {piece.name: (piece.addr, data) for piece, data in info.read_all().items()}
+    rodata, header, text, rwtext = (sections[n] for n in (".rodata", ".header", ".text", ".rwtext"))
+    segments = [Segment(*rodata), Segment(header[0], header[1] + text[1]), Segment(*rwtext)]
+    report = verify(_merged(_congruent_image(C3, segments, info.entry)), elf=elf)
+    problems = [str(p) for p in report.problems]
+    assert any(p.startswith("app ('factory' at 0x10000): segment 1 (DROM 0x3c005724") and MMU_RULE in p for p in problems)
+    assert any(p.startswith("elf: section .rodata differs at 0x3c005724 as the CPU reads it: MMU entry 0 (shared by the pages at 0x3c000000 and 0x42000000)") for p in problems), problems
