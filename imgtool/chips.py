@@ -632,7 +632,8 @@ CHIPS: dict[str, Chip] = {
                 load=_shared_ram(0x4080_0000, 0x4085_0000),
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CA70, 0x4084_EA70),),
-                # v6.1 moved the bootloader's usable DRAM end and SOC_ROM_STACK_START down by 0x400.
+                # v6.1 moved the bootloader's usable DRAM end (bootloader-esp32c61.memory.ld.in) and
+                # SOC_ROM_STACK_START (soc.h, used by ``verify_load_addresses``) down by 0x400.
                 ram_by_generation=(("v6.1", (_ld_regions(0, 0x4084_C670, 0x4084_E670),)),),
                 mmu=(_bus(0x4200_0000, 0x4400_0000, 512),),
             ),
@@ -701,8 +702,9 @@ CHIPS: dict[str, Chip] = {
                     _ld_regions(0, 0x4FF3_ABD0, 0x4FF3_CFC0),
                     _ld_regions(300, 0x4FFB_CFC0, 0x4FFB_EFC0),
                 ),
-                # v6.1: a 0x8000-byte iram_loader_seg, and builds for v3.0+ (not CONFIG_ESP32P4_SELECTS_REV_LESS_V3)
-                # check the ROM stack at SOC_ROM_STACK_START_REV2 (``verify_load_addresses``' ROM_STACK_START).
+                # v6.1 (bootloader-esp32p4.memory.ld.in): a 0x8000-byte iram_loader_seg; builds for v3.0+ (not
+                # CONFIG_ESP32P4_SELECTS_REV_LESS_V3) check the ROM stack at SOC_ROM_STACK_START_REV2 (soc.h), the
+                # ROM_STACK_START of ``verify_load_addresses`` in esp_image_format.c.
                 ram_by_generation=(
                     (
                         "v6.1",

@@ -282,3 +282,28 @@ def test_efuse_block_fields_unset_values_follow_is_field_set(fields, verdict):
     image = EspImage(base.chip_id, base.entry, (Segment(PADDING_ADDR, bytes(first)), *base.segments[1:]))
     found = _efuse_verdicts("esp32c3", image)
     assert (found[0][0] if found else None) is verdict, found
+
+
+@pytest.mark.parametrize("chip_name", sorted(CHIPS))
+def test_descriptorless_app_on_every_chip(tmp_path, chip_name):
+    """Without an app descriptor: a zeroed 256-byte segment 0 where the chip reads eFuse-block fields (not on
+    ESP32), still exactly two flash segments on shared-bus chips, and a one-line refusal where the chip
+    reads the MMU page size from the descriptor; the same verdict under both generations."""
+    from test_boot_layout import base_sections, build
+
+    chip = CHIPS[chip_name]
+    sections, _ = base_sections(chip_name)
+    sections = [s for s in sections if s.name != ".rodata_desc"]
+    if len(chip.mmu_page_sizes) > 1:
+        with pytest.raises(LayoutError, match="verify_segment_header") as err:
+            build(tmp_path, chip_name, sections)
+        assert "\n" not in str(err.value)
+        return
+    app = build(tmp_path, chip_name, sections)
+    first = app.image.segments[0]
+    assert (first == Segment(PADDING_ADDR, bytes(256))) is chip.boot.efuse_blk_check
+    parsed = parse_image(app.data)
+    if chip.unified_flash_map:
+        assert len([ps for ps in parsed.segments if chip.is_flash_mapped(ps.segment.addr)]) == 2
+    for generation in (V5, V6):
+        assert not [f for f in check_app(chip, parsed, BootContext(generation=generation)) if f.fatal], generation
