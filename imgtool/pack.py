@@ -141,7 +141,9 @@ def pack(
         flash_freq=cfg.flash_freq,
         min_rev_full=min_rev_full,
         max_rev_full=max_rev_full,
+        boot_warnings=False,  # judged below, under the chosen bootloader
     )
+    notes: list[str] = []
     if mode != requested_mode:
         app.warnings.append(
             f"flash mode {requested_mode} is written as {mode} in the headers and flash_args, as ESP-IDF does "
@@ -192,7 +194,7 @@ def pack(
             manifest=manifest,
         )
         if note:
-            app.warnings.append(note)
+            notes.append(note)
     # a pinned build, even one passed by hand as a file, is described (its crystal is known to `flash`)
     pinned = manifest.entry_for(raw_boot)
     boot_source: dict = {"source": "file"} if pinned is None else pinned.describe()
@@ -216,7 +218,12 @@ def pack(
             from imgtool.signing import sign_contents
 
             boot = sign_contents(boot, boot_keys)
-    app.warnings.extend(boots_with(app, app_data, boot))
+    boot_warnings, boot_notes = boots_with(
+        app, app_data, boot, revisions_chosen=min_rev_full is not None or max_rev_full is not None,
+        other_variants=sum(e.crystal_mhz is None for e in manifest.variants(target.name)) > 1,  # builds by revision
+    )
+    app.warnings.extend(boot_warnings)
+    notes.extend(boot_notes)
 
     desc = app.app_desc or {}
     name = elf.stem
@@ -232,7 +239,7 @@ def pack(
         fill_flash_size=fill_flash_size,
         version=(desc.get("version") or None),
         project_name=(desc.get("project_name") or None),
-        warnings=app.warnings,
+        warnings=list(dict.fromkeys(app.warnings)),  # a finding reached by two paths is said once
         bootloader_source=boot_source,
         data_parts=data_images,
         bootloader_kept=bootloader_kept,
@@ -254,12 +261,22 @@ def pack(
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
     write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
     result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file, cwd))
-    return replace(result, config_files=file_cfg.sources, config_settings=from_files)
+    return replace(result, config_files=file_cfg.sources, config_settings=from_files, notes=tuple(dict.fromkeys(notes)))
 
 
-def boots_with(app, app_data: bytes, bootloader: bytes) -> list[str]:
+#: The rule of the chip-revision check; its non-fatal finding is an overlap of the app's and bootloader's ranges.
+REVISION_RULE = "bootloader_common_check_chip_revision_validity"
+
+
+def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: bool = False,
+               other_variants: bool = False) -> tuple[list[str], list[str]]:
     """Judge the app under the chosen bootloader (its RAM layout and revisions): refuse what it would not
-    start, return warnings for the rest (``boot_rules``)."""
+    start; return ``(warnings, notes)`` for the rest (``boot_rules``).
+
+    Revisions outside the bootloader's own range never run it (it checks its own header first), so
+    an app range wider than the bootloader's is only a note, unless the user chose that range
+    (``revisions_chosen``: --min-rev/--max-rev), when it is a warning naming the fix.
+    """
     from imgtool.boot_rules import BootContext, check_app, revision_range_text
     from imgtool.errors import LayoutError
     from imgtool.image_format import parse_image
@@ -267,13 +284,30 @@ def boots_with(app, app_data: bytes, bootloader: bytes) -> list[str]:
     boot = parse_image(bootloader, what="bootloader").image
     revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
     findings = check_app(app.chip, parse_image(app_data), BootContext(bootloader_revs=revs))
+    warnings, notes = [], []
     for finding in findings:
         if finding.fatal:
             raise LayoutError(
                 f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app: {finding}",
                 path=app.elf.path,
             )
-    return [f"{app.elf.path}: {finding}" for finding in findings]
+        if finding.rule != REVISION_RULE:
+            warnings.append(f"{app.elf.path}: {finding}")
+            continue
+        other = "--bootloader-variant (see 'imgtool bootloader list') or --bootloader" if other_variants else "--bootloader"
+        if revisions_chosen:
+            warnings.append(
+                f"{app.elf.path}: {finding}; set --min-rev/--max-rev within the bootloader's {revision_range_text(*revs)}, "
+                f"or pack with {other} for a bootloader built for the others"
+            )
+        else:
+            image = parse_image(app_data).image
+            notes.append(
+                f"boots {app.chip.name} revisions {revision_range_text(*revs)}, the bootloader's range (the app "
+                f"itself allows {revision_range_text(image.min_chip_rev_full, image.max_chip_rev_full)}); "
+                f"for other revisions pack with {other}"
+            )
+    return warnings, notes
 
 
 def _signing_keys(paths, chip: str, min_rev_full: int, warnings: list[str]) -> list:

@@ -45,6 +45,8 @@ class PackResult:
     esptool_args: tuple[str, ...]  # argv after "esptool"
     outdir: Path | None = None
     warnings: tuple[str, ...] = ()
+    #: What is worth knowing but needs no action (the summary shows them; ``-q`` drops them).
+    notes: tuple[str, ...] = ()
     sha256: dict = field(default_factory=dict)
     config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
     config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
@@ -81,6 +83,7 @@ class PackResult:
             "esptool_args": list(self.esptool_args),
             "esptool_command": self.esptool_command,
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
             "config": {"files": list(self.config_files), "settings": list(self.config_settings)},
         }
 

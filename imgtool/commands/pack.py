@@ -89,7 +89,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--archive", is_flag=True,
               help="Also write NAME-VERSION-CHIP.zip of the outputs (fixed timestamps: 1980-01-01 or $SOURCE_DATE_EPOCH).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors (no summary, no notes).")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
          bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
          encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, as_json, quiet):
@@ -163,6 +163,8 @@ def print_summary(result) -> None:
     click.echo(f"flash with ({kept}; --merged writes the merged image):")
     click.echo(f"  imgtool flash {shlex.quote(outdir)} --port PORT")
     click.echo(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args")
+    for note in result.notes:
+        click.echo(f"note: {note}")
 
 
 def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> list[str]:
