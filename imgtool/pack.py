@@ -56,6 +56,7 @@ def pack(
     store: BootloaderStore | None = None,
     source_date_epoch: str | None = None,
     cwd: str | os.PathLike | None = None,
+    global_config: str | os.PathLike | None = None,
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
@@ -76,9 +77,10 @@ def pack(
     ``SOURCE_DATE_EPOCH`` convention spells it) or 1980-01-01. The same inputs give the same bytes,
     except signatures (see README).
 
-    ``cwd`` is the caller's working folder: the espflash project-file search stops there and the
-    result shows the merged image's path relative to it; None searches up to the root and shows
-    absolute paths.
+    ``cwd`` is the caller's working folder: espflash.toml is looked for there and in its parent, the
+    search up from the ELF stops there, and the result shows the merged image's path relative to it;
+    None reads neither and shows absolute paths. ``global_config`` is espflash's global
+    ``espflash.toml`` (the CLI passes :func:`imgtool.project_config.global_config_path`), None for none.
     """
     from imgtool.app_image import build_app_image
     from imgtool.bootloader_choice import bootloader_for_app
@@ -112,7 +114,7 @@ def pack(
     stamp = archive_timestamp(source_date_epoch) if archive else None  # a bad SOURCE_DATE_EPOCH fails before any work
     elf = Path(elf_path)
     store = store or BootloaderStore()
-    file_cfg = load_project_config(elf, cwd) if project_config else ProjectConfig()
+    file_cfg = load_project_config(elf, cwd, global_config) if project_config else ProjectConfig()
     cli = dict(
         chip=chip,
         flash_size=flash_size,
@@ -144,6 +146,7 @@ def pack(
         boot_warnings=False,  # judged below, under the chosen bootloader
     )
     notes: list[str] = []
+    app.warnings[:0] = file_cfg.warnings
     if mode != requested_mode:
         app.warnings.append(
             f"flash mode {requested_mode} is written as {mode} in the headers and flash_args, as ESP-IDF does "
@@ -261,7 +264,8 @@ def pack(
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
     write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
     result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file, cwd))
-    return replace(result, config_files=file_cfg.sources, config_settings=from_files, notes=tuple(dict.fromkeys(notes)))
+    return replace(result, config_files=file_cfg.sources, config_settings=from_files,
+                   config_origins={s: file_cfg.origin(s) for s in from_files}, notes=tuple(dict.fromkeys(notes)))
 
 
 #: The rule of the chip-revision check; its non-fatal finding is an overlap of the app's and bootloader's ranges.

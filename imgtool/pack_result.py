@@ -50,6 +50,7 @@ class PackResult:
     sha256: dict = field(default_factory=dict)
     config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
     config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
+    config_origins: dict = field(default_factory=dict)  # setting -> the file it was taken from
 
     @property
     def app_usage(self) -> float:
@@ -84,7 +85,8 @@ class PackResult:
             "esptool_command": self.esptool_command,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
-            "config": {"files": list(self.config_files), "settings": list(self.config_settings)},
+            "config": {"files": list(self.config_files), "settings": list(self.config_settings),
+                       "origins": dict(self.config_origins)},
         }
 
 

@@ -19,7 +19,7 @@ def _labels(ctx, param, value):
 @click.command()
 @click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="OUTDIR|ELF")
 @click.option("--port", "-p", help="Serial port or esptool URL (socket://host:port) [default: $ESPPORT, else the only USB serial port].")
-@click.option("--baud", "-b", default=460800, show_default=True, type=click.IntRange(min=300), help="Baud rate for flashing.")
+@click.option("--baud", "-b", type=click.IntRange(min=300), help="Baud rate for flashing [default: baudrate in espflash.toml, else 460800].")
 @chip_option("The chip you expect; a pack for another chip is refused (the connected chip is always checked).")
 @click.option("--merged", is_flag=True, help="Write the merged image (flash_merged_args): overwrites NVS and every other data partition.")
 @click.option("--force", is_flag=True, help="Flash even when the chip's revision or crystal does not suit the app or bootloader.")
@@ -42,11 +42,12 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
     from imgtool.commands.context import user_environment
     from imgtool.flasher import FlashOptions
 
+    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    baud = resolved_baud(baud, None if target.is_dir() else target, say)
     options = FlashOptions(
         port=port or user_environment().port, baud=baud, before=before, after=after, no_stub=no_stub, chip=chip, merged=merged, force=force,
         erase_all=erase_all, erase_parts=erase_parts, erase_data_parts=erase_data_parts,
     )
-    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     if as_json:  # esptool's progress goes to stderr so standard output stays one JSON object
         import contextlib
         import sys
@@ -56,6 +57,20 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
         _print_json(report)
     else:
         _run(target, options, chip, pack_opts, say, quiet=False)
+
+
+def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
+    """``--baud``, else ``baudrate`` from the espflash.toml files ``pack`` reads for ``elf`` (or, for a folder
+    already packed, from the working folder's, its parent's and the global one), else 460800."""
+    from imgtool.commands.context import global_config, working_folder
+    from imgtool.flasher import DEFAULT_BAUD
+    from imgtool.project_config import flash_baud, load_project_config
+
+    cfg = load_project_config(elf, working_folder(), global_config())
+    value, origin = flash_baud(baud, cfg, DEFAULT_BAUD)
+    if origin and say is not None:
+        say(f"baud {value} (baudrate from {origin})")
+    return value
 
 
 def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):

@@ -139,8 +139,12 @@ def print_summary(result) -> None:
     f = result.flash
     from_files = ""
     if result.config_settings:
-        names = ", ".join(Path(p).name for p in result.config_files)
-        from_files = f"  ({', '.join(_setting_name(s) for s in result.config_settings)} from {names})"
+        by_file: dict[str, list[str]] = {}
+        for setting in result.config_settings:
+            by_file.setdefault(result.config_origins.get(setting) or "", []).append(_setting_name(setting))
+        from_files = "  ({})".format(
+            "; ".join(f"{', '.join(names)} from {_shown_path(file)}" for file, names in by_file.items())
+        )
     click.echo(f"{click.style(result.chip, bold=True)}  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}{from_files}")
     m = result.merged
     rows = [(p.name, f"0x{p.offset:x}", f"{p.size:,}", p.file) for p in result.parts]
@@ -175,6 +179,16 @@ def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tup
         "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
         for row in table
     ]
+
+
+def _shown_path(file: str) -> str:
+    """A project file as the user would type it: relative to the working folder when below it."""
+    from imgtool.commands.context import working_folder
+
+    try:
+        return os.fspath(Path(file).resolve().relative_to(working_folder().resolve()))
+    except ValueError:
+        return file
 
 
 def _setting_name(setting: str) -> str:
