@@ -277,16 +277,20 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
     """Judge the app under the chosen bootloader (its RAM layout and revisions): refuse what it would not
     start; return ``(warnings, notes)`` for the rest (``boot_rules``).
 
-    Revisions outside the bootloader's own range never run it (it checks its own header first), so
-    an app range wider than the bootloader's is only a note, unless the user chose that range
-    (``revisions_chosen``: --min-rev/--max-rev), when it is a warning naming the fix.
+    The bootloader checks its own header's minimum chip revision, not its maximum
+    (``bootloader_common_check_chip_validity`` skips it for ESP_IMAGE_BOOTLOADER), so of an app range
+    wider than the bootloader's only the chips below the bootloader's minimum fail to boot the pack.
+    That is a note when the app's range is the default, and a warning naming the fix when the user
+    chose it (``revisions_chosen``: --min-rev/--max-rev).
     """
-    from imgtool.boot_rules import BootContext, check_app, revision_range_text
+    from imgtool.boot_rules import BootContext, check_app, revision_range_text, revisions_allowed
+    from imgtool.chips import revision_name
     from imgtool.errors import LayoutError
     from imgtool.image_format import parse_image
 
     boot = parse_image(bootloader, what="bootloader").image
     revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
+    image = parse_image(app_data).image
     findings = check_app(app.chip, parse_image(app_data), BootContext(bootloader_revs=revs))
     warnings, notes = [], []
     for finding in findings:
@@ -298,18 +302,22 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
         if finding.rule != REVISION_RULE:
             warnings.append(f"{app.elf.path}: {finding}")
             continue
+        app_lo, _ = revisions_allowed(image.min_chip_rev_full, image.max_chip_rev_full)
+        boot_lo, _ = revisions_allowed(*revs)
+        if app_lo >= boot_lo:
+            continue  # only revisions above the bootloader's maximum, which it does not check on itself
+        first = revision_name(boot_lo)
         other = "--bootloader-variant (see 'imgtool bootloader list') or --bootloader" if other_variants else "--bootloader"
         if revisions_chosen:
             warnings.append(
-                f"{app.elf.path}: {finding}; set --min-rev/--max-rev within the bootloader's {revision_range_text(*revs)}, "
-                f"or pack with {other} for a bootloader built for the others"
+                f"{app.elf.path}: --min-rev {revision_name(app_lo)} allows {app.chip.name} chips the bootloader does not "
+                f"start on (it needs {first} or later; bootloader_common_check_chip_validity); pass --min-rev "
+                f"{first.lstrip('v')}, or pack with {other} built for the older chips"
             )
         else:
-            image = parse_image(app_data).image
             notes.append(
-                f"boots {app.chip.name} revisions {revision_range_text(*revs)}, the bootloader's range (the app "
-                f"itself allows {revision_range_text(image.min_chip_rev_full, image.max_chip_rev_full)}); "
-                f"for other revisions pack with {other}"
+                f"{app.chip.name} chips before {first} do not boot this pack: its bootloader starts on {first} "
+                f"and later; for older chips pack with {other}"
             )
     return warnings, notes
 

@@ -27,7 +27,8 @@ def test_the_bootloaders_revision_range_is_a_note_in_the_summary_and_json(tmp_pa
     elf = corpus_path("elf", "esp32c3")
     result = run_cli("pack", elf, "-o", tmp_path / "out", env=mirror_env)
     notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "revisions v0.3–v1.99" in notes[0]
+    assert notes == ["note: esp32c3 chips before v0.3 do not boot this pack: its bootloader starts on v0.3 and later; "
+                     "for older chips pack with --bootloader"]
     doc = json.loads(run_cli("pack", elf, "-o", tmp_path / "out", "--json", env=mirror_env).stdout)
     assert doc["warnings"] == [] and len(doc["notes"]) == 1
 
@@ -36,16 +37,23 @@ def test_p4_default_pack_does_not_warn_about_chips_its_bootloader_refuses(tmp_pa
     """The pinned v3 bootloader checks its own header first, so pre-v3.0 chips never reach the app's loader-code clash."""
     result = run_cli("pack", corpus_path("elf", "esp32p4"), "-o", tmp_path / "out", env=mirror_env)
     assert result.exit_code == 0 and result.stderr == ""
-    assert "note: boots esp32p4 revisions v3.0–v3.99" in result.stdout and "--bootloader-variant" in result.stdout
+    assert "note: esp32p4 chips before v3.0 do not boot this pack" in result.stdout and "--bootloader-variant" in result.stdout
 
 
 def test_a_revision_range_the_user_chose_warns_once_naming_the_fix(tmp_path, mirror_env):
     out = tmp_path / "out"
     result = run_cli("pack", corpus_path("elf", "esp32c3"), "-o", out, "--min-rev", "0.0", "--max-rev", "0.99", "-q", env=mirror_env)
     warnings = result.stderr.splitlines()
-    assert result.exit_code == 0 and len(warnings) == 1 and "--min-rev/--max-rev within the bootloader's v0.3–v1.99" in warnings[0]
+    assert result.exit_code == 0 and len(warnings) == 1 and "it needs v0.3 or later" in warnings[0]
+    assert "pass --min-rev 0.3" in warnings[0]
     followed = run_cli("pack", corpus_path("elf", "esp32c3"), "-o", out, "--min-rev", "0.3", "--max-rev", "0.99", "-q", env=mirror_env)
     assert followed.exit_code == 0 and followed.stderr == ""
+
+
+def test_revisions_above_the_bootloaders_maximum_are_no_concern(tmp_path, mirror_env):
+    """The bootloader does not check its own maximum revision, so an app for any later revision boots: nothing to say."""
+    result = run_cli("pack", corpus_path("elf", "esp32"), "-o", tmp_path / "out", env=mirror_env)
+    assert result.exit_code == 0 and result.stderr == "" and "note:" not in result.stdout
 
 
 def test_a_finding_the_image_and_the_pack_both_make_is_said_once(tmp_path, mirror_env):
