@@ -75,7 +75,7 @@ def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
 
 def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
     from imgtool.commands.context import bootloader_store, pack_environment, quiet_downloads
-    from imgtool.errors import UsageError
+    from imgtool.errors import ImgtoolError, UsageError
     from imgtool.flasher import flash_folder
 
     if target.is_dir():
@@ -98,7 +98,21 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
             f"packed {target.name} for {result.chip}: app {result.app_size:,} bytes in '{result.app_partition}' "
             f"({result.app_usage * 100:.1f}% used)"
         )
-        return flash_folder(result.outdir, options, log=say, store=environment["store"])
+        try:
+            return flash_folder(result.outdir, options, log=say, store=environment["store"])
+        except ImgtoolError as exc:
+            raise _named_by_elf(exc, result.outdir, target) from None
+
+
+def _named_by_elf(exc, folder: Path, elf: Path):
+    """``exc`` with the temporary pack folder, which is gone once the command ends, named by the ELF it was packed from."""
+    import os
+
+    temp = os.fspath(folder)
+    exc.message = exc.message.replace(f"the pack in {temp}", f"the pack of {elf}").replace(temp, f"the pack of {elf}")
+    if exc.path is not None and exc.path.startswith(temp):
+        exc.path = os.fspath(elf)
+    return exc
 
 
 def _print_json(report) -> None:
