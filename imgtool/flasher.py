@@ -59,7 +59,7 @@ class FlashOptions:
 class FlashReport:
     device: DeviceInfo
     written: list[tuple[int, str]]
-    erased: list[tuple[int, int, str]]
+    erased: list[tuple[int, int, str | None]]  # (offset, size, partition label); label None: the whole flash (--erase-all)
     notes: list[str]
 
 
@@ -111,7 +111,10 @@ def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print,
         esp.flash_set_parameters(flash_size_bytes(pack.settings.size))
         if options.erase_all:
             cmds.erase_flash(esp, force=options.force)
-        for offset, size, _ in regions:
+            regions = [(0, _whole_flash_size(esp, pack.settings.size), None), *regions]
+        for offset, size, label in regions:
+            if label is None:
+                continue  # the whole flash, erased above
             cmds.erase_region(esp, offset, size, force=options.force)
         cmds.write_flash(esp, [(off, data) for off, data, _ in writes], force=options.force)
         cmds.reset_chip(esp, options.after)
@@ -126,6 +129,19 @@ def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print,
             except Exception:  # pragma: no cover - closing a port that already failed
                 pass
     return FlashReport(device, [(off, name) for off, _, name in writes], regions, notes)
+
+
+def _whole_flash_size(esp, packed_size: str) -> int:
+    """The connected chip's flash size as esptool detects it, else the size the pack was made for."""
+    from esptool import cmds
+
+    from imgtool.chips import flash_size_bytes
+
+    try:
+        detected = cmds.detect_flash_size(esp)
+        return flash_size_bytes(detected) if detected else flash_size_bytes(packed_size)
+    except Exception:  # a flash chip esptool does not know, or an old esptool: the pack's size
+        return flash_size_bytes(packed_size)
 
 
 def read_device(esp) -> DeviceInfo:

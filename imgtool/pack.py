@@ -263,7 +263,7 @@ def pack(
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
     write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
-    result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file, cwd))
+    result = pack_result(layout, files, outdir=out, shown=lambda file: _display_path(out / file, cwd))
     return replace(result, config_files=file_cfg.sources, config_settings=from_files,
                    config_origins={s: file_cfg.origin(s) for s in from_files}, notes=tuple(dict.fromkeys(notes)))
 

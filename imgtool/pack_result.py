@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from imgtool.flash_layout import FlashLayout, FlashSettings
-from imgtool.flash_outputs import digests, esptool_args, render_files
+from imgtool.flash_outputs import digests, esptool_args, esptool_parts_args, render_files
 
 
 class PartInfo(NamedTuple):
@@ -42,7 +42,7 @@ class PackResult:
     app_partition_size: int
     app_size: int
     files: tuple[str, ...]
-    esptool_args: tuple[str, ...]  # argv after "esptool"
+    esptool_args: tuple[str, ...]  # argv after "esptool": the parts, as flash_args (keeps NVS)
     outdir: Path | None = None
     warnings: tuple[str, ...] = ()
     #: What is worth knowing but needs no action (the summary shows them; ``-q`` drops them).
@@ -51,6 +51,7 @@ class PackResult:
     config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
     config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
     config_origins: dict = field(default_factory=dict)  # setting -> the file it was taken from
+    merged_esptool_args: tuple[str, ...] = ()  # argv after "esptool": the merged image, as flash_merged_args
 
     @property
     def app_usage(self) -> float:
@@ -59,7 +60,13 @@ class PackResult:
 
     @property
     def esptool_command(self) -> str:
+        """The esptool command writing the parts (what the summary recommends)."""
         return shlex.join(["esptool", *self.esptool_args])
+
+    @property
+    def merged_esptool_command(self) -> str:
+        """The esptool command writing the merged image (overwrites NVS and every other data partition)."""
+        return shlex.join(["esptool", *self.merged_esptool_args])
 
     def path(self, file: str) -> Path:
         return (self.outdir or Path(".")) / file
@@ -83,6 +90,8 @@ class PackResult:
             "sha256": dict(self.sha256),
             "esptool_args": list(self.esptool_args),
             "esptool_command": self.esptool_command,
+            "merged_esptool_args": list(self.merged_esptool_args),
+            "merged_esptool_command": self.merged_esptool_command,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
             "config": {"files": list(self.config_files), "settings": list(self.config_settings),
@@ -95,9 +104,13 @@ def pack_result(
     files: dict[str, bytes] | None = None,
     *,
     outdir: Path | None = None,
-    merged_path: str | None = None,
+    shown=None,
 ) -> PackResult:
-    """The report for ``layout`` and its rendered ``files`` (rendered now when None)."""
+    """The report for ``layout`` and its rendered ``files`` (rendered now when None).
+
+    ``shown`` maps an output file name to the path the commands print (default: the bare name).
+    """
+    shown = shown or (lambda name: name)
     files = files if files is not None else render_files(layout)
     merged_size = len(files[layout.merged_file]) if layout.merged_file in files else layout.end - layout.start
     return PackResult(
@@ -111,7 +124,8 @@ def pack_result(
         app_partition_size=layout.app_partition_size,
         app_size=layout.app.size,
         files=tuple(files),
-        esptool_args=tuple(esptool_args(layout, merged_path)),
+        esptool_args=tuple(esptool_parts_args(layout, shown)),
+        merged_esptool_args=tuple(esptool_args(layout, shown(layout.merged_file))),
         outdir=outdir,
         warnings=layout.warnings,
         sha256=digests(files),

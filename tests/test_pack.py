@@ -69,7 +69,8 @@ def test_pack_writes_every_output(tmp_path, elf_c3, boot_c3):
     merged = (out / "blinky.merged.bin").read_bytes()
     assert merged[:len(boot_c3.read_bytes())][:1] == b"\xe9"
     assert merged[0x10000 : 0x10000 + res.app_size] == (out / "blinky.bin").read_bytes()
-    assert res.esptool_args[-2:] == ("0x0", str((out / "blinky.merged.bin").resolve()))  # outside the cwd: absolute
+    assert res.merged_esptool_args[-2:] == ("0x0", str((out / "blinky.merged.bin").resolve()))  # outside the cwd: absolute
+    assert res.esptool_args[-2:] == ("0x10000", str((out / "blinky.bin").resolve()))  # the parts, as flash_args
     report = verify(out, elf=elf_c3)
     assert report.ok, report.problems
 

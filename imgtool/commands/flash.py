@@ -121,7 +121,8 @@ def _print_json(report) -> None:
         "chip_revision": report.device.revision,
         "crystal_mhz": report.device.crystal_mhz,
         "written": [{"offset": off, "offset_hex": f"0x{off:x}", "file": name} for off, name in report.written],
-        "erased": [{"offset": off, "size": size, "partition": label} for off, size, label in report.erased],
+        "erased": [{"offset": off, "offset_hex": f"0x{off:x}", "size": size, "partition": label, "whole_flash": label is None}
+                   for off, size, label in report.erased],
         "notes": report.notes,
     }
     click.echo(json.dumps(doc, indent=2))
