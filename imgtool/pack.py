@@ -20,7 +20,7 @@ from imgtool.flash_formats import FORMATS
 from imgtool.flash_layout import FlashSettings, check_table_offset, plan_layout
 from imgtool.flash_outputs import render_files
 from imgtool.output_names import LEGACY_FILES, OTADATA_FILE, SHA256SUMS_FILE, format_file_name
-from imgtool.pack_result import PackResult, pack_result
+from imgtool.pack_result import PackResult, pack_result, probe_rs_args
 from imgtool.partitions import DEFAULT_TABLE_OFFSET
 
 if TYPE_CHECKING:
@@ -263,7 +263,12 @@ def pack(
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
     write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
-    result = pack_result(layout, files, outdir=out, shown=lambda file: _display_path(out / file, cwd))
+    def shown(file: str) -> str:
+        return _display_path(out / file, cwd)
+
+    result = pack_result(layout, files, outdir=out, shown=shown)
+    if not keys and flash_key is None:  # probe-rs would write the plain app it builds from the ELF
+        result = replace(result, probe_rs_args=probe_rs_args(layout, _display_path(elf, cwd), shown))
     return replace(result, config_files=file_cfg.sources, config_settings=from_files,
                    config_origins={s: file_cfg.origin(s) for s in from_files}, notes=tuple(dict.fromkeys(notes)))
 

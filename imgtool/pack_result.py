@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from imgtool.flash_layout import FlashLayout, FlashSettings
+
+#: The app partition probe-rs (espflash) picks by itself in a table with one.
+DEFAULT_APP_PARTITION = "factory"
 from imgtool.flash_outputs import digests, esptool_args, esptool_parts_args, render_files
 
 
@@ -52,6 +55,9 @@ class PackResult:
     config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
     config_origins: dict = field(default_factory=dict)  # setting -> the file it was taken from
     merged_esptool_args: tuple[str, ...] = ()  # argv after "esptool": the merged image, as flash_merged_args
+    #: argv after "probe-rs" flashing the ELF over a debug probe with this pack's bootloader and table
+    #: (empty for signed or encrypted packs: probe-rs writes the app it builds from the ELF, plain).
+    probe_rs_args: tuple[str, ...] = ()
 
     @property
     def app_usage(self) -> float:
@@ -67,6 +73,10 @@ class PackResult:
     def merged_esptool_command(self) -> str:
         """The esptool command writing the merged image (overwrites NVS and every other data partition)."""
         return shlex.join(["esptool", *self.merged_esptool_args])
+
+    @property
+    def probe_rs_command(self) -> str | None:
+        return shlex.join(["probe-rs", *self.probe_rs_args]) if self.probe_rs_args else None
 
     def path(self, file: str) -> Path:
         return (self.outdir or Path(".")) / file
@@ -92,11 +102,25 @@ class PackResult:
             "esptool_command": self.esptool_command,
             "merged_esptool_args": list(self.merged_esptool_args),
             "merged_esptool_command": self.merged_esptool_command,
+            "probe_rs_args": list(self.probe_rs_args),
+            "probe_rs_command": self.probe_rs_command,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
             "config": {"files": list(self.config_files), "settings": list(self.config_settings),
                        "origins": dict(self.config_origins)},
         }
+
+
+def probe_rs_args(layout: FlashLayout, elf: str, shown=None) -> tuple[str, ...]:
+    """``probe-rs run`` with the pack's bootloader and partition table (probe-rs builds the app from the ELF itself)."""
+    from imgtool.output_names import BOOTLOADER_FILE, PARTITIONS_BIN_FILE
+
+    shown = shown or (lambda name: name)
+    args = ["run", "--chip", layout.chip.name, "--idf-bootloader", shown(BOOTLOADER_FILE),
+            "--idf-partition-table", shown(PARTITIONS_BIN_FILE)]
+    if layout.app_partition_name != DEFAULT_APP_PARTITION:
+        args += ["--idf-target-app-partition", layout.app_partition_name]
+    return (*args, elf)
 
 
 def pack_result(
@@ -132,4 +156,4 @@ def pack_result(
     )
 
 
-__all__ = ["PackResult", "PartInfo", "pack_result"]
+__all__ = ["PackResult", "PartInfo", "pack_result", "probe_rs_args"]

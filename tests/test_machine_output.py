@@ -49,3 +49,27 @@ def test_flash_freq_spelled_as_espflash_writes_it(tmp_path):
         result = run_cli("pack", C3, "-o", tmp_path / "out", "--bootloader", boot, "--flash-freq", spelling, "--json")
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["flash_settings"]["flash_freq"] == "80m"
+
+
+def test_summary_and_json_give_the_probe_rs_line_for_the_pack(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
+    summary = run_cli("pack", C3, "-o", "out", "--bootloader", boot, "--partition-table", "two_ota", "--flash-size", "4MB").stdout
+    doc = json.loads(run_cli("pack", C3, "-o", "out", "--bootloader", boot, "--partition-table", "two_ota",
+                             "--flash-size", "4MB", "--json").stdout)
+    command = doc["probe_rs_command"]
+    assert f"  or, with a debug probe: {command}" in summary.splitlines()
+    assert shlex.split(command) == ["probe-rs", "run", "--chip", "esp32c3",
+                                    "--idf-bootloader", os.path.join("out", "bootloader.bin"),
+                                    "--idf-partition-table", os.path.join("out", "partitions.bin"),
+                                    "--idf-target-app-partition", "ota_0", str(C3)]
+
+
+def test_no_probe_rs_line_for_an_encrypted_pack(tmp_path):
+    """probe-rs writes the app it builds from the ELF, in clear: a line for it would not flash this pack."""
+    key = tmp_path / "key.bin"
+    key.write_bytes(bytes(range(32)))
+    result = run_cli("pack", C3, "-o", tmp_path / "out", "--bootloader", make_bootloader(tmp_path / "bl.bin", "esp32c3"),
+                     "--encrypt-key", key, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["probe_rs_command"] is None

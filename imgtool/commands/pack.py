@@ -167,6 +167,8 @@ def print_summary(result) -> None:
     click.echo(f"flash with ({kept}; --merged writes the merged image):")
     click.echo(f"  imgtool flash {shlex.quote(outdir)} --port PORT")
     click.echo(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args")
+    if result.probe_rs_command:
+        click.echo(f"  or, with a debug probe: {result.probe_rs_command}")
     for note in result.notes:
         click.echo(f"note: {note}")
 
