@@ -96,6 +96,7 @@ def pack(
         normalize_flash_size,
     )
     from imgtool.data_parts import build_data_images, merge_data_specs
+    from imgtool.idf_build import find_idf_build
     from imgtool.project_config import ProjectConfig, load_project_config
     from imgtool.table_choice import check_app_fits, default_table, load_table
 
@@ -127,9 +128,21 @@ def pack(
     )
     cfg = file_cfg.merged_with(**cli)
     from_files = tuple(k for k, v in cli.items() if v is None and getattr(file_cfg, k) is not None)
+    origins = {s: file_cfg.origin(s) for s in from_files}
+    build = find_idf_build(elf) if project_config else None
+    if build is not None:  # esp-idf-sys's own bootloader, table and sdkconfig, under the files and the command line
+        given = {"bootloader": os.fspath(build.bootloader), "partition_table": os.fspath(build.partition_table), **build.settings}
+        if bootloader_variant is not None:
+            given.pop("bootloader")
+        taken = {k: v for k, v in given.items() if getattr(cfg, k) is None}
+        cfg = replace(cfg, **taken)
+        from_files += tuple(taken)
+        origins.update({k: os.fspath(build.folder) for k in taken})
     data_specs = merge_data_specs(dict(file_cfg.data), data)
     given_labels = {label for label, _ in data}
-    from_files += tuple(f"data.{label}" for label, _ in file_cfg.data if label not in given_labels)
+    from_data = tuple(f"data.{label}" for label, _ in file_cfg.data if label not in given_labels)
+    from_files += from_data
+    origins.update({s: file_cfg.origin(s) for s in from_data})
     requested_mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
     mode = boot_flash_mode(requested_mode)
     size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
@@ -269,8 +282,9 @@ def pack(
     result = pack_result(layout, files, outdir=out, shown=shown)
     if not keys and flash_key is None:  # probe-rs would write the plain app it builds from the ELF
         result = replace(result, probe_rs_args=probe_rs_args(layout, _display_path(elf, cwd), shown))
-    return replace(result, config_files=file_cfg.sources, config_settings=from_files,
-                   config_origins={s: file_cfg.origin(s) for s in from_files}, notes=tuple(dict.fromkeys(notes)))
+    read = (*file_cfg.sources, *((os.fspath(build.sdkconfig),) if build is not None else ()))
+    return replace(result, config_files=read, config_settings=from_files,
+                   config_origins=origins, notes=tuple(dict.fromkeys(notes)))
 
 
 #: The rule of the chip-revision check; its non-fatal finding is an overlap of the app's and bootloader's ranges.
