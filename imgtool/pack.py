@@ -160,8 +160,8 @@ def pack(
     )
     notes: list[str] = []
     app.warnings[:0] = file_cfg.warnings
-    if mode != requested_mode:
-        app.warnings.append(
+    if mode != requested_mode:  # what ESP-IDF does too: nothing to fix
+        notes.append(
             f"flash mode {requested_mode} is written as {mode} in the headers and flash_args, as ESP-IDF does "
             f"(the ROM boots in {mode}; a bootloader built for {requested_mode.upper()} switches to it itself)"
         )
