@@ -120,3 +120,14 @@ def test_the_p4_note_points_to_a_list_that_says_which_variant_is_for_which_revis
     listed = run_cli("bootloader", "list", env=env)
     row = next(line for line in listed.stdout.splitlines() if "esp32p4" in line and " v0 " in line)
     assert "chip revisions v1.0-v1.99" in row
+
+
+def test_verify_given_an_elf_names_pack_then_verify(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(C3, tmp_path / "blinky")
+    result = run_cli("verify", "blinky")
+    assert result.exit_code != 0 and "--chip" not in result.stderr
+    pack_step, verify_step = re.findall(r"'imgtool ([^']+)'", result.stderr)
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
+    assert run_cli(*pack_step.replace("OUTDIR", "out").split(), "--bootloader", boot, "-q").exit_code == 0
+    assert run_cli(*verify_step.replace("OUTDIR", "out").split()).exit_code == 0

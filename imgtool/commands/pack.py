@@ -216,6 +216,7 @@ def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_c
     from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
+    _refuse_elf(target)
     trusted = load_trusted_keys(keys)
     source = target
     if encrypt_key is not None or _has_encrypted_parts(target):
@@ -230,6 +231,22 @@ def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_c
         for check in report.checks:
             click.echo(f"  {check.status:4} {check}")
     report.raise_for_problems()
+
+
+def _refuse_elf(target: Path) -> None:
+    """An ELF is what ``pack`` reads, not what the chip boots: say so, with the two steps that check it."""
+    from imgtool.elf import ELF_MAGIC
+    from imgtool.errors import InputError
+
+    if target.is_file():
+        with open(target, "rb") as f:
+            head = f.read(len(ELF_MAGIC))
+        if head == ELF_MAGIC:
+            raise InputError(
+                f"is an ELF file, not a pack; pack it first, then verify the pack: 'imgtool pack {target} -o OUTDIR' "
+                f"and 'imgtool verify OUTDIR --elf {target}'",
+                path=target,
+            )
 
 
 def _has_encrypted_parts(target: Path) -> bool:
