@@ -140,18 +140,28 @@ def _package_names(doc: dict) -> set[str]:
 
 
 def _members(root: Path, doc: dict) -> list[Path]:
-    """The member folders a ``[workspace]`` lists (glob patterns allowed, ``exclude`` honoured)."""
+    """The member folders a ``[workspace]`` lists (glob patterns allowed, ``exclude`` honoured).
+
+    A pattern no folder can match (absolute, empty, with a NUL) is skipped: cargo would say what is wrong with it.
+    """
     workspace = doc.get("workspace")
     if not isinstance(workspace, dict):
         return []
     patterns = [m for m in workspace.get("members", ()) if isinstance(m, str)] if isinstance(workspace.get("members"), list) else []
     excluded = workspace.get("exclude") if isinstance(workspace.get("exclude"), list) else []
-    skip = {(root / e).resolve() for e in excluded if isinstance(e, str)}
+    skip = set()
+    for entry in excluded:
+        try:
+            skip.add((root / entry).resolve())
+        except (TypeError, ValueError, OSError):
+            continue
     folders = []
     for pattern in patterns:
-        for folder in sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]:
-            if folder.resolve() not in skip and (folder / CARGO_TOML).is_file():
-                folders.append(folder)
+        try:
+            matches = sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]
+            folders += [f for f in matches if f.resolve() not in skip and (f / CARGO_TOML).is_file()]
+        except (ValueError, NotImplementedError, OSError):
+            continue
     return folders
 
 

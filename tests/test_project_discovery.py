@@ -155,3 +155,21 @@ def test_flash_takes_baudrate_from_espflash_toml_and_baud_wins(tmp_path, monkeyp
 class _Report:
     device = type("Device", (), {"chip": "esp32c3", "revision": 4, "crystal_mhz": 40})()
     written, erased, notes = [], [], []
+
+
+@pytest.mark.parametrize("members", ['["/abs/*"]', '[""]', '["a\\u0000b"]', '["../*"]', "3", '[1, "app"]'])
+def test_odd_workspace_members_are_skipped_not_fatal(members, tmp_path):
+    ws = tmp_path / "ws"
+    write(ws / "Cargo.toml", f'[workspace]\nmembers = {members}\nexclude = ["x\\u0000"]\n')
+    write(ws / "app" / "Cargo.toml", '[package]\nname = "blinky"\nversion = "0.1.0"\n')
+    elf = built_elf(ws / "target")
+    found = find_crate(elf, ws)
+    assert found in (None, ws / "app" / "Cargo.toml")
+
+
+def test_a_bin_target_name_finds_its_crate(tmp_path):
+    project = tmp_path / "proj"
+    write(project / "Cargo.toml", '[package]\nname = "firmware"\nversion = "0.1.0"\n\n[[bin]]\nname = "blinky-c3"\npath = "src/main.rs"\n')
+    elf = built_elf(tmp_path / "elsewhere", "blinky-c3")
+    (project / "src").mkdir()
+    assert find_crate(elf, project / "src") == project / "Cargo.toml"
