@@ -12,7 +12,6 @@ from conftest import FIXTURES, corpus_path, run_cli
 
 from imgtool.idf_build import find_idf_build, sdkconfig_settings
 from imgtool.image_format import parse_image
-from imgtool.partitions import PartitionTable
 from imgtool.verify import verify
 
 #: ESP-IDF's partitions_singleapp_large.csv.
@@ -36,8 +35,9 @@ def std_project(tmp_path):
     (out / "build" / "bootloader").mkdir(parents=True)
     (out / "build" / "partition_table").mkdir(parents=True)
     shutil.copy(corpus_path("bootloaders", "esp32c3-bootloader.bin"), out / "build" / "bootloader" / "bootloader.bin")
-    table = PartitionTable.from_csv(IDF_TABLE)
-    (out / "build" / "partition_table" / "partition-table.bin").write_bytes(table.to_binary())
+    from esp_idf_defs import PartitionTable as IdfTable  # ESP-IDF's gen_esp32part, as the build runs it
+
+    (out / "build" / "partition_table" / "partition-table.bin").write_bytes(IdfTable.from_csv(IDF_TABLE).to_binary())
     (out / "sdkconfig").write_text(SDKCONFIG)
     (profile / "build" / "other-crate-0000").mkdir()
     elf = profile / "blinky"
