@@ -92,8 +92,6 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
         result = pack(target, tmp / "out", chip=chip, **pack_kwargs(**pack_opts), quiet=quiet_downloads(quiet), **environment)
         for warning in result.warnings:
             click.echo(f"imgtool: warning: {warning}", err=True)
-        for note in result.notes:
-            say(f"note: {note}")
         say(
             f"packed {target.name} for {result.chip}: app {result.app_size:,} bytes in '{result.app_partition}' "
             f"({result.app_usage * 100:.1f}% used)"
