@@ -81,6 +81,11 @@ def test_shared_cargo_target_dir_outside_the_project(workspace, tmp_path, monkey
     cfg = load_project_config(elf, deep)
     assert cfg.flash_size == "8MB" and cfg.partition_table_offset == 0x9000
     assert cfg.origin("partition_table_offset") == str(workspace / "app" / "Cargo.toml")
+    write(workspace / "app" / "Cargo.toml", '[package]\nname = "blinky"\nversion = "0.1.0"\n')
+    result = run_cli("pack", elf, "-o", tmp_path / "out", "--bootloader", make_bootloader(tmp_path / "bl.bin", "esp32c3"))
+    assert result.exit_code == 0, result.output
+    app_toml = workspace / "app" / "espflash.toml"
+    assert "flash 8MB" in result.stdout and f"(flash-size, partition-table from {app_toml})" in result.stdout
 
 
 def test_global_config_is_read_last_and_named(tmp_path, monkeypatch):
