@@ -288,10 +288,6 @@ def pack(
                    config_origins=origins, notes=tuple(dict.fromkeys(notes)))
 
 
-#: The rule of the chip-revision check; its non-fatal finding is an overlap of the app's and bootloader's ranges.
-REVISION_RULE = "bootloader_common_check_chip_revision_validity"
-
-
 def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: bool = False,
                other_variants: bool = False) -> tuple[list[str], list[str]]:
     """Judge the app under the chosen bootloader (its RAM layout and revisions): refuse what it would not
@@ -307,6 +303,7 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
     from imgtool.chips import revision_name
     from imgtool.errors import LayoutError
     from imgtool.image_format import parse_image
+    from imgtool.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
 
     boot = parse_image(bootloader, what="bootloader").image
     revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
@@ -322,10 +319,10 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
         if finding.rule != REVISION_RULE:
             warnings.append(f"{app.elf.path}: {finding}")
             continue
-        app_lo, _ = revisions_allowed(image.min_chip_rev_full, image.max_chip_rev_full)
-        boot_lo, _ = revisions_allowed(*revs)
-        if app_lo >= boot_lo:
+        boot_lo = locked_out_below((image.min_chip_rev_full, image.max_chip_rev_full), revs)
+        if boot_lo is None:
             continue  # only revisions above the bootloader's maximum, which it does not check on itself
+        app_lo, _ = revisions_allowed(image.min_chip_rev_full, image.max_chip_rev_full)
         first = revision_name(boot_lo)
         other = "--bootloader-variant (see 'imgtool bootloader list') or --bootloader" if other_variants else "--bootloader"
         if revisions_chosen:
@@ -335,10 +332,7 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
                 f"{first.lstrip('v')}, or pack with {other} built for the older chips"
             )
         else:
-            notes.append(
-                f"{app.chip.name} chips before {first} do not boot this pack: its bootloader starts on {first} "
-                f"and later; for older chips pack with {other}"
-            )
+            notes.append(f"{locked_out_text(app.chip.name, boot_lo)}; for older chips pack with {other}")
     return warnings, notes
 
 

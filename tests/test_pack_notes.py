@@ -61,3 +61,11 @@ def test_a_finding_the_image_and_the_pack_both_make_is_said_once(tmp_path, mirro
     result = run_cli("pack", elf, "-o", tmp_path / "out", "-q", env=mirror_env)
     warnings = result.stderr.splitlines()
     assert result.exit_code == 0 and warnings and len(warnings) == len(set(warnings))
+
+
+def test_verify_says_the_same_as_the_pack_and_does_not_warn(tmp_path, mirror_env):
+    out = tmp_path / "out"
+    assert run_cli("pack", corpus_path("elf", "esp32c3"), "-o", out, "-q", env=mirror_env).exit_code == 0
+    result = run_cli("verify", out, env=mirror_env)
+    assert result.exit_code == 0 and "warn" not in result.stdout
+    assert "esp32c3 chips before v0.3 do not boot this pack" in result.stdout
