@@ -20,6 +20,10 @@ ENV_MIRROR = "IMGTOOL_BOOTLOADER_MIRROR"
 ENV_CI = "CI"
 #: The serial port when ``--port`` is not given (ESP-IDF's idf.py reads it too).
 ENV_PORT = "ESPPORT"
+#: espflash's and esptool's names for it; when several are set the first of :data:`PORT_VARIABLES` wins.
+ENV_ESPFLASH_PORT = "ESPFLASH_PORT"
+ENV_ESPTOOL_PORT = "ESPTOOL_PORT"
+PORT_VARIABLES = (ENV_ESPFLASH_PORT, ENV_ESPTOOL_PORT, ENV_PORT)
 #: Reproducible-builds timestamp (seconds since 1970, UTC) for ``--archive`` members.
 ENV_SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 #: The cache folder's name under the platform's user cache.
@@ -46,7 +50,7 @@ class UserEnvironment:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> UserEnvironment:
         cache = environ.get(ENV_CACHE_DIR, "")
-        port = environ.get(ENV_PORT, "").strip()
+        port = next((value for name in PORT_VARIABLES if (value := environ.get(name, "").strip())), "")
         return cls(
             cache_dir=Path(cache).expanduser() if cache else None,
             mirror=environ.get(ENV_MIRROR, "").strip(),
@@ -64,7 +68,10 @@ __all__ = [
     "ENV_CACHE_DIR",
     "ENV_CI",
     "ENV_MIRROR",
+    "ENV_ESPFLASH_PORT",
+    "ENV_ESPTOOL_PORT",
     "ENV_PORT",
+    "PORT_VARIABLES",
     "ENV_SOURCE_DATE_EPOCH",
     "UserEnvironment",
     "user_cache_dir",

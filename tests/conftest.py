@@ -233,8 +233,9 @@ def flash_holds(chip: str, url: str, cwd: Path, *pairs: tuple[int, str]) -> None
 class FakeEsp:
     """What flash_folder uses of an esptool loader."""
 
-    def __init__(self, chip_name="ESP32-C3", revision=4, crystal=40):
+    def __init__(self, chip_name="ESP32-C3", revision=4, crystal=40, flash_size=None):
         self.CHIP_NAME, self.revision, self.crystal = chip_name, revision, crystal
+        self.flash_size = flash_size  # esptool's text ("4MB"), or None: the flash id names no size
         self._port = SimpleNamespace(close=lambda: None)
         self.calls = []
 
@@ -262,6 +263,7 @@ def fake_esptool(monkeypatch):
     monkeypatch.setattr(cmds, "detect_chip", lambda port, baud, connect_mode: esp)
     monkeypatch.setattr(cmds, "run_stub", lambda e: e.calls.append(("stub",)) or e)
     monkeypatch.setattr(cmds, "attach_flash", lambda e: None)
+    monkeypatch.setattr(cmds, "detect_flash_size", lambda e: e.flash_size)
     monkeypatch.setattr(cmds, "erase_flash", lambda e, force: e.calls.append(("erase_all",)))
     monkeypatch.setattr(cmds, "erase_region", lambda e, off, size, force: e.calls.append(("erase", off, size)))
     monkeypatch.setattr(cmds, "write_flash", lambda e, pairs, force: e.calls.append(("write", [(o, bytes(d)) for o, d in pairs], force)))
