@@ -123,7 +123,7 @@ def size_text(size: int) -> str:
 @contextmanager
 def connect(options: FlashOptions, *, log=print) -> Iterator[Connection]:
     """A :class:`Connection` to the port ``options`` names (else the one that answers); esptool and
-    serial failures inside the ``with`` become one-line :class:`ImgtoolError`\ s."""
+    serial failures inside the ``with`` become one-line errors (:class:`ImgtoolError`)."""
     import esptool
     from esptool import cmds
     from serial import SerialException

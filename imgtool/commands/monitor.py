@@ -98,7 +98,7 @@ def run_monitor(port: str, *, baud: int, elf: Path | None, reset: bool, non_inte
             except (SerialException, OSError) as exc:
                 raise ImgtoolError(f"cannot reset the chip ({_first_line(exc)}); pass --no-reset", path=port) from None
         output = AppOutput(symbols, table, show_all=show_all)
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         result = Monitor(link, output, out, keys=keys, log=log, reset=lambda: app_reset(link, port), timeout=timeout).run()
     click.echo(f"imgtool: monitor ended ({END_MESSAGES[result.reason]}; {result.received:,} bytes received)", err=True)
     return result.reason
