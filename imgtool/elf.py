@@ -36,6 +36,8 @@ MIN_CHIP_REVISION_SYMBOL = b"build_info.MIN_CHIP_REVISION"
 METADATA_VALUE_MAX = 16
 #: ``Elf32_Sym``: st_name, st_value, st_size, st_info, st_other, st_shndx.
 ELF32_SYM = struct.Struct("<IIIBBH")
+#: A function symbol's type (the low nibble of st_info).
+STT_FUNC = 2
 
 MACHINE_NAMES = {EM_XTENSA: "Xtensa", EM_RISCV: "RISC-V"}
 #: pyelftools reports known machines by their ELF constant name.

@@ -68,7 +68,7 @@ class Symbolizer:
                 for s in self._elf.iter_sections()
                 if s["sh_flags"] & _SHF_ALLOC and s["sh_flags"] & _SHF_EXECINSTR and s["sh_size"]
             )
-            self._functions = self._symbol_table()
+            self._functions: list[tuple[int, int, str]] | None = None  # read on first need
             self._dwarf = self._elf.get_dwarf_info() if self._elf.has_dwarf_info() else None
             self._rows: list[tuple[int, str | None, int, bool]] = []
             self._files: dict[int, list[str | None]] = {}
@@ -267,14 +267,20 @@ class Symbolizer:
     # ------------------------------------------------------------------ symbol table
 
     def _symbol_table(self) -> list[tuple[int, int, str]]:
+        """``(start, size, name)`` of every sized function symbol, sorted (unpacked in bulk: pyelftools'
+        per-symbol parsing costs most of a second on an esp-hal app)."""
+        from imgtool.elf import ELF32_SYM, STT_FUNC
+
         table = self._elf.get_section_by_name(".symtab")
         if table is None:
             return []
-        found = [
-            (s["st_value"] & ~1, s["st_size"], s.name)
-            for s in table.iter_symbols()
-            if s["st_info"]["type"] == "STT_FUNC" and s["st_size"] and s.name
-        ]
+        strings = self._elf.get_section(table["sh_link"]).data()
+        raw = table.data()
+        found = []
+        for st_name, st_value, st_size, st_info, _other, _shndx in ELF32_SYM.iter_unpack(raw[: len(raw) // ELF32_SYM.size * ELF32_SYM.size]):
+            if st_info & 0xF == STT_FUNC and st_size and st_name:
+                end = strings.find(b"\0", st_name)
+                found.append((st_value & ~1, st_size, strings[st_name:end].decode("utf-8", "replace")))
         found.sort()
         return found
 
@@ -284,6 +290,8 @@ class Symbolizer:
         return symbols[0]["st_value"] if symbols else None
 
     def _symbol_at(self, address: int) -> str | None:
+        if self._functions is None:
+            self._functions = self._symbol_table()
         i = bisect.bisect_right(self._functions, (address, float("inf"), "")) - 1
         if i >= 0:
             start, size, name = self._functions[i]

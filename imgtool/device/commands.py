@@ -13,8 +13,6 @@ TABLE_LEN = 0xC00
 DIGEST_LEN = 32
 #: A Secure Boot V2 signature sector follows a signed image at the next 4 KiB boundary.
 SIGNATURE_SECTOR = FLASH_SECTOR_SIZE
-#: Read in pieces this large when walking an image's segments.
-_HEADER_READ = 0x100
 
 
 def read_flash(connection, offset: int, size: int) -> bytes:
@@ -52,13 +50,20 @@ def erase_partitions(connection, table, labels: list[str], *, force: bool = Fals
 
 
 def read_back(connection, table_offset: int, log=print) -> bytes:
-    """A flash dump holding what the bootloader reads — itself, the table, otadata, each app image —
-    with everything else left erased (0xFF): far less to read than the whole flash."""
+    """A flash dump from 0 holding what the bootloader reads — itself, the table, otadata, each app
+    image (with its signature sector when one follows) — with everything else left erased (0xFF):
+    far less to read than the whole flash."""
     from imgtool.partitions import TYPE_APP, TYPE_DATA
 
-    head = read_flash(connection, 0, table_offset + TABLE_LEN)
-    pieces = [(0, head)]
-    table = _table_from(head, table_offset)
+    from imgtool.chips import get_chip
+
+    boot = get_chip(connection.device.chip).bootloader_offset
+    boot_len = _image_length(lambda off, n: read_flash(connection, boot + off, n), table_offset - boot)
+    table_bytes = read_flash(connection, table_offset, TABLE_LEN)
+    pieces = [(table_offset, table_bytes)]
+    if boot_len:
+        pieces.append((boot, read_flash(connection, boot, boot_len)))
+    table = _table_from(table_bytes, 0, table_offset)
     for part in table.partitions if table is not None else []:
         if part.type == TYPE_APP:
             length = _image_length(lambda off, n, base=part.offset: read_flash(connection, base + off, n), part.size)
@@ -74,11 +79,11 @@ def read_back(connection, table_offset: int, log=print) -> bytes:
     return bytes(dump)
 
 
-def _table_from(head: bytes, table_offset: int):
+def _table_from(data: bytes, start: int, table_offset: int):
     from imgtool.partitions import PartitionTable
 
     try:
-        return PartitionTable.from_binary(head[table_offset:], source="flash", table_offset=table_offset)
+        return PartitionTable.from_binary(data[start:], source="flash", table_offset=table_offset)
     except ImgtoolError:
         return None  # verify reports the table itself
 
@@ -103,7 +108,11 @@ def _image_length(read, limit: int) -> int:
     end = (pos // CHECKSUM_ALIGN + 1) * CHECKSUM_ALIGN
     if hash_appended:
         end += DIGEST_LEN
-    end = -(-end // SIGNATURE_SECTOR) * SIGNATURE_SECTOR + SIGNATURE_SECTOR  # a signature sector, if signed
+    from imgtool.signing import SIG_BLOCK_MAGIC
+
+    signature_at = -(-end // SIGNATURE_SECTOR) * SIGNATURE_SECTOR
+    if signature_at < limit and read(signature_at, 1)[:1] == bytes([SIG_BLOCK_MAGIC]):
+        end = signature_at + SIGNATURE_SECTOR
     return min(end, limit)
 
 
