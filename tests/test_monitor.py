@@ -5,6 +5,7 @@ here independently). Ctrl+C, the port closing and the time limit end it cleanly.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import socket
@@ -21,6 +22,7 @@ from imgtool.device.monitor import CTRL_C, CTRL_R, AppOutput, Monitor
 # --------------------------------------------------------------------------- what the ELF says, independently
 
 
+@functools.lru_cache(maxsize=None)
 def main_rs_lines(elf) -> dict[int, int]:
     """address → line of each line-table row in a file called main.rs (the last row at an address wins)."""
     from elftools.elf.elffile import ELFFile
@@ -42,13 +44,22 @@ def main_rs_lines(elf) -> dict[int, int]:
 
 def function_at(elf, address: int) -> str:
     """The symbol-table function holding ``address``."""
+    for start, size, name in functions(elf):
+        if start <= address < start + size:
+            return name
+    raise AssertionError(f"no function holds 0x{address:x}")
+
+
+@functools.lru_cache(maxsize=None)
+def functions(elf) -> tuple[tuple[int, int, str], ...]:
     from elftools.elf.elffile import ELFFile
 
     with open(elf, "rb") as fh:
-        for sym in ELFFile(fh).get_section_by_name(".symtab").iter_symbols():
-            if sym["st_info"]["type"] == "STT_FUNC" and sym["st_value"] <= address < sym["st_value"] + sym["st_size"]:
-                return sym.name
-    raise AssertionError(f"no function holds 0x{address:x}")
+        return tuple(
+            (sym["st_value"], sym["st_size"], sym.name)
+            for sym in ELFFile(fh).get_section_by_name(".symtab").iter_symbols()
+            if sym["st_info"]["type"] == "STT_FUNC" and sym["st_size"]
+        )
 
 
 def two_addresses(elf) -> list[tuple[int, int]]:
@@ -96,25 +107,25 @@ def test_addresses_map_to_function_and_main_rs_line(chip):
 
 
 def test_inlined_calls_give_one_frame_each_with_the_call_site():
-    """esp32's main is inlined into its trampoline: the outer frame is at the DW_AT_call_line the DWARF records."""
+    """esp32's main is inlined into its trampoline: at the start of each inlined call the frame around it
+    is at the DW_AT_call_line the DWARF records."""
     from elftools.elf.elffile import ELFFile
 
     elf = corpus_path("elf", "esp32")
     calls = []
     with open(elf, "rb") as fh:
         for cu in ELFFile(fh).get_dwarf_info().iter_CUs():
+            if not cu.get_top_DIE().attributes["DW_AT_name"].value.startswith(b"src/bin/main.rs"):
+                continue  # the app's own unit: where main is inlined
             for die in cu.iter_DIEs():
                 if die.tag == "DW_TAG_inlined_subroutine" and "DW_AT_low_pc" in die.attributes and "DW_AT_call_line" in die.attributes:
                     calls.append((die.attributes["DW_AT_low_pc"].value, die.attributes["DW_AT_call_line"].value))
     assert calls
     with Symbolizer(elf) as symbols:
-        checked = 0
         for low, call_line in calls:
             frames = symbols.lookup(low)
-            if len(frames) == 2:
-                assert frames[0].inlined and not frames[1].inlined and frames[1].line == call_line, frames
-                checked += 1
-        assert checked
+            assert len(frames) >= 2 and frames[0].inlined and not frames[-1].inlined, frames
+            assert call_line in [f.line for f in frames[1:]], (hex(low), call_line, frames)  # the frame around the call
 
 
 def test_addresses_outside_the_app_are_left_alone_unless_asked():

@@ -42,7 +42,10 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
     show the app's output, as espflash does. Pack options apply to an ELF only.
     """
     from imgtool.commands.connection import flash_options
+    from imgtool.errors import UsageError
 
+    if as_json and then_monitor:
+        raise UsageError("--json prints one JSON object and --monitor then prints the app's output; drop one", field="--monitor")
     options = flash_options(
         port, baud, before, after, no_stub, chip=chip, merged=merged, force=force,
         erase_all=erase_all, erase_parts=erase_parts, erase_data_parts=erase_data_parts,
