@@ -321,3 +321,10 @@ def test_monitor_on_a_pseudo_terminal_passes_keys_and_ends_on_ctrl_c(port_opened
     assert os.read(master, 64) == b"help\r\n"
     os.close(master)
     os.close(slave)
+
+
+def test_the_log_format_esp_hal_records_is_read():
+    from imgtool.decode.defmt import Table, log_format
+
+    elf = corpus_path("elf", "esp32c6")
+    assert log_format(elf) == "serial" and Table.from_elf(elf) is None

@@ -108,10 +108,12 @@ def _decoders(elf: Path | None):
     """The ELF's symbols and defmt table (None for each it lacks)."""
     if elf is None:
         return None, None
-    from imgtool.decode.defmt import Table
+    from imgtool.decode.defmt import Table, log_format
     from imgtool.decode.symbols import Symbolizer
 
     table = Table.from_elf(elf)
+    if table is None and log_format(elf) == "defmt":
+        click.echo(f"imgtool: warning: {elf} says its log format is defmt but has no .defmt table; defmt frames show as raw bytes", err=True)
     return Symbolizer(elf), table
 
 

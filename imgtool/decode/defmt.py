@@ -194,6 +194,40 @@ class Table:
         return cls(entries, timestamp, version, encoding or "rzcobs")
 
 
+#: esp-hal's metadata symbol naming the app's log format ("serial" or "defmt"), as espflash reads it.
+LOG_FORMAT_SYMBOL = b"espflash.LOG_FORMAT"
+
+
+def log_format(path: str | os.PathLike) -> str | None:
+    """The ``espflash.LOG_FORMAT`` value in the ELF's ``.espressif.metadata`` (None when absent or unreadable)."""
+    from elftools.common.exceptions import ELFError as PyElfError
+    from elftools.elf.elffile import ELFFile
+
+    from imgtool.elf import ELF32_SYM, METADATA_SECTION
+
+    try:
+        with open(path, "rb") as fh:
+            elf = ELFFile(fh)
+            names = [s.name for s in elf.iter_sections()]
+            symtab = elf.get_section_by_name(".symtab")
+            if METADATA_SECTION not in names or symtab is None:
+                return None
+            meta_index = names.index(METADATA_SECTION)
+            meta = elf.get_section(meta_index)
+            strings = elf.get_section(symtab["sh_link"]).data()
+            at = strings.find(LOG_FORMAT_SYMBOL + b"\0")
+            if at < 0:
+                return None
+            raw, data = symtab.data(), meta.data()
+            for st_name, st_value, st_size, _info, _other, st_shndx in ELF32_SYM.iter_unpack(raw[: len(raw) // ELF32_SYM.size * ELF32_SYM.size]):
+                if st_name == at and st_shndx == meta_index:
+                    start = st_value - meta["sh_addr"]
+                    return data[start : start + st_size].decode("ascii", "replace").strip("\0") or None
+    except (OSError, PyElfError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _locations(dwarf, indices: set[int]) -> dict[int, Location]:
     """Each log statement's source line, from the DWARF variable defmt declares for it."""
     found: dict[int, Location] = {}
@@ -496,4 +530,4 @@ def _show_float(value: float, kind: str) -> str:
     return text[:-1] + "0" if text.endswith(".") else text
 
 
-__all__ = ["DefmtError", "Entry", "Location", "LogFrame", "Param", "SUPPORTED_VERSIONS", "Table", "decode_frame", "parse_format"]
+__all__ = ["LOG_FORMAT_SYMBOL", "log_format", "DefmtError", "Entry", "Location", "LogFrame", "Param", "SUPPORTED_VERSIONS", "Table", "decode_frame", "parse_format"]
