@@ -213,12 +213,12 @@ def test_splitter_bounds_a_frame_that_never_ends():
 # --------------------------------------------------------------------------- the table from an ELF
 
 
-def defmt_elf(path, *, version="4", entries=ENTRIES):
+def defmt_elf(path, *, version="4", entries=ENTRIES, dwarf=()):
     symbols = [Sym(json.dumps({"package": "app", "tag": tag, "data": text, "disambiguator": str(i), "crate_name": "app"}),
                    value=i, section=".defmt") for i, (tag, text) in entries.items()]  # fmt: skip
     symbols.append(Sym(json.dumps({"package": "app", "tag": TIMESTAMP[0], "data": TIMESTAMP[1], "disambiguator": "0"}), value=100, section=".defmt"))
     symbols += [Sym(f"_defmt_version_ = {version}"), Sym("_defmt_encoding_ = rzcobs")]
-    sections = [*esp_app_sections("esp32c6"), Sec(".defmt", 0, size=0x200, flags="", type="NOBITS")]
+    sections = [*esp_app_sections("esp32c6"), Sec(".defmt", 0, size=0x200, flags="", type="NOBITS"), *dwarf]
     path.write_bytes(build_elf(sections, symbols=symbols, entry=0x4200_0400))
     return path
 
@@ -238,3 +238,31 @@ def test_an_elf_without_defmt_has_no_table(tmp_path):
 def test_an_unknown_wire_format_version_is_refused_in_one_line(tmp_path):
     with pytest.raises(ElfError, match="uses defmt wire format version 5; imgtool decodes versions 3, 4"):
         Table.from_elf(defmt_elf(tmp_path / "app.elf", version="5"))
+
+
+def log_statement_dwarf(index: int, line: int) -> list[Sec]:
+    """The smallest DWARF 4 defmt leaves for one log statement: a unit, a namespace ``app`` and the
+    ``DEFMT_LOG_STATEMENT`` variable at the statement's index, declared in src/main.rs at ``line``."""
+    DW_FORM_string, DW_FORM_data1, DW_FORM_sec_offset, DW_FORM_exprloc = 0x08, 0x0B, 0x17, 0x18
+    abbrev = bytes([
+        1, 0x11, 1, 0x03, DW_FORM_string, 0x10, DW_FORM_sec_offset, 0, 0,  # compile unit: name, stmt_list
+        2, 0x39, 1, 0x03, DW_FORM_string, 0, 0,  # namespace: name
+        3, 0x34, 0, 0x03, DW_FORM_string, 0x3A, DW_FORM_data1, 0x3B, DW_FORM_data1, 0x02, DW_FORM_exprloc, 0, 0,  # variable
+        0,
+    ])  # fmt: skip
+    body = (
+        b"\x01app.rs\0" + struct.pack("<I", 0)
+        + b"\x02app\0"
+        + b"\x03DEFMT_LOG_STATEMENT\0" + bytes([1, line, 5, 0x03]) + struct.pack("<I", index)
+        + b"\0\0"
+    )  # fmt: skip
+    info = struct.pack("<IHIB", len(body) + 7, 4, 0, 4) + body
+    header = bytes([1, 1, 1, 0xFB, 14, 13, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1]) + b"src\0\0" + b"main.rs\0\x01\x00\x00\0"
+    lines = struct.pack("<IHI", 2 + 4 + len(header), 4, len(header)) + header
+    return [Sec(".debug_abbrev", 0, abbrev, flags=""), Sec(".debug_info", 0, info, flags=""), Sec(".debug_line", 0, lines, flags="")]
+
+
+def test_a_log_lines_location_comes_from_its_dwarf_variable(tmp_path):
+    path = defmt_elf(tmp_path / "app.elf", dwarf=log_statement_dwarf(12, 42))
+    read = Table.from_elf(path)
+    assert decode_frame(read, u16(12) + b"\x09").render() == "plain 9\n└─ app @ src/main.rs:42"

@@ -229,48 +229,57 @@ def log_format(path: str | os.PathLike) -> str | None:
 
 
 def _locations(dwarf, indices: set[int]) -> dict[int, Location]:
-    """Each log statement's source line, from the DWARF variable defmt declares for it."""
+    """Each log statement's source line and module, from the DWARF variable defmt declares for it."""
+    from imgtool.decode.symbols import file_names
+
     found: dict[int, Location] = {}
     for cu in dwarf.iter_CUs():
         program = None
-        stack: list[tuple[int, str]] = []
+        files: list = []
+        modules: list[tuple[int, str]] = []  # (depth, name) of the namespaces around the current DIE
+        depth = 0
         for die in cu.iter_DIEs():
-            if die.is_null():
+            if die.is_null():  # the end of a DIE's children
+                depth -= 1
                 continue
-            depth = _depth(die)
-            while stack and stack[-1][0] >= depth:
-                stack.pop()
+            while modules and modules[-1][0] >= depth:
+                modules.pop()
             attrs = die.attributes
             if die.tag == "DW_TAG_namespace" and "DW_AT_name" in attrs:
-                stack.append((depth, attrs["DW_AT_name"].value.decode("utf-8", "replace")))
-                continue
-            if die.tag != "DW_TAG_variable" or "DW_AT_name" not in attrs or attrs["DW_AT_name"].value != LOG_STATEMENT_VARIABLE.encode():
-                continue
-            loc = attrs.get("DW_AT_location")
-            expr = loc.value if loc is not None else None
-            if not isinstance(expr, list) or not expr or expr[0] != _DW_OP_ADDR:
-                continue
-            address = int.from_bytes(bytes(expr[1:]), "little")
-            if address not in indices or "DW_AT_decl_line" not in attrs:
-                continue
-            if program is None:
-                program = dwarf.line_program_for_CU(cu)
-            file = "?"
-            if program is not None and "DW_AT_decl_file" in attrs:
-                entries = program["file_entry"]
-                i = attrs["DW_AT_decl_file"].value - (0 if program.header.version >= 5 else 1)
-                if 0 <= i < len(entries):
-                    file = entries[i].name.decode("utf-8", "replace")
-            found[address] = Location(file, attrs["DW_AT_decl_line"].value, "::".join(name for _, name in stack))
+                modules.append((depth, attrs["DW_AT_name"].value.decode("utf-8", "replace")))
+            elif die.tag == "DW_TAG_variable" and _is_log_statement(attrs, indices):
+                if program is None:
+                    program = dwarf.line_program_for_CU(cu)
+                    files = file_names(cu, program) if program is not None else []
+                address = _address_of(attrs)
+                found[address] = Location(_decl_file(files, attrs, program), attrs["DW_AT_decl_line"].value, "::".join(n for _, n in modules))
+            if die.has_children:
+                depth += 1
     return found
 
 
-def _depth(die) -> int:
-    depth, parent = 0, die.get_parent()
-    while parent is not None:
-        depth += 1
-        parent = parent.get_parent()
-    return depth
+def _is_log_statement(attrs, indices: set[int]) -> bool:
+    name = attrs.get("DW_AT_name")
+    return (
+        name is not None and name.value == LOG_STATEMENT_VARIABLE.encode()
+        and "DW_AT_decl_line" in attrs and _address_of(attrs) in indices
+    )  # fmt: skip
+
+
+def _address_of(attrs) -> int | None:
+    """The address a ``DW_OP_addr`` location expression names (a log statement's index)."""
+    loc = attrs.get("DW_AT_location")
+    expr = loc.value if loc is not None else None
+    if not isinstance(expr, list) or not expr or expr[0] != _DW_OP_ADDR:
+        return None
+    return int.from_bytes(bytes(expr[1:]), "little")
+
+
+def _decl_file(files: list, attrs, program) -> str:
+    if program is None or "DW_AT_decl_file" not in attrs:
+        return "?"
+    i = attrs["DW_AT_decl_file"].value - (0 if program.header.version >= 5 else 1)
+    return (files[i] or "?") if 0 <= i < len(files) else "?"
 
 
 # ---------------------------------------------------------------------------- decoding

@@ -118,7 +118,7 @@ class Symbolizer:
             program = self._dwarf.line_program_for_CU(cu)
             if program is None:
                 continue
-            files = self._file_names(cu, program)
+            files = file_names(cu, program)
             self._files[cu.cu_offset] = files
             base = 0 if program.header.version >= 5 else 1
             sequence: list = []
@@ -135,24 +135,6 @@ class Symbolizer:
                     sequence = []
         rows.sort(key=lambda row: (row[0], not row[3]))  # an end row before a start row at the same address
         self._rows = rows
-
-    @staticmethod
-    def _file_names(cu, program) -> list[str | None]:
-        """The line program's file table as paths (directory joined as DWARF records it)."""
-        version = program.header.version
-        dirs = [_text(d) for d in program["include_directory"]]
-        top = cu.get_top_DIE()
-        comp_dir = _text(top.attributes["DW_AT_comp_dir"].value) if "DW_AT_comp_dir" in top.attributes else ""
-        names = []
-        for entry in program["file_entry"]:
-            name = _text(entry.name)
-            index = entry.dir_index
-            if version >= 5:
-                folder = dirs[index] if index < len(dirs) else ""
-            else:
-                folder = comp_dir if index == 0 else (dirs[index - 1] if index - 1 < len(dirs) else "")
-            names.append(name if not folder or name.startswith("/") else f"{folder.rstrip('/')}/{name}")
-        return names
 
     def _line_at(self, address: int) -> tuple[str | None, int | None]:
         i = bisect.bisect_right(self._addresses, address) - 1
@@ -300,6 +282,24 @@ class Symbolizer:
         return None
 
 
+def file_names(cu, program) -> list[str | None]:
+    """A compile unit's line-program file table as paths (the directory joined as DWARF records it)."""
+    version = program.header.version
+    dirs = [_text(d) for d in program["include_directory"]]
+    top = cu.get_top_DIE()
+    comp_dir = _text(top.attributes["DW_AT_comp_dir"].value) if "DW_AT_comp_dir" in top.attributes else ""
+    names = []
+    for entry in program["file_entry"]:
+        name = _text(entry.name)
+        index = entry.dir_index
+        if version >= 5:
+            folder = dirs[index] if index < len(dirs) else ""
+        else:
+            folder = comp_dir if index == 0 else (dirs[index - 1] if index - 1 < len(dirs) else "")
+        names.append(name if not folder or name.startswith("/") else f"{folder.rstrip('/')}/{name}")
+    return names
+
+
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -334,4 +334,4 @@ def demangle(name: str) -> str:
     return "::".join(unescape(p) for p in parts) or name
 
 
-__all__ = ["Frame", "Symbolizer", "demangle"]
+__all__ = ["Frame", "Symbolizer", "demangle", "file_names"]
