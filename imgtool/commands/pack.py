@@ -212,7 +212,7 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     else:
         source = target
         if encrypt_key is not None or _has_encrypted_parts(target):
-            source, chip = _decrypted_image(target, chip, encrypt_key, flash_crypt_conf)
+            source, chip = _decrypted_image(target, chip, encrypt_key, flash_crypt_conf, partition_table_offset)
     report = do_verify(source, chip=chip, elf=elf, table_offset=partition_table_offset, keys=trusted)
     if target is None:
         report.source = f"flash of the device on {device_port}"
@@ -237,11 +237,11 @@ def _has_encrypted_parts(target: Path) -> bool:
         return False
 
 
-def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf):
+def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_offset: int):
     """The merged image in clear (the chip's view of its flash), and the chip it is for."""
     from imgtool.atomic import read_input
     from imgtool.chips import get_chip
-    from imgtool.encryption import decrypt, load_flash_key
+    from imgtool.encryption import AES_BLOCK, decrypt_written, keep_plain_partitions, load_flash_key
     from imgtool.errors import UsageError
     from imgtool.verify import resolve_input
 
@@ -257,4 +257,18 @@ def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf):
         raise UsageError("pass --chip to decrypt this image (flash encryption depends on the chip)", field="--chip")
     key = load_flash_key(encrypt_key, get_chip(chip).name, flash_crypt_conf)
     data = read_input(file, "flash image")
-    return decrypt(key, data[: len(data) - len(data) % 16], get_chip(chip).bootloader_offset), chip
+    base = get_chip(chip).bootloader_offset
+    clear = decrypt_written(key, data[: len(data) - len(data) % AES_BLOCK], base, _plain_parts(target))
+    return keep_plain_partitions(clear, data, base, table_offset) + data[len(clear) :], chip
+
+
+def _plain_parts(target: Path) -> tuple[tuple[int, int], ...]:
+    """Flash ranges a pack folder's ``flasher_args.json`` lists as written in clear (``encrypted`` false)."""
+    from imgtool.output_names import FLASHER_ARGS_JSON_FILE
+
+    try:
+        doc = json.loads((target / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
+        parts = [v for k, v in doc.items() if k != "merged" and isinstance(v, dict) and v.get("encrypted") == "false"]
+        return tuple((int(p["offset"], 16), int(p["offset"], 16) + (target / p["file"]).stat().st_size) for p in parts)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ()
