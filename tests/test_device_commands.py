@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import FIXTURES, corpus_path, esptool, make_bootloader, run_cli
-from test_monitor import PANIC_RISCV, check_decoded, port_opened, two_addresses  # noqa: F401 (a fixture)
+from test_monitor import PANIC_RISCV, PANIC_XTENSA, check_decoded, port_opened, two_addresses  # noqa: F401 (a fixture)
 
 from imgtool.device.ports import PortsConfig, list_candidates, load_ports_config, one_port, port_request
 from imgtool.environment import UserEnvironment
@@ -72,14 +72,20 @@ def test_flash_says_when_the_board_has_more_flash(tmp_path, mock_port):
     assert json.loads(result.stdout)["notes"] == ["the board has 4MB of flash; the pack uses 2MB (pack with --flash-size 4MB to use it all)"]
 
 
-def test_board_info_text_and_json(mock_port):
+def test_board_info_json_and_its_text(mock_port):
+    from dataclasses import fields
+
+    from imgtool.device.board import BoardInfo
+
     url = mock_port("esp32c6")
-    text = run_cli("board-info", "--port", url)
-    assert text.exit_code == 0, text.output
-    assert "ESP32-C6" in text.stdout and "Flash:" in text.stdout and "4MB" in text.stdout and "Secure Boot:      disabled" in text.stdout
-    doc = json.loads(run_cli("board-info", "--port", url, "--json").stdout)
+    result = run_cli("board-info", "--port", url, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
     assert doc["chip"] == "esp32c6" and doc["flash_size"] == 4 * MiB and doc["crystal_mhz"] == 40
-    assert doc["flash_encryption"] is False and len(doc["mac"].split(":")) == 6
+    assert doc["flash_encryption"] is False and doc["secure_boot"] is False and len(doc["mac"].split(":")) == 6
+    assert doc["flash_manufacturer_hex"] == "0x20" and doc["flash_device_hex"] == "0x4016"
+    text = "\n".join(BoardInfo(**{f.name: doc[f.name] for f in fields(BoardInfo)}).lines())  # what board-info prints without --json
+    assert "ESP32-C6" in text and "4MB (manufacturer 0x20, device 0x4016)" in text and "Secure Boot:      disabled" in text
 
 
 def test_erase_parts_by_label_and_erase_flash(tmp_path, mock_port):
@@ -140,11 +146,12 @@ def _pipe(src, dst):
         pass
 
 
-def test_flash_monitor_of_a_corpus_elf_prints_the_app_and_decodes_its_panic(tmp_path, mock_port, pinned_env, port_opened):
-    elf = corpus_path("elf", "esp32c6")
+@pytest.mark.parametrize("chip, panic", [("esp32c6", PANIC_RISCV), ("esp32", PANIC_XTENSA)])
+def test_flash_monitor_of_a_corpus_elf_prints_the_app_and_decodes_its_panic(chip, panic, tmp_path, mock_port, pinned_env, port_opened):
+    elf = corpus_path("elf", chip)
     pairs = two_addresses(elf)
-    panic = PANIC_RISCV.format(a=pairs[0][0], b=pairs[1][0])
-    board = Board(mock_port("esp32c6"), b"ESP-ROM:esp32c6-20220919\r\nHello world!\r\n" + panic.encode(), port_opened)
+    panic = panic.format(a=pairs[0][0], b=pairs[1][0])
+    board = Board(mock_port(chip), b"ESP-ROM:20220919\r\nHello world!\r\n" + panic.encode(), port_opened)
     result = run_cli("flash", "--monitor", "--port", board.url, elf, env=pinned_env)
     assert result.exit_code == 0, result.output
     assert "Hash of data verified" in result.stdout and "Hello world!" in result.stdout

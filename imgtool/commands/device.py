@@ -68,17 +68,19 @@ def erase_flash(port, baud, before, after, no_stub, force):
 @click.option("--force", is_flag=True, help="Erase even where esptool refuses.")
 def erase_parts(labels, port, baud, before, after, no_stub, outdir, partition_table_offset, force):
     """Erase the partitions with these labels (e.g. nvs otadata), found in the pack's table or the device's."""
-    from imgtool.device.commands import erase_partitions, read_table
+    from imgtool.device.commands import erase_partitions, partitions_named, read_table
 
+    names = [w for item in labels for w in item.split(",") if w]
     table = None
     if outdir is not None:
         from imgtool.flash_plan import read_pack_folder
 
         table = read_pack_folder(outdir).partition_table()
+        partitions_named(table, names)  # an unknown label is refused before connecting
     with _connection(port, baud, before, after, no_stub) as connection:
         if table is None:
             table = read_table(connection, partition_table_offset)
-        erased = erase_partitions(connection, table, [w for item in labels for w in item.split(",") if w], force=force)
+        erased = erase_partitions(connection, table, names, force=force)
         _reset(connection, after)
     for offset, size, label in erased:
         click.echo(f"erased '{label}' (0x{offset:x}, {size:,} bytes)")

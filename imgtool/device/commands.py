@@ -30,10 +30,8 @@ def read_table(connection, table_offset: int):
     return PartitionTable.from_binary(data, source=f"flash at 0x{table_offset:x}", table_offset=table_offset)
 
 
-def erase_partitions(connection, table, labels: list[str], *, force: bool = False) -> list[tuple[int, int, str]]:
-    """Erase the partitions named ``labels`` in ``table``; ``(offset, size, label)`` of each erased."""
-    from esptool import cmds
-
+def partitions_named(table, labels: list[str]) -> list[tuple[int, int, str]]:
+    """``(offset, size, label)`` of the partitions ``labels`` name in ``table``; an unknown label is refused."""
     from imgtool.errors import UsageError
 
     chosen = []
@@ -43,6 +41,14 @@ def erase_partitions(connection, table, labels: list[str], *, force: bool = Fals
             names = ", ".join(p.name for p in table.partitions)
             raise UsageError(f"no partition is labelled '{label}'; labels: {names}", field="LABEL")
         chosen.append((part.offset, part.size, part.name))
+    return chosen
+
+
+def erase_partitions(connection, table, labels: list[str], *, force: bool = False) -> list[tuple[int, int, str]]:
+    """Erase the partitions named ``labels`` in ``table``; ``(offset, size, label)`` of each erased."""
+    from esptool import cmds
+
+    chosen = partitions_named(table, labels)
     esp = connection.ready()
     for offset, size, _ in chosen:
         cmds.erase_region(esp, offset, size, force=force)
@@ -116,4 +122,4 @@ def _image_length(read, limit: int) -> int:
     return min(end, limit)
 
 
-__all__ = ["TABLE_LEN", "erase_partitions", "read_back", "read_flash", "read_table"]
+__all__ = ["TABLE_LEN", "erase_partitions", "partitions_named", "read_back", "read_flash", "read_table"]
