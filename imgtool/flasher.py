@@ -98,8 +98,14 @@ class Connection:
         """The flash chip's size in bytes as its JEDEC id says, or None when the id is not a known size."""
         from esptool import cmds
 
+        import esptool
+
         if self._flash_size is None:
-            name = cmds.detect_flash_size(self.ready())
+            esp = self.ready()
+            try:
+                name = None if getattr(esp, "secure_download_mode", False) else cmds.detect_flash_size(esp)
+            except esptool.FatalError:  # no flash id to read (secure download mode, an unsupported flash)
+                name = None
             self._flash_size = size_in_bytes(name) if name else 0
         return self._flash_size or None
 

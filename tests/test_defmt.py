@@ -266,3 +266,18 @@ def test_a_log_lines_location_comes_from_its_dwarf_variable(tmp_path):
     path = defmt_elf(tmp_path / "app.elf", dwarf=log_statement_dwarf(12, 42))
     read = Table.from_elf(path)
     assert decode_frame(read, u16(12) + b"\x09").render() == "plain 9\n└─ app @ src/main.rs:42"
+
+
+@given(st.binary(max_size=200))
+def test_any_frame_decodes_or_is_refused_in_one_error(data):
+    try:
+        decode_frame(table(), data)
+    except DefmtError:
+        pass
+
+
+@given(st.lists(st.sampled_from([b"\xff", b"\x00", b"\xff\x00", b"\x01", b"text\n", b"0x42001a26\n"]) | st.binary(max_size=20), max_size=30))
+def test_any_byte_stream_prints_without_raising(pieces):
+    output = AppOutput(defmt_table=table())
+    for piece in pieces:
+        output.feed(piece)

@@ -78,6 +78,8 @@ def run_monitor(port: str, *, baud: int, elf: Path | None, reset: bool, non_inte
     try:
         link = open_port(port, baud)
     except (SerialException, OSError, ValueError) as exc:
+        if symbols is not None:
+            symbols.close()
         raise ImgtoolError(f"cannot open the port ({_first_line(exc)})", path=port) from None
     interactive = not non_interactive and (keyboard is not None or sys.stdin.isatty())
     keys_help = "Ctrl+R resets, Ctrl+C exits" if interactive else "no keyboard"
