@@ -328,3 +328,20 @@ def test_the_log_format_esp_hal_records_is_read():
 
     elf = corpus_path("elf", "esp32c6")
     assert log_format(elf) == "serial" and Table.from_elf(elf) is None
+
+
+def test_a_pack_folder_finds_its_elf_beside_it_by_hash(tmp_path):
+    """pack's default output is the ELF's folder: monitor OUTDIR decodes with that ELF, and only if its hash matches."""
+    import shutil
+
+    from imgtool.bootloader_store import BootloaderStore
+    from imgtool.decode.app_elf import find_app_elf
+    from imgtool.pack import pack
+
+    elf = tmp_path / "blinky"
+    shutil.copy(corpus_path("elf", "esp32c6"), elf)
+    store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
+    pack(elf, tmp_path / "out", project_config=False, offline=True, store=store)
+    assert find_app_elf(tmp_path / "out") == elf  # in the folder's parent, named after the app image
+    elf.write_bytes(elf.read_bytes() + b"\0")  # rebuilt since: not the same ELF
+    assert find_app_elf(tmp_path / "out") is None

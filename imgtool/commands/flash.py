@@ -61,10 +61,10 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
     else:
         report = _run(target, options, chip, pack_opts, say, quiet=False)
     if then_monitor:
-        from imgtool.commands.monitor import run_monitor
+        from imgtool.commands.monitor import elf_for, run_monitor
 
         run_monitor(
-            report.port, baud=monitor_baud, elf=None if target.is_dir() else target, reset=after != "hard-reset",
+            report.port, baud=monitor_baud, elf=elf_for(target, None), reset=after != "hard-reset",
             non_interactive=non_interactive, timeout=timeout, log_file=log_file, show_all=all_addresses,
         )  # fmt: skip
 

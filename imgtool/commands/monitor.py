@@ -34,7 +34,8 @@ def monitor_options(func):
 @click.argument("target", required=False, type=click.Path(exists=True, path_type=Path), metavar="[ELF|OUTDIR]")
 @port_option
 @click.option("--baud", "-b", default=MONITOR_BAUD, show_default=True, type=click.IntRange(min=300), help="The app's baud rate.")
-@click.option("--elf", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The app's ELF, for decoding when TARGET is a pack folder.")
+@click.option("--elf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The app's ELF, for decoding when TARGET is a pack folder [default: the one beside it whose SHA-256 the app records].")
 @click.option("--no-reset", is_flag=True, help="Do not reset the chip when the monitor starts.")
 @monitor_options
 def monitor(target, port, baud, elf, no_reset, non_interactive, timeout, log_file, all_addresses):
@@ -47,17 +48,21 @@ def monitor(target, port, baud, elf, no_reset, non_interactive, timeout, log_fil
     from imgtool.commands.connection import monitor_port
 
     run_monitor(
-        monitor_port(port), baud=baud, elf=_elf_for(target, elf), reset=not no_reset, non_interactive=non_interactive,
+        monitor_port(port), baud=baud, elf=elf_for(target, elf), reset=not no_reset, non_interactive=non_interactive,
         timeout=timeout, log_file=log_file, show_all=all_addresses,
     )  # fmt: skip
 
 
-def _elf_for(target: Path | None, elf: Path | None) -> Path | None:
-    if target is None or not target.is_dir():
+def elf_for(target: Path | None, elf: Path | None) -> Path | None:
+    """The ELF to decode with: given, or for a pack folder the one beside it whose hash the app records."""
+    if target is None or not target.is_dir() or elf is not None:
         return elf or target
-    if elf is None:
-        click.echo(f"imgtool: note: {target} is a pack folder; pass --elf APP.elf to decode addresses and defmt", err=True)
-    return elf
+    from imgtool.decode.app_elf import find_app_elf
+
+    found = find_app_elf(target)
+    if found is None:
+        click.echo(f"imgtool: note: no ELF matching the app in {target} beside it; pass --elf APP.elf to decode addresses and defmt", err=True)
+    return found
 
 
 def run_monitor(port: str, *, baud: int, elf: Path | None, reset: bool, non_interactive: bool, timeout: float | None,
