@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.chips import ERASED
-from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.errors import ImgtoolError, InputError
 from imgtool.flash_plan import (
     FORCE_HINT,
     DeviceInfo,

@@ -269,3 +269,24 @@ def fake_esptool(monkeypatch):
     monkeypatch.setattr(cmds, "write_flash", lambda e, pairs, force: e.calls.append(("write", [(o, bytes(d)) for o, d in pairs], force)))
     monkeypatch.setattr(cmds, "reset_chip", lambda e, mode: e.calls.append(("reset", mode)))
     return esp
+
+
+# --------------------------------------------------------------------------- fake devices for the monitor
+
+
+@pytest.fixture
+def port_opened(monkeypatch):
+    """Set once the monitor has opened its port: pyserial drops what arrived before (reset_input_buffer),
+    so a fake device speaks only then, as a real app prints after the reset."""
+    import imgtool.device.monitor as monitor_module
+
+    opened = threading.Event()
+    real = monitor_module.open_port
+
+    def open_and_tell(port, baud):
+        link = real(port, baud)
+        opened.set()
+        return link
+
+    monkeypatch.setattr(monitor_module, "open_port", open_and_tell)
+    return opened

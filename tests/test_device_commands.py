@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import FIXTURES, corpus_path, esptool, make_bootloader, run_cli
-from test_monitor import PANIC_RISCV, PANIC_XTENSA, check_decoded, port_opened, two_addresses  # noqa: F401 (a fixture)
+from test_monitor import PANIC_RISCV, PANIC_XTENSA, check_decoded, two_addresses
 
 from imgtool.device.ports import PortsConfig, list_candidates, load_ports_config, one_port, port_request
 from imgtool.environment import UserEnvironment

@@ -226,24 +226,6 @@ def test_an_address_split_across_reads_is_decoded_once_its_line_is_complete():
 # --------------------------------------------------------------------------- fake devices
 
 
-@pytest.fixture
-def port_opened(monkeypatch):
-    """Set once the monitor has opened its port: pyserial drops what arrived before (reset_input_buffer),
-    so a fake device speaks only then, as a real app prints after the reset."""
-    import imgtool.device.monitor as monitor_module
-
-    opened = threading.Event()
-    real = monitor_module.open_port
-
-    def open_and_tell(port, baud):
-        link = real(port, baud)
-        opened.set()
-        return link
-
-    monkeypatch.setattr(monitor_module, "open_port", open_and_tell)
-    return opened
-
-
 def serve_once(data: bytes, opened: threading.Event) -> str:
     """A loopback device that sends ``data`` to its first client once the port is open, then hangs up."""
     server = socket.create_server(("127.0.0.1", 0))
