@@ -236,3 +236,30 @@ def test_known_adapters_first_and_an_ft2232s_uart_interface_before_its_jtag(monk
     monkeypatch.setattr(list_ports, "comports", lambda: [])
     with pytest.raises(UsageError, match="no USB serial port found"):
         one_port(port_request(None, None, PortsConfig()))
+
+
+def test_a_port_that_opens_but_never_answers_is_skipped(monkeypatch):
+    """What esptool raises for a silent port (after its connect attempts) moves on to the next candidate."""
+    import esptool
+    import serial.tools.list_ports as list_ports
+
+    from imgtool.device.ports import PortRequest, answering_port
+
+    monkeypatch.setattr(list_ports, "comports", lambda: [fake_port("/dev/ttyUSB0", 0x0403, 0x6010, location="1-2:1.1"), fake_port("/dev/ttyUSB1", 0x0403, 0x6010, location="1-2:1.0")])
+    said = []
+
+    def connect(port):
+        if port == "/dev/ttyUSB0":
+            raise esptool.FatalError("Failed to connect to Espressif device: No serial data received.")
+        return f"loader on {port}"
+
+    assert answering_port(PortRequest(), connect, log=said.append) == ("/dev/ttyUSB1", "loader on /dev/ttyUSB1")
+    assert said == ["imgtool: /dev/ttyUSB0 did not answer; trying the next port"]
+
+    def nobody_answers(port):
+        if port == "/dev/ttyUSB1":
+            raise OSError("busy")
+        return connect(port)
+
+    with pytest.raises(UsageError, match=r"no serial port answered: /dev/ttyUSB0 \(Failed to connect.*\); /dev/ttyUSB1 \(busy\)"):
+        answering_port(PortRequest(), nobody_answers, log=said.append)
