@@ -41,8 +41,7 @@ def board_info(port, baud, before, after, no_stub, as_json):
     if as_json:
         click.echo(json.dumps({"port": connection.port, **info.to_dict()}, indent=2))
     else:
-        click.echo(f"Port:    {connection.port}")
-        for line in info.lines():
+        for line in info.lines(connection.port):
             click.echo(line)
 
 

@@ -33,7 +33,8 @@ class BoardInfo:
             doc[f"{key}_hex"] = f"0x{doc[key]:02x}" if doc[key] is not None else None
         return doc
 
-    def lines(self) -> list[str]:
+    def lines(self, port: str | None = None) -> list[str]:
+        """``Name: value`` rows, aligned (the port first when given)."""
         from imgtool.flasher import size_text
 
         def yes_no(value):
@@ -42,7 +43,8 @@ class BoardInfo:
         flash = "unknown"
         if self.flash_manufacturer is not None:
             flash = f"manufacturer 0x{self.flash_manufacturer:02x}, device 0x{self.flash_device:04x}"
-        rows = [
+        rows = [("Port", port)] if port else []
+        rows += [
             ("Chip", f"{self.description} (revision {self.revision})" if self.revision and "revision" not in self.description else self.description),
             ("Crystal", f"{self.crystal_mhz} MHz" if self.crystal_mhz else "unknown"),
             ("Flash", f"{size_text(self.flash_size) if self.flash_size else 'size unknown'} ({flash})"),
