@@ -62,7 +62,7 @@ class FlashOptions:
 class FlashReport:
     device: DeviceInfo
     written: list[tuple[int, str]]
-    erased: list[tuple[int, int, str]]
+    erased: list[tuple[int, int, str | None]]  # (offset, size, partition label); label None: the whole flash (--erase-all)
     notes: list[str]
     port: str | None = None
     flash_size: int | None = None  # bytes, as the board's flash id says
@@ -192,7 +192,11 @@ def _flash(connection: Connection, pack: PackFolder, options: FlashOptions, regi
     esp.flash_set_parameters(flash_size_bytes(pack.settings.size))
     if options.erase_all:
         cmds.erase_flash(esp, force=options.force)
-    for offset, size, _ in regions:
+        whole = connection.flash_size() or flash_size_bytes(pack.settings.size)  # as detected, else the pack's size
+        regions = [(0, whole, None), *regions]
+    for offset, size, label in regions:
+        if label is None:
+            continue  # the whole flash, erased above
         cmds.erase_region(esp, offset, size, force=options.force)
     cmds.write_flash(esp, [(off, data) for off, data, _ in writes], force=options.force)
     cmds.reset_chip(esp, options.after)
@@ -243,8 +247,9 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
     from imgtool.pinned_bootloaders import load_manifest
 
     notes: list[str] = []
-    problems = check_revision(pack, device) if device.revision >= 0 else []
     manifest = load_manifest()
+    fix = _bootloader_fix(pack, device.revision, manifest, store) if device.revision >= 0 else None
+    problems = check_revision(pack, device, fix) if device.revision >= 0 else []
     crystal_variants = {e.crystal_mhz: e.variant for e in manifest.variants(pack.chip) if e.crystal_mhz is not None}
     decision = check_crystal(pack, device, crystal_variants)
     if decision.problem:
@@ -260,6 +265,29 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
         notes.append(decision.note)
         log(f"imgtool: {decision.note}")
     return notes
+
+
+def _bootloader_fix(pack: PackFolder, revision: int, manifest, store: BootloaderStore) -> str | None:
+    """The pack option that gives a bootloader starting on ``revision``: a pinned variant (read from the
+    cache or mirror only), else a bootloader file of the user's; None when the pack's bootloader starts on it."""
+    from imgtool.errors import ImgtoolError
+    from imgtool.image_format import parse_image
+
+    if revision >= pack.bootloader_revisions[0]:
+        return None
+    for entry in manifest.variants(pack.chip):
+        if entry.crystal_mhz is not None or entry.variant == pack.bootloader_source.get("variant"):
+            continue
+        try:
+            data = store.fetch(pack.chip, variant=entry.variant, offline=True, quiet=True, manifest=manifest)
+        except ImgtoolError:
+            about = f" ({entry.note})" if entry.note else ""
+            return (f"pack the ELF again with --bootloader-variant {entry.variant}{about} if that is this revision, "
+                    "or with --bootloader FILE built for it")
+        if parse_image(data).image.min_chip_rev_full <= revision:
+            return f"pack the ELF again with --bootloader-variant {entry.variant}, the pinned build that starts on it"
+    return ("no pinned bootloader starts on this revision; pack the ELF again with --bootloader FILE, "
+            "an ESP-IDF bootloader built for it")
 
 
 def _swap_bootloader(pack: PackFolder, variant: str, writes: list, manifest, store: BootloaderStore) -> None:

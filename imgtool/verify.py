@@ -473,6 +473,7 @@ class _Verifier:
         """The app as the bootloader loads it: every rule of ``boot_rules``, each naming its ESP-IDF step."""
         from imgtool.boot_rules import BootContext, check_app
         from imgtool.image_format import parse_image
+        from imgtool.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
 
         r, chip = self.r, self.chip
         label = f"app ('{part.name}' at 0x{part.offset:x})"
@@ -488,6 +489,11 @@ class _Verifier:
         context = BootContext(part.offset, part.size, self.bootloader_revs)
         findings = check_app(chip, parsed, context)
         for finding in findings:
+            if finding.rule == REVISION_RULE and not finding.fatal:  # an overlap: said as what it means (revision_reach)
+                boot_lo = locked_out_below((parsed.image.min_chip_rev_full, parsed.image.max_chip_rev_full), self.bootloader_revs)
+                if boot_lo is not None:
+                    r.add(label, True, f"{locked_out_text(chip.name, boot_lo)} ({REVISION_RULE})")
+                continue
             r.add(label, not finding.fatal, str(finding), warning=not finding.fatal)
         from imgtool.signing import signature_checks
 

@@ -24,7 +24,9 @@ def connection_options(func):
     func = click.option("--no-stub", is_flag=True, help="Talk to the ROM bootloader only (esptool --no-stub).")(func)
     func = click.option("--after", type=click.Choice(AFTER_MODES), default="hard-reset", show_default=True, help="Reset after the command (esptool --after).")(func)
     func = click.option("--before", type=click.Choice(BEFORE_MODES), default="default-reset", show_default=True, help="Reset before connecting (esptool --before).")(func)
-    func = click.option("--baud", "-b", default=DEFAULT_BAUD, show_default=True, type=click.IntRange(min=300), help="Baud rate once connected.")(func)
+    func = click.option(
+        "--baud", "-b", type=click.IntRange(min=300), help=f"Baud rate once connected [default: baudrate in espflash.toml, else {DEFAULT_BAUD}]."
+    )(func)
     return port_option(func)
 
 

@@ -13,9 +13,11 @@ from imgtool.commands.options import parse_offset
 
 def _connection(port, baud, before, after, no_stub):
     from imgtool.commands.connection import flash_options
+    from imgtool.commands.flash import resolved_baud
     from imgtool.flasher import connect
 
-    return connect(flash_options(port, baud, before, after, no_stub), log=lambda text: click.echo(text, err=True))
+    say = lambda text: click.echo(text, err=True)  # noqa: E731 - standard output is the command's result
+    return connect(flash_options(port, resolved_baud(baud, None, say), before, after, no_stub), log=say)
 
 
 def _reset(connection, after: str) -> None:

@@ -90,7 +90,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--archive", is_flag=True,
               help="Also write NAME-VERSION-CHIP.zip of the outputs (fixed timestamps: 1980-01-01 or $SOURCE_DATE_EPOCH).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors (no summary, no notes).")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
          bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
          encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, as_json, quiet):
@@ -140,8 +140,12 @@ def print_summary(result) -> None:
     f = result.flash
     from_files = ""
     if result.config_settings:
-        names = ", ".join(Path(p).name for p in result.config_files)
-        from_files = f"  ({', '.join(_setting_name(s) for s in result.config_settings)} from {names})"
+        by_file: dict[str, list[str]] = {}
+        for setting in result.config_settings:
+            by_file.setdefault(result.config_origins.get(setting) or "", []).append(_setting_name(setting))
+        from_files = "  ({})".format(
+            "; ".join(f"{', '.join(names)} from {_shown_path(file)}" for file, names in by_file.items())
+        )
     click.echo(f"{click.style(result.chip, bold=True)}  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}{from_files}")
     m = result.merged
     rows = [(p.name, f"0x{p.offset:x}", f"{p.size:,}", p.file) for p in result.parts]
@@ -164,6 +168,10 @@ def print_summary(result) -> None:
     click.echo(f"flash with ({kept}; --merged writes the merged image):")
     click.echo(f"  imgtool flash {shlex.quote(outdir)} --port PORT")
     click.echo(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args")
+    if result.probe_rs_command:
+        click.echo(f"  or, with a debug probe: {result.probe_rs_command}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
 
 
 def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> list[str]:
@@ -174,6 +182,16 @@ def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tup
         "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
         for row in table
     ]
+
+
+def _shown_path(file: str) -> str:
+    """A project file as the user would type it: relative to the working folder when below it."""
+    from imgtool.commands.context import working_folder
+
+    try:
+        return os.fspath(Path(file).resolve().relative_to(working_folder().resolve()))
+    except ValueError:
+        return file
 
 
 def _setting_name(setting: str) -> str:
@@ -204,6 +222,8 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
+    if target is not None:
+        _refuse_elf(target)
     trusted = load_trusted_keys(keys)
     if target is None:
         from imgtool.commands.device import device_dump
@@ -225,6 +245,22 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
         for check in report.checks:
             click.echo(f"  {check.status:4} {check}")
     report.raise_for_problems()
+
+
+def _refuse_elf(target: Path) -> None:
+    """An ELF is what ``pack`` reads, not what the chip boots: say so, with the two steps that check it."""
+    from imgtool.elf import ELF_MAGIC
+    from imgtool.errors import InputError
+
+    if target.is_file():
+        with open(target, "rb") as f:
+            head = f.read(len(ELF_MAGIC))
+        if head == ELF_MAGIC:
+            raise InputError(
+                f"is an ELF file, not a pack; pack it first, then verify the pack: 'imgtool pack {target} -o OUTDIR' "
+                f"and 'imgtool verify OUTDIR --elf {target}'",
+                path=target,
+            )
 
 
 def _has_encrypted_parts(target: Path) -> bool:
