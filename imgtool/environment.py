@@ -24,6 +24,8 @@ ENV_PORT = "ESPPORT"
 ENV_ESPFLASH_PORT = "ESPFLASH_PORT"
 ENV_ESPTOOL_PORT = "ESPTOOL_PORT"
 PORT_VARIABLES = (ENV_ESPFLASH_PORT, ENV_ESPTOOL_PORT, ENV_PORT)
+#: The monitor's baud rate when ``--baud`` (``--monitor-baud``) is not given, as espflash reads it.
+ENV_MONITOR_BAUD = "MONITOR_BAUD"
 #: Reproducible-builds timestamp (seconds since 1970, UTC) for ``--archive`` members.
 ENV_SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 #: The cache folder's name under the platform's user cache.
@@ -46,6 +48,7 @@ class UserEnvironment:
     ci: bool = False
     port: str | None = None
     source_date_epoch: str | None = None
+    monitor_baud: str | None = None  # as typed; the CLI checks it
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> UserEnvironment:
@@ -57,6 +60,7 @@ class UserEnvironment:
             ci=bool(environ.get(ENV_CI)),
             port=port or None,
             source_date_epoch=environ.get(ENV_SOURCE_DATE_EPOCH),
+            monitor_baud=environ.get(ENV_MONITOR_BAUD, "").strip() or None,
         )
 
     def cache(self) -> Path:
@@ -70,6 +74,7 @@ __all__ = [
     "ENV_MIRROR",
     "ENV_ESPFLASH_PORT",
     "ENV_ESPTOOL_PORT",
+    "ENV_MONITOR_BAUD",
     "ENV_PORT",
     "PORT_VARIABLES",
     "ENV_SOURCE_DATE_EPOCH",

@@ -327,3 +327,11 @@ def test_a_pack_folder_finds_its_elf_beside_it_by_hash(tmp_path):
     assert find_app_elf(tmp_path / "out") == elf  # in the folder's parent, named after the app image
     elf.write_bytes(elf.read_bytes() + b"\0")  # rebuilt since: not the same ELF
     assert find_app_elf(tmp_path / "out") is None
+
+
+def test_monitor_baud_comes_from_the_option_then_monitor_baud(port_opened):
+    url = serve_once(b"hi\n", port_opened)
+    result = run_cli("monitor", "--port", url, "--non-interactive", "--no-reset", env={"MONITOR_BAUD": "74880"})
+    assert result.exit_code == 0 and f"monitoring {url} at 74880 baud" in result.stderr, result.output
+    bad = run_cli("monitor", "--port", url, "--no-reset", env={"MONITOR_BAUD": "fast"})
+    assert bad.exit_code == 2 and bad.stderr.strip() == "imgtool: error: MONITOR_BAUD: 'fast' is not a baud rate; set a number such as 115200 or unset it"

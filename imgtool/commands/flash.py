@@ -30,7 +30,7 @@ def _labels(ctx, param, value):
 @pack_options
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
 @click.option("--monitor", "then_monitor", is_flag=True, help="Then show the app's output, decoded (see 'imgtool monitor').")
-@click.option("--monitor-baud", default=MONITOR_BAUD, show_default=True, type=click.IntRange(min=300), help="The app's baud rate, for --monitor.")
+@click.option("--monitor-baud", type=click.IntRange(min=300), help=f"The app's baud rate, for --monitor [default: $MONITOR_BAUD, else {MONITOR_BAUD}].")
 @monitor_options
 def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase_data_parts, before, after, no_stub,
           as_json, then_monitor, monitor_baud, non_interactive, timeout, log_file, all_addresses, **pack_opts):
@@ -46,6 +46,10 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
 
     if as_json and then_monitor:
         raise UsageError("--json prints one JSON object and --monitor then prints the app's output; drop one", field="--monitor")
+    if then_monitor:  # a bad $MONITOR_BAUD is refused before anything is written
+        from imgtool.commands.monitor import monitor_baud as resolve_monitor_baud
+
+        monitor_rate = resolve_monitor_baud(monitor_baud)
     say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     baud = resolved_baud(baud, None if target.is_dir() else target, say)
     options = flash_options(
@@ -65,7 +69,7 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
         from imgtool.commands.monitor import elf_for, run_monitor
 
         run_monitor(
-            report.port, baud=monitor_baud, elf=elf_for(target, None), reset=after != "hard-reset",
+            report.port, baud=monitor_rate, elf=elf_for(target, None), reset=after != "hard-reset",
             non_interactive=non_interactive, timeout=timeout, log_file=log_file, show_all=all_addresses,
         )  # fmt: skip
 

@@ -11,6 +11,7 @@ from imgtool.commands.connection import port_option
 
 #: esp-hal apps and the ROM print at this rate.
 MONITOR_BAUD = 115200
+MIN_BAUD = 300
 END_MESSAGES = {
     "eof": "the port closed",
     "timeout": "time limit reached",
@@ -33,7 +34,7 @@ def monitor_options(func):
 @click.command()
 @click.argument("target", required=False, type=click.Path(exists=True, path_type=Path), metavar="[ELF|OUTDIR]")
 @port_option
-@click.option("--baud", "-b", default=MONITOR_BAUD, show_default=True, type=click.IntRange(min=300), help="The app's baud rate.")
+@click.option("--baud", "-b", type=click.IntRange(min=300), help=f"The app's baud rate [default: $MONITOR_BAUD, else {MONITOR_BAUD}].")
 @click.option("--elf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The app's ELF, for decoding when TARGET is a pack folder [default: the one beside it whose SHA-256 the app records].")
 @click.option("--no-reset", is_flag=True, help="Do not reset the chip when the monitor starts.")
@@ -48,9 +49,25 @@ def monitor(target, port, baud, elf, no_reset, non_interactive, timeout, log_fil
     from imgtool.commands.connection import monitor_port
 
     run_monitor(
-        monitor_port(port), baud=baud, elf=elf_for(target, elf), reset=not no_reset, non_interactive=non_interactive,
+        monitor_port(port), baud=monitor_baud(baud), elf=elf_for(target, elf), reset=not no_reset, non_interactive=non_interactive,
         timeout=timeout, log_file=log_file, show_all=all_addresses,
     )  # fmt: skip
+
+
+def monitor_baud(baud: int | None) -> int:
+    """``--baud``, else ``$MONITOR_BAUD`` (espflash's variable), else 115200."""
+    from imgtool.commands.context import user_environment
+    from imgtool.environment import ENV_MONITOR_BAUD
+    from imgtool.errors import UsageError
+
+    if baud is not None:
+        return baud
+    text = user_environment().monitor_baud
+    if text is None:
+        return MONITOR_BAUD
+    if not text.isdigit() or int(text) < MIN_BAUD:
+        raise UsageError(f"'{text}' is not a baud rate; set a number such as 115200 or unset it", field=ENV_MONITOR_BAUD)
+    return int(text)
 
 
 def elf_for(target: Path | None, elf: Path | None) -> Path | None:
