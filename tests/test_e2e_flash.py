@@ -218,7 +218,8 @@ def test_imgtool_flash_elf_with_the_v61_bootloader_set(tmp_path, mock_port, monk
     elf = FIXTURES / "esp32-min.elf"
     expected = tmp_path / "expected"
     store = BootloaderStore(tmp_path / "cache", str(mirror))
-    pack(elf, expected, bootloader_set="idf6.1", bootloader_variant="26mhz", project_config=False, store=store)
+    # flash packs for the board's flash (the mock's 4 MB)
+    pack(elf, expected, bootloader_set="idf6.1", bootloader_variant="26mhz", flash_size="4MB", project_config=False, store=store)
     url = mock_port("esp32")
     proc = imgtool("flash", elf, "--port", url, "--baud", BAUD, "--bootloader-set", "idf6.1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
