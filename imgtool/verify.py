@@ -29,6 +29,7 @@ from imgtool.chips import (
     revision_name,
 )
 from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
+from imgtool.flash_outputs import parse_sha256sums as _sha256sums
 from imgtool.output_names import FLASH_ARGS_FILE, FLASHER_ARGS_JSON_FILE, MERGED_SUFFIX, SHA256SUMS_FILE
 from imgtool.partitions import (
     DEFAULT_TABLE_OFFSET,
@@ -229,20 +230,6 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
                 ok = report.add(label, False, f"{name} does not match its SHA256SUMS entry")
     if ok:
         report.add(label, True, f"{len(files)} part files match the merged image at their offsets; argument files and SHA256SUMS agree")
-
-
-def _sha256sums(text: str) -> dict[str, str]:
-    """``sha256sum`` lines (text or binary mode, GNU escapes) as name → hex digest."""
-    out = {}
-    for line in text.splitlines():
-        escaped = line.startswith("\\")
-        digest, _, name = line.removeprefix("\\").partition(" ")
-        name = name.removeprefix("*").removeprefix(" ")
-        if escaped:
-            name = name.replace("\\n", "\n").replace("\\\\", "\\")
-        if digest and name:
-            out[name] = digest.lower()
-    return out
 
 
 class _Verifier:
