@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.atomic import write_outputs
-from imgtool.errors import UsageError
+from imgtool.errors import InputError, UsageError
 from imgtool.flash_formats import FORMATS
 from imgtool.flash_layout import FlashSettings, check_table_offset, plan_layout
 from imgtool.flash_outputs import render_files
@@ -56,6 +56,7 @@ def pack(
     store: BootloaderStore | None = None,
     source_date_epoch: str | None = None,
     cwd: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
@@ -79,6 +80,9 @@ def pack(
     ``cwd`` is the caller's working folder: the espflash project-file search stops there and the
     result shows the merged image's path relative to it; None searches up to the root and shows
     absolute paths.
+
+    A file already in the output folder that the earlier pack's ``SHA256SUMS`` does not list (a
+    project's own ``partitions.csv`` or ``manifest.json``) is refused unless ``force``.
     """
     from imgtool.app_image import build_app_image
     from imgtool.bootloader_choice import bootloader_for_app
@@ -252,7 +256,8 @@ def pack(
     stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
-    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
+    owned = None if force else lambda folder: _earlier_pack_files(folder, archive_file)
+    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, owned=owned, cache_dir=store.cache_dir)
     result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file, cwd))
     return replace(result, config_files=file_cfg.sources, config_settings=from_files)
 
@@ -323,6 +328,25 @@ def _kept_signed_bootloader(raw: bytes, path, keys, chip: str, warnings: list[st
     warnings.append(f"{path}: the bootloader is signed, so it is written unchanged (its header keeps its own flash settings)")
     contents = bytes(raw[: signature_offset(length)])
     return contents + signature_sector([*blocks, *(signature_block(contents, k, sign(contents, k)) for k in keys)])
+
+
+#: A ``SHA256SUMS`` larger than this is not one a pack wrote (a few lines per output file).
+MAX_SHA256SUMS_BYTES = 1 << 20
+
+
+def _earlier_pack_files(folder: Path, archive_file: str) -> set[str]:
+    """The names an earlier pack wrote in ``folder``: what its ``SHA256SUMS`` lists, itself, and the archive it leaves out."""
+    from imgtool.atomic import read_input
+    from imgtool.flash_outputs import parse_sha256sums
+
+    sums = folder / SHA256SUMS_FILE
+    if not sums.is_file():
+        return set()
+    try:
+        listed = parse_sha256sums(read_input(sums, "checksum file", limit=MAX_SHA256SUMS_BYTES).decode("utf-8"))
+    except (InputError, UnicodeDecodeError):
+        return set()
+    return {*listed, SHA256SUMS_FILE, archive_file} if listed else set()
 
 
 def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg, keys=()) -> None:

@@ -59,10 +59,11 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
 
 
 def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
-    from imgtool.commands.context import bootloader_store, pack_environment, quiet_downloads
+    from imgtool.commands.context import bootloader_store, pack_environment, quiet_downloads, recover_pack_folder
     from imgtool.errors import UsageError
     from imgtool.flasher import flash_folder
 
+    recover_pack_folder(target)
     if target.is_dir():
         given = [name for name, value in pack_opts.items() if value not in (None, False)]
         if given:

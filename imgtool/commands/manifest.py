@@ -20,7 +20,7 @@ import click
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def manifest(packs, output, name, version, launchpad, base_url, as_json, quiet):
     """Write one web-flasher manifest for packs of several chips (one pack per chip)."""
-    from imgtool.commands.context import user_environment
+    from imgtool.commands.context import recover_pack_folder, user_environment
     from imgtool.errors import UsageError
     from imgtool.web_manifest import plan_release, write_release
 
@@ -32,6 +32,8 @@ def manifest(packs, output, name, version, launchpad, base_url, as_json, quiet):
         )
     if base_url and not launchpad:
         raise UsageError("--base-url only sets ESP Launchpad's firmware_images_url; add --launchpad", field="--base-url")
+    for folder in packs:
+        recover_pack_folder(folder)
     release = plan_release(packs, name=name, version=version, launchpad_base_url=base_url if launchpad else None)
     written = write_release(release, output, cache_dir=user_environment().cache())
     if as_json:

@@ -88,11 +88,12 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--hex", "intel_hex", is_flag=True, help="Also write NAME.hex (= esptool merge-bin --format hex @flash_args).")
 @click.option("--archive", is_flag=True,
               help="Also write NAME-VERSION-CHIP.zip of the outputs (fixed timestamps: 1980-01-01 or $SOURCE_DATE_EPOCH).")
+@click.option("--force", is_flag=True, help="Replace files in the output folder that no earlier pack wrote there.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
          bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
-         encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, as_json, quiet):
+         encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.commands.context import pack_environment, quiet_downloads
     from imgtool.pack import pack as do_pack
@@ -115,6 +116,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         flash_crypt_conf=flash_crypt_conf,
         formats=tuple(fmt for fmt, wanted in (("uf2", uf2), ("hex", intel_hex)) if wanted),
         archive=archive,
+        force=force,
         **pack_environment(),
     )
     for warning in result.warnings:
@@ -195,9 +197,11 @@ def _setting_name(setting: str) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
 def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):
     """Check a pack output folder, merged image or flash dump the way the chip would boot it."""
+    from imgtool.commands.context import recover_pack_folder
     from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
+    recover_pack_folder(target)
     trusted = load_trusted_keys(keys)
     source = target
     if encrypt_key is not None or _has_encrypted_parts(target):
