@@ -171,25 +171,106 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def read_input(path: str | os.PathLike, what: str = "file", limit: int | None = None) -> bytes:
-    """Read a user's input file, turning OS failures into one-line errors."""
+#: What ``read_input`` reads when the caller names no smaller cap: nothing imgtool reads can be larger
+#: than the largest flash it writes.
+MAX_INPUT_BYTES = 128 * 1024 * 1024
+#: Pipes are read in chunks of this size, so a cap is never overshot by more than one chunk.
+_PIPE_CHUNK = 1 << 16
+
+
+def input_kind(path: str | os.PathLike, what: str = "file", *, pipes: bool = True) -> os.stat_result:
+    """The ``stat`` of an input, refused in one line unless it is a regular file (or, with ``pipes``, a pipe).
+
+    Devices (``/dev/zero``), sockets and folders never end or are not files; a pipe can only be read once.
+    """
+    import stat as st
+
     from imgtool.errors import InputError
 
     p = Path(path)
     try:
-        if p.is_dir():
-            raise InputError(f"is a directory, expected a {what}", path=p)
-        with open(p, "rb") as fh:
-            data = fh.read(limit + 1) if limit is not None else fh.read()
+        info = os.stat(p)
+    except FileNotFoundError:
+        raise InputError(f"no such {what}", path=p) from None
+    except OSError as exc:
+        raise InputError(f"cannot read this {what} ({exc.strerror})", path=p) from None
+    mode = info.st_mode
+    if st.S_ISREG(mode) or (pipes and st.S_ISFIFO(mode)):
+        return info
+    if st.S_ISDIR(mode):
+        raise InputError(f"is a directory, expected a {what}", path=p)
+    kind = (
+        "a pipe, which can be read only once" if st.S_ISFIFO(mode)
+        else "a character device" if st.S_ISCHR(mode)
+        else "a block device" if st.S_ISBLK(mode)
+        else "a socket" if st.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    raise InputError(f"is {kind}; pass a regular file as the {what}", path=p)
+
+
+def read_input(path: str | os.PathLike, what: str = "file", limit: int | None = None) -> bytes:
+    """Read a user's input file (or a pipe with a writer), at most ``limit`` bytes, OS failures as one-line errors.
+
+    The kind and the size are checked before anything is read, so a device, a pipe nobody writes to
+    or a file larger than anything valid costs nothing.
+    """
+    import stat as st
+
+    from imgtool.errors import InputError
+
+    p = Path(path)
+    cap = MAX_INPUT_BYTES if limit is None else limit
+    info = input_kind(p, what)
+    if st.S_ISREG(info.st_mode) and info.st_size > cap:
+        raise InputError(f"{what} is {info.st_size} bytes, larger than any valid one ({cap} bytes)", path=p)
+    try:
+        if st.S_ISFIFO(info.st_mode):
+            data = _read_pipe(p, cap + 1)
+            if data is None:
+                raise InputError(f"is a pipe with no writer (nothing to read); pass the {what} itself", path=p)
+        else:
+            with open(p, "rb") as fh:
+                data = fh.read(cap + 1)
     except FileNotFoundError:
         raise InputError(f"no such {what}", path=p) from None
     except PermissionError:
         raise InputError(f"cannot read this {what} (permission denied)", path=p) from None
     except OSError as exc:
         raise InputError(f"cannot read this {what} ({exc.strerror})", path=p) from None
-    if limit is not None and len(data) > limit:
-        raise InputError(f"{what} is larger than {limit} bytes", path=p)
+    if len(data) > cap:
+        raise InputError(f"{what} is larger than any valid one ({cap} bytes)", path=p)
     return data
+
+
+def _read_pipe(path: Path, most: int) -> bytes | None:
+    """Up to ``most`` bytes from a pipe, or None when no process has it open for writing.
+
+    Opened without blocking (a FIFO's ``open`` otherwise waits for a writer), a read that finds
+    nothing and no writer returns b"" at once; with a writer it would block, so the pipe is then
+    read normally. Windows has no FIFOs in the file system.
+    """
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblock)
+    try:
+        try:
+            chunks = [os.read(fd, _PIPE_CHUNK)]
+        except BlockingIOError:
+            chunks = []
+        else:
+            if not chunks[0]:
+                return None
+        os.set_blocking(fd, True)
+        total = sum(map(len, chunks))
+        while total < most:
+            chunk = os.read(fd, min(_PIPE_CHUNK, most - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 #: Folder locks live in this subfolder of imgtool's cache (one small file per locked folder), so locking

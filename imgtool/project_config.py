@@ -59,18 +59,22 @@ class ProjectConfig:
         return replace(self, **{k: v for k, v in cli.items() if v is not None and k in known})
 
 
+#: Project files (espflash.toml, Cargo.toml, launchpad.toml) are a few kilobytes; larger is not one.
+MAX_TOML_BYTES = 1 << 20
+
+
 def load_toml(path: Path) -> dict:
     """A UTF-8 TOML file as a dict; unreadable or invalid files raise a one-line ``InputError``."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.10 only
         import tomli as tomllib
+    from imgtool.atomic import read_input
+
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_input(path, "TOML file", limit=MAX_TOML_BYTES).decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("is not UTF-8 text; TOML files must be UTF-8", path=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror})", path=path) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -97,18 +101,23 @@ def find_config_files(elf_path: str | os.PathLike, cwd: str | os.PathLike | None
     The search stops at ``cwd`` (the caller's working folder, which the CLI passes) when the ELF
     is below it, else at the filesystem root.
     """
-    start = Path(elf_path).resolve().parent
-    stop = Path(cwd).resolve() if cwd is not None else None
+    start = Path(os.path.realpath(elf_path)).parent  # realpath: a symlink loop is named when the ELF is read
+    stop = Path(os.path.realpath(cwd)) if cwd is not None else None
     espflash = cargo = None
     for folder in (start, *start.parents):
-        if espflash is None and (folder / ESPFLASH_TOML).is_file():
+        if espflash is None and _present(folder / ESPFLASH_TOML):
             espflash = folder / ESPFLASH_TOML
-        if (folder / CARGO_TOML).is_file():
+        if _present(folder / CARGO_TOML):
             cargo = folder / CARGO_TOML
             break
         if folder == stop:
             break
     return espflash, cargo
+
+
+def _present(path: Path) -> bool:
+    """A project file is there (any kind but a folder: a FIFO or device is then refused when it is read)."""
+    return os.path.lexists(path) and not os.path.isdir(path)
 
 
 def load_project_config(elf_path: str | os.PathLike, cwd: str | os.PathLike | None = None) -> ProjectConfig:

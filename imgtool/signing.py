@@ -18,13 +18,14 @@ from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int32ul, Padding, RawCopy, StreamError, Struct, Switch
 
-from imgtool.chips import ERASED, FLASH_SECTOR_SIZE, MiB
+from imgtool.chips import ERASED, FLASH_SECTOR_SIZE
 from imgtool.errors import ImageError, InputError, UsageError
 from imgtool.image_format import (
     CHECKSUM_ALIGN,
     SHA256_LEN,
     EXTENDED_HEADER_LEN,
     HEADER_LEN,
+    MAX_APP_IMAGE_BYTES,
     MAX_SEGMENTS,
     SEGMENT_HEADER_LEN,
     EspImage,
@@ -34,9 +35,6 @@ from imgtool.image_format import (
     parse_image,
 )
 from imgtool.segments import PADDING_ADDR
-
-#: An app image is at most this long (the 16 MiB flash span the MMU maps).
-MAX_APP_BYTES = 16 * MiB
 from imgtool.sizes import align_up
 
 SIG_BLOCK_MAGIC = 0xE7
@@ -49,7 +47,7 @@ CURVE_P256 = 2
 CURVE_P384 = 3
 
 #: The largest input ``sign`` reads: an app of the largest flash span the MMU maps, plus its signature sector.
-MAX_SIGNABLE_BYTES = MAX_APP_BYTES + FLASH_SECTOR_SIZE
+MAX_SIGNABLE_BYTES = MAX_APP_IMAGE_BYTES + FLASH_SECTOR_SIZE
 #: At most this many blocks fit the sector (the bootloader reads no more).
 MAX_SIGNATURE_BLOCKS = 3
 RSA_BYTES = 384
