@@ -204,9 +204,15 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         report.fail(label, f"{FLASHER_ARGS_JSON_FILE} is missing or has no readable flash_files; re-run imgtool pack")
         return
+    from imgtool.pack_folder import file_in
+
     ok = True
     for offset, name in sorted(files.items()):
-        part = folder / name
+        try:
+            part = file_in(folder, name, FLASHER_ARGS_JSON_FILE)
+        except ImgtoolError as exc:
+            ok = report.add(label, False, exc.message)
+            continue
         if not part.is_file():
             ok = report.add(label, False, f"{name} (0x{offset:x} in {FLASHER_ARGS_JSON_FILE}) is missing")
             continue
@@ -225,7 +231,11 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
     sums = folder / SHA256SUMS_FILE
     if sums.is_file():
         for name, digest in _sha256sums(sums.read_text(encoding="utf-8")).items():
-            target = folder / name
+            try:
+                target = file_in(folder, name, SHA256SUMS_FILE)
+            except ImgtoolError as exc:
+                ok = report.add(label, False, exc.message)
+                continue
             if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != digest:
                 ok = report.add(label, False, f"{name} does not match its SHA256SUMS entry")
     if ok:
