@@ -143,8 +143,10 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
             hints["chip"] = doc.get("extra_esptool_args", {}).get("chip")
             entry = doc.get("merged") or {}
             if entry.get("file"):
-                merged = p / entry["file"]
-        except (ValueError, OSError, AttributeError):
+                from imgtool.pack_folder import file_in
+
+                merged = file_in(p, entry["file"], FLASHER_ARGS_JSON_FILE)
+        except (ValueError, OSError, AttributeError, RecursionError, ImgtoolError):
             pass
     if merged is None or not merged.is_file():
         found = sorted(p.glob(f"*{MERGED_SUFFIX}"))
@@ -201,7 +203,7 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
     try:
         doc = json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
         files = {int(off, 16): name for off, name in doc["flash_files"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         report.fail(label, f"{FLASHER_ARGS_JSON_FILE} is missing or has no readable flash_files; re-run imgtool pack")
         return
     from imgtool.pack_folder import file_in

@@ -219,12 +219,16 @@ def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_c
 
 
 def _has_encrypted_parts(target: Path) -> bool:
+    from imgtool.errors import ImgtoolError
     from imgtool.flash_outputs import marks_encrypted_parts
-    from imgtool.output_names import FLASHER_ARGS_JSON_FILE
+    from imgtool.pack_folder import read_pack_json
+
+    if not target.is_dir():
+        return False
 
     try:
-        return marks_encrypted_parts(json.loads((target / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError, AttributeError):
+        return marks_encrypted_parts(read_pack_json(target))
+    except ImgtoolError:
         return False
 
 
