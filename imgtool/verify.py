@@ -244,6 +244,11 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
         report.add(label, True, f"{len(files)} part files match the merged image at their offsets; argument files and SHA256SUMS agree")
 
 
+def integrity_checked(parsed) -> str:
+    """What an image's integrity check covered: its checksum, and its appended SHA-256 only when it has one."""
+    return "checksum and SHA-256 valid" if parsed.stored_sha256 is not None else "checksum valid (no appended SHA-256)"
+
+
 class _Verifier:
     def __init__(self, report: VerifyReport, data: bytes, chip: Chip | None, table_offset: int, keys=()):
         self.keys = list(keys)  # Secure Boot V2 keys the app's signatures must include
@@ -365,7 +370,7 @@ class _Verifier:
         if img.flash_mode > 3:
             ok &= r.add("bootloader", False, f"header has unknown flash mode {img.flash_mode}")
         if ok:
-            r.add("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, checksum and SHA-256 valid")
+            r.add("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, {integrity_checked(parsed)}")
         return ok
 
     def _integrity(self, part: str, parsed) -> bool:
@@ -486,7 +491,7 @@ class _Verifier:
             r.add(
                 label,
                 True,
-                f"{parsed.length} of {part.size} bytes, checksum and SHA-256 valid, segments load and map as the "
+                f"{parsed.length} of {part.size} bytes, {integrity_checked(parsed)}, segments load and map as the "
                 f"{chip.name} bootloader requires",
             )
         return parsed

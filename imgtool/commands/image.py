@@ -90,6 +90,10 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
         print_size_report(result.size_report, console)
 
 
+#: ``info`` exits with this when the report lists problems (text or JSON, one image or a merged one), as ``verify`` does.
+PROBLEMS_EXIT = 1
+
+
 @click.command()
 @click.argument("image_file", metavar="IMAGE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -104,10 +108,14 @@ def info(image_file, as_json, keys):
     flash = describe_flash(image_file)
     if flash is not None:
         _print_flash(flash, as_json)
+        if flash["problems"]:
+            raise SystemExit(PROBLEMS_EXIT)
         return
     report = describe(image_file, load_trusted_keys(keys))
     if as_json:
         click.echo(json.dumps(report, indent=2))
+        if report["problems"]:
+            raise SystemExit(PROBLEMS_EXIT)
         return
     from rich.table import Table
     from rich.text import Text
@@ -148,7 +156,7 @@ def info(image_file, as_json, keys):
     for note in report["problems"]:
         console.print(Text.assemble(styled("problem:", "red"), f" {note}"))
     if report["problems"]:
-        raise SystemExit(1)
+        raise SystemExit(PROBLEMS_EXIT)
 
 
 def _print_flash(report: dict, as_json: bool) -> None:
