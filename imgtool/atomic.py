@@ -322,7 +322,7 @@ def folder_lock_path(folder: Path, *, cache_dir: Path | None = None) -> Path | N
         from imgtool.environment import user_cache_dir
 
         cache_dir = user_cache_dir()
-    key = os.path.normcase(os.fspath(folder.resolve()))
+    key = os.path.normcase(os.path.realpath(folder))
     locks = cache_dir / LOCK_SUBDIR
     try:
         locks.mkdir(parents=True, exist_ok=True)

@@ -353,11 +353,11 @@ def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg, keys=()) -
     inputs = [elf] + [Path(p) for p in (cfg.partition_table, cfg.bootloader, *keys) if p]
     for inp in inputs:
         try:
-            inp_resolved = inp.resolve()
+            inp_resolved = os.path.realpath(inp)  # never raises: a symlink loop is named when it is read
         except OSError:  # pragma: no cover
             continue
         for name in files:
-            if (out / name).resolve() == inp_resolved:
+            if os.path.realpath(out / name) == inp_resolved:
                 raise UsageError(
                     f"writing {name} into {out} would overwrite the input {inp}; choose another -o OUTDIR",
                     field="-o",
@@ -366,10 +366,10 @@ def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg, keys=()) -
 
 def _display_path(path: Path, cwd: str | os.PathLike | None) -> str:
     """``path`` relative to ``cwd`` when it is below it, else absolute."""
-    absolute = path.resolve()
+    absolute = Path(os.path.realpath(path))
     if cwd is not None:
         try:
-            return os.fspath(absolute.relative_to(Path(cwd).resolve()))
+            return os.fspath(absolute.relative_to(os.path.realpath(cwd)))
         except ValueError:
             pass
     return os.fspath(absolute)

@@ -319,8 +319,8 @@ def _launchpad_images(path: Path) -> list[str]:
 
 
 def _toml_string(text: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's, apart from the ones JSON never writes)."""
-    return json.dumps(text, ensure_ascii=False)
+    """A TOML basic string (JSON's escapes are TOML's; TOML also forbids a raw DEL, which JSON leaves as it is)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 __all__ = ["LAUNCHPAD_FILE", "PackFolder", "WebRelease", "plan_release", "read_pack", "write_release"]

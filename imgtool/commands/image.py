@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -68,7 +69,7 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
     to_stdout = str(target) == STDOUT
     if to_stdout and as_json:
         raise UsageError("-o - puts the image on standard output, where --json would go too; drop one", field="--json")
-    if not to_stdout and target.resolve() == elf.resolve():
+    if not to_stdout and os.path.realpath(target) == os.path.realpath(elf):  # realpath: a symlink loop is no traceback
         raise UsageError("the output would overwrite the ELF; pass -o with another name", path=elf, field="--output")
     write_output(target, result.data)
     echo_warnings(result.warnings)
