@@ -377,10 +377,21 @@ def write_outputs(
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputError("exists and is not a folder; choose another output folder", path=outdir)
+    created = not outdir.exists()
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the output folder ({exc.strerror})", path=outdir) from None
+    try:
+        _write_locked(outdir, files, remove, seal, owned, cache_dir)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                outdir.rmdir()  # only when still empty: a failed first pack leaves no folder behind
+        raise
+
+
+def _write_locked(outdir: Path, files: dict[str, bytes], remove, seal: str | None, owned, cache_dir: Path | None) -> None:
     with file_lock(outdir, cache_dir=cache_dir) as locked:
         if locked:
             _recover(outdir)

@@ -491,3 +491,17 @@ def test_a_users_file_beside_an_earlier_pack_is_refused(tmp_path):
     assert (out / "fw.uf2").read_bytes() == b"my own uf2"
     pack(elf, out, bootloader=boot, project_config=False, formats=("uf2",), force=True)
     check_consistent(out)
+
+
+def test_an_interrupted_first_pack_leaves_no_folder(tmp_path, monkeypatch):
+    import imgtool.atomic as atomic
+
+    def interrupt(step):
+        if step == "placed SHA256SUMS":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "step_hook", interrupt)
+    out = tmp_path / "new-out"
+    with pytest.raises(KeyboardInterrupt):
+        pack(C3, out, bootloader=make_bootloader(tmp_path / "bl.bin", "esp32c3"), project_config=False)
+    assert not out.exists() and not _staging_left(out)
