@@ -424,7 +424,7 @@ def _refuse_foreign(outdir: Path, files, previous: set[str], seal: str | None) -
     for name in files:
         target = outdir / name
         if name not in previous and (target.exists() or target.is_symlink()):
-            listed = f"{seal} there does not list it" if seal else "no earlier imgtool run wrote it"
+            listed = f"{seal} there does not list it" if seal else "no earlier imgtool run there lists it"
             raise OutputError(
                 f"is not a file imgtool wrote ({listed}); move it away, choose another output folder, "
                 "or pass --force to replace it",

@@ -259,12 +259,15 @@ def _agreed(packs, attr: str, option: str) -> str:
     return values.pop()
 
 
-def write_release(release: WebRelease, manifest_path: str | os.PathLike, *, cache_dir: Path | None = None) -> Path:
+def write_release(
+    release: WebRelease, manifest_path: str | os.PathLike, *, cache_dir: Path | None = None, force: bool = False
+) -> Path:
     """Copy each pack's files into ``DIR/<chip>/`` and write the manifest (and Launchpad TOML) beside them.
 
     Files an earlier manifest at the same path (or, when the TOML is rewritten, an earlier
     ``launchpad.toml``) listed in a chip folder, and this release does not, are removed;
-    without ``--launchpad`` an existing TOML and its images are left alone. ``cache_dir``
+    without ``--launchpad`` an existing TOML and its images are left alone. A file already in a
+    chip folder that neither lists is the user's and is refused unless ``force``. ``cache_dir``
     keeps the chip folders' locks (default: the user cache).
     """
     from imgtool.atomic import write_bytes, write_outputs
@@ -277,10 +280,12 @@ def write_release(release: WebRelease, manifest_path: str | os.PathLike, *, cach
     rendered = {p.subdir: release.folder_files(p) for p in release.packs}  # every read before any write
     manifest = json_bytes(release.manifest())
     stale = _previous_files(target, launchpad=release.launchpad_base_url is not None)
+    written = _previous_files(target, launchpad=True)
     out.mkdir(parents=True, exist_ok=True)
     for subdir, files in rendered.items():
         remove = tuple(sorted(stale.get(subdir, set()) - set(files)))
-        write_outputs(out / subdir, files, remove=remove, cache_dir=cache_dir)
+        owned = None if force else (lambda _folder, names=frozenset(written.get(subdir, ())): names)
+        write_outputs(out / subdir, files, remove=remove, owned=owned, cache_dir=cache_dir)
     if release.launchpad_base_url is not None:
         write_bytes(out / LAUNCHPAD_FILE, release.launchpad_toml())
     write_bytes(target, manifest)

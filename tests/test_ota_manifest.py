@@ -306,3 +306,15 @@ def test_a_hostile_pack_folder_is_refused_field_by_field(tmp_path, packs, case):
     web = tmp_path / "web"
     one_line_error(run_cli("manifest", copy, "-o", web / "manifest.json"), words)
     assert not web.exists()
+
+
+def test_a_users_file_in_a_chip_folder_is_refused_unless_force(tmp_path, packs):
+    web = tmp_path / "web"
+    (web / "esp32c3").mkdir(parents=True)
+    mine = web / "esp32c3" / "bootloader.bin"
+    mine.write_bytes(b"my own")
+    one_line_error(run_cli("manifest", packs / "c3", "-o", web / "manifest.json"), "bootloader.bin: is not a file imgtool wrote", "--force")
+    assert mine.read_bytes() == b"my own" and not (web / "manifest.json").exists()
+    assert run_cli("manifest", packs / "c3", "-o", web / "manifest.json", "--force", "-q").exit_code == 0
+    assert mine.read_bytes() != b"my own"
+    assert run_cli("manifest", packs / "c3", "-o", web / "manifest.json", "-q").exit_code == 0  # now the manifest lists it
