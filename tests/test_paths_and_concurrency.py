@@ -28,7 +28,7 @@ import pytest
 from imgtool.pack import pack
 from imgtool.verify import verify
 
-from conftest import FIXTURES, make_bootloader, snapshot
+from conftest import FIXTURES, make_bootloader, run_cli, snapshot
 
 C3 = FIXTURES / "esp32c3-min.elf"
 TIMEOUT = 120
@@ -466,15 +466,13 @@ def test_a_users_own_file_in_the_output_folder_is_refused_unless_force(tmp_path)
     mine = tmp_path / "partitions.csv"
     mine.write_text("# my own table, not an input of this pack\n")
     before = snapshot(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "imgtool", "pack", str(elf), "--bootloader", str(boot), "-q"],
-                          capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 1
+    done = run_cli("pack", elf, "--bootloader", boot, "-q")
+    assert done.exit_code == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"imgtool: error: {mine}: is not a file imgtool wrote")
     assert "--force" in done.stderr
     assert snapshot(tmp_path) == before
-    done = subprocess.run([sys.executable, "-m", "imgtool", "pack", str(elf), "--bootloader", str(boot), "-q", "--force"],
-                          capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr
+    done = run_cli("pack", elf, "--bootloader", boot, "-q", "--force")
+    assert done.exit_code == 0, done.stderr
     assert mine.read_text() != "# my own table, not an input of this pack\n"
     # from now on the folder holds a pack whose SHA256SUMS lists partitions.csv: a re-pack needs no --force
     pack(elf, None, bootloader=boot, project_config=False)
