@@ -110,6 +110,7 @@ CASES = {
     "info": lambda w: (["info", w.place("i.bin")], w.root / "i.bin"),
     "sign-image": lambda w: (["sign", w.place("u.bin"), "--key", w.key, "-o", w.root / "s.bin"], w.root / "u.bin"),
     "sign-with-key": lambda w: (["sign", w.app, "--key", w.place("k.pem"), "-o", w.root / "s.bin"], w.root / "k.pem"),
+    "monitor-elf": lambda w: (["monitor", "--port", w.root / "no-port", "--elf", w.place("m.elf"), "--non-interactive"], w.root / "m.elf"),
 }
 
 

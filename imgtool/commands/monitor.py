@@ -134,9 +134,11 @@ def _decoders(elf: Path | None):
     """The ELF's symbols and defmt table (None for each it lacks)."""
     if elf is None:
         return None, None
+    from imgtool.atomic import input_kind
     from imgtool.decode.defmt import Table, log_format
     from imgtool.decode.symbols import Symbolizer
 
+    input_kind(elf, "ELF file", pipes=False)  # a FIFO or device would block or never end
     table = Table.from_elf(elf)
     if table is None and log_format(elf) == "defmt":
         click.echo(f"imgtool: warning: {elf} says its log format is defmt but has no .defmt table; defmt frames show as raw bytes", err=True)
