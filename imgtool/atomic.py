@@ -493,6 +493,16 @@ def _undo(outdir: Path, tmp: Path, journal: dict) -> None:
     fsync_dir(outdir)
 
 
+def _is_staging_of(name: str, prefix: str) -> bool:
+    """Whether ``name`` is a staging folder :func:`_make_temp_dir` made with ``prefix`` (PID, dash, 8 hex digits).
+
+    Exactly that: a folder ``a.imgtool-x`` beside ``a`` has staging folders starting with ``.a.imgtool-`` too.
+    """
+    import re
+
+    return name.startswith(prefix) and re.fullmatch(r"\d+-[0-9a-f]{8}", name[len(prefix):]) is not None
+
+
 def recover_outputs(outdir: str | os.PathLike, *, cache_dir: Path | None = None) -> None:
     """Finish or undo what an interrupted imgtool run left for ``outdir``, under its lock.
 
@@ -518,7 +528,7 @@ def _recover(outdir: Path) -> None:
     parent = outdir.absolute().parent
     prefix = staging_prefix(outdir)
     try:
-        leftovers = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+        leftovers = [e for e in os.scandir(parent) if _is_staging_of(e.name, prefix) and e.is_dir(follow_symlinks=False)]
     except OSError:
         return
     for entry in leftovers:

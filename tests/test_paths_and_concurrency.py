@@ -447,15 +447,19 @@ def test_staging_folders_left_by_killed_runs_are_removed_by_the_next(tmp_path):
     """Kills leave staging folders beside OUTDIR; the next pack removes them, except files an old imgtool moved aside."""
     elf, boot, out = _old_pack(tmp_path)
     for i in range(3):
-        (tmp_path / f".out.imgtool-{i}-0000" / "new").mkdir(parents=True)
-        (tmp_path / f".out.imgtool-{i}-0000" / "new" / "fw.bin").write_bytes(b"staged")
-        (tmp_path / f".out.imgtool-{i}-0000" / "old").mkdir()
-    legacy = tmp_path / ".out.imgtool-9-0000" / "old"
+        (tmp_path / f".out.imgtool-{i}-0000000{i}" / "new").mkdir(parents=True)
+        (tmp_path / f".out.imgtool-{i}-0000000{i}" / "new" / "fw.bin").write_bytes(b"staged")
+        (tmp_path / f".out.imgtool-{i}-0000000{i}" / "old").mkdir()
+    legacy = tmp_path / ".out.imgtool-9-00000009" / "old"
     legacy.mkdir(parents=True)
     (legacy / "fw.bin").write_bytes(b"the only copy")
+    neighbour = tmp_path / ".out.imgtool-x.imgtool-5-00000005"  # a staging folder of the folder 'out.imgtool-x'
+    neighbour.mkdir()
+    (neighbour / "journal.json").write_text('{"names": [], "aside": ["fw.bin"], "seal": null}')
     pack(elf, out, bootloader=boot, flash_size="4MB", project_config=False)
     check_consistent(out)
-    assert _staging_left(out) == [".out.imgtool-9-0000"] and (legacy / "fw.bin").read_bytes() == b"the only copy"
+    assert sorted(_staging_left(out)) == [".out.imgtool-9-00000009", neighbour.name]
+    assert (legacy / "fw.bin").read_bytes() == b"the only copy" and (neighbour / "journal.json").exists()
 
 
 def test_a_users_own_file_in_the_output_folder_is_refused_unless_force(tmp_path):
