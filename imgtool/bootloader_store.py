@@ -50,10 +50,14 @@ class BootloaderStore:
         return self.cache_dir / CACHE_SUBDIR / f"{stem}-{entry.sha256[:CACHE_HASH_DIGITS]}.bin"
 
     def read_cached(self, entry: ManifestEntry) -> bytes | None:
-        """The cached bytes when present and intact; a damaged cache file counts as absent."""
+        """The cached bytes when present and intact; a damaged cache file (or one that is no file) counts as absent."""
+        from imgtool.atomic import read_input
+        from imgtool.bootloader_image import MAX_BOOTLOADER_BYTES
+        from imgtool.errors import InputError
+
         try:
-            data = self.path(entry).read_bytes()
-        except OSError:
+            data = read_input(self.path(entry), "cached bootloader", limit=MAX_BOOTLOADER_BYTES)
+        except InputError:
             return None
         return data if hashlib.sha256(data).hexdigest() == entry.sha256 else None
 
@@ -89,15 +93,19 @@ class BootloaderStore:
         try:
             if folder is not None:
                 folder = folder.resolve().with_name(folder.resolve().name + suffix) if suffix else folder
+                from imgtool.atomic import read_input
+                from imgtool.bootloader_image import MAX_BOOTLOADER_BYTES
+                from imgtool.errors import InputError
+
                 source = folder / entry.file
                 where = f"the {ENV_MIRROR} folder"
                 if suffix:
                     where += f"'s {entry.bootloader_set} sibling (the folder name + '{suffix}')"
                 try:
-                    data = source.read_bytes()
-                except OSError as exc:
+                    data = read_input(source, "bootloader", limit=MAX_BOOTLOADER_BYTES)
+                except InputError as exc:
                     raise BootloaderError(
-                        f"cannot read {entry.file} from {where} ({exc.strerror}); copy it there or unset the variable",
+                        f"cannot read {entry.file} from {where} ({exc.message}); copy it there or unset the variable",
                         path=source,
                     ) from None
                 download.install_bytes(data, dest, sha256=entry.sha256, source=os.fspath(source))
