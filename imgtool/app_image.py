@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.boot_rules import check_app
+from imgtool.boot_rules import check_app_for_any_loader
 from imgtool.chip_detect import resolve_chip
 from imgtool.chips import (
     ANY_REVISION_MAX,
@@ -98,7 +98,14 @@ def build_app_image(
 
     page = _page_size(target, mmu_page_size, app_desc, elf.path, warnings)
     pieces = [classify(target, p.name, p.addr, contents[p], elf.path) for p in elf.pieces]
-    segments = layout(target, pieces, page, first_addr=desc_piece.addr if desc_piece else None, path=elf.path)
+    segments = layout(
+        target,
+        pieces,
+        page,
+        first_addr=desc_piece.addr if desc_piece else None,
+        zeroed_first=APP_DESC_LEN if desc_piece is None and target.boot.efuse_blk_check else 0,
+        path=elf.path,
+    )
     _check_entry(target, elf, warnings)
     if min_rev_full is None and elf.min_chip_revision is not None:
         min_rev_full = elf.min_chip_revision
@@ -139,7 +146,7 @@ def build_app_image(
 
 def _boot_check(chip: Chip, data: bytes, path: Path) -> list[str]:
     """Judge the finished image as the bootloader would: refuse what it would not start, warn on the rest."""
-    findings = check_app(chip, parse_image(data, path))
+    findings = check_app_for_any_loader(chip, parse_image(data, path))
     for finding in findings:
         if finding.fatal:
             raise LayoutError(f"the {chip.name} bootloader would not start this image: {finding}", path=path)

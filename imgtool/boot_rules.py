@@ -1,4 +1,4 @@
-"""A model of how ESP-IDF's second-stage bootloader (v5.5, the pinned builds) loads and starts an app.
+"""A model of how ESP-IDF's second-stage bootloader (v5.5 and v6.1) loads and starts an app.
 
 An image that ``esptool image-info`` calls valid can still be refused, or can abort, at boot. Each
 rule here repeats one check of the bootloader's own source and names the function it comes from
@@ -6,7 +6,9 @@ rule here repeats one check of the bootloader's own source and names the functio
 ``info``, ``image`` and ``pack`` judge app images with :func:`check_app`; ``segments`` lays
 images out so they pass it. :func:`boot_mmu_table` is the MMU as ``set_cache_and_start_app`` leaves
 it, and :class:`CpuView` what the CPU then reads (``verify --elf`` compares the ELF with that). Chip
-facts (address ranges, bus kind, page sizes, MMU windows, the bootloader's own RAM) come from ``chips``.
+facts (address ranges, bus kind, page sizes, MMU windows, the bootloader's own RAM) come from ``chips``;
+the loader generation (v5.5 or v6.1, see ``loader_generations``) comes from the bootloader actually
+used, and picks the chip facts of that generation where they differ.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from typing import NamedTuple
 
 from imgtool.chips import ANY_REVISION_MAX, DEFAULT_MMU_PAGE_SIZE, BootloaderRam, Chip, Region, Span, revision_name
 from imgtool.image_format import (
+    APP_DESC_EFUSE_BLK_OFFSET,
     APP_DESC_MAGIC,
+    EfuseBlkRevisions,
     MAX_SEGMENTS,
     SEGMENT_ALIGN,
     ParsedImage,
     descriptor_page_size,
     parse_app_descriptor,
 )
+from imgtool.loader_generations import DEFAULT_GENERATION, GENERATIONS, Generation
 
 #: ``should_load``: segments loaded below this address are padding (0x0) or reserved, never copied.
 RESERVED_ADDR_LIMIT = 0x1000_0000
@@ -32,6 +37,10 @@ STACK_LOAD_HEADROOM = 0x8000
 ROM_STACK_SIZE = 0x2000
 #: ``bootloader_common_check_*_validity``: a revision limit of 0 or 0xFFFF means "not set".
 UNSET_REVISIONS = (0, ANY_REVISION_MAX)
+#: ``bootloader_common_check_efuse_blk_validity`` compares with ``efuse_hal_blk_version()`` = major*100+minor, and
+#: BLK_VERSION_MAJOR is a 2-bit eFuse field (espefuse's efuse_defs, e.g. esp32c3.yaml), so no chip's eFuse
+#: block reports revision v4.0 or later: an image that requires one boots on no chip.
+EFUSE_BLK_REV_UNREACHABLE = 400
 #: ``unpack_load_app`` on chips with one shared flash bus.
 SHARED_BUS_FLASH_SEGMENTS = 2
 #: Load regions ``verify_load_addresses`` accepts without overlap checks (RTC memory, TCM).
@@ -181,16 +190,18 @@ def _verify_bus(chip: Chip, ram: BootloaderRam, start: int, end: int, recurse: b
     return None
 
 
-def bootloader_layouts(chip: Chip, min_rev: int, max_rev: int) -> list[tuple[BootloaderRam, int | None]]:
-    """The bootloader memory layouts for chips an app allows, each with the revision it stops at."""
+def bootloader_layouts(
+    chip: Chip, min_rev: int, max_rev: int, generation: Generation = DEFAULT_GENERATION
+) -> list[tuple[BootloaderRam, int | None]]:
+    """The bootloader memory layouts (of loader ``generation``) for chips an app allows, each with the revision it stops at."""
     lo, hi = revisions_allowed(min_rev, max_rev)
-    layouts = chip.boot.bootloader_ram
+    layouts = chip.boot.layouts(generation.name)
     out = []
     for ram, nxt in zip(layouts, [*layouts[1:], None]):
         until = nxt.min_rev if nxt else None
         if (until is None or lo < until) and (hi is None or hi >= ram.min_rev):
             out.append((ram, until))
-    return out or [(chip.boot.ram_for(lo), None)]
+    return out or [(chip.boot.ram_for(lo, generation.name), None)]
 
 
 # --------------------------------------------------------------------------- the app
@@ -203,6 +214,8 @@ class BootContext(NamedTuple):
     partition_size: int | None = None
     #: The bootloader's own header revision range; None when the image is judged alone.
     bootloader_revs: tuple[int, int] | None = None
+    #: Whose rules apply: the generation of the bootloader in the image (``loader_generations.loader_build``).
+    generation: Generation = DEFAULT_GENERATION
 
 
 def check_app(chip: Chip, parsed: ParsedImage, context: BootContext = BootContext()) -> list[Finding]:
@@ -215,6 +228,7 @@ def check_app(chip: Chip, parsed: ParsedImage, context: BootContext = BootContex
         findings.append(Finding("image_load", f"partition is larger than {chip.boot.max_flash_span >> 20} MB: refused"))
     findings += _header_findings(chip, parsed, context)
     findings += _descriptor_findings(chip, first, page)
+    findings += efuse_blk_findings(chip, parsed)
     findings += _segment_findings(chip, parsed, context, page)
     if not parsed.checksum_valid:
         findings.append(
@@ -238,6 +252,29 @@ def check_app(chip: Chip, parsed: ParsedImage, context: BootContext = BootContex
     return findings
 
 
+def check_app_for_any_loader(chip: Chip, parsed: ParsedImage, context: BootContext = BootContext()) -> list[Finding]:
+    """:func:`check_app` for an app judged before (or without) its bootloader: under every modelled generation.
+
+    A finding every generation makes is kept as it is; one that only some make becomes a warning naming
+    them, since the bootloader that will start the app decides (``pack`` judges again with it).
+    """
+    per_generation = [check_app(chip, parsed, context._replace(generation=g)) for g in GENERATIONS]
+    out: list[Finding] = []
+    seen: set[Finding] = set()
+    for findings in per_generation:
+        for finding in findings:
+            if finding in seen:
+                continue
+            seen.add(finding)
+            made_by = [g.name for g, found in zip(GENERATIONS, per_generation) if finding in found]
+            if len(made_by) == len(GENERATIONS):
+                out.append(finding)
+            else:
+                loaders = " and ".join(made_by)
+                out.append(finding._replace(message=f"{finding.message} (under the {loaders} loader only)", fatal=False))
+    return out
+
+
 def _header_findings(chip: Chip, parsed: ParsedImage, context: BootContext) -> list[Finding]:
     img, out = parsed.image, []
     if img.chip_id != chip.image_chip_id:
@@ -255,6 +292,8 @@ def _header_findings(chip: Chip, parsed: ParsedImage, context: BootContext) -> l
                 f"minimum chip revision {revision_name(lo)} is above the maximum {revision_name(hi)}: no chip boots it",
             )
         )
+    elif context.bootloader_revs is not None and (disjoint := disjoint_revisions(lo, hi, context.bootloader_revs)):
+        out.append(disjoint)
     elif context.bootloader_revs is not None:
         boot_lo, boot_hi = revisions_allowed(*context.bootloader_revs)
         outside = lo < boot_lo or (boot_hi is not None and (hi is None or hi > boot_hi))
@@ -273,6 +312,32 @@ def _header_findings(chip: Chip, parsed: ParsedImage, context: BootContext) -> l
             Finding("verify_image_header", f"{len(parsed.segments)} segments, more than the {MAX_SEGMENTS} it accepts: refused")
         )
     return out
+
+
+def disjoint_revisions(lo: int, hi: int | None, bootloader_revs: tuple[int, int]) -> Finding | None:
+    """No chip revision is both one the app allows and one the bootloader is built for.
+
+    The bootloader checks its own header with ``bootloader_check_bootloader_validity`` (bootloader_init.c),
+    which calls ``bootloader_common_check_chip_validity`` for ``ESP_IMAGE_BOOTLOADER``: the minimum only, its
+    maximum is skipped. The app's range is checked in full (``bootloader_common_check_chip_revision_validity``).
+    """
+    boot_lo, boot_hi = revisions_allowed(*bootloader_revs)
+    app = revision_range_text(lo, ANY_REVISION_MAX if hi is None else hi)
+    built = revision_range_text(*bootloader_revs)
+    if hi is not None and hi < boot_lo:
+        return Finding(
+            "bootloader_check_bootloader_validity",
+            f"the app allows chip revisions {app} but the bootloader starts only on {revision_name(boot_lo)} and later "
+            "(its minimum is enforced): no chip boots this pack",
+        )
+    if boot_hi is not None and lo > boot_hi:
+        return Finding(
+            "bootloader_check_bootloader_validity",
+            f"the app needs chip revision {revision_name(lo)} or later but the bootloader is built for {built}; "
+            "the bootloader's maximum is not enforced (only its minimum is), so every chip that starts this app runs a "
+            "bootloader not built for it",
+        )
+    return None
 
 
 def _chip_name(chip_id: int) -> str:
@@ -294,12 +359,12 @@ def _descriptor_findings(chip: Chip, first: bytes | None, page: int) -> list[Fin
                     "bootloader reads the MMU page size there and refuses the app",
                 )
             ]
-        reader = "process_segment_data" if chip.name != "esp32" else "esp_ota_get_app_description"
+        if chip.boot.efuse_blk_check:
+            return []  # efuse_blk_findings judges what the loader reads there
         return [
             Finding(
-                reader,
-                "segment 0 does not start with the app descriptor: the bootloader and ESP-IDF tools read version and "
-                "eFuse revision limits from whatever is there",
+                "esp_ota_get_app_description",
+                "segment 0 does not start with the app descriptor: ESP-IDF tools read the version from whatever is there",
                 fatal=False,
             )
         ]
@@ -311,21 +376,62 @@ def _descriptor_findings(chip: Chip, first: bytes | None, page: int) -> list[Fin
                 f"app descriptor asks for a 0x{page:x}-byte MMU page, which {chip.name} cannot use: the mapping fails",
             )
         )
-    lo, hi = revisions_allowed(desc.min_efuse_blk_rev_full, desc.max_efuse_blk_rev_full)
-    if chip.name != "esp32" and lo and hi is not None and lo > hi:
-        out.append(
-            Finding(
-                "bootloader_common_check_efuse_blk_validity",
-                f"app descriptor allows eFuse block revisions {revision_name(lo)}–{revision_name(hi)}: no chip boots it",
-            )
-        )
     return out
+
+
+def efuse_blk_fields(parsed: ParsedImage) -> tuple[int, int] | None:
+    """The ``(min, max)`` eFuse-block revisions the loader reads at +0xB0/+0xB2 of segment 0, descriptor or not.
+
+    ``process_segment_data`` casts the start of segment 0 to ``esp_app_desc_t`` without checking its magic;
+    when segment 0 is shorter, the bytes after it in the image are read. None when nothing is read: no
+    segments, or an empty segment 0 (``process_segment`` calls ``process_segment_data`` only for data).
+    """
+    if not parsed.segments or not parsed.segments[0].segment.data:
+        return None
+    first = parsed.segments[0]
+    end = APP_DESC_EFUSE_BLK_OFFSET + EfuseBlkRevisions.sizeof()
+    raw = first.segment.data[:end]
+    if len(raw) < end:
+        whole = parsed.image.to_bytes()
+        raw = whole[first.data_offset : first.data_offset + end]
+    fields = EfuseBlkRevisions.parse(raw[APP_DESC_EFUSE_BLK_OFFSET:].ljust(EfuseBlkRevisions.sizeof(), b"\0"))
+    return fields.min_rev_full, fields.max_rev_full
+
+
+def efuse_blk_findings(chip: Chip, parsed: ParsedImage) -> list[Finding]:
+    """``bootloader_common_check_efuse_blk_validity`` on segment 0's +0xB0/+0xB2 (ESP-IDF >= 5.4, every chip but ESP32;
+    called from ``process_segment_data`` in esp_image_format.c, v5.5 and v6.1 alike)."""
+    fields = efuse_blk_fields(parsed) if chip.boot.efuse_blk_check else None
+    if fields is None:
+        return []
+    lo, hi = revisions_allowed(*fields)
+    lo = 0 if lo in UNSET_REVISIONS else lo  # IS_FIELD_SET: 0 and 0xFFFF are "not set" for the minimum too
+    if not lo and hi is None:
+        return []
+    rule = "bootloader_common_check_efuse_blk_validity"
+    descriptor = parse_app_descriptor(parsed.segments[0].segment.data) is not None
+    source = "app descriptor" if descriptor else "segment 0 (no app descriptor: these bytes are not one)"
+    limits = f"eFuse block revisions {revision_name(lo)}–{'any' if hi is None else revision_name(hi)}"
+    fix = "" if descriptor else "; segment 0 must be zeroed there (imgtool pack starts apps without a descriptor so)"
+    if hi is not None and lo > hi:
+        return [Finding(rule, f"{source} allows {limits}: no chip boots it{fix}")]
+    if lo >= EFUSE_BLK_REV_UNREACHABLE:
+        return [
+            Finding(
+                rule,
+                f"{source} requires eFuse block revision {revision_name(lo)} or later, which no {chip.name} has "
+                f"(\"requires efuse blk rev >= {revision_name(lo)}\"): refused on every chip{fix}",
+            )
+        ]
+    if descriptor:
+        return []
+    return [Finding(rule, f"{source} limits the app to {limits}: chips outside that range refuse it{fix}", fatal=False)]
 
 
 def _segment_findings(chip: Chip, parsed: ParsedImage, context: BootContext, page: int) -> list[Finding]:
     out = []
     revs = context.bootloader_revs or (parsed.image.min_chip_rev_full, parsed.image.max_chip_rev_full)
-    layouts = bootloader_layouts(chip, *revs)
+    layouts = bootloader_layouts(chip, *revs, context.generation)
     for index, ps in enumerate(parsed.segments):
         seg = ps.segment
         length = len(seg.data)

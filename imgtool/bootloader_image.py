@@ -82,12 +82,15 @@ def place_bootloader(
     parsed = _checked(data, chip, path)
     image = parsed.image
     if not runs_app(image, app_min_rev_full, app_max_rev_full):
-        runs_on = revision_span(image.min_chip_rev_full, image.max_chip_rev_full)
+        from imgtool.boot_rules import disjoint_revisions, revisions_allowed
+
+        lo, hi = revisions_allowed(app_min_rev_full, app_max_rev_full)
+        finding = disjoint_revisions(lo, hi, (image.min_chip_rev_full, image.max_chip_rev_full))
+        built_for = revision_span(image.min_chip_rev_full, image.max_chip_rev_full)
+        why = str(finding) if finding else f"the bootloader is built for {chip.name} revisions {built_for}"
         raise BootloaderError(
-            f"the bootloader runs on {chip.name} revisions {runs_on} "
-            f"but the app allows {revision_span(app_min_rev_full, app_max_rev_full)}; pick a bootloader variant for "
-            "the app's revisions ('imgtool bootloader list', then pack --bootloader-variant) or change the app's "
-            "revision range",
+            f"{why}; pick a bootloader variant for the app's revisions ('imgtool bootloader list', then pack "
+            "--bootloader-variant) or change the app's revision range",
             path=path,
             field="chip revision",
         )

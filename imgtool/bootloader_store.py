@@ -2,6 +2,9 @@
 
 Whatever the source, bytes must match the manifest's SHA-256 before they are cached or
 returned (:mod:`imgtool.download` checks them before anything is renamed into the cache).
+A mirror serves the default pinned set at its own address and every other set at a sibling
+address named with the set's suffix (``.../bootloaders`` and ``.../bootloaders-idf6.1``, as the
+corpus and espflash's two releases lay them out); see :class:`imgtool.pinned_bootloaders.BootloaderSet`.
 The cache folder and the mirror are values a :class:`BootloaderStore` holds; the CLI fills them
 from ``$IMGTOOL_CACHE_DIR`` and ``$IMGTOOL_BOOTLOADER_MIRROR`` (:mod:`imgtool.environment`).
 """
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from imgtool.environment import ENV_MIRROR, user_cache_dir
 from imgtool.errors import BootloaderError
-from imgtool.pinned_bootloaders import Manifest, ManifestEntry, load_manifest
+from imgtool.pinned_bootloaders import Manifest, ManifestEntry, get_set, load_manifest
 
 if TYPE_CHECKING:
     from imgtool.download import DownloadSettings
@@ -85,20 +88,24 @@ class BootloaderStore:
         from imgtool import download  # only now: a cache hit should not pay for the network stack
 
         dest = self.path(entry)
+        suffix = get_set(entry.bootloader_set).mirror_suffix
         folder = _mirror_folder(self.mirror)
         try:
             if folder is not None:
+                folder = folder.resolve().with_name(folder.resolve().name + suffix) if suffix else folder
                 from imgtool.atomic import read_input
                 from imgtool.bootloader_image import MAX_BOOTLOADER_BYTES
                 from imgtool.errors import InputError
 
                 source = folder / entry.file
+                where = f"the {ENV_MIRROR} folder"
+                if suffix:
+                    where += f"'s {entry.bootloader_set} sibling (the folder name + '{suffix}')"
                 try:
                     data = read_input(source, "bootloader", limit=MAX_BOOTLOADER_BYTES)
                 except InputError as exc:
                     raise BootloaderError(
-                        f"cannot read {entry.file} from the {ENV_MIRROR} folder ({exc.message}); "
-                        "copy it there or unset the variable",
+                        f"cannot read {entry.file} from {where} ({exc.message}); copy it there or unset the variable",
                         path=source,
                     ) from None
                 download.install_bytes(data, dest, sha256=entry.sha256, source=os.fspath(source))
@@ -106,11 +113,12 @@ class BootloaderStore:
                 raise BootloaderError(
                     f"the {entry.chip} bootloader ({entry.variant}) is not cached in {dest.parent} and offline mode "
                     f"forbids downloading it; run 'imgtool bootloader fetch --chip {entry.chip}"
-                    f"{'' if entry.default else ' --variant ' + entry.variant}' while online, set {ENV_MIRROR} "
+                    f"{'' if entry.default else ' --variant ' + entry.variant}"
+                    f"{'' if not suffix else ' --set ' + entry.bootloader_set}' while online, set {ENV_MIRROR} "
                     f"to a folder holding {entry.file}, or pass your own bootloader file"
                 )
             else:
-                url = f"{self.mirror.rstrip('/')}/{entry.file}" if self.mirror else entry.url
+                url = f"{self.mirror.rstrip('/')}{suffix}/{entry.file}" if self.mirror else entry.url
                 download.download(
                     url,
                     dest,

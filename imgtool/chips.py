@@ -167,15 +167,21 @@ class BootloaderRam(NamedTuple):
     rom_stack_start: int
 
 
-def _ld_regions(min_rev: int, usable_dram_end: int, rom_stack_start: int, iram_dram_offset: int = 0) -> BootloaderRam:
+def _ld_regions(
+    min_rev: int,
+    usable_dram_end: int,
+    rom_stack_start: int,
+    iram_dram_offset: int = 0,
+    loader_len: int = BOOTLOADER_IRAM_LOADER_SEG_LEN,
+) -> BootloaderRam:
     """The regions of the newer bootloader linker scripts, which derive them from one address."""
     data_end = usable_dram_end - BOOTLOADER_STACK_OVERHEAD
     data_start = data_end - BOOTLOADER_DRAM_SEG_LEN
-    loader_start = data_start - BOOTLOADER_IRAM_LOADER_SEG_LEN + iram_dram_offset
+    loader_start = data_start - loader_len + iram_dram_offset
     return BootloaderRam(
         min_rev,
         Span(data_start, data_end),
-        Span(loader_start, loader_start + BOOTLOADER_IRAM_LOADER_SEG_LEN),
+        Span(loader_start, loader_start + loader_len),
         rom_stack_start,
     )
 
@@ -238,6 +244,11 @@ class BootFacts(NamedTuple):
     extra_mapped: tuple[Span, ...] = ()
     #: ``ESP_IMAGE_MAX_FLASH_ADDR_SIZE``: largest partition and segment the loader accepts.
     max_flash_span: int = 16 * MiB
+    #: Bootloader layouts of loader generations whose memory map differs from ``bootloader_ram`` (v5.5's
+    #: ``bootloader-CHIP.ld``), keyed by ``loader_generations.Generation.name`` (v6.1: ``bootloader-CHIP.memory.ld.in``).
+    ram_by_generation: tuple[tuple[str, tuple[BootloaderRam, ...]], ...] = ()
+    #: ``process_segment_data``: the loader checks segment 0's eFuse-block revision fields (every chip but ESP32).
+    efuse_blk_check: bool = True
     #: The MMU windows of the flash (and PSRAM) buses, from ext_mem_defs.h and ``mmu_ll_get_entry_id``;
     #: empty means one window per bus with entries of its own (see :meth:`mmu_windows`).
     mmu: tuple[MmuWindow, ...] = ()
@@ -270,10 +281,15 @@ class BootFacts(NamedTuple):
         entry = window.entry(vaddr, page) if window else None
         return None if entry is None else (window.mmu_id, entry * page + vaddr % page)
 
-    def ram_for(self, min_rev: int) -> BootloaderRam:
+    def layouts(self, generation: str | None = None) -> tuple[BootloaderRam, ...]:
+        """The bootloader's memory layouts in loader generation ``generation`` (None: v5.5's)."""
+        return dict(self.ram_by_generation).get(generation, self.bootloader_ram)
+
+    def ram_for(self, min_rev: int, generation: str | None = None) -> BootloaderRam:
         """The bootloader layout for builds that start at chip revision ``min_rev``."""
-        chosen = self.bootloader_ram[0]
-        for ram in self.bootloader_ram:
+        layouts = self.layouts(generation)
+        chosen = layouts[0]
+        for ram in layouts:
             if ram.min_rev <= min_rev:
                 chosen = ram
         return chosen
@@ -406,6 +422,7 @@ CHIPS: dict[str, Chip] = {
                 ),
                 diram=Diram(_s(0x400A_0000, 0x400C_0000), _s(0x3FFE_0000, 0x4000_0000), inverted=True),
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFF_0000, 0x3FFF_6000), _s(0x4007_8000, 0x4008_0000), 0x3FFE_3F20),),
+                efuse_blk_check=False,
                 # ext_mem_defs.h: DROM0 uses entries 0-63, IRAM0 64-127 (from 0x40000000), IRAM1 128-191, IROM0 192-255.
                 mmu=(
                     _bus(0x3F40_0000, 0x3F80_0000, _ENTRIES_PER_4M_BUS),
@@ -615,6 +632,9 @@ CHIPS: dict[str, Chip] = {
                 load=_shared_ram(0x4080_0000, 0x4085_0000),
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CA70, 0x4084_EA70),),
+                # v6.1 moved the bootloader's usable DRAM end (bootloader-esp32c61.memory.ld.in) and
+                # SOC_ROM_STACK_START (soc.h, used by ``verify_load_addresses``) down by 0x400.
+                ram_by_generation=(("v6.1", (_ld_regions(0, 0x4084_C670, 0x4084_E670),)),),
                 mmu=(_bus(0x4200_0000, 0x4400_0000, 512),),
             ),
             mmu_page_sizes=_CONFIGURABLE_PAGES,
@@ -681,6 +701,18 @@ CHIPS: dict[str, Chip] = {
                 bootloader_ram=(
                     _ld_regions(0, 0x4FF3_ABD0, 0x4FF3_CFC0),
                     _ld_regions(300, 0x4FFB_CFC0, 0x4FFB_EFC0),
+                ),
+                # v6.1 (bootloader-esp32p4.memory.ld.in): a 0x8000-byte iram_loader_seg; builds for v3.0+ (not
+                # CONFIG_ESP32P4_SELECTS_REV_LESS_V3) check the ROM stack at SOC_ROM_STACK_START_REV2 (soc.h), the
+                # ROM_STACK_START of ``verify_load_addresses`` in esp_image_format.c.
+                ram_by_generation=(
+                    (
+                        "v6.1",
+                        (
+                            _ld_regions(0, 0x4FF3_ABD0, 0x4FF3_CFC0, loader_len=0x8000),
+                            _ld_regions(300, 0x4FFB_CFC0, 0x4FFB_CFC0, loader_len=0x8000),
+                        ),
+                    ),
                 ),
                 extra_mapped=(_s(0x4800_0000, 0x4C00_0000),),
                 max_flash_span=1 << 32,

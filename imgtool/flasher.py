@@ -244,10 +244,11 @@ def read_device(esp) -> DeviceInfo:
 
 def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: list, log, store: BootloaderStore) -> list[str]:
     """Revision and crystal checks; refuses unless ``--force``, and swaps in a pinned crystal variant."""
-    from imgtool.pinned_bootloaders import load_manifest
+    from imgtool.pinned_bootloaders import BOOTLOADER_SETS, DEFAULT_SET, load_manifest
 
     notes: list[str] = []
-    manifest = load_manifest()
+    recorded = pack.bootloader_source.get("set")  # the pinned set the pack's bootloader came from
+    manifest = load_manifest(bootloader_set=recorded if recorded in {s.name for s in BOOTLOADER_SETS} else DEFAULT_SET)
     fix = _bootloader_fix(pack, device.revision, manifest, store) if device.revision >= 0 else None
     problems = check_revision(pack, device, fix) if device.revision >= 0 else []
     crystal_variants = {e.crystal_mhz: e.variant for e in manifest.variants(pack.chip) if e.crystal_mhz is not None}

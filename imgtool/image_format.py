@@ -33,6 +33,8 @@ MAX_APP_IMAGE_BYTES = 16 * 1024 * 1024
 SEGMENT_ALIGN = 4
 
 APP_DESC_MAGIC = 0xABCD5432
+#: ``ESP_BOOTLOADER_DESC_MAGIC_BYTE``: first byte of the bootloader descriptor.
+BOOTLOADER_DESC_MAGIC = 80
 
 ImageHeader = Struct(
     "magic" / Const(IMAGE_MAGIC, Int8ul),
@@ -76,6 +78,18 @@ AppDescriptor = Struct(
     "reserv2" / Bytes(72),
 )
 
+#: ESP-IDF's ``esp_bootloader_desc_t`` (esp_bootloader_desc.h): a bootloader build places it at the start
+#: of its first DRAM segment, with the ESP-IDF version it was built from.
+BootloaderDescriptor = Struct(
+    "magic_byte" / Const(BOOTLOADER_DESC_MAGIC, Int8ul),
+    "reserved" / Bytes(2),
+    "secure_version" / Int8ul,
+    "version" / Int32ul,
+    "idf_ver" / Bytes(32),  # NUL-padded text
+    "date_time" / Bytes(24),  # NUL-padded text
+    "reserved2" / Bytes(16),
+)
+
 HEADER_LEN = ImageHeader.sizeof()
 EXTENDED_HEADER_LEN = ExtendedHeader.sizeof()
 SEGMENT_HEADER_LEN = SegmentHeader.sizeof()
@@ -84,6 +98,22 @@ FIRST_SEGMENT_DATA_OFFSET = HEADER_LEN + EXTENDED_HEADER_LEN + SEGMENT_HEADER_LE
 APP_DESC_LEN = AppDescriptor.sizeof()
 #: Offset of ``app_elf_sha256`` inside the descriptor.
 APP_DESC_ELF_SHA256_OFFSET = 144
+BOOTLOADER_DESC_LEN = BootloaderDescriptor.sizeof()
+
+
+def _offset_of(struct: Struct, name: str) -> int:
+    """``offsetof`` for a field of a fixed-size Struct declared above."""
+    offset = 0
+    for sub in struct.subcons:
+        if sub.name == name:
+            return offset
+        offset += sub.sizeof()
+    raise KeyError(name)
+
+
+#: Where the loader reads ``min_efuse_blk_rev_full``/``max_efuse_blk_rev_full`` in segment 0 (0xB0), descriptor or not.
+APP_DESC_EFUSE_BLK_OFFSET = _offset_of(AppDescriptor, "min_efuse_blk_rev_full")
+EfuseBlkRevisions = Struct("min_rev_full" / Int16ul, "max_rev_full" / Int16ul)
 
 
 #: Bytes read into one integer at a time by :func:`xor_checksum`: large enough that the per-block
@@ -318,6 +348,13 @@ def parse_app_descriptor(data: bytes):
     if len(data) < APP_DESC_LEN or int.from_bytes(data[:4], "little") != APP_DESC_MAGIC:
         return None
     return AppDescriptor.parse(bytes(data[:APP_DESC_LEN]))
+
+
+def parse_bootloader_descriptor(data: bytes):
+    """The bootloader descriptor at the start of ``data``, or None when its magic byte is absent."""
+    if len(data) < BOOTLOADER_DESC_LEN or data[0] != BOOTLOADER_DESC_MAGIC:
+        return None
+    return BootloaderDescriptor.parse(bytes(data[:BOOTLOADER_DESC_LEN]))
 
 
 def descriptor_page_size(log2: int) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from imgtool.atomic import read_input
-from imgtool.boot_rules import check_app
+from imgtool.boot_rules import check_app_for_any_loader
 from imgtool.chips import MAX_FLASH_BYTES, Region, chip_by_image_id, flash_mode_name, flash_size_name
 from imgtool.image_format import desc_dict, parse_app_descriptor, parse_image
 from imgtool.segments import PADDING_ADDR
@@ -33,10 +33,15 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
             {"index": index, "addr": seg.addr, "length": len(seg.data), "data_offset": ps.data_offset, "memory": memory}
         )
     warnings: list[str] = []
+    from imgtool.loader_generations import GENERATIONS, loader_build
+
+    app_rules = bootloader_build = None
     if chip is not None and _is_app(chip, parsed):
-        for finding in check_app(chip, parsed):
+        app_rules = [g.name for g in GENERATIONS]  # an app image alone does not say which bootloader starts it
+        for finding in check_app_for_any_loader(chip, parsed):
             (problems if finding.fatal else warnings).append(str(finding))
     else:
+        bootloader_build = loader_build(chip, parsed).as_dict()
         if not parsed.checksum_valid:
             problems.append(f"checksum 0x{parsed.stored_checksum:02x} does not match the data (0x{parsed.computed_checksum:02x})")
         if parsed.hash_valid is False:
@@ -75,6 +80,8 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
         if parsed.stored_sha256 is None
         else {"stored": parsed.stored_sha256.hex(), "computed": parsed.computed_sha256.hex(), "valid": parsed.hash_valid},
         "app_desc": desc,
+        "app_rules": app_rules,
+        "bootloader_build": bootloader_build,
         "signatures": signatures,
         "problems": problems,
         "warnings": warnings,

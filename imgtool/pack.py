@@ -42,6 +42,7 @@ def pack(
     table_offset: int | None = None,
     bootloader: str | os.PathLike | None = None,
     bootloader_variant: str | None = None,
+    bootloader_set: str | None = None,
     offline: bool = False,
     app_partition: str | None = None,
     fill_flash_size: bool = False,
@@ -65,8 +66,9 @@ def pack(
     ``default_flash_size`` stands in for 2MB when neither ``flash_size`` nor the project files give
     one (``flash ELF`` passes the board's). ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder. Without a bootloader file
     the pinned build is used: ``bootloader_variant``, else the variant that runs on the app's chip
-    revisions (see :func:`imgtool.bootloader_choice.bootloader_for_app`), fetched through ``store``
-    (default: the platform's user cache, no mirror), which also keeps OUTDIR's lock.
+    revisions (see :func:`imgtool.bootloader_choice.bootloader_for_app`) of pinned set ``bootloader_set``
+    (``idf5.5``, the default, or ``idf6.1``), fetched through ``store`` (default: the platform's user
+    cache, no mirror), which also keeps OUTDIR's lock.
 
     ``sign_keys`` (PEM private keys, up to three) sign the app for Secure Boot V2, and with
     ``sign_bootloader`` the user's bootloader too; ``encrypt_key`` writes every part pre-encrypted
@@ -92,7 +94,7 @@ def pack(
     from imgtool.bootloader_choice import bootloader_for_app
     from imgtool.bootloader_image import load_user_bootloader, place_bootloader
     from imgtool.bootloader_store import BootloaderStore
-    from imgtool.pinned_bootloaders import load_manifest
+    from imgtool.pinned_bootloaders import get_set, load_manifest, pinned_entry
     from imgtool.chips import (
         DEFAULT_FLASH_MODE,
         DEFAULT_FLASH_SIZE,
@@ -116,6 +118,11 @@ def pack(
             "a bootloader file and a pinned variant were both given; drop --bootloader or --bootloader-variant",
             field="--bootloader-variant",
         )
+    if bootloader is not None and bootloader_set is not None:
+        raise UsageError(
+            "a bootloader file and a pinned set were both given; drop --bootloader or --bootloader-set",
+            field="--bootloader-set",
+        )
     from imgtool.archive import archive_name, archive_timestamp, release_archive
 
     stamp = archive_timestamp(source_date_epoch) if archive else None  # a bad SOURCE_DATE_EPOCH fails before any work
@@ -130,6 +137,7 @@ def pack(
         partition_table=os.fspath(partition_table) if partition_table is not None else None,
         partition_table_offset=table_offset,
         bootloader=os.fspath(bootloader) if bootloader is not None else None,
+        bootloader_set=bootloader_set,
         target_app_partition=app_partition,
     )
     cfg = file_cfg.merged_with(**cli)
@@ -189,7 +197,8 @@ def pack(
     data_images, data_warnings = build_data_images(data_specs, table)
     app.warnings.extend(data_warnings)
 
-    boot_file = cfg.bootloader if bootloader_variant is None else None  # a variant on the command line wins
+    # a variant or set on the command line wins over a project file's bootloader
+    boot_file = cfg.bootloader if bootloader_variant is None and bootloader_set is None else None
     if sign_bootloader and not boot_file:
         raise UsageError(
             "the pinned bootloaders are not Secure Boot builds, so signing one protects nothing; "
@@ -201,7 +210,7 @@ def pack(
             "the pinned ESP-IDF bootloader is not built with Secure Boot: it boots the signed app without checking "
             "the signature; a device only enforces signatures with your own Secure Boot bootloader (--bootloader)"
         )
-    manifest = load_manifest()
+    manifest = load_manifest(bootloader_set=get_set(cfg.bootloader_set).name)
     if boot_file:
         raw_boot = load_user_bootloader(boot_file, target)
     else:
@@ -218,10 +227,14 @@ def pack(
         if note:
             notes.append(note)
     # a pinned build, even one passed by hand as a file, is described (its crystal is known to `flash`)
-    pinned = manifest.entry_for(raw_boot)
+    pinned = manifest.entry_for(raw_boot) or (pinned_entry(raw_boot) if boot_file else None)
     boot_source: dict = {"source": "file"} if pinned is None else pinned.describe()
     if pinned is not None and boot_file:
         boot_source["source"] = "file"
+    from imgtool.loader_generations import loader_build_of
+
+    loader = loader_build_of(target, raw_boot)  # the rules the app is judged by come from the bootloader itself
+    boot_source.update(loader.as_dict())
     boot_keys = keys if sign_bootloader else []
     boot = _kept_signed_bootloader(raw_boot, boot_file, boot_keys, target.name, app.warnings) if boot_file else None
     bootloader_kept = boot is not None
@@ -292,7 +305,7 @@ def pack(
         result = replace(result, probe_rs_args=probe_rs_args(layout, _display_path(elf, cwd), shown))
     read = (*file_cfg.sources, *((os.fspath(build.sdkconfig),) if build is not None else ()))
     return replace(result, config_files=read, config_settings=from_files,
-                   config_origins=origins, notes=tuple(dict.fromkeys(notes)))
+                   config_origins=origins, notes=tuple(dict.fromkeys(notes)), bootloader_build=loader.label)
 
 
 def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: bool = False,
@@ -310,17 +323,21 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
     from imgtool.chips import revision_name
     from imgtool.errors import LayoutError
     from imgtool.image_format import parse_image
+    from imgtool.loader_generations import loader_build
     from imgtool.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
 
-    boot = parse_image(bootloader, what="bootloader").image
+    parsed_boot = parse_image(bootloader, what="bootloader")
+    boot = parsed_boot.image
+    generation = loader_build(app.chip, parsed_boot).generation
     revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
     image = parse_image(app_data).image
-    findings = check_app(app.chip, parse_image(app_data), BootContext(bootloader_revs=revs))
+    findings = check_app(app.chip, parse_image(app_data), BootContext(bootloader_revs=revs, generation=generation))
     warnings, notes = [], []
     for finding in findings:
         if finding.fatal:
             raise LayoutError(
-                f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app: {finding}",
+                f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app "
+                f"({generation.name} loader rules): {finding}",
                 path=app.elf.path,
             )
         if finding.rule != REVISION_RULE:

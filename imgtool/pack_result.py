@@ -58,6 +58,8 @@ class PackResult:
     #: argv after "probe-rs" flashing the ELF over a debug probe with this pack's bootloader and table
     #: (empty for signed or encrypted packs: probe-rs writes the app it builds from the ELF, plain).
     probe_rs_args: tuple[str, ...] = ()
+    #: The placed bootloader's ESP-IDF version and the loader rules the app was judged by.
+    bootloader_build: str = ""
 
     @property
     def app_usage(self) -> float:
@@ -96,6 +98,7 @@ class PackResult:
                 "partition_size": self.app_partition_size,
                 "used_percent": round(self.app_usage * 100, 2),
             },
+            "bootloader_build": self.bootloader_build,
             "files": list(self.files),
             "sha256": dict(self.sha256),
             "esptool_args": list(self.esptool_args),

@@ -4,6 +4,10 @@ Rust users have no ESP-IDF build, so imgtool ships ``bootloaders/manifest.json``
 chip's prebuilt builds (variants by crystal or chip revision), their pinned addresses and hashes.
 This module checks that document (every mistake names the entry and field) and looks entries up;
 fetching them is :mod:`imgtool.bootloader_store`'s job.
+
+There are two pinned sets (:data:`BOOTLOADER_SETS`), one manifest each: ``idf5.5`` (the default,
+espflash v4.5.0's ESP-IDF v5.5 builds) and ``idf6.1`` (espflash main's ESP-IDF release/v6.1 builds,
+``manifest-idf6.1.json``), with the same file names.
 """
 
 from __future__ import annotations
@@ -26,6 +30,33 @@ _HEX = frozenset("0123456789abcdef")
 _CRYSTAL_VARIANT = re.compile(r"(\d+)mhz")
 
 
+class BootloaderSet(NamedTuple):
+    """One pinned set of bootloaders: its manifest, and where a mirror serves it."""
+
+    name: str
+    manifest_file: str
+    #: A mirror (``$IMGTOOL_BOOTLOADER_MIRROR``: a folder or base URL) serves the default set itself; another
+    #: set lives in the sibling whose name adds this suffix (``.../bootloaders`` → ``.../bootloaders-idf6.1``).
+    mirror_suffix: str
+
+
+BOOTLOADER_SETS = (
+    BootloaderSet("idf5.5", MANIFEST_FILE, ""),  # espflash v4.5.0's ESP-IDF v5.5 builds (released)
+    BootloaderSet("idf6.1", "manifest-idf6.1.json", "-idf6.1"),  # espflash main's ESP-IDF release/v6.1 builds
+)
+DEFAULT_SET = BOOTLOADER_SETS[0].name
+
+
+def get_set(name: str | None, *, option: str = "--bootloader-set") -> BootloaderSet:
+    """The pinned set called ``name`` (None: the default); an unknown name is blamed on ``option``."""
+    wanted = DEFAULT_SET if name is None else name.strip().lower()
+    for entry in BOOTLOADER_SETS:
+        if entry.name == wanted:
+            return entry
+    names = ", ".join(s.name for s in BOOTLOADER_SETS)
+    raise UsageError(f"unknown bootloader set '{name}'; use one of {names}", field=option)
+
+
 class ManifestEntry(NamedTuple):
     """One pinned bootloader build."""
 
@@ -38,6 +69,8 @@ class ManifestEntry(NamedTuple):
     size: int
     esp_idf: str
     note: str = ""
+    #: The pinned set the entry belongs to (:data:`BOOTLOADER_SETS`).
+    bootloader_set: str = DEFAULT_SET
 
     @property
     def crystal_mhz(self) -> int | None:
@@ -47,11 +80,18 @@ class ManifestEntry(NamedTuple):
 
     def describe(self) -> dict:
         """What ``flasher_args.json`` records about a placed pinned build."""
-        return {"source": "pinned", "chip": self.chip, "variant": self.variant, "crystal_mhz": self.crystal_mhz}
+        return {
+            "source": "pinned",
+            "chip": self.chip,
+            "variant": self.variant,
+            "crystal_mhz": self.crystal_mhz,
+            "set": self.bootloader_set,
+        }
 
 
 class Manifest(NamedTuple):
     entries: tuple[ManifestEntry, ...]
+    bootloader_set: str = DEFAULT_SET
 
     def variants(self, chip: str) -> list[ManifestEntry]:
         return [e for e in self.entries if e.chip == chip]
@@ -84,13 +124,14 @@ class Manifest(NamedTuple):
         raise UsageError(f"unknown bootloader variant '{variant}' for {chip}; use one of {names}", field=option)
 
 
-def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
-    """The manifest shipped inside the package, or the JSON file at ``path``."""
+def load_manifest(path: str | os.PathLike | None = None, *, bootloader_set: str | None = None) -> Manifest:
+    """The manifest of pinned set ``bootloader_set`` (None: the default) shipped inside the package, or the JSON file at ``path``."""
     if path is None:
         import pkgutil  # lighter to import than importlib.resources, which matters for `pack` start-up
 
-        where = f"{MANIFEST_PACKAGE}/{MANIFEST_FILE}"
-        text = pkgutil.get_data(MANIFEST_PACKAGE, MANIFEST_FILE).decode("utf-8")
+        name = get_set(bootloader_set).manifest_file
+        where = f"{MANIFEST_PACKAGE}/{name}"
+        text = pkgutil.get_data(MANIFEST_PACKAGE, name).decode("utf-8")
     else:
         where = os.fspath(path)
         text = Path(path).read_text(encoding="utf-8")
@@ -108,7 +149,13 @@ def parse_manifest(data: dict, where: str = "manifest") -> Manifest:
     raw = data.get("bootloaders")
     if not isinstance(raw, list) or not raw:
         raise BootloaderError("the manifest lists no bootloaders", path=where, field="bootloaders")
-    entries = tuple(_parse_entry(item, where, f"bootloaders[{i}]") for i, item in enumerate(raw))
+    set_name = data.get("set", DEFAULT_SET)
+    names = [s.name for s in BOOTLOADER_SETS]
+    if set_name not in names:
+        raise BootloaderError(f"unknown bootloader set {set_name!r}; use one of {', '.join(names)}", path=where, field="set")
+    entries = tuple(
+        _parse_entry(item, where, f"bootloaders[{i}]")._replace(bootloader_set=set_name) for i, item in enumerate(raw)
+    )
     for chip in sorted({e.chip for e in entries}):
         defaults = [e for e in entries if e.chip == chip and e.default]
         if len(defaults) != 1:
@@ -117,7 +164,7 @@ def parse_manifest(data: dict, where: str = "manifest") -> Manifest:
                 path=where,
                 field="default",
             )
-    return Manifest(entries=entries)
+    return Manifest(entries=entries, bootloader_set=set_name)
 
 
 def _parse_entry(item, where: str, name: str) -> ManifestEntry:
@@ -151,4 +198,23 @@ def _parse_entry(item, where: str, name: str) -> ManifestEntry:
     )
 
 
-__all__ = ["Manifest", "ManifestEntry", "load_manifest", "parse_manifest"]
+def pinned_entry(data: bytes) -> ManifestEntry | None:
+    """The pinned entry of any set whose file is exactly ``data``."""
+    for pinned_set in BOOTLOADER_SETS:
+        entry = load_manifest(bootloader_set=pinned_set.name).entry_for(data)
+        if entry is not None:
+            return entry
+    return None
+
+
+__all__ = [
+    "BOOTLOADER_SETS",
+    "DEFAULT_SET",
+    "BootloaderSet",
+    "Manifest",
+    "ManifestEntry",
+    "get_set",
+    "load_manifest",
+    "parse_manifest",
+    "pinned_entry",
+]

@@ -24,6 +24,9 @@ folder upwards, the first ``Cargo.toml`` whose ``[package] name`` (or a ``[[bin]
 ELF's file name, looking into ``[workspace] members`` on the way; so a workspace member and a
 shared ``CARGO_TARGET_DIR`` both lead to it.
 
+Either file may also choose the pinned bootloader set (imgtool's own key, ``bootloader_set = "idf6.1"``
+beside ``bootloader`` in the same tables; see :data:`imgtool.pinned_bootloaders.BOOTLOADER_SETS`).
+
 Either file may also declare data partition images (imgtool's own key, see :mod:`imgtool.data_parts`):
 a ``[data]`` table in ``espflash.toml`` or ``[package.metadata.espflash.data]`` in ``Cargo.toml``,
 ``LABEL = "path"`` per partition; ``espflash.toml`` wins per label, ``pack --data LABEL=PATH`` over both.
@@ -56,6 +59,7 @@ class ProjectConfig:
 
     partition_table: str | None = None
     bootloader: str | None = None
+    bootloader_set: str | None = None
     partition_table_offset: int | None = None
     target_app_partition: str | None = None
     flash_mode: str | None = None
@@ -359,6 +363,11 @@ def _from_table(table: dict, path: Path, where: str) -> dict:
         out["target_app_partition"] = _string(table["target_app_partition"], path, f"{where}.target_app_partition")
     if "chip" in table:
         out["chip"] = _string(table["chip"], path, f"{where}.chip")
+    if "bootloader_set" in table:
+        key = f"{where}{'.' if where else ''}bootloader_set"
+        from imgtool.pinned_bootloaders import get_set
+
+        out["bootloader_set"] = _checked(lambda v: get_set(v).name, _string(table["bootloader_set"], path, key), path, key)
     return out
 
 

@@ -20,6 +20,9 @@ The rules come from ``boot_rules`` (ESP-IDF's ``unpack_load_app`` and ``verify_s
   ranges leave no room for that (with a segment header between them) the ELF is refused.
 - On ESP32 a flash segment ends at least 0x24 bytes into its last page (ESP-IDF <= v3.1).
 - RAM pieces are copied as they are; only pieces that touch once padded to 4 bytes are joined.
+- An app without a descriptor can start with a zeroed padding segment (``zeroed_first``): the loader
+  reads eFuse-block revision limits at +0xB0 of segment 0 whatever is there
+  (``process_segment_data``), and zeros mean "not set".
 """
 
 from __future__ import annotations
@@ -216,18 +219,21 @@ def _with_tail(chip: Chip, data: bytes, addr: int, page: int) -> bytes:
     return data + b"\x00" * (chip.flash_tail_min - into_page) if into_page < chip.flash_tail_min else data
 
 
-def layout(chip: Chip, pieces: list[Piece], page_size: int, *, first_addr: int | None = None, path=None) -> list[Segment]:
+def layout(
+    chip: Chip, pieces: list[Piece], page_size: int, *, first_addr: int | None = None, zeroed_first: int = 0, path=None
+) -> list[Segment]:
     """The image's segments, in file order, padding included.
 
     ``first_addr``: an address inside the flash piece that must come first (the app descriptor).
+    ``zeroed_first``: when not 0, segment 0 is a padding segment of this many zero bytes.
     """
     flash = flash_segments(
         chip, [p for p in pieces if p.region.flash_mapped], page_size, first_addr=first_addr, path=path
     )
     ram = join_ram([p for p in pieces if not p.region.flash_mapped], path)
     ram_left = [Segment(p.addr, _padded(p.data)) for p in ram]
-    out: list[Segment] = []
-    pos = HEADER_LEN + EXTENDED_HEADER_LEN
+    out: list[Segment] = [Segment(PADDING_ADDR, b"\x00" * zeroed_first)] if zeroed_first else []
+    pos = HEADER_LEN + EXTENDED_HEADER_LEN + (SEGMENT_HEADER_LEN + zeroed_first if zeroed_first else 0)
     # Where the first flash segment's data lands, when the second must keep its distance (a shared MMU entry).
     anchor: tuple[int, int] | None = None
     for piece in flash:

@@ -76,6 +76,8 @@ class VerifyReport:
     boot_reason: str | None = None
     app_size: int | None = None
     flash_size: str | None = None
+    #: The bootloader's ESP-IDF version and the loader rules (v5.5 or v6.1) the app is judged by.
+    bootloader_build: dict | None = None
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -109,6 +111,7 @@ class VerifyReport:
             "base": self.base,
             "flash_size": self.flash_size,
             "bootloader_size": self.bootloader_size,
+            "bootloader_build": self.bootloader_build,
             "partitions": [
                 {"name": e.name, "type": e.type, "subtype": e.subtype, "offset": e.offset, "size": e.size, "flags": e.flags}
                 for e in self.table
@@ -260,6 +263,7 @@ class _Verifier:
         self.table_offset = table_offset
         self.flash_bytes: int | None = None
         self.bootloader_revs: tuple[int, int] | None = None
+        self.loader = None  # loader_generations.LoaderBuild of the bootloader found
         self.fallbacks: tuple = ()  # app partitions the bootloader tries after the selected one
 
     # flash access ------------------------------------------------------
@@ -363,8 +367,12 @@ class _Verifier:
         except ImgtoolError as exc:
             r.fail("bootloader", f"at 0x{off:x}: {exc.message}")
             return False
+        from imgtool.loader_generations import loader_build
+
         img = parsed.image
         r.bootloader_size = parsed.length
+        self.loader = loader_build(chip, parsed)
+        r.bootloader_build = self.loader.as_dict()
         ok = True
         ok &= self._chip_id("bootloader", img)
         ok &= self._integrity("bootloader", parsed)
@@ -381,7 +389,7 @@ class _Verifier:
         if img.flash_mode > 3:
             ok &= r.add("bootloader", False, f"header has unknown flash mode {img.flash_mode}")
         if ok:
-            r.add("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, {integrity_checked(parsed)}")
+            r.add("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, {integrity_checked(parsed)}; {self.loader.label}")
         return ok
 
     def _integrity(self, part: str, parsed) -> bool:
@@ -490,7 +498,10 @@ class _Verifier:
             r.fail(label, f"{exc.message}; {self.fallback_text()}")
             return None
         r.app_size = parsed.length
-        context = BootContext(part.offset, part.size, self.bootloader_revs)
+        from imgtool.loader_generations import DEFAULT_GENERATION
+
+        generation = self.loader.generation if self.loader is not None else DEFAULT_GENERATION
+        context = BootContext(part.offset, part.size, self.bootloader_revs, generation)
         findings = check_app(chip, parsed, context)
         for finding in findings:
             if finding.rule == REVISION_RULE and not finding.fatal:  # an overlap: said as what it means (revision_reach)
@@ -509,7 +520,7 @@ class _Verifier:
                 label,
                 True,
                 f"{parsed.length} of {part.size} bytes, {integrity_checked(parsed)}, segments load and map as the "
-                f"{chip.name} bootloader requires",
+                f"{chip.name} bootloader requires ({generation.name} loader rules)",
             )
         return parsed
 

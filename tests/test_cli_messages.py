@@ -180,4 +180,12 @@ def test_corpus_pinned_bootloader_file_records_its_crystal(tmp_path):
     out = tmp_path / "out"
     assert run("pack", FIXTURES / "esp32-min.elf", "-o", out, "--bootloader", boot, "-q").exit_code == 0
     meta = json.loads((out / "flasher_args.json").read_text())
-    assert meta["imgtool"]["bootloader"] == {"source": "file", "chip": "esp32", "variant": "26mhz", "crystal_mhz": 26}
+    assert meta["imgtool"]["bootloader"] == {
+        "source": "file",
+        "chip": "esp32",
+        "variant": "26mhz",
+        "crystal_mhz": 26,
+        "set": "idf5.5",
+        "idf_ver": "v5.5.1-838-gd66ebb86d2e",
+        "rules": "v5.5",
+    }

@@ -203,3 +203,25 @@ def test_esp32_crystal_mismatch_with_own_bootloader_is_refused_unless_forced(tmp
     doc = json.loads(proc.stdout)
     assert doc["chip"] == "esp32" and doc["crystal_mhz"] == 26
     assert [w["offset"] for w in doc["written"]] == [p.offset for p in res.parts]
+
+
+def test_imgtool_flash_elf_with_the_v61_bootloader_set(tmp_path, mock_port, monkeypatch):
+    """`imgtool flash ELF --bootloader-set idf6.1` writes a pinned v6.1 build; the mock ESP32's 26 MHz crystal
+    swaps in the 26 MHz build of the same set (mirror: the corpus folders)."""
+    from conftest import corpus_path
+
+    from imgtool.bootloader_store import BootloaderStore
+
+    mirror = corpus_path("bootloaders")
+    monkeypatch.setenv("IMGTOOL_BOOTLOADER_MIRROR", str(mirror))
+    monkeypatch.setenv("IMGTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    elf = FIXTURES / "esp32-min.elf"
+    expected = tmp_path / "expected"
+    store = BootloaderStore(tmp_path / "cache", str(mirror))
+    # flash packs for the board's flash (the mock's 4 MB)
+    pack(elf, expected, bootloader_set="idf6.1", bootloader_variant="26mhz", flash_size="4MB", project_config=False, store=store)
+    url = mock_port("esp32")
+    proc = imgtool("flash", elf, "--port", url, "--baud", BAUD, "--bootloader-set", "idf6.1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "writing the pinned 26mhz bootloader" in proc.stdout + proc.stderr
+    flash_holds("esp32", url, expected, (0x1000, "bootloader.bin"))

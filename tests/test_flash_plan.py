@@ -50,7 +50,7 @@ def test_read_pack_folder(c3_pack):
         (0x0, "bootloader.bin"), (0x8000, "partitions.bin"), (0xD000, "ota_data_initial.bin"), (0x10000, "esp32c3-min.bin")
     ]  # fmt: skip
     assert folder.merged == (0x0, c3_pack / "esp32c3-min.merged.bin")
-    assert folder.bootloader_source == {"source": "file"}
+    assert folder.bootloader_source == {"source": "file", "idf_ver": None, "rules": "v5.5"}
 
 
 def test_argument_file_with_quoted_names(tmp_path):
@@ -192,6 +192,23 @@ def test_cli_merged_without_flash_merged_args(c3_pack, fake_esptool):
     assert result.exit_code == 1 and "has no flash_merged_args" in result.output
     assert isinstance(result.exception, SystemExit)
     assert not issubclass(InputError, UsageError) and issubclass(FlashCheckError, ImgtoolError)
+
+
+def test_flow_swaps_in_the_crystal_variant_of_the_packs_own_set(tmp_path, fake_esptool):
+    """A pack made with the v6.1 set gets the v6.1 26 MHz build, not the v5.5 one (the set is in flasher_args.json)."""
+    from imgtool.bootloader_image import place_bootloader
+    from imgtool.bootloader_store import BootloaderStore
+
+    store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
+    out = tmp_path / "out"
+    pack(ESP32, out, project_config=False, offline=True, store=store, bootloader_set="idf6.1")
+    assert json.loads((out / "flasher_args.json").read_text())["imgtool"]["bootloader"]["set"] == "idf6.1"
+    fake_esptool.CHIP_NAME, fake_esptool.revision, fake_esptool.crystal = "ESP32", 300, 26
+    raw = corpus_path("bootloaders-idf6.1", "esp32_26-bootloader.bin").read_bytes()
+    expected = place_bootloader(raw, "esp32", flash_mode="dio", flash_size="2MB", flash_freq="40m")
+    flash_folder(out, FlashOptions(port="p"), log=lambda _: None, store=store)
+    (offset, data) = [c for c in fake_esptool.calls if c[0] == "write"][-1][1][0]
+    assert offset == 0x1000 and data[: len(expected)] == expected
 
 
 # --------------------------------------------------------------------------- a pack folder is checked before use

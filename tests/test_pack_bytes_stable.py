@@ -8,7 +8,9 @@ import hashlib
 import pytest
 from conftest import corpus_path, run_cli
 
-#: case → (corpus ELF, extra ``pack`` options, the ``SHA256SUMS`` that pack wrote on main at c913c5b).
+#: case → (corpus ELF, extra ``pack`` options, the ``SHA256SUMS`` that pack wrote on main at c913c5b; only
+#: ``flasher_args.json`` re-recorded since, when its ``imgtool.bootloader`` record gained the pinned set and the
+#: bootloader's ESP-IDF version and loader rules, issue 19).
 RECORDED = {
     "esp32": (
         "esp32",
@@ -21,7 +23,7 @@ e9534f1b33feb29c471f80d97bd8431aa8f3dba261bf9e482af00f6d73eb1685 *partitions.csv
 a50ab3383aa97ea50cef98edbe547855a929143e65c4c8fb1c318b1f84dcaa16 *esp32.merged.bin
 bb578df7a8965a5609cfe6aa4b965cfc483f0444b5ec44fbe96a4003ce05c756 *flash_args
 5670edf00ee699cf023527e646356a753576176db6f74a45488a461160e4dbef *flash_merged_args
-ca653f3edc7a3462665a6cde94b43f2dd3e9672ce9fd82c6f9c72bd14cbab135 *flasher_args.json
+5245fe64c993146d99b3e71ff130c10ceae9d230a510d85a30cf7cb58e12227a *flasher_args.json
 f524e14905b70e22670925eb2caf926b3295f2d951e2187d8890a716bb994e8b *manifest.json
 """,
     ),
@@ -36,7 +38,7 @@ e9534f1b33feb29c471f80d97bd8431aa8f3dba261bf9e482af00f6d73eb1685 *partitions.csv
 4b7df21f4800531e68778a2d45b8594a2556c5fd0d175dbb172420a6a3603eee *esp32c6.merged.bin
 f56b69574b5102ccaacdfa8ecee364b664c84c452bacf68af059a4e3b3bb84fc *flash_args
 68066285992b1310ee64ffa54354d823a0187a9fa8431d881e9e716f95f31e13 *flash_merged_args
-77dcb63fc9d61b5b17b8a71db0a62eef9bb4b69a04a690eb4e00edb8a21bc877 *flasher_args.json
+17805bbecfe7cd910c661a8a68311199e8a02aa22aae6402ea4118a2c4496d9e *flasher_args.json
 a1aa5b0b928094493ed58c008b1b3eeada80b46cdcf40948a54af3d8864101bc *manifest.json
 """,
     ),
@@ -51,7 +53,7 @@ e9534f1b33feb29c471f80d97bd8431aa8f3dba261bf9e482af00f6d73eb1685 *partitions.csv
 15d41435964856146829c5a431f163594990226bad2a6d84347fce09540aad04 *esp32s2.merged.bin
 b20d0deeec552dfda6232286dc44d47723b36056d2b5afe1f8eeb6b0e5fd0d79 *flash_args
 206b5c6347626cb651babc1f11a14a894c132c73f1b308fae2d2e147f91c9b96 *flash_merged_args
-783983af983c0402d9406fa1938e934426cd0ab5eb57ce8e141681b5fc0aa2e9 *flasher_args.json
+d95270045e609a8e92a2e89eb2d2c2fa3dda155a31d4b4a8b86bf1b95ed06356 *flasher_args.json
 96251bdc9c1a40e6783be4b86408743a97087c4425ab79dc5d6e9d0f34f1fef5 *manifest.json
 """,
     ),
@@ -66,7 +68,7 @@ c9a826e85500d14d1854ce78e47452d4614a1be371bbd056278d2cb3398fbbfd *partitions.bin
 30aed2f4d7d3b5414601511e358edfbc7ead7ad2e4822c3b30a5df4fdebe6cbe *esp32.merged.bin
 9a95ffabe8ccacc856d3f1354294e47e3c574a4d7ab160ce1e631522c2ca5e00 *flash_args
 e84e6750bd06813389b08d08e0bf3e10803af4cdf38f7865f505ff9e3992e1ad *flash_merged_args
-11740046edac01200d856152403d496c48d221279f572057c26ba82f3c87c878 *flasher_args.json
+54cdb011cb7d52e082f9cac0fa0df5b7484b09ee77b1b172361bb4fe7ca5c256 *flasher_args.json
 f524e14905b70e22670925eb2caf926b3295f2d951e2187d8890a716bb994e8b *manifest.json
 """,
     ),

@@ -25,9 +25,10 @@ CHIP_CHOICE = click.Choice(sorted(CHIPS), case_sensitive=False)
 @click.option("--chip", type=CHIP_CHOICE, help="Target chip (or give it as the argument).")
 @click.option("--variant", help="Build variant, e.g. 26mhz or v0 [default: the chip's default; see 'bootloader list'].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also copy the bootloader here.")
+@click.option("--set", "bootloader_set", metavar="SET", help="Pinned set: idf5.5 or idf6.1 [default: idf5.5].")
 @click.option("--offline", is_flag=True, help="Never use the network: only the cache or a mirror folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
-def fetch(chip_arg, chip, variant, output, offline, quiet):
+def fetch(chip_arg, chip, variant, bootloader_set, output, offline, quiet):
     """Download (or find in the cache) the pinned bootloader for CHIP."""
     from imgtool.commands.context import bootloader_store, quiet_downloads
     from imgtool.errors import UsageError
@@ -39,7 +40,9 @@ def fetch(chip_arg, chip, variant, output, offline, quiet):
     if not chip:
         raise UsageError(f"which chip? e.g. 'imgtool bootloader fetch esp32c3' (one of {', '.join(sorted(CHIPS))})", field="CHIP")
 
-    manifest = load_manifest()
+    from imgtool.pinned_bootloaders import get_set
+
+    manifest = load_manifest(bootloader_set=get_set(bootloader_set, option="--set").name)
     entry = manifest.lookup(chip, variant)
     store = bootloader_store()
     data = store.fetch(entry.chip, variant=entry.variant, offline=offline, quiet=quiet_downloads(quiet), manifest=manifest)
@@ -49,22 +52,26 @@ def fetch(chip_arg, chip, variant, output, offline, quiet):
 
         where = write_bytes(output, data)
     if not quiet:
-        click.echo(f"{entry.chip} bootloader ({entry.variant}, ESP-IDF {entry.esp_idf}, {len(data)} bytes): {where}")
+        click.echo(
+            f"{entry.chip} bootloader ({entry.variant}, set {entry.bootloader_set}, ESP-IDF {entry.esp_idf}, {len(data)} bytes): {where}"
+        )
 
 
 @bootloader.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array.")
 def list_(as_json):
-    """Show every pinned bootloader and whether it is cached."""
+    """Show every pinned bootloader of both sets (idf5.5, the default, and idf6.1) and whether it is cached."""
     from rich.table import Table
 
     from imgtool.commands.console import plain_console
     from imgtool.commands.context import bootloader_store
-    from imgtool.pinned_bootloaders import load_manifest
+    from imgtool.pinned_bootloaders import BOOTLOADER_SETS, DEFAULT_SET, load_manifest
 
     store = bootloader_store()
-    table = Table(title=f"Pinned bootloaders (cache: {store.cache_dir})", title_justify="left")
+    sets = ", ".join(f"{s.name}{' (default)' if s.name == DEFAULT_SET else ''}" for s in BOOTLOADER_SETS)
+    table = Table(title=f"Pinned bootloaders, sets {sets} (cache: {store.cache_dir})", title_justify="left")
     for name, justify in (
+        ("Set", "left"),
         ("Chip", "left"),
         ("Variant", "left"),
         ("ESP-IDF", "left"),
@@ -74,21 +81,23 @@ def list_(as_json):
         ("For", "left"),  # the crystal or chip revisions a variant is built for, so a hint naming this list leads somewhere
     ):
         table.add_column(name, justify=justify)
-    manifest = load_manifest()
+    manifests = [load_manifest(bootloader_set=s.name) for s in BOOTLOADER_SETS]
+    statuses = [(manifest, status) for manifest in manifests for status in store.statuses(manifest)]
     if as_json:
         import json
 
         rows = [
             {**s.entry._asdict(), "crystal_mhz": s.entry.crystal_mhz, "cached": s.cached, "path": str(s.path)}
-            for s in store.statuses(manifest)
+            for _, s in statuses
         ]
         click.echo(json.dumps(rows, indent=2))
         return
-    for status in store.statuses(manifest):
+    for manifest, status in statuses:
         entry = status.entry
         several = len(manifest.variants(entry.chip)) > 1
         variant = f"{entry.variant} (default)" if entry.default and several else entry.variant
         table.add_row(
+            entry.bootloader_set,
             entry.chip,
             variant,
             entry.esp_idf,

@@ -147,6 +147,14 @@ def info(image_file, as_json, keys):
             f"app: {desc['project_name']} {desc['version']} built {desc['date']} {desc['time']}"
             f"{', ELF sha256 ' + desc['app_elf_sha256'] if desc['app_elf_sha256'].strip('0') else ''}"
         )
+    if report["app_rules"]:
+        console.print(
+            f"judged by the {' and '.join(report['app_rules'])} loader rules (an app image does not name its bootloader)"
+        )
+    build = report["bootloader_build"]
+    if build:
+        built = f"bootloader built with ESP-IDF {build['idf_ver']}" if build["idf_ver"] else "no bootloader descriptor"
+        console.print(f"{built}: apps it starts are judged by the {build['rules']} loader rules")
     for note in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {note}", markup=True, highlight=False)
     for sig in report["signatures"]:

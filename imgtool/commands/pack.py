@@ -39,6 +39,8 @@ PACK_OPTIONS = (
     click.option("--partition-table-offset", callback=parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000]."),
     click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one."),
     click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list']."),
+    click.option("--bootloader-set", metavar="SET",
+                 help="Pinned bootloader set: idf5.5 (espflash v4.5.0's ESP-IDF v5.5 builds) or idf6.1 (ESP-IDF release/v6.1) [default: idf5.5]."),
     click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder."),
     click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0]."),
     click.option("--data", multiple=True, callback=_parse_data, metavar="LABEL=PATH",
@@ -54,7 +56,7 @@ def pack_options(command):
 
 
 def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
-                bootloader, bootloader_variant, offline, target_app_partition, data=None) -> dict:
+                bootloader, bootloader_variant, offline, target_app_partition, data=None, bootloader_set=None) -> dict:
     """The click values of :data:`PACK_OPTIONS` as keywords of :func:`imgtool.pack.pack`."""
     return dict(
         flash_size=flash_size,
@@ -66,6 +68,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
         table_offset=partition_table_offset,
         bootloader=bootloader,
         bootloader_variant=bootloader_variant,
+        bootloader_set=bootloader_set,
         offline=offline,
         app_partition=target_app_partition,
         data=data or (),
@@ -93,8 +96,8 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors (no summary, no notes).")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
-         bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
-         encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
+         bootloader, bootloader_variant, bootloader_set, offline, target_app_partition, data, fill_flash_size, sign_keys,
+         sign_bootloader, encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.commands.context import pack_environment, quiet_downloads
     from imgtool.pack import pack as do_pack
@@ -107,7 +110,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
             flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq, min_rev=min_rev, max_rev=max_rev,
             partition_table=partition_table,
             partition_table_offset=partition_table_offset, bootloader=bootloader, bootloader_variant=bootloader_variant,
-            offline=offline, target_app_partition=target_app_partition, data=data,
+            bootloader_set=bootloader_set, offline=offline, target_app_partition=target_app_partition, data=data,
         ),
         fill_flash_size=fill_flash_size,
         quiet=quiet_downloads(quiet or as_json),
@@ -159,6 +162,8 @@ def print_summary(result) -> None:
     extras = [f for f in result.files if f.endswith(release_suffixes)]
     if extras:
         click.echo(f"also: {', '.join(extras)}")
+    if result.bootloader_build:
+        click.echo(f"bootloader: {result.bootloader_build}")
     click.echo(
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
