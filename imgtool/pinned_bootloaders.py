@@ -70,7 +70,9 @@ class Manifest(NamedTuple):
         entries = self.variants(chip)
         if not entries:
             raise BootloaderError(
-                f"no prebuilt bootloader is pinned for {chip}; pass your own bootloader file", field="chip"
+                f"no prebuilt bootloader is pinned for {chip} (espflash ships none for it); pass --bootloader FILE "
+                "with one built by ESP-IDF (build/bootloader/bootloader.bin)",
+                field=chip,
             )
         if variant is None:
             return next((e for e in entries if e.default), entries[0])
