@@ -17,7 +17,11 @@ ESP8266_IRAM = range(0x4010_0000, 0x4011_0000)
 
 
 def detect_chip(elf: ElfInfo) -> Chip:
-    """Pick the chip: the one esp-hal's metadata names, else from the ELF's machine, addresses and crates."""
+    """Pick the chip: the one esp-hal's metadata names, else from the ELF's machine, addresses and crates.
+
+    Addresses fit a chip when it has memory at every one of them, counting RAM only the ROM loads
+    (an image the ROM starts, such as a second-stage bootloader, may use it).
+    """
     stated = CHIPS.get(elf.metadata_chip or "")
     if stated is not None and stated.elf_machine == elf.machine:
         return stated
@@ -28,7 +32,7 @@ def detect_chip(elf: ElfInfo) -> Chip:
             path=elf.path,
         )
     candidates = [c for c in CHIPS.values() if c.elf_machine == elf.machine]
-    fitting = [c for c in candidates if all(c.region_of(p.addr, p.size) for p in elf.pieces)]
+    fitting = [c for c in candidates if all(c.region_of(p.addr, p.size, rom_loaded=True) for p in elf.pieces)]
     named = [c for c in fitting if c.name in elf.chip_hints]
     if len(named) == 1:
         return named[0]

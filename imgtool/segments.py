@@ -50,9 +50,21 @@ class Piece(NamedTuple):
         return self.addr + len(self.data)
 
 
-def classify(chip: Chip, name: str, addr: int, data: bytes, path=None) -> Piece:
-    """Tag a piece with the memory it loads into, or refuse one that fits no memory of the chip."""
-    rng = chip.region_of(addr, len(data))
+def classify(chip: Chip, name: str, addr: int, data: bytes, path=None, *, rom_loaded: bool = False) -> Piece:
+    """Tag a piece with the memory it loads into, or refuse one that fits no memory of the chip.
+
+    ``rom_loaded``: the image is one the ROM loads (no flash mapping), which may also use the RAM
+    only the ROM loads (``Chip.rom_only_ram``).
+    """
+    rng = chip.region_of(addr, len(data), rom_loaded=rom_loaded)
+    if rng is None and chip.region_of(addr, len(data), rom_loaded=True) is not None:
+        raise LayoutError(
+            f"section {name} at 0x{addr:08x}..0x{addr + len(data):08x} is in {chip.name} RAM that only the ROM "
+            "loads (the second-stage bootloader refuses apps there, verify_load_addresses); link it elsewhere, "
+            "or keep every section in RAM to build an image the ROM loads",
+            path=path,
+            field=name,
+        )
     if rng is None:
         raise LayoutError(
             f"section {name} at 0x{addr:08x}..0x{addr + len(data):08x} is outside every memory region of "
