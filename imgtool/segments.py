@@ -4,7 +4,7 @@ The rules come from ``boot_rules`` (ESP-IDF's ``unpack_load_app`` and ``verify_s
 - Chips with separate buses (esp32, -s2, -s3, -c2, -c3) map only the last DROM and the last IROM
   segment, so every DROM piece becomes one segment and every IROM piece another, zero-filled
   across gaps and pages.
-- Chips with one shared flash bus (esp32c5, -c6, -c61, -h2, -p4) need exactly two flash segments.
+- Chips with one shared flash bus (esp32c5, -c6, -c61, -h2, -p4, -s31, -h4, -h21) need exactly two flash segments.
   The flash pieces are split at the widest gap (esp-hal leaves ``.text_gap`` between rodata and
   text for this); when both halves share an MMU page, the second segment's data sits in the same
   flash page at the same distance, so either mapping of that page shows the right bytes. An ELF
