@@ -297,6 +297,7 @@ _BUS_42 = _s(0x4200_0000, 0x4400_0000)
 #: SOC_IROM_HIGH = SOC_IROM_LOW + (SOC_MMU_PAGE_SIZE << 8), with the pinned builds' 64 KiB page.
 _BUS_42_256_PAGES = _s(0x4200_0000, 0x4300_0000)
 _LP_16K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_4000))
+_LP_4K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000))
 
 CHIPS: dict[str, Chip] = {
     c.name: c
@@ -541,12 +542,7 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42_256_PAGES,
                 irom=_BUS_42_256_PAGES,
-                load=_shared_ram(
-                    0x4080_0000,
-                    0x4085_0000,
-                    _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000),
-                    _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000),
-                ),
+                load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CFD0, 0x4084_F380),),
             ),
@@ -674,12 +670,7 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x4200_0000, 0x4300_0000),
                 irom=_s(0x4200_0000, 0x4300_0000),
-                load=_shared_ram(
-                    0x4080_0000,
-                    0x4085_0000,
-                    _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000),
-                    _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000),
-                ),
+                load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 # bootloader-esp32h21.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
                 bootloader_ram=(_ld_regions(0, 0x4084_9A78, 0x4084_F380),),
