@@ -36,6 +36,8 @@ MIN_CHIP_REVISION_SYMBOL = b"build_info.MIN_CHIP_REVISION"
 #: esp-hal names the chip it was built for here (espflash reads it too); the ELF's own word for it.
 CHIP_NAME_SYMBOL = b"build_info.CHIP_NAME"
 METADATA_VALUE_MAX = 16
+#: Bytes of the ELF hashed per read for the app descriptor's ``app_elf_sha256``.
+ELF_HASH_BLOCK = 1 << 20
 #: ``Elf32_Sym``: st_name, st_value, st_size, st_info, st_other, st_shndx.
 ELF32_SYM = struct.Struct("<IIIBBH")
 
@@ -92,10 +94,13 @@ class ElfInfo:
         return out
 
     def sha256(self) -> bytes:
+        """The SHA-256 of the whole file, read through one reused buffer (no fresh bytes per block)."""
         digest = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        buf = bytearray(ELF_HASH_BLOCK)
+        view = memoryview(buf)
+        with open(self.path, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                digest.update(view[:n])
         return digest.digest()
 
     def find_app_descriptor(self, data: dict[LoadablePiece, bytes]) -> LoadablePiece | None:

@@ -83,18 +83,29 @@ APP_DESC_LEN = AppDescriptor.sizeof()
 APP_DESC_ELF_SHA256_OFFSET = 144
 
 
+#: Bytes read into one integer at a time by :func:`xor_checksum`: large enough that the per-block
+#: Python work vanishes, small enough that no copy of a multi-MB segment is ever made.
+CHECKSUM_BLOCK = 1 << 16
+
+
 def xor_checksum(chunks, seed: int = CHECKSUM_SEED) -> int:
-    """XOR of every byte in ``chunks``, starting from ``seed``; folds big integers so MBs stay fast."""
+    """XOR of every byte in ``chunks``, starting from ``seed``.
+
+    XOR does not care where a byte sits, so each block is read as one little-endian integer and
+    XORed into an accumulator (the work per byte is C's, not Python's); the accumulator's bytes are
+    folded into one at the end. Equal to the byte-by-byte loop for any chunking.
+    """
     acc = 0
     for chunk in chunks:
-        if chunk:
-            acc ^= _xor_fold(bytes(chunk))
-    return (acc ^ seed) & 0xFF
+        view = memoryview(chunk).cast("B")
+        for start in range(0, len(view), CHECKSUM_BLOCK):
+            acc ^= int.from_bytes(view[start : start + CHECKSUM_BLOCK], "little")
+    return (_xor_fold(acc, CHECKSUM_BLOCK) ^ seed) & 0xFF
 
 
-def _xor_fold(data: bytes) -> int:
-    value = int.from_bytes(data, "little")
-    width = len(data) * 8
+def _xor_fold(value: int, length: int) -> int:
+    """The XOR of the ``length`` little-endian bytes of ``value``, by halving."""
+    width = length * 8
     while width > 8:
         half = ((width // 8 + 1) // 2) * 8
         value = (value >> half) ^ (value & ((1 << half) - 1))
@@ -167,10 +178,12 @@ class EspImage:
         pad = align_up(body_len + 1, CHECKSUM_ALIGN) - body_len - 1
         parts.append(b"\x00" * pad)
         parts.append(bytes([xor_checksum(s.data for s in self.segments)]))
-        out = b"".join(parts)
-        if self.hash_appended:
-            out += hashlib.sha256(out).digest()
-        return out
+        if self.hash_appended:  # hashed part by part, so the image is joined once, digest included
+            digest = hashlib.sha256()
+            for part in parts:
+                digest.update(part)
+            parts.append(digest.digest())
+        return b"".join(parts)
 
 
 class ParsedSegment(NamedTuple):

@@ -6,6 +6,7 @@ time), so ELFFile serves as the oracle on the shipped fixtures, the corpus and g
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pytest
@@ -77,3 +78,13 @@ def test_generated_sections_match_pyelftools(extra, tmp_path_factory):
     path = tmp_path_factory.mktemp("elf") / "fw.elf"
     path.write_bytes(build_elf(sections, machine=EM_RISCV, entry=0x4201_0020))
     assert_same_as_pyelftools(path)
+
+
+@pytest.mark.parametrize("block", [7, 4096, 1 << 20])
+def test_elf_sha256_is_the_files_hash_whatever_the_read_size(block, monkeypatch):
+    """``app_elf_sha256`` covers the whole file, also when it takes many (and a short last) read."""
+    import imgtool.elf
+
+    monkeypatch.setattr(imgtool.elf, "ELF_HASH_BLOCK", block)
+    path = FIXTURES / "esp32c3-min.elf"
+    assert read_elf(path).sha256() == hashlib.sha256(path.read_bytes()).digest()

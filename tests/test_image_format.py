@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from imgtool.errors import ImageError
 from imgtool.image_format import (
+    CHECKSUM_BLOCK,
     CHECKSUM_SEED,
     EXTENDED_HEADER_LEN,
     HEADER_LEN,
@@ -41,6 +42,43 @@ def test_checksum_is_xor_of_all_segment_bytes_seeded_with_0xef():
     for byte in data:
         expected ^= byte
     assert xor_checksum([data[:100], data[100:]]) == expected
+
+
+def byte_loop_checksum(chunks, seed=CHECKSUM_SEED):
+    """The checksum by its plain definition: the seed XOR every byte, one at a time."""
+    acc = seed
+    for chunk in chunks:
+        for byte in bytes(chunk):
+            acc ^= byte
+    return acc
+
+
+#: Data of any length up to a few checksum blocks: a short pattern repeated, so lengths that cross
+#: the block boundary cost hypothesis little to draw.
+long_data_st = st.builds(
+    lambda pattern, reps, tail: pattern * reps + tail,
+    st.binary(min_size=1, max_size=61),
+    st.integers(0, 3 * CHECKSUM_BLOCK // 61 + 2),
+    st.binary(max_size=17),
+)
+
+
+@given(data=long_data_st, cuts=st.lists(st.integers(0, 4 * CHECKSUM_BLOCK), max_size=4), seed=st.integers(0, 0xFF))
+@example(data=bytes(range(256)) * (CHECKSUM_BLOCK // 128) + b"\x01", cuts=[5, CHECKSUM_BLOCK + 3], seed=CHECKSUM_SEED)
+def test_checksum_over_blocks_equals_the_byte_loop(data, cuts, seed):
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    expected = byte_loop_checksum(chunks, seed)
+    assert xor_checksum(chunks, seed) == expected
+    # any bytes-like chunk gives the same: bytearray, memoryview, a memoryview of 4-byte words
+    assert xor_checksum([bytearray(c) for c in chunks], seed) == expected
+    assert xor_checksum([memoryview(c) for c in chunks], seed) == expected
+    whole = data[: len(data) // 4 * 4]
+    assert xor_checksum([memoryview(whole).cast("I")], seed) == byte_loop_checksum([whole], seed)
+
+
+def test_checksum_of_nothing_is_the_seed():
+    assert xor_checksum([]) == xor_checksum([b"", bytearray()]) == CHECKSUM_SEED
 
 
 @given(segments=segments_st, entry=st.integers(0, 0xFFFF_FFFF), hashed=st.booleans())
