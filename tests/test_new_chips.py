@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BAUD, CORPUS, ESPTOOL, ESPTOOL_TIMEOUT, corpus_path, flash_holds, make_bootloader, run_cli
-from elfbuild import Sec, Sym, build_elf, esp_app_elf, esp_app_sections
+from elfbuild import Sym, app_descriptor, build_elf, esp_app_elf, esp_app_sections
 
 from imgtool.chip_detect import detect_chip, resolve_chip
 from imgtool.chips import CHIPS, KiB, Region
@@ -217,3 +217,35 @@ def test_s31_pack_flashes_through_imgtool_flash(s31_pack, mock_port):
     result = run_cli("flash", res.outdir, "--port", url, "--baud", BAUD)
     assert result.exit_code == 0, result.output[-3000:]
     _read_back(url, elf, res)
+
+
+def _s31_app_with_page(path: Path, log2: int) -> Path:
+    secs = esp_app_sections("esp32s31")
+    desc = next(s for s in secs if s.name == ".rodata_desc")
+    desc.data = app_descriptor(mmu_page_size_log2=log2)
+    text = next(s for s in secs if s.name == ".text")
+    path.write_bytes(build_elf(secs, entry=text.addr, symbols=["esp32s31.0123456789abcdef-cgu.0"]))
+    return path
+
+
+@pytest.mark.parametrize("log2, app_offset", [(15, 0x10000), (17, 0x20000), (18, 0x40000)])
+def test_s31_app_partition_starts_on_the_apps_mmu_page(tmp_path, log2, app_offset):
+    """S31's flash MMU has 128 and 256 KiB pages, larger than the 64 KiB app alignment: the default table
+    starts the app on its page (verify_segment_header compares flash and load addresses modulo it)."""
+    elf = _s31_app_with_page(tmp_path / "app", log2)
+    boot = make_bootloader(tmp_path / "bootloader.bin", "esp32s31")
+    res = pack(elf, tmp_path / "out", bootloader=boot, project_config=False)
+    assert next(p for p in res.parts if p.name == "app").offset == app_offset
+    report = verify(res.outdir, elf=elf)
+    assert report.ok, [str(p) for p in report.problems]
+
+
+def test_s31_table_whose_app_partition_misses_the_mmu_page_is_refused_in_one_line(tmp_path):
+    elf = _s31_app_with_page(tmp_path / "app", 17)
+    boot = make_bootloader(tmp_path / "bootloader.bin", "esp32s31")
+    result = run_cli("pack", elf, "-o", tmp_path / "out", "--bootloader", boot, "--partition-table", "single_app")
+    assert result.exit_code != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert "the app maps 128 KiB MMU pages but partition 'factory' starts at 0x10000, not a multiple of 0x20000" in line
+    assert "(verify_segment_header)" in line
+    assert not (tmp_path / "out").exists()
