@@ -280,7 +280,8 @@ def _metadata_values(fh, sections, names: list[str], file_size: int, wanted: tup
     if any(t is None or t.sh_type == "SHT_NOBITS" or t.sh_offset + t.sh_size > file_size for t in tables):
         return {}
     strings = _read_at(fh, tables[2].sh_offset, tables[2].sh_size)
-    name_at = {at: name for name in wanted if (at := strings.find(name + b"\0")) >= 0}
+    # a name starts right after a NUL (the table's first byte is one), so a longer name ending alike is not taken
+    name_at = {at + 1: name for name in wanted if (at := strings.find(b"\0" + name + b"\0")) >= 0}
     if not name_at:
         return {}
     found = {}

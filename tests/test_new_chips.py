@@ -249,3 +249,13 @@ def test_s31_table_whose_app_partition_misses_the_mmu_page_is_refused_in_one_lin
     assert "the app maps 128 KiB MMU pages but partition 'factory' starts at 0x10000, not a multiple of 0x20000" in line
     assert "(verify_segment_header)" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_build_info_chip_name_is_found_behind_a_longer_name_ending_alike(tmp_path):
+    secs = esp_app_sections("esp32h21")
+    meta = next(s for s in secs if s.name == ".espressif.metadata")
+    at = meta.data.index(b"esp32h21")
+    decoy = Sym("my_build_info.CHIP_NAME", 0, 7, "OBJECT", section=meta.name)  # listed first in the string table
+    real = Sym("build_info.CHIP_NAME", at, len("esp32h21"), "OBJECT", section=meta.name)
+    (tmp_path / "app").write_bytes(build_elf(secs, entry=secs[0].addr, symbols=[decoy, real]))
+    assert read_elf(tmp_path / "app").metadata_chip == "esp32h21"
