@@ -69,8 +69,14 @@ def build_app_image(
     min_rev_full: int | None = None,
     max_rev_full: int | None = None,
     mmu_page_size: int | None = None,
+    boot_warnings: bool = True,
 ) -> AppImage:
-    """Turn a firmware ELF into an ESP app image for ``chip`` (detected when None)."""
+    """Turn a firmware ELF into an ESP app image for ``chip`` (detected when None).
+
+    The image is judged as a bootloader would: what none would start is refused. With
+    ``boot_warnings`` False the other findings are left out, for a caller (``pack``) that judges the
+    app again under the bootloader it chose, which knows which chip revisions can run at all.
+    """
     warnings: list[str] = []
     mode = normalize_flash_mode(flash_mode or DEFAULT_FLASH_MODE)
     size = normalize_flash_size(flash_size or DEFAULT_FLASH_SIZE)
@@ -124,7 +130,9 @@ def build_app_image(
         )
     data = image.to_bytes()
     if not rom_loaded:
-        warnings += _boot_check(target, data, elf.path)
+        boot_findings = _boot_check(target, data, elf.path)
+        if boot_warnings:
+            warnings += boot_findings
     if len(data) > flash_size_bytes(size):
         raise LayoutError(
             f"app image is {len(data)} bytes, more than the {size} flash; pass a larger --flash-size",

@@ -4,8 +4,9 @@ An image that ``esptool image-info`` calls valid can still be refused, or can ab
 rule here repeats one check of the bootloader's own source and names the function it comes from
 (``esp_image_format.c``, ``bootloader_utility.c``, ``bootloader_common_loader.c``). ``verify``,
 ``info``, ``image`` and ``pack`` judge app images with :func:`check_app`; ``segments`` lays
-images out so they pass it. Chip facts (address ranges, bus kind, page sizes, the bootloader's own
-RAM) come from ``chips``.
+images out so they pass it. :func:`boot_mmu_table` is the MMU as ``set_cache_and_start_app`` leaves
+it, and :class:`CpuView` what the CPU then reads (``verify --elf`` compares the ELF with that). Chip
+facts (address ranges, bus kind, page sizes, MMU windows, the bootloader's own RAM) come from ``chips``.
 """
 
 from __future__ import annotations
@@ -232,6 +233,7 @@ def check_app(chip: Chip, parsed: ParsedImage, context: BootContext = BootContex
     if parsed.hash_valid is False:
         findings.append(Finding("verify_simple_hash", "appended SHA-256 does not match the image: refused as corrupt"))
     findings += _mapping_findings(chip, parsed, context, page)
+    findings += mmu_findings(chip, parsed, context.flash_offset, page)
     findings += _entry_findings(chip, parsed, context)
     return findings
 
@@ -376,16 +378,6 @@ def _mapping_findings(chip: Chip, parsed: ParsedImage, context: BootContext, pag
                     f"{len(mappings)}: it aborts before starting the app",
                 )
             )
-        for a, b in zip(mappings, mappings[1:]):
-            shared = set(a.pages(page)) & set(b.pages(page))
-            if shared and a.delta != b.delta:
-                out.append(
-                    Finding(
-                        "set_cache_and_start_app",
-                        f"segments {a.index} and {b.index} share MMU page 0x{min(shared) * page:08x} but lie in different "
-                        f"flash pages: the second mapping replaces the first and segment {a.index} reads wrong bytes",
-                    )
-                )
     else:
         for bus, span in (("DROM", chip.boot.drom), ("IROM", chip.boot.irom)):
             on_bus = [m for m in mappings if span.contains(m.vaddr)]
@@ -429,3 +421,181 @@ def _entry_findings(chip: Chip, parsed: ParsedImage, context: BootContext) -> li
 
 def fatal(findings: Sequence[Finding]) -> list[Finding]:
     return [f for f in findings if f.fatal]
+
+
+# --------------------------------------------------------------------------- the MMU
+
+#: The rule behind every mis-mapping: the mappings ``set_cache_and_start_app`` (bootloader_utility.c) makes,
+#: through the entries ``mmu_ll_get_entry_id`` (hal/CHIP/include/hal/mmu_ll.h) gives their addresses.
+MMU_RULE = "set_cache_and_start_app, mmu_ll_get_entry_id"
+
+
+class MmuEntry(NamedTuple):
+    """One MMU entry as the app finds it: the flash page it maps and which mapping set it last."""
+
+    flash_page: int
+    set_by: str
+
+
+class MmuTable:
+    """The MMU entries, keyed ``(mmu id, entry id)``, as ``set_cache_and_start_app`` leaves them."""
+
+    def __init__(self, chip: Chip, page: int):
+        self.chip = chip
+        self.page = page
+        self.entries: dict[tuple[int, int], MmuEntry] = {}
+
+    def entry_of(self, vaddr: int) -> tuple[int, int] | None:
+        """``mmu_ll_get_entry_id`` for ``vaddr``, with the MMU it belongs to; None outside every MMU window."""
+        window = self.chip.boot.mmu_window(vaddr)
+        entry = window.entry(vaddr, self.page) if window else None
+        return None if entry is None else (window.mmu_id, entry)
+
+    def map_region(self, vaddr: int, flash_addr: int, size: int, set_by: str) -> None:
+        """``mmu_hal_map_region`` (``cache_flash_mmu_set`` on ESP32): whole pages from both addresses rounded down."""
+        page = self.page
+        first_vaddr, first_flash = vaddr - vaddr % page, flash_addr - flash_addr % page
+        count = -(-(size + vaddr - first_vaddr) // page)
+        for i in range(count):
+            key = self.entry_of(first_vaddr + i * page)
+            if key is not None:
+                self.entries[key] = MmuEntry(first_flash + i * page, set_by)
+
+    def flash_addr(self, vaddr: int) -> int | None:
+        """The flash address the CPU reads at ``vaddr``; None when no entry maps that page."""
+        key = self.entry_of(vaddr)
+        hit = self.entries.get(key) if key is not None else None
+        return None if hit is None else hit.flash_page + vaddr % self.page
+
+    def pages_sharing(self, key: tuple[int, int]) -> list[int]:
+        """Start addresses of every bus page that reads through entry ``key`` (more than one where buses share)."""
+        mmu_id, entry = key
+        out = []
+        for window in self.chip.boot.mmu_windows():
+            index = entry - window.first_entry
+            start = window.base + index * self.page
+            if window.mmu_id == mmu_id and 0 <= index < window.entries and window.span.overlaps(start, start + self.page):
+                out.append(max(start, window.span.start))
+        return out
+
+    def describe(self, vaddr: int) -> str:
+        """Why the CPU reads what it reads at ``vaddr``: the entry, the pages sharing it, and its last mapping."""
+        key = self.entry_of(vaddr)
+        if key is None:
+            window = self.chip.boot.mmu_window(vaddr)
+            if window is not None:
+                return f"0x{vaddr:08x} is past the last of the {window.entries} MMU entries with 0x{self.page:x}-byte pages"
+            return f"0x{vaddr:08x} is in no MMU window of {self.chip.name}"
+        hit = self.entries.get(key)
+        shared = self.pages_sharing(key)
+        by = f" (shared by the pages at {' and '.join(f'0x{p:08x}' for p in shared)})" if len(shared) > 1 else ""
+        if hit is None:
+            return f"MMU entry {key[1]}{by} is not mapped when the app starts"
+        return f"MMU entry {key[1]}{by} maps flash 0x{hit.flash_page:x}, set last by {hit.set_by}"
+
+
+def boot_mappings(chip: Chip, parsed: ParsedImage, flash_offset: int = 0) -> list[tuple[Mapping, str]]:
+    """The segments ``unpack_load_app`` hands to ``set_cache_and_start_app``, as (mapping, bus), DROM first.
+
+    One shared flash bus: the first two flash-mapped segments. Separate buses: the last DROM and the last
+    IROM segment (each later one replaces the one before).
+    """
+    mappings = flash_mappings(chip, parsed, flash_offset)
+    if chip.unified_flash_map:
+        return [(m, "flash") for m in mappings[:SHARED_BUS_FLASH_SEGMENTS]]
+    out = []
+    for bus, span in (("DROM", chip.boot.drom), ("IROM", chip.boot.irom)):
+        on_bus = [m for m in mappings if span.contains(m.vaddr)]
+        if on_bus:
+            out.append((on_bus[-1], bus))
+    return out
+
+
+def boot_mmu_table(chip: Chip, parsed: ParsedImage, flash_offset: int = 0, page: int | None = None) -> MmuTable:
+    """The MMU when the app starts, built as ``set_cache_and_start_app`` builds it (bootloader_utility.c):
+    every entry unmapped (``mmu_hal_unmap_all``), the rodata segment mapped, then the DROM window's last entry
+    mapped to the rodata's first page (MMU_LL_END_DROM_ENTRY_ID; not on ESP32), then the code segment, so
+    on an entry both buses share the code mapping wins. PSRAM of a SOC_MMU_PER_EXT_MEM_TARGET chip is left
+    to the app (``s_flash_seg_needs_map``).
+    """
+    if page is None:
+        page = mmu_page_size(chip, parsed.segments[0].segment.data if parsed.segments else None)
+    table = MmuTable(chip, page)
+    applied = boot_mappings(chip, parsed, flash_offset)
+    for n, (m, bus) in enumerate(applied):
+        window = chip.boot.mmu_window(m.vaddr)
+        if window is not None and window.boot_mapped:
+            table.map_region(m.vaddr, m.flash_addr, m.size, f"segment {m.index}'s {bus} mapping")
+        if n == 0 and chip.boot.maps_drom_end_entry:
+            drom_window = chip.boot.mmu_window(chip.boot.drom.start)
+            if drom_window is not None:
+                table.map_region(drom_window.last_page(page), m.flash_addr, page, "the last-DROM-entry mapping (MMU_LL_END_DROM_ENTRY_ID)")
+    return table
+
+
+def mmu_findings(chip: Chip, parsed: ParsedImage, flash_offset: int, page: int) -> list[Finding]:
+    """A mapped segment any of whose pages the CPU reads from other flash than the segment's own bytes."""
+    table = boot_mmu_table(chip, parsed, flash_offset, page)
+    out = []
+    for m, bus in boot_mappings(chip, parsed, flash_offset):
+        window = chip.boot.mmu_window(m.vaddr)
+        if not m.size or not congruent(m, page) or window is None or not window.boot_mapped:
+            continue
+        for start in range(m.vaddr - m.vaddr % page, m.vaddr + m.size, page):
+            lo, hi = max(start, m.vaddr), min(start + page, m.vaddr + m.size)
+            if table.flash_addr(lo) != m.flash_addr + (lo - m.vaddr):
+                out.append(
+                    Finding(
+                        MMU_RULE,
+                        f"segment {m.index} ({bus} 0x{lo:08x}..0x{hi:08x}) is at flash 0x{m.flash_addr + lo - m.vaddr:x}, but "
+                        f"{table.describe(lo)}: the CPU reads other bytes there",
+                    )
+                )
+                break
+    return out
+
+
+class CpuView:
+    """What the CPU reads when the app starts: RAM as the bootloader copied it, flash-mapped addresses through
+    :func:`boot_mmu_table` from ``read_flash(addr, length)`` (flash bytes, or fewer past the end), and PSRAM
+    segments of a SOC_MMU_PER_EXT_MEM_TARGET chip as the image holds them (the app maps them itself)."""
+
+    def __init__(self, chip: Chip, parsed: ParsedImage, read_flash, flash_offset: int = 0, page: int | None = None):
+        from imgtool.memory import LoadedMemory
+
+        self.chip = chip
+        self.table = boot_mmu_table(chip, parsed, flash_offset, page)
+        self.read_flash = read_flash
+        segments = [ps.segment for ps in parsed.segments]
+        self.loaded = LoadedMemory([s for s in segments if should_load(chip, s.addr)])
+        self.app_mapped = LoadedMemory([s for s in segments if chip.is_flash_mapped(s.addr) and not self._boot_mapped(s.addr)])
+
+    def _boot_mapped(self, addr: int) -> bool:
+        window = self.chip.boot.mmu_window(addr)
+        return window is not None and window.boot_mapped
+
+    def read(self, addr: int, length: int) -> bytes | None:
+        """The ``length`` bytes the CPU reads at ``addr``, or None when any of them is neither loaded nor mapped."""
+        if not self.chip.is_flash_mapped(addr):
+            return self.loaded.read(addr, length)
+        if not self._boot_mapped(addr):
+            return self.app_mapped.read(addr, length)
+        page, out, cursor, end = self.table.page, bytearray(), addr, addr + length
+        while cursor < end:
+            take = min(end, cursor - cursor % page + page) - cursor
+            flash_addr = self.table.flash_addr(cursor)
+            chunk = self.read_flash(flash_addr, take) if flash_addr is not None else None
+            if chunk is None or len(chunk) < take:
+                return None
+            out += chunk
+            cursor += take
+        return bytes(out)
+
+    def explain(self, addr: int) -> str:
+        """How the CPU reaches ``addr`` (the MMU entry and its last mapping), for a message; empty for RAM."""
+        return self.table.describe(addr) if self.chip.is_flash_mapped(addr) and self._boot_mapped(addr) else ""
+
+
+def image_cpu_view(chip: Chip, parsed: ParsedImage, data: bytes, page: int | None = None) -> CpuView:
+    """:class:`CpuView` of an image judged alone, as if written at a flash address that is a multiple of the page."""
+    return CpuView(chip, parsed, lambda addr, length: bytes(data[addr : addr + length]), page=page)

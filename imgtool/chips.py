@@ -182,6 +182,47 @@ def _ld_regions(min_rev: int, usable_dram_end: int, rom_stack_start: int, iram_d
     )
 
 
+#: ``MMU_LL_FLASH_MMU_ID`` / ``MMU_LL_PSRAM_MMU_ID``: chips with one MMU per external memory
+#: (SOC_MMU_PER_EXT_MEM_TARGET) number PSRAM entries in a second table.
+FLASH_MMU_ID = 0
+PSRAM_MMU_ID = 1
+
+
+class MmuWindow(NamedTuple):
+    """Virtual addresses one cache bus reaches through the MMU, and which entries they use.
+
+    ``mmu_ll_get_entry_id`` (``components/hal/CHIP/include/hal/mmu_ll.h``) gives an address in
+    ``span`` the entry ``first_entry + (vaddr - base) // page`` (``(vaddr & SOC_MMU_VADDR_MASK) >>
+    shift`` plus the bus's offset; the mask covers ``entries`` pages on every chip). Windows of one
+    MMU whose entry ranges overlap share those entries: on esp32c2/c3/s3 the data-bus page and the
+    instruction-bus page with the same index are one entry, and whichever mapping is made last wins.
+    """
+
+    span: Span
+    base: int
+    first_entry: int
+    entries: int
+    mmu_id: int = FLASH_MMU_ID
+    #: ``s_flash_seg_needs_map``: the bootloader maps segments here; False for PSRAM on chips with
+    #: one MMU per memory (SOC_MMU_PER_EXT_MEM_TARGET), whose app maps (copies) them itself.
+    boot_mapped: bool = True
+
+    def entry(self, vaddr: int, page: int) -> int | None:
+        """The MMU entry ``vaddr`` reads through with ``page``-byte pages, or None outside this window."""
+        index = (vaddr - self.base) // page
+        if not self.span.contains(vaddr) or not 0 <= index < self.entries:
+            return None
+        return self.first_entry + index
+
+    def page_of(self, entry: int, page: int) -> int:
+        """The start of the page that reads through ``entry``."""
+        return self.base + (entry - self.first_entry) * page
+
+    def last_page(self, page: int) -> int:
+        """``MMU_DROM_END_ENTRY_VADDR``: the start of the window's last page."""
+        return self.page_of(self.first_entry + self.entries - 1, page)
+
+
 class BootFacts(NamedTuple):
     """What the ESP-IDF v5.5 second-stage bootloader knows about the chip (soc.h, soc_caps.h, bootloader.ld)."""
 
@@ -199,9 +240,37 @@ class BootFacts(NamedTuple):
     extra_mapped: tuple[Span, ...] = ()
     #: ``ESP_IMAGE_MAX_FLASH_ADDR_SIZE``: largest partition and segment the loader accepts.
     max_flash_span: int = 16 * MiB
+    #: The MMU windows of the flash (and PSRAM) buses, from ext_mem_defs.h and ``mmu_ll_get_entry_id``;
+    #: empty means one window per bus with entries of its own (see :meth:`mmu_windows`).
+    mmu: tuple[MmuWindow, ...] = ()
+    #: ``set_cache_and_start_app`` also maps the DROM window's last entry (MMU_LL_END_DROM_ENTRY_ID) to the
+    #: first rodata page, for the app to find its partition; ESP32's ``cache_flash_mmu_set`` branch does not.
+    maps_drom_end_entry: bool = True
 
     def mapped(self, addr: int) -> bool:
         return self.drom.contains(addr) or self.irom.contains(addr) or any(s.contains(addr) for s in self.extra_mapped)
+
+    def mmu_windows(self) -> tuple[MmuWindow, ...]:
+        """``mmu``, or for a chip without MMU facts one window per flash bus, sharing no entries."""
+        if self.mmu:
+            return self.mmu
+        if self.drom == self.irom:
+            return (MmuWindow(self.irom, self.irom.start, 0, (self.irom.end - self.irom.start) // DEFAULT_MMU_PAGE_SIZE),)
+        drom_entries = (self.drom.end - self.drom.start) // DEFAULT_MMU_PAGE_SIZE
+        return (
+            MmuWindow(self.drom, self.drom.start, 0, drom_entries),
+            MmuWindow(self.irom, self.irom.start, drom_entries, (self.irom.end - self.irom.start) // DEFAULT_MMU_PAGE_SIZE),
+        )
+
+    def mmu_window(self, vaddr: int) -> MmuWindow | None:
+        return next((w for w in self.mmu_windows() if w.span.contains(vaddr)), None)
+
+    def linear(self, vaddr: int, page: int) -> tuple[int, int] | None:
+        """``(mmu id, entry * page + offset in the page)``: two bus addresses with equal linear addresses
+        read one MMU entry at one offset, so one flash byte. None outside every MMU window."""
+        window = self.mmu_window(vaddr)
+        entry = window.entry(vaddr, page) if window else None
+        return None if entry is None else (window.mmu_id, entry * page + vaddr % page)
 
     def ram_for(self, min_rev: int) -> BootloaderRam:
         """The bootloader layout for builds that start at chip revision ``min_rev``."""
@@ -299,6 +368,25 @@ _BUS_42_256_PAGES = _s(0x4200_0000, 0x4300_0000)
 _LP_16K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_4000))
 _LP_4K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000))
 
+
+def _bus(start: int, end: int, entries: int, first_entry: int = 0, base: int | None = None) -> MmuWindow:
+    """A flash MMU window: SOC_*_CACHE_ADDRESS_LOW..HIGH, its first entry and the entries its mask covers."""
+    return MmuWindow(_s(start, end), start if base is None else base, first_entry, entries)
+
+
+def _shared_entries(drom: Span, irom: Span, entries: int) -> tuple[MmuWindow, ...]:
+    """esp32c2/c3/s3: DBUS and IBUS page ``n`` are both entry ``n`` (``(vaddr & SOC_MMU_VADDR_MASK) >> 16``)."""
+    return (_bus(drom.start, drom.end, entries), _bus(irom.start, irom.end, entries))
+
+
+def _psram_mmu(start: int, end: int, entries: int) -> MmuWindow:
+    """The PSRAM MMU of a SOC_MMU_PER_EXT_MEM_TARGET chip; the bootloader leaves it to the app."""
+    return MmuWindow(_s(start, end), start, 0, entries, mmu_id=PSRAM_MMU_ID, boot_mapped=False)
+
+
+#: 64 entries per bus on ESP32 and ESP32-S2: SOC_MMU_VADDR_MASK is 0x3FFFFF with 64 KiB pages.
+_ENTRIES_PER_4M_BUS = 64
+
 CHIPS: dict[str, Chip] = {
     c.name: c
     for c in (
@@ -330,6 +418,14 @@ CHIPS: dict[str, Chip] = {
                 ),
                 diram=Diram(_s(0x400A_0000, 0x400C_0000), _s(0x3FFE_0000, 0x4000_0000), inverted=True),
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFF_0000, 0x3FFF_6000), _s(0x4007_8000, 0x4008_0000), 0x3FFE_3F20),),
+                # ext_mem_defs.h: DROM0 uses entries 0-63, IRAM0 64-127 (from 0x40000000), IRAM1 128-191, IROM0 192-255.
+                mmu=(
+                    _bus(0x3F40_0000, 0x3F80_0000, _ENTRIES_PER_4M_BUS),
+                    _bus(0x400D_0000, 0x4040_0000, _ENTRIES_PER_4M_BUS, 64, base=0x4000_0000),
+                    _bus(0x4040_0000, 0x4080_0000, _ENTRIES_PER_4M_BUS, 128),
+                    _bus(0x4080_0000, 0x40C0_0000, _ENTRIES_PER_4M_BUS, 192),
+                ),
+                maps_drom_end_entry=False,
             ),
             flash_tail_min=LEGACY_FLASH_TAIL_MIN,
             esp_web_tools_family="ESP32",
@@ -365,6 +461,15 @@ CHIPS: dict[str, Chip] = {
                 ),
                 diram=Diram(_s(0x4002_0000, 0x4007_0000), _s(0x3FFB_0000, 0x4000_0000)),
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFE_5000, 0x3FFE_AB00), _s(0x4004_E000, 0x4005_5000), 0x3FFF_E70C),),
+                # ext_mem_defs.h: PRO_CACHE_{IBUS0,IBUS1,IBUS2,DBUS0,DBUS1,DBUS2}_MMU_START / 4.
+                mmu=(
+                    _bus(0x4008_0000, 0x4040_0000, _ENTRIES_PER_4M_BUS, 0, base=0x4000_0000),
+                    _bus(0x4040_0000, 0x4080_0000, _ENTRIES_PER_4M_BUS, 64),
+                    _bus(0x3F00_0000, 0x3F40_0000, _ENTRIES_PER_4M_BUS, 128),
+                    _bus(0x3FC0_0000, 0x3FF8_0000, _ENTRIES_PER_4M_BUS, 192),
+                    _bus(0x3F80_0000, 0x3FC0_0000, _ENTRIES_PER_4M_BUS, 256),
+                    _bus(0x3F50_0000, 0x3F80_0000, _ENTRIES_PER_4M_BUS, 320, base=0x3F40_0000),
+                ),
             ),
             esp_web_tools_family="ESP32-S2",
             uf2_family_id=0xBFDD4EEE,
@@ -397,6 +502,7 @@ CHIPS: dict[str, Chip] = {
                 diram=Diram(_s(0x4037_8000, 0x403E_0000), _s(0x3FC8_8000, 0x3FCF_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCE_9700, 0x3FCE_B710, iram_dram_offset=0x6F_0000),),
                 max_flash_span=1 << 32,
+                mmu=_shared_entries(_s(0x3C00_0000, 0x3E00_0000), _BUS_42, 512),
             ),
             esp_web_tools_family="ESP32-S3",
             uf2_family_id=0xC47E5767,
@@ -420,6 +526,7 @@ CHIPS: dict[str, Chip] = {
                 load=(_m(Region.DRAM, 0x3FCA_0000, 0x3FCE_0000), _m(Region.IRAM, 0x4037_C000, 0x403C_0000)),
                 diram=Diram(_s(0x4038_0000, 0x403C_0000), _s(0x3FCA_0000, 0x3FCE_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCD_CB70, 0x3FCD_EB70, iram_dram_offset=0x6E_0000),),
+                mmu=_shared_entries(_s(0x3C00_0000, 0x3C40_0000), _s(0x4200_0000, 0x4240_0000), 64),
             ),
             mmu_page_sizes=(16 * KiB, 32 * KiB, 64 * KiB),
             esp_web_tools_family="ESP32-C2",
@@ -451,6 +558,7 @@ CHIPS: dict[str, Chip] = {
                 ),
                 diram=Diram(_s(0x4038_0000, 0x403E_0000), _s(0x3FC8_0000, 0x3FCE_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCD_C710, 0x3FCD_E710, iram_dram_offset=0x70_0000),),
+                mmu=_shared_entries(_s(0x3C00_0000, 0x3C80_0000), _s(0x4200_0000, 0x4280_0000), 128),
             ),
             esp_web_tools_family="ESP32-C3",
             uf2_family_id=0xD42BA06C,
@@ -474,6 +582,7 @@ CHIPS: dict[str, Chip] = {
                 diram=Diram(_s(0x4080_0000, 0x4086_0000), _s(0x4080_0000, 0x4086_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4085_C5A0, 0x4085_E5A0),),
                 max_flash_span=1 << 32,
+                mmu=(_bus(0x4200_0000, 0x4400_0000, 512),),
             ),
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C5",
@@ -498,6 +607,7 @@ CHIPS: dict[str, Chip] = {
                 load=_shared_ram(0x4080_0000, 0x4088_0000, *_LP_16K),
                 diram=Diram(_s(0x4080_0000, 0x4088_0000), _s(0x4080_0000, 0x4088_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4087_C610, 0x4087_E610),),
+                mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
             ),
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
@@ -521,6 +631,7 @@ CHIPS: dict[str, Chip] = {
                 load=_shared_ram(0x4080_0000, 0x4085_0000),
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CA70, 0x4084_EA70),),
+                mmu=(_bus(0x4200_0000, 0x4400_0000, 512),),
             ),
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
@@ -545,6 +656,7 @@ CHIPS: dict[str, Chip] = {
                 load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CFD0, 0x4084_F380),),
+                mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
             ),
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
@@ -584,6 +696,8 @@ CHIPS: dict[str, Chip] = {
                 ),
                 extra_mapped=(_s(0x4800_0000, 0x4C00_0000),),
                 max_flash_span=1 << 32,
+                # MMU_LL_FLASH_MMU_ID and MMU_LL_PSRAM_MMU_ID: 1024 entries each (MMU_ENTRY_NUM).
+                mmu=(_bus(0x4000_0000, 0x4400_0000, 1024), _psram_mmu(0x4800_0000, 0x4C00_0000, 1024)),
             ),
             unified_flash_map=True,
             esp_web_tools_family="ESP32-P4",

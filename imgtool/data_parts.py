@@ -328,13 +328,15 @@ def _nvs_rows(csv_path: Path) -> list[tuple[int, dict]]:
 
 
 def describe_contents(part: Partition, data: bytes) -> tuple[bool, str] | None:
-    """What a data partition holds, as ``(plausible, message)``; None when erased (nothing to say).
+    """What a data partition holds, as ``(plausible, message)``; None when erased (nothing to say), except
+    that an erased NVS is reported as empty (``nvs_flash_init``, components/nvs_flash/src/nvs_api.cpp,
+    takes erased pages as free and formats them).
 
     An NVS partition must start with a page header ESP-IDF's NVS accepts (a known state and a
     valid CRC), or ``nvs_flash_init`` finds no usable page and the data is lost.
     """
     if not data or data.count(0xFF) == len(data):
-        return None
+        return (True, "empty NVS (erased; ESP-IDF's NVS formats it on first use)") if data and part.subtype == SUBTYPE_NVS else None
     if part.subtype == SUBTYPE_NVS:
         return _describe_nvs(data, part.size)
     if data[LITTLEFS_MAGIC_OFFSET : LITTLEFS_MAGIC_OFFSET + len(LITTLEFS_MAGIC)] == LITTLEFS_MAGIC:

@@ -20,7 +20,7 @@ import os
 from functools import lru_cache
 from typing import NamedTuple
 
-from imgtool.errors import InputError, UsageError
+from imgtool.errors import ImgtoolError, InputError, UsageError
 
 AES_BLOCK = 16
 #: ESP32: the tweaked key changes every 32 bytes of flash.
@@ -143,6 +143,64 @@ def decrypt(key: FlashKey, data: bytes, address: int) -> bytes:
     if key.scheme.xts:
         return _xts(key.key, bytes(data), address, encrypting=False)
     return _esp32(key.key, bytes(data), address, key.flash_crypt_conf, encrypting=False)
+
+
+def decrypt_written(key: FlashKey, data: bytes, address: int, plain: tuple[tuple[int, int], ...] = ()) -> bytes:
+    """``data`` read at flash ``address`` as the chip reads it, decrypting only flash that was written encrypted.
+
+    Units (``XTS_UNIT`` bytes at aligned addresses; whole ESP32 AES blocks too) still erased, all 0xFF, and
+    the ``plain`` flash ranges ``(start, end)`` (parts written in clear, such as an NVS) are kept as they are:
+    decrypting never-written flash would invent contents (an untouched NVS that reads as corrupt). ESP-IDF
+    reads through decryption only what it wrote encrypted: the cache-mapped bootloader, table and apps, and
+    ``esp_partition_read`` (components/esp_partition/partition_target.c) only for partitions flagged
+    ``encrypted``; erased NVS pages are what ``nvs_flash_init`` formats.
+    """
+    out = bytearray(data)
+    end = address + len(data)
+    starts = range(address - address % XTS_UNIT, end, XTS_UNIT)
+
+    def written(unit: int) -> bool:
+        lo, hi = max(unit, address), min(unit + XTS_UNIT, end)
+        chunk = data[lo - address : hi - address]
+        return chunk.count(0xFF) != len(chunk) and not any(s < hi and lo < e for s, e in plain)
+
+    run: int | None = None
+    for unit in [*starts, None]:
+        if unit is not None and written(unit):
+            run = unit if run is None else run
+            continue
+        if run is not None:
+            lo, hi = max(run, address), min(unit if unit is not None else end, end)
+            out[lo - address : hi - address] = decrypt(key, data[lo - address : hi - address], lo)
+            run = None
+    return bytes(out)
+
+
+def keep_plain_partitions(clear: bytes, raw: bytes, address: int, table_offset: int) -> bytes:
+    """``clear`` (from :func:`decrypt_written`) with the partitions the chip reads without decryption put back
+    as ``raw`` holds them, by the partition table found in ``clear``; unchanged when there is none.
+
+    ESP-IDF's ``esp_partition`` (components/esp_partition/partition_target.c, partition.c) decrypts reads of
+    app partitions, otadata and nvs_keys always, other data partitions only when flagged ``encrypted``.
+    """
+    from imgtool.partitions import SUBTYPES, SUBTYPE_DATA_OTA, TABLE_MAX_LEN, TYPE_APP, TYPE_DATA, PartitionTable
+
+    start = table_offset - address
+    if start < 0:
+        return clear
+    try:
+        table = PartitionTable.from_binary(clear[start : start + TABLE_MAX_LEN], source="partition table", table_offset=table_offset)
+    except ImgtoolError:
+        return clear
+    always = (SUBTYPE_DATA_OTA, SUBTYPES[TYPE_DATA]["nvs_keys"])
+    out = bytearray(clear)
+    for part in table.partitions:
+        if part.type == TYPE_APP or part.encrypted or (part.type == TYPE_DATA and part.subtype in always):
+            continue
+        lo, hi = max(part.offset - address, 0), min(part.offset + part.size - address, len(out))
+        if lo < hi:
+            out[lo:hi] = raw[lo:hi]
+    return bytes(out)
 
 
 def encrypt_layout(layout, key: FlashKey):

@@ -61,6 +61,14 @@ def esptool_args(layout: FlashLayout, merged_path: str | None = None) -> list[st
     ]
 
 
+def esptool_parts_args(layout: FlashLayout, shown=None) -> list[str]:
+    """argv (after ``esptool``) writing the parts, as ``flash_args`` does (NVS and other data partitions kept);
+    ``shown`` maps a file name to the path to print (default: the bare name)."""
+    shown = shown or (lambda name: name)
+    pairs = [item for p in layout.parts for item in (f"0x{p.offset:x}", shown(p.file))]
+    return ["--chip", layout.chip.name, "write-flash", *write_flash_args(layout), *pairs]
+
+
 def flash_args_text(layout: FlashLayout) -> str:
     """esptool argument file with one line per part, ESP-IDF's ``flash_args`` (``esptool write-flash @flash_args``)."""
     lines = [_join(write_flash_args(layout))]

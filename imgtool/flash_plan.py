@@ -166,21 +166,32 @@ def check_chip(pack: PackFolder, *, device_chip: str, requested_chip: str | None
     if device_chip != pack.chip:
         raise FlashCheckError(
             f"the connected chip is {device_chip}, but the pack in {pack.path} is for {pack.chip}; "
-            f"connect a {pack.chip} or pack the ELF with --chip {device_chip}",
+            f"connect a {pack.chip}, or build the firmware for {device_chip} and pack that ELF",
         )
 
 
-def check_revision(pack: PackFolder, device: DeviceInfo) -> list[str]:
-    """Problems running the app and the bootloader on the device's chip revision (empty when both allow it)."""
+def check_revision(pack: PackFolder, device: DeviceInfo, bootloader_fix: str | None = None) -> list[str]:
+    """Problems running the app and the bootloader on the device's chip revision (empty when both allow it).
+
+    The app must allow the revision at both ends; the bootloader checks only its own minimum
+    (``bootloader_common_check_chip_validity`` skips the maximum for ESP_IMAGE_BOOTLOADER).
+    ``bootloader_fix`` is the step that gets a bootloader for this revision (the flasher knows the pinned builds).
+    """
     problems = []
-    for what, (low, high) in (("app", pack.app_revisions), ("bootloader", pack.bootloader_revisions)):
-        if not low <= device.revision <= high:
-            problems.append(
-                f"the connected {device.chip} is revision {revision_name(device.revision)} but the {what} runs on "
-                f"{revision_span(low, high, joiner=' to ')}"
-                + ("; build the app for this revision (its min/max chip revision)" if what == "app" else
-                   "; pack with a bootloader variant for this revision ('imgtool bootloader list')")
-            )
+    low, high = pack.app_revisions
+    if not low <= device.revision <= high:
+        problems.append(
+            f"the connected {device.chip} is revision {revision_name(device.revision)} but the app runs on "
+            f"{revision_span(low, high, joiner=' to ')}; pack the ELF again with --min-rev/--max-rev including "
+            f"{revision_name(device.revision)} (if the firmware supports it)"
+        )
+    boot_low = pack.bootloader_revisions[0]
+    if device.revision < boot_low:
+        problems.append(
+            f"the connected {device.chip} is revision {revision_name(device.revision)} but the bootloader starts only on "
+            f"{revision_name(boot_low)} and later; "
+            + (bootloader_fix or "pack the ELF again with --bootloader FILE, an ESP-IDF bootloader built for this revision")
+        )
     return problems
 
 

@@ -59,7 +59,7 @@ class FlashOptions:
 class FlashReport:
     device: DeviceInfo
     written: list[tuple[int, str]]
-    erased: list[tuple[int, int, str]]
+    erased: list[tuple[int, int, str | None]]  # (offset, size, partition label); label None: the whole flash (--erase-all)
     notes: list[str]
 
 
@@ -111,7 +111,10 @@ def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print,
         esp.flash_set_parameters(flash_size_bytes(pack.settings.size))
         if options.erase_all:
             cmds.erase_flash(esp, force=options.force)
-        for offset, size, _ in regions:
+            regions = [(0, _whole_flash_size(esp, pack.settings.size), None), *regions]
+        for offset, size, label in regions:
+            if label is None:
+                continue  # the whole flash, erased above
             cmds.erase_region(esp, offset, size, force=options.force)
         cmds.write_flash(esp, [(off, data) for off, data, _ in writes], force=options.force)
         cmds.reset_chip(esp, options.after)
@@ -126,6 +129,19 @@ def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print,
             except Exception:  # pragma: no cover - closing a port that already failed
                 pass
     return FlashReport(device, [(off, name) for off, _, name in writes], regions, notes)
+
+
+def _whole_flash_size(esp, packed_size: str) -> int:
+    """The connected chip's flash size as esptool detects it, else the size the pack was made for."""
+    from esptool import cmds
+
+    from imgtool.chips import flash_size_bytes
+
+    try:
+        detected = cmds.detect_flash_size(esp)
+        return flash_size_bytes(detected) if detected else flash_size_bytes(packed_size)
+    except Exception:  # a flash chip esptool does not know, or an old esptool: the pack's size
+        return flash_size_bytes(packed_size)
 
 
 def read_device(esp) -> DeviceInfo:
@@ -151,8 +167,9 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
     from imgtool.pinned_bootloaders import load_manifest
 
     notes: list[str] = []
-    problems = check_revision(pack, device) if device.revision >= 0 else []
     manifest = load_manifest()
+    fix = _bootloader_fix(pack, device.revision, manifest, store) if device.revision >= 0 else None
+    problems = check_revision(pack, device, fix) if device.revision >= 0 else []
     crystal_variants = {e.crystal_mhz: e.variant for e in manifest.variants(pack.chip) if e.crystal_mhz is not None}
     decision = check_crystal(pack, device, crystal_variants)
     if decision.problem:
@@ -168,6 +185,29 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
         notes.append(decision.note)
         log(f"imgtool: {decision.note}")
     return notes
+
+
+def _bootloader_fix(pack: PackFolder, revision: int, manifest, store: BootloaderStore) -> str | None:
+    """The pack option that gives a bootloader starting on ``revision``: a pinned variant (read from the
+    cache or mirror only), else a bootloader file of the user's; None when the pack's bootloader starts on it."""
+    from imgtool.errors import ImgtoolError
+    from imgtool.image_format import parse_image
+
+    if revision >= pack.bootloader_revisions[0]:
+        return None
+    for entry in manifest.variants(pack.chip):
+        if entry.crystal_mhz is not None or entry.variant == pack.bootloader_source.get("variant"):
+            continue
+        try:
+            data = store.fetch(pack.chip, variant=entry.variant, offline=True, quiet=True, manifest=manifest)
+        except ImgtoolError:
+            about = f" ({entry.note})" if entry.note else ""
+            return (f"pack the ELF again with --bootloader-variant {entry.variant}{about} if that is this revision, "
+                    "or with --bootloader FILE built for it")
+        if parse_image(data).image.min_chip_rev_full <= revision:
+            return f"pack the ELF again with --bootloader-variant {entry.variant}, the pinned build that starts on it"
+    return ("no pinned bootloader starts on this revision; pack the ELF again with --bootloader FILE, "
+            "an ESP-IDF bootloader built for it")
 
 
 def _swap_bootloader(pack: PackFolder, variant: str, writes: list, manifest, store: BootloaderStore) -> None:

@@ -11,6 +11,7 @@ fields as plain values for ``image``, ``info`` and JSON.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -231,6 +232,12 @@ def parse_image(data: bytes | memoryview, path=None, *, what: str = "image") -> 
     buf = memoryview(data)
     if len(buf) < HEADER_LEN + EXTENDED_HEADER_LEN:
         raise ImageError(f"{what} is {len(buf)} bytes, too short for an ESP image header", path=path)
+    from imgtool.elf import ELF_MAGIC
+
+    if bytes(buf[: len(ELF_MAGIC)]) == ELF_MAGIC:
+        how = (f"; make the app image first: 'imgtool image {os.fspath(path) if path is not None else 'ELF'} -o app.bin' "
+               "(or 'imgtool pack' it)") if what == "image" else f"; pass the {what} .bin"
+        raise ImageError(f"is an ELF file, not an ESP {what}{how}", path=path)
     if buf[0] != IMAGE_MAGIC:
         raise ImageError(
             f"{what} does not start with the ESP image magic 0xE9 (found 0x{buf[0]:02X})", path=path, field="magic"

@@ -20,7 +20,7 @@ from imgtool.flash_formats import FORMATS
 from imgtool.flash_layout import FlashSettings, check_table_offset, plan_layout
 from imgtool.flash_outputs import render_files
 from imgtool.output_names import LEGACY_FILES, OTADATA_FILE, SHA256SUMS_FILE, format_file_name
-from imgtool.pack_result import PackResult, pack_result
+from imgtool.pack_result import PackResult, pack_result, probe_rs_args
 from imgtool.partitions import DEFAULT_TABLE_OFFSET
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def pack(
     store: BootloaderStore | None = None,
     source_date_epoch: str | None = None,
     cwd: str | os.PathLike | None = None,
+    global_config: str | os.PathLike | None = None,
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
@@ -76,9 +77,10 @@ def pack(
     ``SOURCE_DATE_EPOCH`` convention spells it) or 1980-01-01. The same inputs give the same bytes,
     except signatures (see README).
 
-    ``cwd`` is the caller's working folder: the espflash project-file search stops there and the
-    result shows the merged image's path relative to it; None searches up to the root and shows
-    absolute paths.
+    ``cwd`` is the caller's working folder: espflash.toml is looked for there and in its parent, the
+    search up from the ELF stops there, and the result shows the merged image's path relative to it;
+    None reads neither and shows absolute paths. ``global_config`` is espflash's global
+    ``espflash.toml`` (the CLI passes :func:`imgtool.project_config.global_config_path`), None for none.
     """
     from imgtool.app_image import build_app_image
     from imgtool.bootloader_choice import bootloader_for_app
@@ -94,6 +96,7 @@ def pack(
         normalize_flash_size,
     )
     from imgtool.data_parts import build_data_images, merge_data_specs
+    from imgtool.idf_build import find_idf_build
     from imgtool.project_config import ProjectConfig, load_project_config
     from imgtool.table_choice import check_app_fits, default_table, load_table
 
@@ -112,7 +115,7 @@ def pack(
     stamp = archive_timestamp(source_date_epoch) if archive else None  # a bad SOURCE_DATE_EPOCH fails before any work
     elf = Path(elf_path)
     store = store or BootloaderStore()
-    file_cfg = load_project_config(elf, cwd) if project_config else ProjectConfig()
+    file_cfg = load_project_config(elf, cwd, global_config) if project_config else ProjectConfig()
     cli = dict(
         chip=chip,
         flash_size=flash_size,
@@ -125,9 +128,21 @@ def pack(
     )
     cfg = file_cfg.merged_with(**cli)
     from_files = tuple(k for k, v in cli.items() if v is None and getattr(file_cfg, k) is not None)
+    origins = {s: file_cfg.origin(s) for s in from_files}
+    build = find_idf_build(elf) if project_config else None
+    if build is not None:  # esp-idf-sys's own bootloader, table and sdkconfig, under the files and the command line
+        given = {"bootloader": os.fspath(build.bootloader), "partition_table": os.fspath(build.partition_table), **build.settings}
+        if bootloader_variant is not None:
+            given.pop("bootloader")
+        taken = {k: v for k, v in given.items() if getattr(cfg, k) is None}
+        cfg = replace(cfg, **taken)
+        from_files += tuple(taken)
+        origins.update({k: os.fspath(build.folder) for k in taken})
     data_specs = merge_data_specs(dict(file_cfg.data), data)
     given_labels = {label for label, _ in data}
-    from_files += tuple(f"data.{label}" for label, _ in file_cfg.data if label not in given_labels)
+    from_data = tuple(f"data.{label}" for label, _ in file_cfg.data if label not in given_labels)
+    from_files += from_data
+    origins.update({s: file_cfg.origin(s) for s in from_data})
     requested_mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
     mode = boot_flash_mode(requested_mode)
     size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
@@ -141,9 +156,12 @@ def pack(
         flash_freq=cfg.flash_freq,
         min_rev_full=min_rev_full,
         max_rev_full=max_rev_full,
+        boot_warnings=False,  # judged below, under the chosen bootloader
     )
-    if mode != requested_mode:
-        app.warnings.append(
+    notes: list[str] = []
+    app.warnings[:0] = file_cfg.warnings
+    if mode != requested_mode:  # what ESP-IDF does too: nothing to fix
+        notes.append(
             f"flash mode {requested_mode} is written as {mode} in the headers and flash_args, as ESP-IDF does "
             f"(the ROM boots in {mode}; a bootloader built for {requested_mode.upper()} switches to it itself)"
         )
@@ -194,7 +212,7 @@ def pack(
             manifest=manifest,
         )
         if note:
-            app.warnings.append(note)
+            notes.append(note)
     # a pinned build, even one passed by hand as a file, is described (its crystal is known to `flash`)
     pinned = manifest.entry_for(raw_boot)
     boot_source: dict = {"source": "file"} if pinned is None else pinned.describe()
@@ -218,7 +236,12 @@ def pack(
             from imgtool.signing import sign_contents
 
             boot = sign_contents(boot, boot_keys)
-    app.warnings.extend(boots_with(app, app_data, boot))
+    boot_warnings, boot_notes = boots_with(
+        app, app_data, boot, revisions_chosen=min_rev_full is not None or max_rev_full is not None,
+        other_variants=sum(e.crystal_mhz is None for e in manifest.variants(target.name)) > 1,  # builds by revision
+    )
+    app.warnings.extend(boot_warnings)
+    notes.extend(boot_notes)
 
     desc = app.app_desc or {}
     name = elf.stem
@@ -234,7 +257,7 @@ def pack(
         fill_flash_size=fill_flash_size,
         version=(desc.get("version") or None),
         project_name=(desc.get("project_name") or None),
-        warnings=app.warnings,
+        warnings=list(dict.fromkeys(app.warnings)),  # a finding reached by two paths is said once
         bootloader_source=boot_source,
         data_parts=data_images,
         bootloader_kept=bootloader_kept,
@@ -255,27 +278,64 @@ def pack(
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
     write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
-    result = pack_result(layout, files, outdir=out, merged_path=_display_path(out / layout.merged_file, cwd))
-    return replace(result, config_files=file_cfg.sources, config_settings=from_files)
+
+    def shown(file: str) -> str:
+        return _display_path(out / file, cwd)
+
+    result = pack_result(layout, files, outdir=out, shown=shown)
+    if not keys and flash_key is None:  # probe-rs would write the plain app it builds from the ELF
+        result = replace(result, probe_rs_args=probe_rs_args(layout, _display_path(elf, cwd), shown))
+    read = (*file_cfg.sources, *((os.fspath(build.sdkconfig),) if build is not None else ()))
+    return replace(result, config_files=read, config_settings=from_files,
+                   config_origins=origins, notes=tuple(dict.fromkeys(notes)))
 
 
-def boots_with(app, app_data: bytes, bootloader: bytes) -> list[str]:
+def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: bool = False,
+               other_variants: bool = False) -> tuple[list[str], list[str]]:
     """Judge the app under the chosen bootloader (its RAM layout and revisions): refuse what it would not
-    start, return warnings for the rest (``boot_rules``)."""
-    from imgtool.boot_rules import BootContext, check_app, revision_range_text
+    start; return ``(warnings, notes)`` for the rest (``boot_rules``).
+
+    The bootloader checks its own header's minimum chip revision, not its maximum
+    (``bootloader_common_check_chip_validity`` skips it for ESP_IMAGE_BOOTLOADER), so of an app range
+    wider than the bootloader's only the chips below the bootloader's minimum fail to boot the pack.
+    That is a note when the app's range is the default, and a warning naming the fix when the user
+    chose it (``revisions_chosen``: --min-rev/--max-rev).
+    """
+    from imgtool.boot_rules import BootContext, check_app, revision_range_text, revisions_allowed
+    from imgtool.chips import revision_name
     from imgtool.errors import LayoutError
     from imgtool.image_format import parse_image
+    from imgtool.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
 
     boot = parse_image(bootloader, what="bootloader").image
     revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
+    image = parse_image(app_data).image
     findings = check_app(app.chip, parse_image(app_data), BootContext(bootloader_revs=revs))
+    warnings, notes = [], []
     for finding in findings:
         if finding.fatal:
             raise LayoutError(
                 f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app: {finding}",
                 path=app.elf.path,
             )
-    return [f"{app.elf.path}: {finding}" for finding in findings]
+        if finding.rule != REVISION_RULE:
+            warnings.append(f"{app.elf.path}: {finding}")
+            continue
+        boot_lo = locked_out_below((image.min_chip_rev_full, image.max_chip_rev_full), revs)
+        if boot_lo is None:
+            continue  # only revisions above the bootloader's maximum, which it does not check on itself
+        app_lo, _ = revisions_allowed(image.min_chip_rev_full, image.max_chip_rev_full)
+        first = revision_name(boot_lo)
+        other = "--bootloader-variant (see 'imgtool bootloader list') or --bootloader" if other_variants else "--bootloader"
+        if revisions_chosen:
+            warnings.append(
+                f"{app.elf.path}: --min-rev {revision_name(app_lo)} allows {app.chip.name} chips the bootloader does not "
+                f"start on (it needs {first} or later; bootloader_common_check_chip_validity); pass --min-rev "
+                f"{first.lstrip('v')}, or pack with {other} built for the older chips"
+            )
+        else:
+            notes.append(f"{locked_out_text(app.chip.name, boot_lo)}; for older chips pack with {other}")
+    return warnings, notes
 
 
 def _signing_keys(paths, chip: str, min_rev_full: int, warnings: list[str]) -> list:

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from imgtool.flash_layout import FlashLayout, FlashSettings
-from imgtool.flash_outputs import digests, esptool_args, render_files
+
+#: The app partition probe-rs (espflash) picks by itself in a table with one.
+DEFAULT_APP_PARTITION = "factory"
+from imgtool.flash_outputs import digests, esptool_args, esptool_parts_args, render_files
 
 
 class PartInfo(NamedTuple):
@@ -42,12 +45,19 @@ class PackResult:
     app_partition_size: int
     app_size: int
     files: tuple[str, ...]
-    esptool_args: tuple[str, ...]  # argv after "esptool"
+    esptool_args: tuple[str, ...]  # argv after "esptool": the parts, as flash_args (keeps NVS)
     outdir: Path | None = None
     warnings: tuple[str, ...] = ()
+    #: What is worth knowing but needs no action (the summary shows them; ``-q`` drops them).
+    notes: tuple[str, ...] = ()
     sha256: dict = field(default_factory=dict)
     config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
     config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
+    config_origins: dict = field(default_factory=dict)  # setting -> the file it was taken from
+    merged_esptool_args: tuple[str, ...] = ()  # argv after "esptool": the merged image, as flash_merged_args
+    #: argv after "probe-rs" flashing the ELF over a debug probe with this pack's bootloader and table
+    #: (empty for signed or encrypted packs: probe-rs writes the app it builds from the ELF, plain).
+    probe_rs_args: tuple[str, ...] = ()
 
     @property
     def app_usage(self) -> float:
@@ -56,7 +66,17 @@ class PackResult:
 
     @property
     def esptool_command(self) -> str:
+        """The esptool command writing the parts (what the summary recommends)."""
         return shlex.join(["esptool", *self.esptool_args])
+
+    @property
+    def merged_esptool_command(self) -> str:
+        """The esptool command writing the merged image (overwrites NVS and every other data partition)."""
+        return shlex.join(["esptool", *self.merged_esptool_args])
+
+    @property
+    def probe_rs_command(self) -> str | None:
+        return shlex.join(["probe-rs", *self.probe_rs_args]) if self.probe_rs_args else None
 
     def path(self, file: str) -> Path:
         return (self.outdir or Path(".")) / file
@@ -80,9 +100,27 @@ class PackResult:
             "sha256": dict(self.sha256),
             "esptool_args": list(self.esptool_args),
             "esptool_command": self.esptool_command,
+            "merged_esptool_args": list(self.merged_esptool_args),
+            "merged_esptool_command": self.merged_esptool_command,
+            "probe_rs_args": list(self.probe_rs_args),
+            "probe_rs_command": self.probe_rs_command,
             "warnings": list(self.warnings),
-            "config": {"files": list(self.config_files), "settings": list(self.config_settings)},
+            "notes": list(self.notes),
+            "config": {"files": list(self.config_files), "settings": list(self.config_settings),
+                       "origins": dict(self.config_origins)},
         }
+
+
+def probe_rs_args(layout: FlashLayout, elf: str, shown=None) -> tuple[str, ...]:
+    """``probe-rs run`` with the pack's bootloader and partition table (probe-rs builds the app from the ELF itself)."""
+    from imgtool.output_names import BOOTLOADER_FILE, PARTITIONS_BIN_FILE
+
+    shown = shown or (lambda name: name)
+    args = ["run", "--chip", layout.chip.name, "--idf-bootloader", shown(BOOTLOADER_FILE),
+            "--idf-partition-table", shown(PARTITIONS_BIN_FILE)]
+    if layout.app_partition_name != DEFAULT_APP_PARTITION:
+        args += ["--idf-target-app-partition", layout.app_partition_name]
+    return (*args, elf)
 
 
 def pack_result(
@@ -90,9 +128,13 @@ def pack_result(
     files: dict[str, bytes] | None = None,
     *,
     outdir: Path | None = None,
-    merged_path: str | None = None,
+    shown=None,
 ) -> PackResult:
-    """The report for ``layout`` and its rendered ``files`` (rendered now when None)."""
+    """The report for ``layout`` and its rendered ``files`` (rendered now when None).
+
+    ``shown`` maps an output file name to the path the commands print (default: the bare name).
+    """
+    shown = shown or (lambda name: name)
     files = files if files is not None else render_files(layout)
     merged_size = len(files[layout.merged_file]) if layout.merged_file in files else layout.end - layout.start
     return PackResult(
@@ -106,11 +148,12 @@ def pack_result(
         app_partition_size=layout.app_partition_size,
         app_size=layout.app.size,
         files=tuple(files),
-        esptool_args=tuple(esptool_args(layout, merged_path)),
+        esptool_args=tuple(esptool_parts_args(layout, shown)),
+        merged_esptool_args=tuple(esptool_args(layout, shown(layout.merged_file))),
         outdir=outdir,
         warnings=layout.warnings,
         sha256=digests(files),
     )
 
 
-__all__ = ["PackResult", "PartInfo", "pack_result"]
+__all__ = ["PackResult", "PartInfo", "pack_result", "probe_rs_args"]

@@ -602,10 +602,16 @@ class PartitionTable:
             )
         last = self.past_flash_end(flash_size)
         if last is not None:
+            from imgtool.chips import FLASH_SIZES, flash_size_bytes
+
+            needed = next((name for name in FLASH_SIZES if flash_size_bytes(name) >= last.end), None)
+            fix = f"pass --flash-size {needed}" if needed else "pass a larger --flash-size"
+            if not (self.source or "").startswith("preset "):  # a preset cannot be edited
+                fix += " or shrink it"
             raise self._error(
                 last,
                 f"{last.describe()} ends {human_size(last.end - flash_size)} past the end of the "
-                f"{human_size(flash_size)} flash; shrink it or pass a larger --flash-size",
+                f"{human_size(flash_size)} flash; {fix}",
             )
 
 

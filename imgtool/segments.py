@@ -13,6 +13,11 @@ The rules come from ``boot_rules`` (ESP-IDF's ``unpack_load_app`` and ``verify_s
   whole RAM segments or padding segments (load address 0, which the bootloader skips) fill the
   space in between. The segment holding the app descriptor comes first, where the bootloader
   reads it.
+- On esp32c2, -c3 and -s3 a DROM page and the IROM page with the same index are one MMU entry
+  (``mmu_ll_get_entry_id``), and the code mapping, made last in ``set_cache_and_start_app``, wins.
+  When the two segments need a common entry, the code segment's data sits in the same flash page
+  as the rodata's, at the same distance, so both buses read the right bytes; where their in-page
+  ranges leave no room for that (with a segment header between them) the ELF is refused.
 - On ESP32 a flash segment ends at least 0x24 bytes into its last page (ESP-IDF <= v3.1).
 - RAM pieces are copied as they are; only pieces that touch once padded to 4 bytes are joined.
 """
@@ -157,7 +162,60 @@ def flash_segments(chip: Chip, pieces: list[Piece], page: int, *, first_addr: in
     flash = _separate_bus_segments(chip, pieces, path)
     if first_addr is not None:
         flash.sort(key=lambda p: not (p.addr <= first_addr < p.end))
+    if shared_entries(chip, flash, page):
+        if first_addr is None:
+            flash.sort(key=lambda p: _linear_span(chip, p, page)[0])
+        _check_one_page_fits_both(chip, pieces, flash, page, first_addr, path)
     return flash
+
+
+def _linear_span(chip: Chip, piece: Piece, page: int) -> tuple[int, int]:
+    """Where a flash piece sits in the MMU's linear space (``BootFacts.linear``), as ``[start, end)``."""
+    start = chip.boot.linear(piece.addr, page)
+    return (start[1], start[1] + len(_padded(piece.data))) if start else (piece.addr, piece.end)
+
+
+def shared_entries(chip: Chip, flash: list[Piece], page: int) -> set[int]:
+    """MMU entries both flash segments need: DROM and IROM pages that ``mmu_ll_get_entry_id`` gives one entry."""
+    if len(flash) != 2:
+        return set()
+    a, b = (_linear_span(chip, p, page) for p in flash)
+    return set(range(a[0] // page, (a[1] - 1) // page + 1)) & set(range(b[0] // page, (b[1] - 1) // page + 1))
+
+
+def _check_one_page_fits_both(chip: Chip, pieces: list[Piece], flash: list[Piece], page: int, first_addr, path) -> None:
+    """Both segments are placed at one distance from their linear addresses (:func:`layout`), so a shared
+    entry maps a flash page holding both; that needs the second one in file order to start past the first's
+    end plus a segment header. Otherwise no layout maps both buses right (``set_cache_and_start_app`` in
+    bootloader_utility.c maps the code last, through the entries ``mmu_ll_get_entry_id`` in
+    hal/CHIP/include/hal/mmu_ll.h gives): refuse, naming the closest rodata and code sections."""
+    first, second = (_linear_span(chip, p, page) for p in flash)
+    if second[0] >= first[1] + SEGMENT_HEADER_LEN:
+        return
+    entry = min(shared_entries(chip, flash, page))
+    drom = [p for p in pieces if chip.boot.drom.contains(p.addr)]
+    irom = [p for p in pieces if chip.boot.irom.contains(p.addr)]
+
+    def distance(pair) -> int:
+        (d0, d1), (i0, i1) = (_linear_span(chip, p, page) for p in pair)
+        return max(d0 - i1, i0 - d1, 0) + abs(d0 // page - entry) + abs(i0 // page - entry)
+
+    ro, code = min(((d, i) for d in drom for i in irom), key=distance)
+    why = (
+        "the app descriptor must come first but its rodata lies after the code there"
+        if first_addr is not None and first[0] > second[0]
+        else "their in-page ranges leave no room for both segments (and a segment header) in one flash page"
+    )
+    drom_page, irom_page = (chip.boot.mmu_window(p.addr).page_of(entry, page) for p in (ro, code))
+    raise LayoutError(
+        f"rodata and code both need {chip.name}'s MMU entry {entry} (DROM page 0x{drom_page:08x} "
+        f"and IROM page 0x{irom_page:08x}, closest sections {ro.name} at 0x{ro.addr:08x}..0x{ro.end:08x} "
+        f"and {code.name} at 0x{code.addr:08x}..0x{code.end:08x}), and {why}: the code mapping, made last, would replace "
+        f"the rodata one (set_cache_and_start_app, mmu_ll_get_entry_id); link rodata and code into different "
+        f"{page // 1024} KB page indexes (esp-hal's .rotext_dummy / .text_dummy)",
+        path=path,
+        field=ro.name,
+    )
 
 
 def _padded(data: bytes) -> bytes:
@@ -182,8 +240,12 @@ def layout(chip: Chip, pieces: list[Piece], page_size: int, *, first_addr: int |
     ram_left = [Segment(p.addr, _padded(p.data)) for p in ram]
     out: list[Segment] = []
     pos = HEADER_LEN + EXTENDED_HEADER_LEN
+    # Where the first flash segment's data lands, when the second must keep its distance (a shared MMU entry).
+    anchor: tuple[int, int] | None = None
     for piece in flash:
         gap = (piece.addr - (pos + SEGMENT_HEADER_LEN)) % page_size
+        if anchor is not None:
+            gap = anchor[0] + _linear_span(chip, piece, page_size)[0] - anchor[1] - (pos + SEGMENT_HEADER_LEN)
         if gap:
             # Fill with whole RAM segments while what is left can still hold a padding segment.
             for seg in list(ram_left):
@@ -207,6 +269,8 @@ def layout(chip: Chip, pieces: list[Piece], page_size: int, *, first_addr: int |
             out.append(Segment(PADDING_ADDR, b"\x00" * (gap - SEGMENT_HEADER_LEN)))
             pos += gap
         seg = Segment(piece.addr, _with_tail(chip, _padded(piece.data), piece.addr, page_size))
+        if anchor is None and not chip.unified_flash_map and shared_entries(chip, flash, page_size):
+            anchor = (pos + SEGMENT_HEADER_LEN, _linear_span(chip, piece, page_size)[0])
         out.append(seg)
         pos += SEGMENT_HEADER_LEN + len(seg.data)
     out.extend(ram_left)

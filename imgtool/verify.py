@@ -6,7 +6,9 @@ bootloader does (``imgtool.otadata``: otadata's entry, else factory, else ota_0)
 then loads and maps the app; a selected partition without a loadable app fails,
 naming what the bootloader falls back to. The app is judged by
 ``boot_rules`` (ESP-IDF's loader as a model) under the bootloader actually
-found, so every problem names the part and the bootloader step it fails.
+found, so every problem names the part and the bootloader step it fails. With
+an ELF, every allocated section is compared with what the CPU reads when the
+app starts: flash through the MMU table the bootloader leaves, RAM as loaded.
 Data partitions that hold something are described (an NVS partition's page
 headers checked as ESP-IDF's NVS reads them; a bad one is a warning: the app
 would lose that data, but it boots).
@@ -263,6 +265,15 @@ class _Verifier:
             return b""
         return self.data[start : start + length]
 
+    def read_mapped(self, addr: int, length: int) -> bytes:
+        """Flash as the MMU reads it: past the end of a merged image lies flash it never wrote (erased)."""
+        from imgtool.chips import ERASED
+
+        data = self.read(addr, length)
+        if self.flash_bytes is not None and addr + length > self.flash_bytes:
+            return data
+        return data + ERASED * (length - len(data))
+
     def available(self, addr: int) -> int:
         return max(0, len(self.data) - (addr - self.r.base))
 
@@ -278,7 +289,7 @@ class _Verifier:
         if part is not None:
             app = self.check_app(part, boot_ok)
             if app is not None and elf is not None:
-                self.check_elf(app, elf)
+                self.check_elf(app, elf, part.offset)
         self.check_data_partitions(table)
 
     def locate(self) -> bool:
@@ -462,6 +473,7 @@ class _Verifier:
         """The app as the bootloader loads it: every rule of ``boot_rules``, each naming its ESP-IDF step."""
         from imgtool.boot_rules import BootContext, check_app
         from imgtool.image_format import parse_image
+        from imgtool.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
 
         r, chip = self.r, self.chip
         label = f"app ('{part.name}' at 0x{part.offset:x})"
@@ -477,6 +489,11 @@ class _Verifier:
         context = BootContext(part.offset, part.size, self.bootloader_revs)
         findings = check_app(chip, parsed, context)
         for finding in findings:
+            if finding.rule == REVISION_RULE and not finding.fatal:  # an overlap: said as what it means (revision_reach)
+                boot_lo = locked_out_below((parsed.image.min_chip_rev_full, parsed.image.max_chip_rev_full), self.bootloader_revs)
+                if boot_lo is not None:
+                    r.add(label, True, f"{locked_out_text(chip.name, boot_lo)} ({REVISION_RULE})")
+                continue
             r.add(label, not finding.fatal, str(finding), warning=not finding.fatal)
         from imgtool.signing import signature_checks
 
@@ -505,7 +522,10 @@ class _Verifier:
                 plausible, message = found
                 self.r.add(f"data ('{part.name}' at 0x{part.offset:x})", True, message, warning=not plausible)
 
-    def check_elf(self, parsed, elf_path) -> None:
+    def check_elf(self, parsed, elf_path, flash_offset: int) -> None:
+        """Every allocated ELF section as the CPU reads it when the app starts (``boot_rules.CpuView``): flash
+        through the MMU table ``set_cache_and_start_app`` leaves, RAM as loaded; not the segments' own bytes."""
+        from imgtool.boot_rules import CpuView
         from imgtool.elf import read_elf
         from imgtool.image_format import APP_DESC_ELF_SHA256_OFFSET, SHA256_LEN
         from imgtool.memory import LoadedMemory, elf_mismatches
@@ -519,7 +539,8 @@ class _Verifier:
             return
         segments = [s.segment for s in parsed.segments]
         desc = info.find_app_descriptor(contents)
-        problems = elf_mismatches(segments, info, app_desc_addr=desc.addr if desc else None, contents=contents)
+        cpu = CpuView(self.chip, parsed, self.read_mapped, flash_offset)
+        problems = elf_mismatches(segments, info, app_desc_addr=desc.addr if desc else None, contents=contents, memory=cpu)
         if desc is not None:
             stored = LoadedMemory(segments).read(desc.addr + APP_DESC_ELF_SHA256_OFFSET, SHA256_LEN)
             if stored is not None and stored != b"\x00" * SHA256_LEN and stored != info.sha256():
@@ -527,7 +548,12 @@ class _Verifier:
         for problem in problems:
             r.fail("elf", problem)
         if not problems:
-            r.add("elf", True, f"all {len(contents)} loadable sections of {Path(elf_path).name} are intact in the app image")
+            r.add(
+                "elf",
+                True,
+                f"all {len(contents)} loadable sections of {Path(elf_path).name} read intact as the CPU sees them "
+                "(flash through the MMU as the bootloader maps it, RAM as it loads it)",
+            )
 
 
 __all__ = ["Check", "VerifyReport", "resolve_input", "verify"]

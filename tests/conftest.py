@@ -55,6 +55,20 @@ def corpus_elf_params():
     return [pytest.param(p, id=p.name) for p in elfs]
 
 
+@pytest.fixture(scope="session")
+def _empty_config_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("config-home")
+
+
+@pytest.fixture(autouse=True)
+def _no_global_espflash_config(monkeypatch, _empty_config_home):
+    """The global espflash.toml of whoever runs the tests (``pack`` reads it) must not change what they see."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(_empty_config_home))
+    monkeypatch.setenv("APPDATA", str(_empty_config_home))
+    if sys.platform == "darwin":
+        monkeypatch.setenv("HOME", str(_empty_config_home))
+
+
 @pytest.fixture
 def corpus():
     if not CORPUS.is_dir():

@@ -336,6 +336,9 @@ def test_user_bootloader_must_be_an_intact_image_for_the_chip(tmp_path):
     with pytest.raises(BootloaderError, match="SHA-256 does not match"):
         load_user_bootloader(path, "esp32c3")
     path.write_bytes(b"\x7fELF" + bytes(60))
+    with pytest.raises(Exception, match="is an ELF file, not an ESP bootloader; pass the bootloader .bin"):
+        load_user_bootloader(path, "esp32c3")
+    path.write_bytes(b"\x00" + bytes(63))
     with pytest.raises(Exception, match="magic 0xE9"):
         load_user_bootloader(path, "esp32c3")
 

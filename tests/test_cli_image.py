@@ -116,7 +116,7 @@ def test_bad_revision_option(tmp_path):
 
 
 def test_info_on_non_image(tmp_path):
-    assert_one_line_error(run("info", C3), str(C3), "magic")
+    assert_one_line_error(run("info", C3), str(C3), "is an ELF file, not an ESP image; make the app image first")
 
 
 def test_output_into_missing_folder(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imgtool.app_image import build_app_image
+from imgtool.boot_rules import image_cpu_view
 from imgtool.elf import read_elf
 from imgtool.errors import ElfError, LayoutError
 from imgtool.image_format import parse_image
@@ -36,7 +37,8 @@ def assert_loads_intact(path, **kwargs):
     assert img.checksum_valid and img.hash_valid
     elf = read_elf(path)
     desc = elf.find_app_descriptor(elf.read_all())
-    assert elf_mismatches(img.image.segments, elf, app_desc_addr=desc.addr if desc else None) == []
+    cpu = image_cpu_view(result.chip, img, result.data)
+    assert elf_mismatches(img.image.segments, elf, app_desc_addr=desc.addr if desc else None, memory=cpu) == []
     for seg, off in zip(img.image.segments, flash_data_offsets(list(img.image.segments))):
         if seg.addr != PADDING_ADDR and result.chip.is_flash_mapped(seg.addr):
             assert off % PAGE == seg.addr % PAGE
@@ -68,8 +70,11 @@ def test_sections_sharing_a_page_become_one_segment(tmp_path):
 
 
 def test_section_straddling_a_page_boundary(tmp_path):
-    extra = [Sec(".rodata_big", 0x3C01_FF00, bytes(range(256)) * 4, flags="A")]
-    assert_loads_intact(c3(tmp_path, extra=extra))
+    # rodata reaching into page 1 moves the code to page 2, as esp-hal's .rotext_dummy does: on esp32c3 a
+    # DROM page and the IROM page with its index share one MMU entry (test_mmu.py has the refusal)
+    extra = [Sec(".rodata_big", 0x3C00_FF00, bytes(range(256)) * 4, flags="A"), Sec(".text", 0x4202_0020, b"\x01\x00" * 32, flags="AX")]
+    sections = [s for s in esp_app_sections("esp32c3") if s.name not in (".text", ".rotext_dummy")] + extra
+    assert_loads_intact(write(tmp_path, sections, machine=EM_RISCV, entry=0x4202_0020))
 
 
 def test_huge_flash_section(tmp_path):

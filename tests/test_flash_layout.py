@@ -178,8 +178,11 @@ def test_result_describes_parts_and_command():
     assert [p.name for p in res.parts] == ["bootloader", "partition-table", "app"]
     assert res.merged.offset == 0x1000 and res.merged.file == "blinky.merged.bin"
     assert res.app_partition == "factory" and res.app_size == len(lay.app.data)
-    assert res.esptool_command == (
+    assert res.merged_esptool_command == (
         "esptool --chip esp32 write-flash -fm dio -ff 40m -fs 4MB 0x1000 blinky.merged.bin"
+    )
+    assert res.esptool_command == (  # the parts, as flash_args
+        "esptool --chip esp32 write-flash -fm dio -ff 40m -fs 4MB 0x1000 bootloader.bin 0x8000 partitions.bin 0x10000 blinky.bin"
     )
     assert 0 < res.app_usage < 1
     json.dumps(res.to_dict())

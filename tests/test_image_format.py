@@ -115,7 +115,10 @@ def test_flipped_byte_breaks_checksum_or_hash():
 
 
 def test_wrong_magic_names_the_field():
-    with pytest.raises(ImageError, match="magic"):
+    with pytest.raises(ImageError, match="magic") as err:
+        parse_image(b"\x00" * 64, "x.bin")
+    assert err.value.field == "magic"
+    with pytest.raises(ImageError, match="is an ELF file, not an ESP image; make the app image first: 'imgtool image x.bin"):
         parse_image(b"\x7fELF" + b"\x00" * 60, "x.bin")
 
 

@@ -68,9 +68,10 @@ def test_pack_shows_paths_relative_to_the_given_working_folder_only(tmp_path):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     out = tmp_path / "out"
     given = pack(C3, out, bootloader=boot, project_config=False, cwd=tmp_path, store=BootloaderStore(tmp_path / "c"))
-    assert given.esptool_args[-1] == os.path.join("out", "esp32c3-min.merged.bin")
+    assert given.merged_esptool_args[-1] == os.path.join("out", "esp32c3-min.merged.bin")
+    assert given.esptool_args[-1] == os.path.join("out", "esp32c3-min.bin")
     plain = pack(C3, out, bootloader=boot, project_config=False, store=BootloaderStore(tmp_path / "c"))
-    assert Path(plain.esptool_args[-1]).is_absolute()
+    assert Path(plain.merged_esptool_args[-1]).is_absolute() and Path(plain.esptool_args[-1]).is_absolute()
 
 
 def test_cli_passes_the_cache_folder_down_to_the_output_lock(tmp_path):

@@ -69,7 +69,8 @@ def test_pack_writes_every_output(tmp_path, elf_c3, boot_c3):
     merged = (out / "blinky.merged.bin").read_bytes()
     assert merged[:len(boot_c3.read_bytes())][:1] == b"\xe9"
     assert merged[0x10000 : 0x10000 + res.app_size] == (out / "blinky.bin").read_bytes()
-    assert res.esptool_args[-2:] == ("0x0", str((out / "blinky.merged.bin").resolve()))  # outside the cwd: absolute
+    assert res.merged_esptool_args[-2:] == ("0x0", str((out / "blinky.merged.bin").resolve()))  # outside the cwd: absolute
+    assert res.esptool_args[-2:] == ("0x10000", str((out / "blinky.bin").resolve()))  # the parts, as flash_args
     report = verify(out, elf=elf_c3)
     assert report.ok, report.problems
 
@@ -85,7 +86,7 @@ def test_quad_modes_are_written_as_dio_like_esp_idf(requested, tmp_path, elf_c3,
         assert parse_image((out / name).read_bytes()).image.flash_mode == dio
     assert "-fm dio" in (out / "flash_args").read_text()
     assert json.loads((out / "flasher_args.json").read_text())["flash_settings"]["flash_mode"] == "dio"
-    assert any(f"flash mode {requested} is written as dio" in w for w in res.warnings)
+    assert any(f"flash mode {requested} is written as dio" in n for n in res.notes) and not res.warnings
     assert verify(out, elf=elf_c3).ok
 
 

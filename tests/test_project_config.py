@@ -83,24 +83,35 @@ def test_command_line_wins(crate):
     assert cfg.flash_size == "4MB" and cfg.flash_mode == "qio"
 
 
-def test_search_stops_at_the_crate_root(crate, tmp_path):
+def test_search_up_from_the_elf_stops_at_the_crate_root(crate, tmp_path):
     root, elf = crate
     (tmp_path / "espflash.toml").write_text('[flash]\nsize = "16MB"\n')  # above the crate: not ours
-    assert load_project_config(elf, cwd=tmp_path).flash_size is None
+    elsewhere = tmp_path / "elsewhere" / "deeper"
+    elsewhere.mkdir(parents=True)
+    assert load_project_config(elf, cwd=elsewhere).flash_size is None
     esp, cargo = find_config_files(elf, cwd=tmp_path)
     assert esp is None and cargo == root / "Cargo.toml"
 
 
-def test_nearest_espflash_toml_is_used(crate):
+def test_nearest_espflash_toml_above_the_elf_beats_the_crates(crate, tmp_path):
     root, elf = crate
     (root / "espflash.toml").write_text('[flash]\nsize = "16MB"\n')
-    (elf.parent / "espflash.toml").write_text('[flash]\nsize = "4MB"\n')
-    assert load_project_config(elf, cwd=root).flash_size == "4MB"
+    (elf.parent / "espflash.toml").write_text('[flash]\nsize = "4MB"\nmode = "dout"\n')
+    cfg = load_project_config(elf, cwd=tmp_path)
+    assert cfg.flash_size == "4MB" and cfg.origin("flash_size") == str(elf.parent / "espflash.toml")
+
+
+def test_the_working_folders_espflash_toml_wins_as_in_espflash(crate):
+    root, elf = crate
+    (root / "espflash.toml").write_text('[flash]\nsize = "16MB"\n')
+    (elf.parent / "espflash.toml").write_text('[flash]\nsize = "4MB"\nmode = "dout"\n')
+    cfg = load_project_config(elf, cwd=root)
+    assert cfg.flash_size == "16MB" and cfg.flash_mode == "dout"  # per setting: the other file still counts
 
 
 def test_search_stops_at_cwd_without_cargo(tmp_path):
     (tmp_path / "espflash.toml").write_text('[flash]\nsize = "16MB"\n')
-    work = tmp_path / "w"
+    work = tmp_path / "w" / "x"
     (work / "sub").mkdir(parents=True)
     elf = work / "sub" / "app.elf"
     elf.write_bytes(b"")

@@ -46,7 +46,7 @@ def test_packed_output_verifies(packed, chip_name):
     assert report.ok, [str(p) for p in report.problems]
     assert report.chip == chip_name
     assert report.boot_partition == "factory" and report.app_size == res.app_size
-    assert {c.part.split(" ")[0] for c in report.checks} == {"bootloader", "partition", "app", "elf", "pack"}
+    assert {c.part.split(" ")[0] for c in report.checks} == {"bootloader", "partition", "app", "elf", "data", "pack"}
 
 
 @pytest.mark.parametrize("chip_name", ["esp32", "esp32c3"])

@@ -71,6 +71,7 @@ def list_(as_json):
         ("Size", "right"),
         ("SHA-256", "left"),
         ("Cached", "left"),
+        ("For", "left"),  # the crystal or chip revisions a variant is built for, so a hint naming this list leads somewhere
     ):
         table.add_column(name, justify=justify)
     manifest = load_manifest()
@@ -94,5 +95,6 @@ def list_(as_json):
             f"{entry.size:,}",
             entry.sha256[:SHA_PREFIX_DIGITS],
             "yes" if status.cached else "no",
+            entry.note.replace("; the default", ""),
         )
     plain_console().print(table)

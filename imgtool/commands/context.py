@@ -40,10 +40,18 @@ def working_folder() -> Path:
     return Path.cwd()
 
 
+def global_config() -> Path | None:
+    """espflash's global ``espflash.toml`` for this user (read when it exists)."""
+    from imgtool.project_config import global_config_path
+
+    return global_config_path(os.environ)
+
+
 def pack_environment() -> dict:
     """The keywords of :func:`imgtool.pack.pack` that come from the environment and the working folder."""
     return {
         "store": bootloader_store(),
         "source_date_epoch": user_environment().source_date_epoch,
         "cwd": working_folder(),
+        "global_config": global_config(),
     }

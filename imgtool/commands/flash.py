@@ -19,7 +19,7 @@ def _labels(ctx, param, value):
 @click.command()
 @click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="OUTDIR|ELF")
 @click.option("--port", "-p", help="Serial port or esptool URL (socket://host:port) [default: $ESPPORT, else the only USB serial port].")
-@click.option("--baud", "-b", default=460800, show_default=True, type=click.IntRange(min=300), help="Baud rate for flashing.")
+@click.option("--baud", "-b", type=click.IntRange(min=300), help="Baud rate for flashing [default: baudrate in espflash.toml, else 460800].")
 @chip_option("The chip you expect; a pack for another chip is refused (the connected chip is always checked).")
 @click.option("--merged", is_flag=True, help="Write the merged image (flash_merged_args): overwrites NVS and every other data partition.")
 @click.option("--force", is_flag=True, help="Flash even when the chip's revision or crystal does not suit the app or bootloader.")
@@ -42,11 +42,12 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
     from imgtool.commands.context import user_environment
     from imgtool.flasher import FlashOptions
 
+    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    baud = resolved_baud(baud, None if target.is_dir() else target, say)
     options = FlashOptions(
         port=port or user_environment().port, baud=baud, before=before, after=after, no_stub=no_stub, chip=chip, merged=merged, force=force,
         erase_all=erase_all, erase_parts=erase_parts, erase_data_parts=erase_data_parts,
     )
-    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     if as_json:  # esptool's progress goes to stderr so standard output stays one JSON object
         import contextlib
         import sys
@@ -58,9 +59,23 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
         _run(target, options, chip, pack_opts, say, quiet=False)
 
 
+def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
+    """``--baud``, else ``baudrate`` from the espflash.toml files ``pack`` reads for ``elf`` (or, for a folder
+    already packed, from the working folder's, its parent's and the global one), else 460800."""
+    from imgtool.commands.context import global_config, working_folder
+    from imgtool.flasher import DEFAULT_BAUD
+    from imgtool.project_config import flash_baud, load_project_config
+
+    cfg = load_project_config(elf, working_folder(), global_config())
+    value, origin = flash_baud(baud, cfg, DEFAULT_BAUD)
+    if origin and say is not None:
+        say(f"baud {value} (baudrate from {origin})")
+    return value
+
+
 def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
     from imgtool.commands.context import bootloader_store, pack_environment, quiet_downloads
-    from imgtool.errors import UsageError
+    from imgtool.errors import ImgtoolError, UsageError
     from imgtool.flasher import flash_folder
 
     if target.is_dir():
@@ -81,7 +96,21 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
             f"packed {target.name} for {result.chip}: app {result.app_size:,} bytes in '{result.app_partition}' "
             f"({result.app_usage * 100:.1f}% used)"
         )
-        return flash_folder(result.outdir, options, log=say, store=environment["store"])
+        try:
+            return flash_folder(result.outdir, options, log=say, store=environment["store"])
+        except ImgtoolError as exc:
+            raise _named_by_elf(exc, result.outdir, target) from None
+
+
+def _named_by_elf(exc, folder: Path, elf: Path):
+    """``exc`` with the temporary pack folder, which is gone once the command ends, named by the ELF it was packed from."""
+    import os
+
+    temp = os.fspath(folder)
+    exc.message = exc.message.replace(f"the pack in {temp}", f"the pack of {elf}").replace(temp, f"the pack of {elf}")
+    if exc.path is not None and exc.path.startswith(temp):
+        exc.path = os.fspath(elf)
+    return exc
 
 
 def _print_json(report) -> None:
@@ -90,7 +119,8 @@ def _print_json(report) -> None:
         "chip_revision": report.device.revision,
         "crystal_mhz": report.device.crystal_mhz,
         "written": [{"offset": off, "offset_hex": f"0x{off:x}", "file": name} for off, name in report.written],
-        "erased": [{"offset": off, "size": size, "partition": label} for off, size, label in report.erased],
+        "erased": [{"offset": off, "offset_hex": f"0x{off:x}", "size": size, "partition": label, "whole_flash": label is None}
+                   for off, size, label in report.erased],
         "notes": report.notes,
     }
     click.echo(json.dumps(doc, indent=2))

@@ -45,8 +45,17 @@ def flash_mode_option(help: str = "SPI flash mode [default: dio]."):
 flash_size_option = click.option(
     "--flash-size", callback=parse_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help="Flash size [default: 2MB]."
 )
+def parse_flash_freq(ctx, param, value):
+    """esptool's ``80m`` or espflash's ``80MHz``/``80M``, as espflash.toml accepts them, spelled ``80m``."""
+    if value is None:
+        return None
+    from imgtool.project_config import normalize_freq
+
+    return normalize_freq(value)
+
+
 flash_freq_option = click.option(
-    "--flash-freq", help="Flash frequency, e.g. 40m or 80m [default: the chip's ESP-IDF default]."
+    "--flash-freq", callback=parse_flash_freq, help="Flash frequency, e.g. 40m or 80MHz [default: the chip's ESP-IDF default]."
 )
 
 

@@ -89,7 +89,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--archive", is_flag=True,
               help="Also write NAME-VERSION-CHIP.zip of the outputs (fixed timestamps: 1980-01-01 or $SOURCE_DATE_EPOCH).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors (no summary, no notes).")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
          bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
          encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, as_json, quiet):
@@ -139,8 +139,12 @@ def print_summary(result) -> None:
     f = result.flash
     from_files = ""
     if result.config_settings:
-        names = ", ".join(Path(p).name for p in result.config_files)
-        from_files = f"  ({', '.join(_setting_name(s) for s in result.config_settings)} from {names})"
+        by_file: dict[str, list[str]] = {}
+        for setting in result.config_settings:
+            by_file.setdefault(result.config_origins.get(setting) or "", []).append(_setting_name(setting))
+        from_files = "  ({})".format(
+            "; ".join(f"{', '.join(names)} from {_shown_path(file)}" for file, names in by_file.items())
+        )
     click.echo(f"{click.style(result.chip, bold=True)}  flash {f.size}, {f.mode}, {f.freq}  →  {result.outdir or '.'}{from_files}")
     m = result.merged
     rows = [(p.name, f"0x{p.offset:x}", f"{p.size:,}", p.file) for p in result.parts]
@@ -163,6 +167,10 @@ def print_summary(result) -> None:
     click.echo(f"flash with ({kept}; --merged writes the merged image):")
     click.echo(f"  imgtool flash {shlex.quote(outdir)} --port PORT")
     click.echo(f"  or, from {outdir}: esptool --chip {result.chip} write-flash @flash_args")
+    if result.probe_rs_command:
+        click.echo(f"  or, with a debug probe: {result.probe_rs_command}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
 
 
 def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> list[str]:
@@ -173,6 +181,16 @@ def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tup
         "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
         for row in table
     ]
+
+
+def _shown_path(file: str) -> str:
+    """A project file as the user would type it: relative to the working folder when below it."""
+    from imgtool.commands.context import working_folder
+
+    try:
+        return os.fspath(Path(file).resolve().relative_to(working_folder().resolve()))
+    except ValueError:
+        return file
 
 
 def _setting_name(setting: str) -> str:
@@ -198,10 +216,11 @@ def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_c
     from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
+    _refuse_elf(target)
     trusted = load_trusted_keys(keys)
     source = target
     if encrypt_key is not None or _has_encrypted_parts(target):
-        source, chip = _decrypted_image(target, chip, encrypt_key, flash_crypt_conf)
+        source, chip = _decrypted_image(target, chip, encrypt_key, flash_crypt_conf, partition_table_offset)
     report = do_verify(source, chip=chip, elf=elf, table_offset=partition_table_offset, keys=trusted)
     if source is not target:
         report.source = os.fspath(target)
@@ -214,6 +233,22 @@ def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_c
     report.raise_for_problems()
 
 
+def _refuse_elf(target: Path) -> None:
+    """An ELF is what ``pack`` reads, not what the chip boots: say so, with the two steps that check it."""
+    from imgtool.elf import ELF_MAGIC
+    from imgtool.errors import InputError
+
+    if target.is_file():
+        with open(target, "rb") as f:
+            head = f.read(len(ELF_MAGIC))
+        if head == ELF_MAGIC:
+            raise InputError(
+                f"is an ELF file, not a pack; pack it first, then verify the pack: 'imgtool pack {target} -o OUTDIR' "
+                f"and 'imgtool verify OUTDIR --elf {target}'",
+                path=target,
+            )
+
+
 def _has_encrypted_parts(target: Path) -> bool:
     from imgtool.flash_outputs import marks_encrypted_parts
     from imgtool.output_names import FLASHER_ARGS_JSON_FILE
@@ -224,11 +259,11 @@ def _has_encrypted_parts(target: Path) -> bool:
         return False
 
 
-def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf):
+def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_offset: int):
     """The merged image in clear (the chip's view of its flash), and the chip it is for."""
     from imgtool.atomic import read_input
     from imgtool.chips import get_chip
-    from imgtool.encryption import decrypt, load_flash_key
+    from imgtool.encryption import AES_BLOCK, decrypt_written, keep_plain_partitions, load_flash_key
     from imgtool.errors import UsageError
     from imgtool.verify import resolve_input
 
@@ -244,4 +279,18 @@ def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf):
         raise UsageError("pass --chip to decrypt this image (flash encryption depends on the chip)", field="--chip")
     key = load_flash_key(encrypt_key, get_chip(chip).name, flash_crypt_conf)
     data = read_input(file, "flash image")
-    return decrypt(key, data[: len(data) - len(data) % 16], get_chip(chip).bootloader_offset), chip
+    base = get_chip(chip).bootloader_offset
+    clear = decrypt_written(key, data[: len(data) - len(data) % AES_BLOCK], base, _plain_parts(target))
+    return keep_plain_partitions(clear, data, base, table_offset) + data[len(clear) :], chip
+
+
+def _plain_parts(target: Path) -> tuple[tuple[int, int], ...]:
+    """Flash ranges a pack folder's ``flasher_args.json`` lists as written in clear (``encrypted`` false)."""
+    from imgtool.output_names import FLASHER_ARGS_JSON_FILE
+
+    try:
+        doc = json.loads((target / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
+        parts = [v for k, v in doc.items() if k != "merged" and isinstance(v, dict) and v.get("encrypted") == "false"]
+        return tuple((int(p["offset"], 16), int(p["offset"], 16) + (target / p["file"]).stat().st_size) for p in parts)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ()
