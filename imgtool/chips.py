@@ -734,6 +734,8 @@ CHIPS: dict[str, Chip] = {
                 # SOC_MMU_PER_EXT_MEM_TARGET: ``unpack_load_app`` counts PSRAM segments with text and rodata.
                 extra_mapped=(_s(0x5000_0000, 0x5400_0000),),
                 max_flash_span=1 << 32,
+                # ext_mem_defs.h: SOC_MMU_ENTRY_NUM 1024 for each MMU, SOC_MMU_FLASH/PSRAM_VADDR_BASE.
+                mmu=(_bus(0x4000_0000, 0x4400_0000, 1024), _psram_mmu(0x5000_0000, 0x5400_0000, 1024)),
             ),
             # The flash MMU's page sizes (mmu_ll_set_page_size, MMU_LL_FLASH_MMU_ID); PSRAM's MMU has its own.
             mmu_page_sizes=(32 * KiB, 64 * KiB, 128 * KiB, 256 * KiB),
@@ -762,6 +764,8 @@ CHIPS: dict[str, Chip] = {
                 # bootloader-esp32h4.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
                 bootloader_ram=(_ld_regions(0, 0x4085_D350, 0x4085_D350),),
                 max_flash_span=1 << 32,
+                # ext_mem_defs.h: SOC_MMU_ENTRY_NUM 512 from SOC_MMU_IBUS_VADDR_BASE.
+                mmu=(_bus(0x4200_0000, 0x4400_0000, 512),),
             ),
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,
@@ -788,6 +792,8 @@ CHIPS: dict[str, Chip] = {
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 # bootloader-esp32h21.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
                 bootloader_ram=(_ld_regions(0, 0x4084_9A78, 0x4084_F380),),
+                # ext_mem_defs.h: SOC_MMU_ENTRY_NUM 256 from SOC_MMU_IBUS_VADDR_BASE.
+                mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
             ),
             mmu_page_sizes=_CONFIGURABLE_PAGES,
             unified_flash_map=True,

@@ -259,3 +259,23 @@ def test_build_info_chip_name_is_found_behind_a_longer_name_ending_alike(tmp_pat
     real = Sym("build_info.CHIP_NAME", at, len("esp32h21"), "OBJECT", section=meta.name)
     (tmp_path / "app").write_bytes(build_elf(secs, entry=secs[0].addr, symbols=[decoy, real]))
     assert read_elf(tmp_path / "app").metadata_chip == "esp32h21"
+
+
+@pytest.mark.parametrize(
+    "name, flash_entries, psram",
+    [("esp32s31", 1024, (0x5000_0000, 1024)), ("esp32h4", 512, None), ("esp32h21", 256, None)],
+)
+def test_new_chip_mmu_windows_follow_ext_mem_defs(name, flash_entries, psram):
+    """SOC_MMU_ENTRY_NUM and the MMU's virtual base per chip (ext_mem_defs.h); S31's PSRAM MMU is its own and the app's."""
+    from imgtool.chips import FLASH_MMU_ID, PSRAM_MMU_ID
+
+    boot = CHIPS[name].boot
+    flash = boot.mmu_window(boot.irom.start)
+    assert (flash.mmu_id, flash.base, flash.first_entry, flash.entries, flash.boot_mapped) == (
+        FLASH_MMU_ID, boot.irom.start, 0, flash_entries, True
+    )
+    if psram is None:
+        assert len(boot.mmu_windows()) == 1
+    else:
+        window = boot.mmu_window(psram[0])
+        assert (window.mmu_id, window.base, window.entries, window.boot_mapped) == (PSRAM_MMU_ID, psram[0], psram[1], False)
