@@ -65,3 +65,25 @@ def test_a_ram_only_app_needs_no_descriptor_and_no_flash_mapping(tmp_path):
     result = build_app_image(elf)
     assert result.rom_loaded and result.app_desc is None and result.warnings == []
     assert [seg.addr for seg in result.image.segments] == [0x4080_0000]
+
+
+@pytest.mark.parametrize("chip", ["esp32", "esp32c3", "esp32c6", "esp32s31", "esp32h4", "esp32h21"])
+def test_a_ram_only_elf_loads_what_esptool_elf2image_loads(tmp_path, chip):
+    """Segment joins may differ (esptool merges in ELF order), the RAM the ROM fills may not."""
+    from elfbuild import EM_RISCV
+
+    from imgtool.image_format import parse_image
+    from imgtool.memory import LoadedMemory
+
+    ram = [s for s in esp_app_sections(chip) if s.addr and not CHIPS[chip].is_flash_mapped(s.addr)]
+    elf = tmp_path / "ramapp"
+    elf.write_bytes(build_elf(ram, machine=EM_XTENSA if chip == "esp32" else EM_RISCV, entry=ram[0].addr))
+    theirs = tmp_path / "esptool.bin"
+    esptool("--chip", chip, "elf2image", "--flash-mode", "dio", "--flash-size", "2MB", "-o", theirs, elf)
+    ours = parse_image(build_app_image(elf, chip=chip).data).image
+    other = parse_image(theirs.read_bytes()).image
+    assert ours.entry == other.entry
+    loaded, expected = LoadedMemory(ours.segments), LoadedMemory(other.segments)
+    for seg in other.segments:
+        assert loaded.read(seg.addr, len(seg.data)) == expected.read(seg.addr, len(seg.data)), hex(seg.addr)
+    assert sum(len(s.data) for s in ours.segments) == sum(len(s.data) for s in other.segments)
