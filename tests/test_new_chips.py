@@ -3,7 +3,8 @@
 The chip table's new rows are checked against ESP-IDF v6.1's own headers and linker scripts
 (``../shared/reference/esp-idf-v6.1/``); the S31 corpus app packs with the pinned S31 bootloader,
 verifies, and flashes into the ROM-protocol mock through ``imgtool flash`` and ``esptool
-write-flash @flash_args``; synthetic H4 and H21 apps pack with a ``--bootloader`` file and verify.
+write-flash @flash_args``; synthetic H4 and H21 apps pack with a ``--bootloader`` file, verify, and
+flash through ``imgtool flash`` into their mock profiles.
 """
 
 from __future__ import annotations
@@ -279,3 +280,15 @@ def test_new_chip_mmu_windows_follow_ext_mem_defs(name, flash_entries, psram):
     else:
         window = boot.mmu_window(psram[0])
         assert (window.mmu_id, window.base, window.entries, window.boot_mapped) == (PSRAM_MMU_ID, psram[0], psram[1], False)
+
+
+@pytest.mark.parametrize("name", ("esp32h4", "esp32h21"))
+def test_h4_and_h21_packs_flash_through_imgtool_flash(tmp_path, mock_port, name):
+    pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
+    elf = tmp_path / "app"
+    elf.write_bytes(esp_app_elf(name))
+    res = pack(elf, tmp_path / "out", bootloader=make_bootloader(tmp_path / "bootloader.bin", name), project_config=False)
+    url = mock_port(name)
+    result = run_cli("flash", res.outdir, "--port", url, "--baud", BAUD)
+    assert result.exit_code == 0, result.output[-3000:]
+    flash_holds(name, url, res.outdir, *((part.offset, part.file) for part in res.parts))
