@@ -26,6 +26,11 @@ COMMANDS = {
     "sign": "imgtool.commands.sign:sign",
     "flash": "imgtool.commands.flash:flash",
     "manifest": "imgtool.commands.manifest:manifest",
+    "monitor": "imgtool.commands.monitor:monitor",
+    "board-info": "imgtool.commands.device:board_info",
+    "erase-flash": "imgtool.commands.device:erase_flash",
+    "erase-parts": "imgtool.commands.device:erase_parts",
+    "read-flash": "imgtool.commands.device:read_flash",
 }
 
 

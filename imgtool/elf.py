@@ -40,6 +40,8 @@ METADATA_VALUE_MAX = 16
 ELF_HASH_BLOCK = 1 << 20
 #: ``Elf32_Sym``: st_name, st_value, st_size, st_info, st_other, st_shndx.
 ELF32_SYM = struct.Struct("<IIIBBH")
+#: A function symbol's type (the low nibble of st_info).
+STT_FUNC = 2
 
 MACHINE_NAMES = {EM_XTENSA: "Xtensa", EM_RISCV: "RISC-V"}
 #: pyelftools reports known machines by their ELF constant name.

@@ -20,6 +20,12 @@ ENV_MIRROR = "IMGTOOL_BOOTLOADER_MIRROR"
 ENV_CI = "CI"
 #: The serial port when ``--port`` is not given (ESP-IDF's idf.py reads it too).
 ENV_PORT = "ESPPORT"
+#: espflash's and esptool's names for it; when several are set the first of :data:`PORT_VARIABLES` wins.
+ENV_ESPFLASH_PORT = "ESPFLASH_PORT"
+ENV_ESPTOOL_PORT = "ESPTOOL_PORT"
+PORT_VARIABLES = (ENV_ESPFLASH_PORT, ENV_ESPTOOL_PORT, ENV_PORT)
+#: The monitor's baud rate when ``--baud`` (``--monitor-baud``) is not given, as espflash reads it.
+ENV_MONITOR_BAUD = "MONITOR_BAUD"
 #: Reproducible-builds timestamp (seconds since 1970, UTC) for ``--archive`` members.
 ENV_SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 #: The cache folder's name under the platform's user cache.
@@ -42,17 +48,19 @@ class UserEnvironment:
     ci: bool = False
     port: str | None = None
     source_date_epoch: str | None = None
+    monitor_baud: str | None = None  # as typed; the CLI checks it
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> UserEnvironment:
         cache = environ.get(ENV_CACHE_DIR, "")
-        port = environ.get(ENV_PORT, "").strip()
+        port = next((value for name in PORT_VARIABLES if (value := environ.get(name, "").strip())), "")
         return cls(
             cache_dir=Path(cache).expanduser() if cache else None,
             mirror=environ.get(ENV_MIRROR, "").strip(),
             ci=bool(environ.get(ENV_CI)),
             port=port or None,
             source_date_epoch=environ.get(ENV_SOURCE_DATE_EPOCH),
+            monitor_baud=environ.get(ENV_MONITOR_BAUD, "").strip() or None,
         )
 
     def cache(self) -> Path:
@@ -64,7 +72,11 @@ __all__ = [
     "ENV_CACHE_DIR",
     "ENV_CI",
     "ENV_MIRROR",
+    "ENV_ESPFLASH_PORT",
+    "ENV_ESPTOOL_PORT",
+    "ENV_MONITOR_BAUD",
     "ENV_PORT",
+    "PORT_VARIABLES",
     "ENV_SOURCE_DATE_EPOCH",
     "UserEnvironment",
     "user_cache_dir",

@@ -8,13 +8,14 @@ write-flash @flash_args`` would. esptool is imported here only, so other command
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.chips import ERASED
-from imgtool.environment import ENV_PORT
-from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.errors import ImgtoolError, InputError
 from imgtool.flash_plan import (
     FORCE_HINT,
     DeviceInfo,
@@ -53,6 +54,8 @@ class FlashOptions:
     erase_all: bool = False
     erase_parts: list[str] = field(default_factory=list)
     erase_data_parts: list[str] = field(default_factory=list)
+    usb_devices: tuple[tuple[int, int], ...] = ()  # espflash_ports.toml's [[usb_device]] filters
+    choose_port: Callable | None = None  # asks the user among several unknown adapters (a terminal only)
 
 
 @dataclass
@@ -61,63 +64,90 @@ class FlashReport:
     written: list[tuple[int, str]]
     erased: list[tuple[int, int, str | None]]  # (offset, size, partition label); label None: the whole flash (--erase-all)
     notes: list[str]
+    port: str | None = None
+    flash_size: int | None = None  # bytes, as the board's flash id says
 
 
-def resolve_port(port: str | None) -> str:
-    """``port`` (the CLI gives ``--port``, else ``$ESPPORT``), else the only USB serial port present."""
-    if port:
-        return port
-    from serial.tools.list_ports import comports
+class Connection:
+    """One open link to a chip in its ROM bootloader, for everything a command does on it.
 
-    usb = sorted((p for p in comports() if p.vid is not None), key=lambda p: p.device)
-    if len(usb) == 1:
-        return usb[0].device
-    if not usb:
-        raise UsageError(f"no USB serial port found; connect the board, or pass --port or set {ENV_PORT}", field="--port")
-    listed = ", ".join(f"{p.device} ({p.description})" if p.description and p.description != "n/a" else p.device for p in usb)
-    raise UsageError(f"several USB serial ports: {listed}; pass --port or set {ENV_PORT}", field="--port")
-
-
-def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print, store: BootloaderStore | None = None) -> FlashReport:
-    """Check the connected chip against the pack in ``folder`` and write it (parts, or the merged image).
-
-    A crystal-variant bootloader swap fetches through ``store`` (default: the user cache, no mirror).
+    Made by :func:`connect`; the chip's facts are read at the ROM baud rate on connecting, the
+    stub, the faster baud rate and the flash attach happen once, on first need (:meth:`ready`).
     """
-    pack = read_pack_folder(folder)
-    check_chip(pack, device_chip=pack.chip, requested_chip=options.chip)  # --chip first: no connection needed
-    regions = erase_regions(pack, options.erase_parts, options.erase_data_parts)
-    writes = _writes(pack, merged=options.merged)
-    port = resolve_port(options.port)
 
+    def __init__(self, esp, port: str, options: FlashOptions):
+        self.esp, self.port, self.options = esp, port, options
+        self.device = read_device(esp)
+        self._ready = False
+        self._flash_size: int | None = None
+
+    def ready(self):
+        """The loader, with the stub running (unless ``no_stub``), at ``options.baud``, flash attached."""
+        from esptool import cmds
+
+        if not self._ready:
+            if not self.options.no_stub:
+                self.esp = cmds.run_stub(self.esp)
+            if self.options.baud != ROM_BAUD:
+                self.esp.change_baud(self.options.baud)
+            cmds.attach_flash(self.esp)
+            self._ready = True
+        return self.esp
+
+    def flash_size(self) -> int | None:
+        """The flash chip's size in bytes as its JEDEC id says, or None when the id is not a known size."""
+        from esptool import cmds
+
+        import esptool
+
+        if self._flash_size is None:
+            esp = self.ready()
+            try:
+                name = None if getattr(esp, "secure_download_mode", False) else cmds.detect_flash_size(esp)
+            except esptool.FatalError:  # no flash id to read (secure download mode, an unsupported flash)
+                name = None
+            self._flash_size = size_in_bytes(name) if name else 0
+        return self._flash_size or None
+
+
+def size_in_bytes(name: str) -> int:
+    """esptool's flash size text (``4MB``, ``512KB``) in bytes."""
+    from imgtool.chips import KiB, MiB
+
+    text = name.strip().upper()
+    unit = MiB if text.endswith("MB") else KiB if text.endswith("KB") else 1
+    return int(text.rstrip("MKB")) * unit
+
+
+def size_text(size: int) -> str:
+    """Bytes as a flash size name: ``4MB`` (or ``512KB``)."""
+    from imgtool.chips import KiB, MiB
+
+    return f"{size // MiB}MB" if size % MiB == 0 else f"{size // KiB}KB"
+
+
+@contextmanager
+def connect(options: FlashOptions, *, log=print) -> Iterator[Connection]:
+    """A :class:`Connection` to the port ``options`` names (else the one that answers); esptool and
+    serial failures inside the ``with`` become one-line errors (:class:`ImgtoolError`)."""
     import esptool
     from esptool import cmds
     from serial import SerialException
 
-    from imgtool.bootloader_store import BootloaderStore
+    from imgtool.device.ports import answering_port
 
+    from imgtool.device.ports import PortRequest
+
+    request = PortRequest(options.port, options.usb_devices)
+    port = request.named
     esp = None
     try:
-        esp = cmds.detect_chip(port, baud=ROM_BAUD, connect_mode=options.before)
-        device = read_device(esp)
-        check_chip(pack, device_chip=device.chip)
-        notes = _check(pack, device, options, writes, log, store or BootloaderStore())
-        if not options.no_stub:
-            esp = cmds.run_stub(esp)
-        if options.baud != ROM_BAUD:
-            esp.change_baud(options.baud)
-        cmds.attach_flash(esp)
-        from imgtool.chips import flash_size_bytes
-
-        esp.flash_set_parameters(flash_size_bytes(pack.settings.size))
-        if options.erase_all:
-            cmds.erase_flash(esp, force=options.force)
-            regions = [(0, _whole_flash_size(esp, pack.settings.size), None), *regions]
-        for offset, size, label in regions:
-            if label is None:
-                continue  # the whole flash, erased above
-            cmds.erase_region(esp, offset, size, force=options.force)
-        cmds.write_flash(esp, [(off, data) for off, data, _ in writes], force=options.force)
-        cmds.reset_chip(esp, options.after)
+        port, esp = answering_port(
+            request, lambda p: cmds.detect_chip(p, baud=ROM_BAUD, connect_mode=options.before), log=log, choose=options.choose_port
+        )
+        connection = Connection(esp, port, options)
+        yield connection
+        esp = connection.esp
     except (esptool.FatalError, SerialException, OSError) as exc:
         text = str(exc).strip()
         message = text.splitlines()[0] if text else type(exc).__name__
@@ -128,20 +158,70 @@ def flash_folder(folder: str | os.PathLike, options: FlashOptions, *, log=print,
                 esp._port.close()
             except Exception:  # pragma: no cover - closing a port that already failed
                 pass
-    return FlashReport(device, [(off, name) for off, _, name in writes], regions, notes)
 
 
-def _whole_flash_size(esp, packed_size: str) -> int:
-    """The connected chip's flash size as esptool detects it, else the size the pack was made for."""
+def flash_folder(
+    folder: str | os.PathLike, options: FlashOptions, *, log=print, store: BootloaderStore | None = None, connection: Connection | None = None
+) -> FlashReport:
+    """Check the connected chip against the pack in ``folder`` and write it (parts, or the merged image).
+
+    A crystal-variant bootloader swap fetches through ``store`` (default: the user cache, no mirror).
+    ``connection`` is an open one (``flash ELF`` reads the flash size before packing); else one is made.
+    """
+    pack = read_pack_folder(folder)
+    check_chip(pack, device_chip=pack.chip, requested_chip=options.chip)  # --chip first: no connection needed
+    regions = erase_regions(pack, options.erase_parts, options.erase_data_parts)
+    writes = _writes(pack, merged=options.merged)
+    if connection is not None:
+        return _flash(connection, pack, options, regions, writes, log, store)
+    with connect(options, log=log) as connection:
+        return _flash(connection, pack, options, regions, writes, log, store)
+
+
+def _flash(connection: Connection, pack: PackFolder, options: FlashOptions, regions, writes, log, store) -> FlashReport:
     from esptool import cmds
 
+    from imgtool.bootloader_store import BootloaderStore
     from imgtool.chips import flash_size_bytes
 
-    try:
-        detected = cmds.detect_flash_size(esp)
-        return flash_size_bytes(detected) if detected else flash_size_bytes(packed_size)
-    except Exception:  # a flash chip esptool does not know, or an old esptool: the pack's size
-        return flash_size_bytes(packed_size)
+    device = connection.device
+    check_chip(pack, device_chip=device.chip)
+    notes = _check(pack, device, options, writes, log, store or BootloaderStore())
+    notes += _check_flash_size(pack, connection.flash_size(), options, log)
+    esp = connection.ready()
+    esp.flash_set_parameters(flash_size_bytes(pack.settings.size))
+    if options.erase_all:
+        cmds.erase_flash(esp, force=options.force)
+        whole = connection.flash_size() or flash_size_bytes(pack.settings.size)  # as detected, else the pack's size
+        regions = [(0, whole, None), *regions]
+    for offset, size, label in regions:
+        if label is None:
+            continue  # the whole flash, erased above
+        cmds.erase_region(esp, offset, size, force=options.force)
+    cmds.write_flash(esp, [(off, data) for off, data, _ in writes], force=options.force)
+    cmds.reset_chip(esp, options.after)
+    return FlashReport(device, [(off, name) for off, _, name in writes], regions, notes, port=connection.port, flash_size=connection.flash_size())
+
+
+def _check_flash_size(pack: PackFolder, board_size: int | None, options: FlashOptions, log) -> list[str]:
+    """Refuse a pack made for more flash than the board has (unless ``--force``); say when the board has more."""
+    from imgtool.chips import flash_size_bytes
+
+    if board_size is None:
+        return []
+    packed = flash_size_bytes(pack.settings.size)
+    board = size_text(board_size)
+    if packed > board_size:
+        problem = f"the pack in {pack.path} is for {pack.settings.size} of flash but the board has {board}; pack with --flash-size {board}"
+        if not options.force:
+            raise FlashCheckError(f"{problem}, or {FORCE_HINT}")
+        log(f"imgtool: warning: {problem} (--force: flashing anyway)")
+        return []
+    if packed < board_size:
+        note = f"the board has {board} of flash; the pack uses {pack.settings.size} (pack with --flash-size {board} to use it all)"
+        log(f"imgtool: {note}")
+        return [note]
+    return []
 
 
 def read_device(esp) -> DeviceInfo:
@@ -259,4 +339,4 @@ def _writes(pack: PackFolder, *, merged: bool) -> list[tuple[int, bytes, str]]:
     return out
 
 
-__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "FlashOptions", "FlashReport", "flash_folder", "resolve_port"]
+__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "Connection", "FlashOptions", "FlashReport", "connect", "flash_folder", "size_in_bytes", "size_text"]

@@ -33,6 +33,7 @@ def pack(
     *,
     chip: str | None = None,
     flash_size: str | None = None,
+    default_flash_size: str | None = None,
     flash_mode: str | None = None,
     flash_freq: str | None = None,
     min_rev_full: int | None = None,
@@ -60,7 +61,8 @@ def pack(
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
-    ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder. Without a bootloader file
+    ``default_flash_size`` stands in for 2MB when neither ``flash_size`` nor the project files give
+    one (``flash ELF`` passes the board's). ``table_offset`` defaults to 0x8000; ``outdir`` to the ELF's folder. Without a bootloader file
     the pinned build is used: ``bootloader_variant``, else the variant that runs on the app's chip
     revisions (see :func:`imgtool.bootloader_choice.bootloader_for_app`), fetched through ``store``
     (default: the platform's user cache, no mirror), which also keeps OUTDIR's lock.
@@ -145,7 +147,7 @@ def pack(
     origins.update({s: file_cfg.origin(s) for s in from_data})
     requested_mode = normalize_flash_mode(cfg.flash_mode or DEFAULT_FLASH_MODE)
     mode = boot_flash_mode(requested_mode)
-    size = normalize_flash_size(cfg.flash_size or DEFAULT_FLASH_SIZE)
+    size = normalize_flash_size(cfg.flash_size or default_flash_size or DEFAULT_FLASH_SIZE)
     toff = cfg.partition_table_offset if cfg.partition_table_offset is not None else DEFAULT_TABLE_OFFSET
 
     app = build_app_image(

@@ -256,8 +256,9 @@ def flash_holds(chip: str, url: str, cwd: Path, *pairs: tuple[int, str]) -> None
 class FakeEsp:
     """What flash_folder uses of an esptool loader."""
 
-    def __init__(self, chip_name="ESP32-C3", revision=4, crystal=40):
+    def __init__(self, chip_name="ESP32-C3", revision=4, crystal=40, flash_size=None):
         self.CHIP_NAME, self.revision, self.crystal = chip_name, revision, crystal
+        self.flash_size = flash_size  # esptool's text ("4MB"), or None: the flash id names no size
         self._port = SimpleNamespace(close=lambda: None)
         self.calls = []
 
@@ -285,8 +286,30 @@ def fake_esptool(monkeypatch):
     monkeypatch.setattr(cmds, "detect_chip", lambda port, baud, connect_mode: esp)
     monkeypatch.setattr(cmds, "run_stub", lambda e: e.calls.append(("stub",)) or e)
     monkeypatch.setattr(cmds, "attach_flash", lambda e: None)
+    monkeypatch.setattr(cmds, "detect_flash_size", lambda e: e.flash_size)
     monkeypatch.setattr(cmds, "erase_flash", lambda e, force: e.calls.append(("erase_all",)))
     monkeypatch.setattr(cmds, "erase_region", lambda e, off, size, force: e.calls.append(("erase", off, size)))
     monkeypatch.setattr(cmds, "write_flash", lambda e, pairs, force: e.calls.append(("write", [(o, bytes(d)) for o, d in pairs], force)))
     monkeypatch.setattr(cmds, "reset_chip", lambda e, mode: e.calls.append(("reset", mode)))
     return esp
+
+
+# --------------------------------------------------------------------------- fake devices for the monitor
+
+
+@pytest.fixture
+def port_opened(monkeypatch):
+    """Set once the monitor has opened its port: pyserial drops what arrived before (reset_input_buffer),
+    so a fake device speaks only then, as a real app prints after the reset."""
+    import imgtool.device.monitor as monitor_module
+
+    opened = threading.Event()
+    real = monitor_module.open_port
+
+    def open_and_tell(port, baud):
+        link = real(port, baud)
+        opened.set()
+        return link
+
+    monkeypatch.setattr(monitor_module, "open_port", open_and_tell)
+    return opened

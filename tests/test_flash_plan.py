@@ -4,7 +4,6 @@ and the whole flow against a stand-in for esptool's API (the real esptool runs i
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 from conftest import FIXTURES, corpus_path, make_bootloader, run_cli
@@ -20,7 +19,7 @@ from imgtool.flash_plan import (
     parse_args_file,
     read_pack_folder,
 )
-from imgtool.flasher import FlashOptions, flash_folder, resolve_port
+from imgtool.flasher import FlashOptions, flash_folder
 from imgtool.pack import pack
 
 C3 = FIXTURES / "esp32c3-min.elf"
@@ -112,25 +111,6 @@ def test_erase_regions(c3_pack):
         erase_regions(folder, ["wifi"], [])
     with pytest.raises(UsageError, match="no data partition of type 'spiffs'"):
         erase_regions(folder, [], ["spiffs"])
-
-
-def test_port_from_option_env_or_the_only_usb_port(monkeypatch):
-    import serial.tools.list_ports as list_ports
-
-    usb = SimpleNamespace(device="/dev/ttyUSB0", description="CP2102", vid=0x10C4)
-    builtin = SimpleNamespace(device="/dev/ttyS0", description="n/a", vid=None)
-    monkeypatch.delenv("ESPPORT", raising=False)
-    monkeypatch.setattr(list_ports, "comports", lambda: [builtin, usb])
-    assert resolve_port("COM3") == "COM3"
-    assert resolve_port(None) == "/dev/ttyUSB0"
-    monkeypatch.setenv("ESPPORT", "/dev/ttyACM1")
-    assert resolve_port(None) == "/dev/ttyUSB0"  # the CLI reads $ESPPORT and passes it as the port; the library does not
-    monkeypatch.setattr(list_ports, "comports", lambda: [usb, SimpleNamespace(device="/dev/ttyACM0", description="USB JTAG", vid=0x303A)])
-    with pytest.raises(UsageError, match=r"several USB serial ports: /dev/ttyACM0 \(USB JTAG\), /dev/ttyUSB0 \(CP2102\); pass --port"):
-        resolve_port(None)
-    monkeypatch.setattr(list_ports, "comports", lambda: [builtin])
-    with pytest.raises(UsageError, match="no USB serial port found"):
-        resolve_port(None)
 
 
 def test_flow_parts_erase_and_reset(c3_pack, fake_esptool):

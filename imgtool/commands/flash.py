@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from imgtool.commands.connection import connection_options
+from imgtool.commands.monitor import MONITOR_BAUD, monitor_options
 from imgtool.commands.options import chip_option
 from imgtool.commands.pack import pack_kwargs, pack_options
 
@@ -18,36 +20,42 @@ def _labels(ctx, param, value):
 
 @click.command()
 @click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="OUTDIR|ELF")
-@click.option("--port", "-p", help="Serial port or esptool URL (socket://host:port) [default: $ESPPORT, else the only USB serial port].")
-@click.option("--baud", "-b", type=click.IntRange(min=300), help="Baud rate for flashing [default: baudrate in espflash.toml, else 460800].")
+@connection_options
 @chip_option("The chip you expect; a pack for another chip is refused (the connected chip is always checked).")
 @click.option("--merged", is_flag=True, help="Write the merged image (flash_merged_args): overwrites NVS and every other data partition.")
-@click.option("--force", is_flag=True, help="Flash even when the chip's revision or crystal does not suit the app or bootloader.")
+@click.option("--force", is_flag=True, help="Flash even when the chip's revision, crystal or flash size does not suit the pack.")
 @click.option("--erase-all", is_flag=True, help="Erase the whole flash first.")
 @click.option("--erase-parts", "erase_parts", multiple=True, callback=_labels, metavar="LABELS", help="Erase these partitions first (comma-separated labels, e.g. nvs,otadata).")
 @click.option("--erase-data-parts", "erase_data_parts", multiple=True, callback=_labels, metavar="TYPES", help="Erase every data partition of these subtypes first (e.g. nvs,ota,phy).")
-@click.option("--before", type=click.Choice(["default-reset", "usb-reset", "no-reset", "no-reset-no-sync"]), default="default-reset", show_default=True, help="Reset before connecting (esptool --before).")
-@click.option("--after", type=click.Choice(["hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset"]), default="hard-reset", show_default=True, help="Reset after writing (esptool --after).")
-@click.option("--no-stub", is_flag=True, help="Talk to the ROM bootloader only (esptool --no-stub).")
 @pack_options
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
+@click.option("--monitor", "then_monitor", is_flag=True, help="Then show the app's output, decoded (see 'imgtool monitor').")
+@click.option("--monitor-baud", type=click.IntRange(min=300), help=f"The app's baud rate, for --monitor [default: $MONITOR_BAUD, else {MONITOR_BAUD}].")
+@monitor_options
 def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase_data_parts, before, after, no_stub,
-          as_json, **pack_opts):
+          as_json, then_monitor, monitor_baud, non_interactive, timeout, log_file, all_addresses, **pack_opts):
     """Write a pack output folder to a device, keeping NVS: the parts in flash_args, or the merged image with --merged.
 
     Given an ELF, packs it into a temporary folder first (with the options and espflash.toml/Cargo.toml
-    settings 'pack' uses), so `runner = "imgtool flash --port /dev/ttyUSB0"` in .cargo/config.toml makes
-    `cargo run --release` flash, as espflash does. Pack options apply to an ELF only.
+    settings 'pack' uses, and the board's flash size unless one is given), so
+    `runner = "imgtool flash --monitor"` in .cargo/config.toml makes `cargo run --release` flash and
+    show the app's output, as espflash does. Pack options apply to an ELF only.
     """
-    from imgtool.commands.context import user_environment
-    from imgtool.flasher import FlashOptions
+    from imgtool.commands.connection import flash_options
+    from imgtool.errors import UsageError
 
+    if as_json and then_monitor:
+        raise UsageError("--json prints one JSON object and --monitor then prints the app's output; drop one", field="--monitor")
+    if then_monitor:  # a bad $MONITOR_BAUD is refused before anything is written
+        from imgtool.commands.monitor import monitor_baud as resolve_monitor_baud
+
+        monitor_rate = resolve_monitor_baud(monitor_baud)
     say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     baud = resolved_baud(baud, None if target.is_dir() else target, say)
-    options = FlashOptions(
-        port=port or user_environment().port, baud=baud, before=before, after=after, no_stub=no_stub, chip=chip, merged=merged, force=force,
+    options = flash_options(
+        port, baud, before, after, no_stub, chip=chip, merged=merged, force=force,
         erase_all=erase_all, erase_parts=erase_parts, erase_data_parts=erase_data_parts,
-    )
+    )  # fmt: skip
     if as_json:  # esptool's progress goes to stderr so standard output stays one JSON object
         import contextlib
         import sys
@@ -56,7 +64,14 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
             report = _run(target, options, chip, pack_opts, say, quiet=True)
         _print_json(report)
     else:
-        _run(target, options, chip, pack_opts, say, quiet=False)
+        report = _run(target, options, chip, pack_opts, say, quiet=False)
+    if then_monitor:
+        from imgtool.commands.monitor import elf_for, run_monitor
+
+        run_monitor(
+            report.port, baud=monitor_rate, elf=elf_for(target, None), reset=after != "hard-reset",
+            non_interactive=non_interactive, timeout=timeout, log_file=log_file, show_all=all_addresses,
+        )  # fmt: skip
 
 
 def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
@@ -76,7 +91,7 @@ def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
 def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
     from imgtool.commands.context import bootloader_store, pack_environment, quiet_downloads
     from imgtool.errors import ImgtoolError, UsageError
-    from imgtool.flasher import flash_folder
+    from imgtool.flasher import connect, flash_folder, size_text
 
     if target.is_dir():
         given = [name for name, value in pack_opts.items() if value not in (None, False)]
@@ -85,11 +100,17 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
             raise UsageError(f"{option} is a pack option and {target} is already packed; pack again or flash the ELF", field=option)
         return flash_folder(target, options, log=say, store=bootloader_store())
     from imgtool.atomic import scratch_folder
+    from imgtool.chips import FLASH_SIZES
     from imgtool.pack import pack
 
     environment = pack_environment()
-    with scratch_folder("imgtool-flash-") as tmp:
-        result = pack(target, tmp / "out", chip=chip, **pack_kwargs(**pack_opts), quiet=quiet_downloads(quiet), **environment)
+    with connect(options, log=say) as connection, scratch_folder("imgtool-flash-") as tmp:
+        board_size = connection.flash_size()  # read before packing: the pack is made for this board's flash
+        board = size_text(board_size) if board_size else None
+        result = pack(
+            target, tmp / "out", chip=chip, **pack_kwargs(**pack_opts), default_flash_size=board if board in FLASH_SIZES else None,
+            quiet=quiet_downloads(quiet), **environment,
+        )  # fmt: skip
         for warning in result.warnings:
             click.echo(f"imgtool: warning: {warning}", err=True)
         say(
@@ -97,7 +118,7 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
             f"({result.app_usage * 100:.1f}% used)"
         )
         try:
-            return flash_folder(result.outdir, options, log=say, store=environment["store"])
+            return flash_folder(result.outdir, options, log=say, store=environment["store"], connection=connection)
         except ImgtoolError as exc:
             raise _named_by_elf(exc, result.outdir, target) from None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from imgtool.commands.connection import connection_options
 from imgtool.commands.options import (
     chip_option,
     flash_freq_option,
@@ -200,7 +201,8 @@ def _setting_name(setting: str) -> str:
 
 
 @click.command()
-@click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="OUTDIR|MERGED")
+@click.argument("target", required=False, type=click.Path(exists=True, path_type=Path), metavar="[OUTDIR|MERGED]")
+@connection_options
 @click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
 @chip_option()
 @click.option("--partition-table-offset", callback=parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
@@ -211,18 +213,30 @@ def _setting_name(setting: str) -> str:
 @click.option("--flash-crypt-conf", callback=parse_offset, metavar="N", help="ESP32 only: FLASH_CRYPT_CONFIG [default: 0xf].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
-def verify(target, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):
-    """Check a pack output folder, merged image or flash dump the way the chip would boot it."""
+def verify(target, port, baud, before, after, no_stub, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):
+    """Check a pack output folder, merged image or flash dump the way the chip would boot it.
+
+    Without TARGET, reads the connected device back (--port and the other connection options, as
+    'imgtool flash' takes them) and checks what is really in its flash.
+    """
     from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
-    _refuse_elf(target)
+    if target is not None:
+        _refuse_elf(target)
     trusted = load_trusted_keys(keys)
-    source = target
-    if encrypt_key is not None or _has_encrypted_parts(target):
-        source, chip = _decrypted_image(target, chip, encrypt_key, flash_crypt_conf, partition_table_offset)
+    if target is None:
+        from imgtool.commands.device import device_dump
+
+        source, chip, device_port = device_dump(port, baud, before, after, no_stub, chip, partition_table_offset)
+    else:
+        source = target
+        if encrypt_key is not None or _has_encrypted_parts(target):
+            source, chip = _decrypted_image(target, chip, encrypt_key, flash_crypt_conf, partition_table_offset)
     report = do_verify(source, chip=chip, elf=elf, table_offset=partition_table_offset, keys=trusted)
-    if source is not target:
+    if target is None:
+        report.source = f"flash of the device on {device_port}"
+    elif source is not target:
         report.source = os.fspath(target)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

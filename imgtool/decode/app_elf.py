@@ -1,0 +1,60 @@
+"""The ELF a pack was made from, found beside the pack folder and proved by its hash.
+
+``pack`` writes the ELF's SHA-256 into the app descriptor (``app_elf_sha256``), so a candidate
+file is the app's ELF exactly when its hash matches: ``imgtool monitor OUTDIR`` can decode with it
+without being told where it is, and never with a stale build.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imgtool.output_names import FLASHER_ARGS_JSON_FILE
+
+#: How much of the app image holds the header, the first segment header and the descriptor.
+_DESCRIPTOR_READ = 4096
+
+
+def recorded_elf_sha256(folder: Path) -> bytes | None:
+    """The ``app_elf_sha256`` in the pack's app image, or None (no app entry, no descriptor, all zero)."""
+    from imgtool.image_format import FIRST_SEGMENT_DATA_OFFSET, parse_app_descriptor
+
+    try:
+        meta = json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
+        with open(folder / meta["app"]["file"], "rb") as fh:
+            head = fh.read(_DESCRIPTOR_READ)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    desc = parse_app_descriptor(head[FIRST_SEGMENT_DATA_OFFSET:])
+    digest = bytes(desc.app_elf_sha256) if desc is not None else b""
+    return digest if any(digest) else None
+
+
+def find_app_elf(folder: Path) -> Path | None:
+    """The ELF beside ``folder`` (in it, or in its parent: ``pack``'s default output is the ELF's folder)
+    named after the app image, whose SHA-256 is the one the image records."""
+    from imgtool.elf import read_elf
+    from imgtool.errors import ImgtoolError
+
+    digest = recorded_elf_sha256(folder)
+    if digest is None:
+        return None
+    try:
+        stem = Path(json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))["app"]["file"]).stem
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for place in (folder, folder.parent):
+        for name in (stem, f"{stem}.elf"):
+            candidate = place / name
+            if not candidate.is_file():
+                continue
+            try:
+                if read_elf(candidate).sha256() == digest:
+                    return candidate
+            except ImgtoolError:
+                continue
+    return None
+
+
+__all__ = ["find_app_elf", "recorded_elf_sha256"]
