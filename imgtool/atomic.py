@@ -5,10 +5,12 @@ What it guarantees:
 - A single file (:func:`write_bytes`, :func:`staged_file`) is written to a temp file beside
   its target, flushed to disk, then renamed over it: readers see the old file or the new one,
   never a mix. ``-o -`` (:func:`write_output`) writes standard output instead.
-- An output folder (:func:`write_outputs`) is staged in a temp folder beside it, made durable
-  with one flush, then swapped in file by file under a folder lock; a failed rename puts every
-  replaced file back, and the file that vouches for the others (``SHA256SUMS``) leaves first
-  and arrives last.
+- An output folder (:func:`write_outputs`) is staged in a temp folder beside it under a folder
+  lock, made durable with one flush, journalled, then swapped in file by file. Any interruption
+  before the commit (exception, Ctrl-C, kill, power loss) ends with the old files back: at once,
+  or by the next imgtool run on the folder (:func:`recover_outputs`), which also removes staging
+  folders dead runs left. The file that vouches for the others (``SHA256SUMS``) leaves first and
+  arrives last. A caller can name the files an earlier run wrote, so a user's own file is refused.
 - New files get 0666 less the umask (0644 under umask 022), as other tools' outputs do.
 - Linux: one ``syncfs`` makes a staged set durable; renames are made durable by syncing the
   folder. macOS: ``fsync`` per file and of the folder. Windows: ``fsync`` (FlushFileBuffers) per
@@ -22,6 +24,7 @@ Nothing else in imgtool creates temp files or folders, or renames files.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,25 +171,106 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def read_input(path: str | os.PathLike, what: str = "file", limit: int | None = None) -> bytes:
-    """Read a user's input file, turning OS failures into one-line errors."""
+#: What ``read_input`` reads when the caller names no smaller cap: nothing imgtool reads can be larger
+#: than the largest flash it writes.
+MAX_INPUT_BYTES = 128 * 1024 * 1024
+#: Pipes are read in chunks of this size, so a cap is never overshot by more than one chunk.
+_PIPE_CHUNK = 1 << 16
+
+
+def input_kind(path: str | os.PathLike, what: str = "file", *, pipes: bool = True) -> os.stat_result:
+    """The ``stat`` of an input, refused in one line unless it is a regular file (or, with ``pipes``, a pipe).
+
+    Devices (``/dev/zero``), sockets and folders never end or are not files; a pipe can only be read once.
+    """
+    import stat as st
+
     from imgtool.errors import InputError
 
     p = Path(path)
     try:
-        if p.is_dir():
-            raise InputError(f"is a directory, expected a {what}", path=p)
-        with open(p, "rb") as fh:
-            data = fh.read(limit + 1) if limit is not None else fh.read()
+        info = os.stat(p)
+    except FileNotFoundError:
+        raise InputError(f"no such {what}", path=p) from None
+    except OSError as exc:
+        raise InputError(f"cannot read this {what} ({exc.strerror})", path=p) from None
+    mode = info.st_mode
+    if st.S_ISREG(mode) or (pipes and st.S_ISFIFO(mode)):
+        return info
+    if st.S_ISDIR(mode):
+        raise InputError(f"is a directory, expected a {what}", path=p)
+    kind = (
+        "a pipe, which can be read only once" if st.S_ISFIFO(mode)
+        else "a character device" if st.S_ISCHR(mode)
+        else "a block device" if st.S_ISBLK(mode)
+        else "a socket" if st.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    raise InputError(f"is {kind}; pass a regular file as the {what}", path=p)
+
+
+def read_input(path: str | os.PathLike, what: str = "file", limit: int | None = None) -> bytes:
+    """Read a user's input file (or a pipe with a writer), at most ``limit`` bytes, OS failures as one-line errors.
+
+    The kind and the size are checked before anything is read, so a device, a pipe nobody writes to
+    or a file larger than anything valid costs nothing.
+    """
+    import stat as st
+
+    from imgtool.errors import InputError
+
+    p = Path(path)
+    cap = MAX_INPUT_BYTES if limit is None else limit
+    info = input_kind(p, what)
+    if st.S_ISREG(info.st_mode) and info.st_size > cap:
+        raise InputError(f"{what} is {info.st_size} bytes, larger than any valid one ({cap} bytes)", path=p)
+    try:
+        if st.S_ISFIFO(info.st_mode):
+            data = _read_pipe(p, cap + 1)
+            if data is None:
+                raise InputError(f"is a pipe with no writer (nothing to read); pass the {what} itself", path=p)
+        else:
+            with open(p, "rb") as fh:
+                data = fh.read(cap + 1)
     except FileNotFoundError:
         raise InputError(f"no such {what}", path=p) from None
     except PermissionError:
         raise InputError(f"cannot read this {what} (permission denied)", path=p) from None
     except OSError as exc:
         raise InputError(f"cannot read this {what} ({exc.strerror})", path=p) from None
-    if limit is not None and len(data) > limit:
-        raise InputError(f"{what} is larger than {limit} bytes", path=p)
+    if len(data) > cap:
+        raise InputError(f"{what} is larger than any valid one ({cap} bytes)", path=p)
     return data
+
+
+def _read_pipe(path: Path, most: int) -> bytes | None:
+    """Up to ``most`` bytes from a pipe, or None when no process has it open for writing.
+
+    Opened without blocking (a FIFO's ``open`` otherwise waits for a writer), a read that finds
+    nothing and no writer returns b"" at once; with a writer it would block, so the pipe is then
+    read normally. Windows has no FIFOs in the file system.
+    """
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblock)
+    try:
+        try:
+            chunks = [os.read(fd, _PIPE_CHUNK)]
+        except BlockingIOError:
+            chunks = []
+        else:
+            if not chunks[0]:
+                return None
+        os.set_blocking(fd, True)
+        total = sum(map(len, chunks))
+        while total < most:
+            chunk = os.read(fd, min(_PIPE_CHUNK, most - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 #: Folder locks live in this subfolder of imgtool's cache (one small file per locked folder), so locking
@@ -198,7 +282,7 @@ LOCK_NAME_DIGITS = 32
 
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike, *, cache_dir: Path | None = None):
-    """Hold an exclusive lock on ``path``: a lock file (created if needed) or an existing folder.
+    """Hold an exclusive lock on ``path``: a lock file (created if needed) or an existing folder; yields whether it is held.
 
     Uses ``filelock``: ``flock`` on Linux and macOS, ``LockFileEx`` on Windows, so two imgtool
     processes serialise the same way everywhere. A folder cannot be locked on every platform,
@@ -211,7 +295,7 @@ def file_lock(path: str | os.PathLike, *, cache_dir: Path | None = None):
     target = Path(path)
     lock_file = folder_lock_path(target, cache_dir=cache_dir) if target.is_dir() else target
     if lock_file is None:
-        yield
+        yield False
         return
     # thread_local=False: a lock object is used by one thread only; each call opens its own.
     lock = FileLock(lock_file, thread_local=False)
@@ -220,7 +304,7 @@ def file_lock(path: str | os.PathLike, *, cache_dir: Path | None = None):
     except OSError:  # e.g. a lock file that cannot be created: go on unlocked, as on a file system without locks
         lock = None
     try:
-        yield
+        yield lock is not None
     finally:
         if lock is not None:
             lock.release()
@@ -238,7 +322,7 @@ def folder_lock_path(folder: Path, *, cache_dir: Path | None = None) -> Path | N
         from imgtool.environment import user_cache_dir
 
         cache_dir = user_cache_dir()
-    key = os.path.normcase(os.fspath(folder.resolve()))
+    key = os.path.normcase(os.path.realpath(folder))
     locks = cache_dir / LOCK_SUBDIR
     try:
         locks.mkdir(parents=True, exist_ok=True)
@@ -247,74 +331,229 @@ def folder_lock_path(folder: Path, *, cache_dir: Path | None = None) -> Path | N
     return locks / f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:LOCK_NAME_DIGITS]}.lock"
 
 
+#: The staging folder's journal, written before the first rename of a swap: while it is there, a
+#: later run on the folder undoes the swap (the moved-aside files are restored).
+JOURNAL_FILE = "journal.json"
+#: The journal renamed once every new file is in place and the folder synced: the swap is done.
+COMMITTED_FILE = "committed.json"
+#: Tests set this to a callable taking a step name (``staged``, ``journal``, ``aside NAME``,
+#: ``placed NAME``, ``committed``, ``cleaned``) to interrupt a swap exactly there.
+step_hook = None
+
+
+def _step(name: str) -> None:
+    if step_hook is not None:
+        step_hook(name)
+
+
+def staging_prefix(outdir: Path) -> str:
+    """Staging folders for ``outdir`` sit beside it under this name prefix."""
+    return f".{outdir.name or 'out'}.imgtool-"
+
+
 def write_outputs(
     outdir: str | os.PathLike,
     files: dict[str, bytes],
     *,
     remove=(),
     seal: str | None = None,
+    owned=None,
     cache_dir: Path | None = None,
 ) -> None:
-    """Write ``files`` (name → bytes) into ``outdir`` as one transaction (as far as a filesystem allows).
+    """Write ``files`` (name → bytes) into ``outdir`` as one transaction that survives any interruption.
 
-    Everything is first written into a temporary folder beside ``outdir`` and made durable
-    with one flush (:func:`sync_files`); then, under ``outdir``'s lock (kept in ``cache_dir``,
-    see :func:`folder_lock_path`), each file is renamed into place and ``outdir`` itself is
-    synced, so the renames are durable too. Files being replaced, and stale files named in
-    ``remove``, are moved aside first and restored if any rename fails, so on failure
-    ``outdir`` keeps its previous contents. ``seal`` (the checksum file) leaves first and
-    arrives last, so a process killed between renames never leaves it vouching for a mixed set.
+    Under ``outdir``'s lock (kept in ``cache_dir``, see :func:`folder_lock_path`): an interrupted
+    earlier swap is finished or undone first (:func:`recover_outputs`); everything is written into
+    a staging folder beside ``outdir`` and made durable with one flush (:func:`sync_files`); a
+    journal naming every file to move is written; files being replaced, and stale files named in
+    ``remove``, are moved aside into the staging folder, then the new ones renamed in; the folder
+    is synced and the journal marked committed. An exception or Ctrl-C before the commit puts
+    every old file back; a kill or power loss leaves the journal, and the next run on ``outdir``
+    puts them back. ``seal`` (the checksum file) leaves first and arrives last, so it never
+    vouches for a mixed set. ``owned``, when given, is called under the lock with ``outdir`` and
+    returns the names an earlier run wrote there: an existing file not among them is refused
+    (a user's own file is never replaced), and only those are removed.
     """
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputError("exists and is not a folder; choose another output folder", path=outdir)
-    parent = outdir.absolute().parent
+    created = not outdir.exists()
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = _make_temp_dir(parent, f".{outdir.name or 'out'}.imgtool-")
+        outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the output folder ({exc.strerror})", path=outdir) from None
     try:
-        staged = tmp / "new"
-        backup = tmp / "old"
-        staged.mkdir()
-        backup.mkdir()
+        _write_locked(outdir, files, remove, seal, owned, cache_dir)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                outdir.rmdir()  # only when still empty: a failed first pack leaves no folder behind
+        raise
+
+
+def _write_locked(outdir: Path, files: dict[str, bytes], remove, seal: str | None, owned, cache_dir: Path | None) -> None:
+    with file_lock(outdir, cache_dir=cache_dir) as locked:
+        if locked:
+            _recover(outdir)
+        if owned is not None:
+            previous = set(owned(outdir))
+            _refuse_foreign(outdir, files, previous, seal)
+            remove = [name for name in remove if name in previous]
         try:
+            tmp = _make_temp_dir(outdir.absolute().parent, staging_prefix(outdir))
+        except OSError as exc:
+            raise OutputError(f"cannot create a staging folder beside the output folder ({exc.strerror})", path=outdir) from None
+        try:
+            staged = tmp / "new"
+            staged.mkdir()
+            (tmp / "old").mkdir()
             for name, data in files.items():
                 with os.fdopen(os.open(staged / name, _TEMP_FLAGS, NEW_FILE_MODE), "wb") as fh:
                     fh.write(data)
             sync_files([staged / name for name in files])
-            outdir.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot write outputs ({exc.strerror}); check free space and permissions", path=outdir) from None
-        with file_lock(outdir, cache_dir=cache_dir):
-            _swap_in(outdir, staged, backup, [*files], remove, seal)
-        fsync_dir(outdir)
-    finally:
-        _remove_tree(tmp)
+            _step("staged")
+        except BaseException as exc:
+            _remove_tree(tmp)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write outputs ({exc.strerror}); check free space and permissions", path=outdir) from None
+            raise
+        _swap_in(outdir, tmp, [*files], remove, seal)
 
 
-def _swap_in(outdir: Path, staged: Path, backup: Path, names: list[str], remove, seal: str | None) -> None:
-    """Rename staged files over ``outdir``'s, ``seal`` out first and in last; undo everything if a rename fails."""
-    moved_aside: list[str] = []
-    placed: list[str] = []
+def _refuse_foreign(outdir: Path, files, previous: set[str], seal: str | None) -> None:
+    for name in files:
+        target = outdir / name
+        if name not in previous and (target.exists() or target.is_symlink()):
+            listed = f"{seal} there does not list it" if seal else "no earlier imgtool run there lists it"
+            raise OutputError(
+                f"is not a file imgtool wrote ({listed}); move it away, choose another output folder, "
+                "or pass --force to replace it",
+                path=target,
+            )
+
+
+def _swap_in(outdir: Path, tmp: Path, names: list[str], remove, seal: str | None) -> None:
+    """Journal the swap, then rename; undo it on any exception before the commit; remove ``tmp`` when settled."""
+    aside = [n for n in dict.fromkeys([*names, *remove]) if (outdir / n).is_file() or (outdir / n).is_symlink()]
+    journal = {"names": names, "aside": aside, "seal": seal}
+    committed = False
     try:
-        for name in sorted([*names, *remove], key=lambda n: n != seal):
-            target = outdir / name
-            if target.is_file() or target.is_symlink():
-                os.replace(target, backup / name)
-                moved_aside.append(name)
+        with staged_file(tmp / JOURNAL_FILE) as fh:
+            fh.write(json.dumps(journal).encode("utf-8"))
+        fsync_dir(tmp)
+        _step("journal")
+        for name in sorted(aside, key=lambda n: n != seal):
+            os.replace(outdir / name, tmp / "old" / name)
+            _step(f"aside {name}")
         for name in sorted(names, key=lambda n: n == seal):
-            os.replace(staged / name, outdir / name)
-            placed.append(name)
-    except OSError as exc:
-        for name in placed:
-            with contextlib.suppress(OSError):
-                os.unlink(outdir / name)
-        for name in moved_aside:
-            with contextlib.suppress(OSError):
-                os.replace(backup / name, outdir / name)
-        raise OutputError(f"cannot move outputs into place ({exc.strerror}); nothing was changed", path=outdir) from None
+            os.replace(tmp / "new" / name, outdir / name)
+            _step(f"placed {name}")
+        fsync_dir(outdir)
+        os.replace(tmp / JOURNAL_FILE, tmp / COMMITTED_FILE)
+        committed = True
+        fsync_dir(tmp)  # a commit lost to a power cut would have the next run undo a finished pack
+        _step("committed")
+    except BaseException as exc:
+        if not committed:
+            if (tmp / JOURNAL_FILE).is_file():
+                try:
+                    _undo(outdir, tmp, journal)  # interrupted in turn: the journal stays for the next run
+                except OSError as undo_exc:
+                    raise OutputError(
+                        f"cannot move outputs into place, nor the old ones back ({undo_exc.strerror}); "
+                        "the next imgtool run on this folder restores them",
+                        path=outdir,
+                    ) from None
+            _remove_tree(tmp)
+            if isinstance(exc, OSError):
+                raise OutputError(
+                    f"cannot move outputs into place ({exc.strerror}); nothing was changed", path=outdir
+                ) from None
+            raise
+        _remove_tree(tmp)
+        raise
+    _remove_tree(tmp)
+    _step("cleaned")
+
+
+def _undo(outdir: Path, tmp: Path, journal: dict) -> None:
+    """Put back what a journalled swap moved; safe to repeat after any interruption of itself.
+
+    A staged file missing from ``new/`` was placed: it goes back there (the new seal first). A file
+    in ``old/`` was moved aside: it goes back into ``outdir`` (the old seal last).
+    """
+    seal = journal.get("seal")
+    for name in sorted(journal["names"], key=lambda n: n != seal):
+        placed = outdir / name
+        if not (tmp / "new" / name).exists() and (placed.exists() or placed.is_symlink()):
+            os.replace(placed, tmp / "new" / name)
+    for name in sorted(journal["aside"], key=lambda n: n == seal):
+        if (tmp / "old" / name).exists() or (tmp / "old" / name).is_symlink():
+            os.replace(tmp / "old" / name, outdir / name)
+    fsync_dir(outdir)
+
+
+def _is_staging_of(name: str, prefix: str) -> bool:
+    """Whether ``name`` is a staging folder :func:`_make_temp_dir` made with ``prefix`` (PID, dash, 8 hex digits).
+
+    Exactly that: a folder ``a.imgtool-x`` beside ``a`` has staging folders starting with ``.a.imgtool-`` too.
+    """
+    import re
+
+    return name.startswith(prefix) and re.fullmatch(r"\d+-[0-9a-f]{8}", name[len(prefix):]) is not None
+
+
+def recover_outputs(outdir: str | os.PathLike, *, cache_dir: Path | None = None) -> None:
+    """Finish or undo what an interrupted imgtool run left for ``outdir``, under its lock.
+
+    The commands that read a pack folder (``flash``, ``verify``, ``manifest``) call this first, with
+    the cache folder ``pack`` locks in; ``pack`` does it inside :func:`write_outputs`. Where the lock
+    cannot be taken, nothing is touched.
+    """
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        return
+    with file_lock(outdir, cache_dir=cache_dir) as locked:
+        if locked:
+            _recover(outdir)
+
+
+def _recover(outdir: Path) -> None:
+    """Under ``outdir``'s lock every staging folder beside it belongs to a run that is gone: settle each.
+
+    A committed swap only needs its leftovers removed; a journalled one is undone (its old files
+    restored); one with no journal never moved anything and is removed, unless an imgtool older than
+    the journal left files in its ``old/`` (those are left alone, never deleted).
+    """
+    parent = outdir.absolute().parent
+    prefix = staging_prefix(outdir)
+    try:
+        leftovers = [e for e in os.scandir(parent) if _is_staging_of(e.name, prefix) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for entry in leftovers:
+        tmp = Path(entry.path)
+        if (tmp / COMMITTED_FILE).exists():
+            _remove_tree(tmp)
+            continue
+        if (tmp / JOURNAL_FILE).exists():
+            try:
+                journal = json.loads((tmp / JOURNAL_FILE).read_text(encoding="utf-8"))
+                _undo(outdir, tmp, journal)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise OutputError(
+                    f"an interrupted imgtool run left {tmp} and it cannot be undone ({exc}); "
+                    "move its old/ files back by hand",
+                    path=outdir,
+                ) from None
+            _remove_tree(tmp)
+            continue
+        try:
+            old_files = os.listdir(tmp / "old")
+        except OSError:
+            old_files = []
+        if not old_files:
+            _remove_tree(tmp)
 
 
 def _make_temp_dir(parent: Path, prefix: str) -> Path:

@@ -47,10 +47,14 @@ class BootloaderStore:
         return self.cache_dir / CACHE_SUBDIR / f"{stem}-{entry.sha256[:CACHE_HASH_DIGITS]}.bin"
 
     def read_cached(self, entry: ManifestEntry) -> bytes | None:
-        """The cached bytes when present and intact; a damaged cache file counts as absent."""
+        """The cached bytes when present and intact; a damaged cache file (or one that is no file) counts as absent."""
+        from imgtool.atomic import read_input
+        from imgtool.bootloader_image import MAX_BOOTLOADER_BYTES
+        from imgtool.errors import InputError
+
         try:
-            data = self.path(entry).read_bytes()
-        except OSError:
+            data = read_input(self.path(entry), "cached bootloader", limit=MAX_BOOTLOADER_BYTES)
+        except InputError:
             return None
         return data if hashlib.sha256(data).hexdigest() == entry.sha256 else None
 
@@ -84,12 +88,16 @@ class BootloaderStore:
         folder = _mirror_folder(self.mirror)
         try:
             if folder is not None:
+                from imgtool.atomic import read_input
+                from imgtool.bootloader_image import MAX_BOOTLOADER_BYTES
+                from imgtool.errors import InputError
+
                 source = folder / entry.file
                 try:
-                    data = source.read_bytes()
-                except OSError as exc:
+                    data = read_input(source, "bootloader", limit=MAX_BOOTLOADER_BYTES)
+                except InputError as exc:
                     raise BootloaderError(
-                        f"cannot read {entry.file} from the {ENV_MIRROR} folder ({exc.strerror}); "
+                        f"cannot read {entry.file} from the {ENV_MIRROR} folder ({exc.message}); "
                         "copy it there or unset the variable",
                         path=source,
                     ) from None

@@ -50,6 +50,8 @@ LITTLEFS_MAGIC_OFFSET = 8
 #: NVS pages are flash sectors; ESP-IDF keeps one page free for garbage collection.
 NVS_PAGE_SIZE = 0x1000
 NVS_KEY_MAX = 15
+#: An NVS CSV larger than this describes more than the largest NVS partition (the flash) could hold.
+MAX_NVS_CSV_BYTES = 64 * 1024 * 1024
 NVS_CSV_COLUMNS = ("key", "type", "encoding", "value")
 NVS_ROW_TYPES = ("namespace", "data", "file")
 #: nvs::Page::PageState values a page header may hold (ESP-IDF nvs_page.hpp).
@@ -161,7 +163,7 @@ def raw_image(path: Path, part: Partition) -> bytes:
         size = 0  # read_input names the problem
     if size > part.size:
         raise _too_big(path, size, part)
-    return read_input(path, "data partition file")
+    return read_input(path, "data partition file", limit=part.size)
 
 
 def _too_big(path: Path, size: int, part: Partition) -> LayoutError:
@@ -194,45 +196,109 @@ def littlefs_image(folder: Path, part: Partition) -> bytes:
         )
     except littlefs.LittleFSError as exc:
         raise _littlefs_error(exc, folder, part) from None
-    for current, dirs, files in os.walk(folder):
-        dirs.sort()
-        base = Path(current)
-        for name in dirs:
-            if (base / name).is_symlink():
-                raise InputError("is a link to a folder; copy the folder in instead", path=base / name, field="--data")
-        for name in [*dirs, *sorted(files)]:
-            path = base / name
+    for path, inner, is_dir in _folder_entries(folder, part):
+        try:
+            if is_dir:
+                fs.mkdir(inner)
+            else:
+                data = _read(path, part)
+                with fs.open(inner, "wb") as out:
+                    out.write(data)
+        except littlefs.LittleFSError as exc:
+            raise _littlefs_error(exc, path, part) from None
+    return bytes(fs.context.buffer)
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as text that prints anywhere: bytes that are not UTF-8 in a name appear as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _folder_entries(folder: Path, part: Partition):
+    """``(path, name in the image, is a folder)`` for everything below ``folder``, in sorted order.
+
+    Refused in one line: a folder that cannot be listed (never packed as empty), a name that is not
+    UTF-8 or longer than LittleFS allows, a link to a folder or to anything outside ``folder``, and
+    anything that is not a regular file or folder (a FIFO, a device).
+    """
+    from imgtool.atomic import input_kind
+
+    root = os.path.realpath(folder)
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = sorted(listing, key=lambda e: os.fsencode(e.name))
+        except OSError as exc:
+            raise InputError(
+                f"cannot list this folder ({exc.strerror}); fix its permissions or leave it out", path=shown_path(current), field="--data"
+            ) from None
+        subfolders = []
+        for entry in entries:
+            path = Path(entry.path)
             inner = path.relative_to(folder).as_posix()
             try:
-                if name in dirs:
-                    fs.mkdir(inner)
-                else:
-                    with fs.open(inner, "wb") as out:
-                        out.write(_read(path))
-            except littlefs.LittleFSError as exc:
-                raise _littlefs_error(exc, path, part) from None
-    return bytes(fs.context.buffer)
+                encoded = entry.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(
+                    "the name is not UTF-8 (LittleFS names are UTF-8 text); rename it", path=shown_path(path), field="--data"
+                ) from None
+            if len(encoded) > LITTLEFS_NAME_MAX - 1:
+                raise InputError(
+                    f"the name is {len(encoded)} bytes, longer than LittleFS's {LITTLEFS_NAME_MAX - 1}; shorten it",
+                    path=shown_path(path),
+                    field="--data",
+                )
+            if entry.is_symlink():
+                target = os.path.realpath(path)
+                if os.path.commonpath([root, target]) != root:
+                    raise InputError(
+                        f"is a link to {shown_path(target)}, outside the data folder; copy the file in instead",
+                        path=shown_path(path),
+                        field="--data",
+                    )
+                if os.path.isdir(target):
+                    raise InputError("is a link to a folder; copy the folder in instead", path=shown_path(path), field="--data")
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not is_dir:
+                    input_kind(path, "file in the data folder", pipes=False)
+            except InputError as exc:
+                raise InputError(exc.message, path=shown_path(path), field="--data") from None
+            yield path, inner, is_dir
+            if is_dir:
+                subfolders.append(path)
+        pending.extend(reversed(subfolders))
+
+
+def _littlefs_full(path: Path, part: Partition) -> LayoutError:
+    return LayoutError(
+        f"does not fit in a LittleFS in partition '{part.name}' ({part.size:,} bytes): it is full; make the partition larger",
+        path=shown_path(path),
+        field="--data",
+    )
 
 
 def _littlefs_error(exc, path: Path, part: Partition):
     import littlefs
 
-    if exc.code == littlefs.LittleFSError.Error.LFS_ERR_NOSPC:
-        return LayoutError(
-            f"does not fit in a LittleFS in partition '{part.name}' ({part.size:,} bytes); make the partition larger",
-            path=path,
-            field="--data",
-        )
-    if exc.code == littlefs.LittleFSError.Error.LFS_ERR_NAMETOOLONG:
-        return InputError(f"the name is longer than LittleFS's {LITTLEFS_NAME_MAX - 1} bytes; shorten it", path=path, field="--data")
+    # every name was checked against the limit first, so a name "too long" here is one that no longer fits: the
+    # file system is full (littlefs reports a metadata block with no room for the name that way)
+    if exc.code in (littlefs.LittleFSError.Error.LFS_ERR_NOSPC, littlefs.LittleFSError.Error.LFS_ERR_NAMETOOLONG):
+        return _littlefs_full(path, part)
     return InputError(f"cannot be added to the LittleFS ({exc})", path=path, field="--data")
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, part: Partition) -> bytes:
+    from imgtool.atomic import read_input
+
+    if path.stat().st_size > part.size:
+        raise _littlefs_full(path, part)
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read it ({exc.strerror})", path=path, field="--data") from None
+        return read_input(path, "file in the data folder", limit=part.size)
+    except InputError as exc:
+        raise InputError(exc.message, path=shown_path(path), field="--data") from None
 
 
 # --------------------------------------------------------------------------- NVS
@@ -289,12 +355,14 @@ def _nvs_rows(csv_path: Path) -> list[tuple[int, dict]]:
     """The CSV rows as the generator reads them (``#`` lines skipped), with their line numbers; ``file`` values made absolute."""
     import csv
 
+    from imgtool.atomic import input_kind, read_input
+
     try:
-        text = csv_path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+        text = read_input(csv_path, "NVS CSV", limit=MAX_NVS_CSV_BYTES).decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
         raise InputError("is not UTF-8 text", path=csv_path, field="--data") from None
-    except OSError as exc:
-        raise InputError(f"cannot read it ({exc.strerror})", path=csv_path, field="--data") from None
+    except InputError as exc:
+        raise InputError(exc.message, path=csv_path, field="--data") from None
     numbered = [(n, line) for n, line in enumerate(text.splitlines(keepends=True), 1) if not line.startswith("#")]
     reader = csv.DictReader((line for _, line in numbered), delimiter=",")
     rows = []
@@ -312,10 +380,19 @@ def _nvs_rows(csv_path: Path) -> list[tuple[int, dict]]:
                 raise InputError(
                     f"line {line}: type '{row['type']}' is not one of {', '.join(NVS_ROW_TYPES)}", path=csv_path, field="--data"
                 )
-            if len(row["key"]) > NVS_KEY_MAX:
-                raise InputError(f"line {line}: key '{row['key']}' is longer than {NVS_KEY_MAX} characters", path=csv_path, field="--data")
+            if len(row["key"].encode("utf-8")) > NVS_KEY_MAX:
+                raise InputError(
+                    f"line {line}: key {row['key']!r} is {len(row['key'].encode('utf-8'))} bytes in UTF-8, longer than NVS's {NVS_KEY_MAX}",
+                    path=csv_path,
+                    field="--data",
+                )
             if row["type"] == "file":
                 row["value"] = os.fspath(csv_path.parent / row["value"])
+                if os.path.exists(row["value"]):  # the generator names a missing file itself
+                    try:
+                        input_kind(row["value"], "NVS value file", pipes=False)
+                    except InputError as exc:
+                        raise InputError(f"line {line}: {row['value']} {exc.message}", path=csv_path, field="--data") from None
             rows.append((line, row))
     except csv.Error as exc:
         raise InputError(f"line {numbered[reader.line_num - 1][0]}: {exc}", path=csv_path, field="--data") from None

@@ -27,6 +27,8 @@ CHUNK_SIZE = 16 * 1024
 #: Suffix of a download's staged file until its hash is checked.
 PART_SUFFIX = ".part"
 USER_AGENT = f"imgtool/{__version__}"
+#: The clock the total deadline is measured on (tests replace it to make time pass at will).
+_clock = time.monotonic
 
 
 class DownloadError(ImgtoolError):
@@ -41,6 +43,7 @@ class DownloadSettings:
     retries: int = 3  # extra attempts after the first, for transient failures only
     backoff: float = 1.0  # seconds before the first retry, doubled each time
     max_bytes: int = 16 * 1024 * 1024  # refuse anything larger: a pinned file is never this big
+    deadline: float = 300.0  # seconds for the whole download, every attempt included: a dripping server ends too
 
 
 DEFAULT_SETTINGS = DownloadSettings()
@@ -59,9 +62,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def has_hash(path: str | os.PathLike, sha256: str) -> bool:
-    """True when ``path`` exists and holds exactly the bytes with this SHA-256."""
+    """True when ``path`` is a regular file holding exactly the bytes with this SHA-256 (a FIFO or device is not)."""
+    import stat
+
     try:
-        return sha256_file(path) == sha256.lower()
+        return stat.S_ISREG(os.stat(path).st_mode) and sha256_file(path) == sha256.lower()
     except OSError:
         return False
 
@@ -118,17 +123,21 @@ def download(
         if has_hash(dest, sha256):
             return dest
         attempt = 0
+        give_up_at = _clock() + settings.deadline
         while True:
             try:
                 with staged_file(dest, PART_SUFFIX) as out:
-                    digest, size = _fetch_into(out, url, settings, quiet=quiet, label=label or dest.name)
+                    digest, size = _fetch_into(out, url, settings, quiet=quiet, label=label or dest.name, give_up_at=give_up_at)
                     _verify(digest, sha256, url, size)  # raising here removes the staged file
                 return dest
             except _Transient as exc:
                 if attempt >= settings.retries:
                     tries = f" after {attempt + 1} attempts" if attempt else ""
                     raise DownloadError(f"{exc}{tries}; check the network or set a mirror", field="url") from None
-                time.sleep(settings.backoff * (2**attempt))
+                pause = settings.backoff * (2**attempt)
+                if _clock() + pause > give_up_at:
+                    raise DownloadError(f"{exc}; {_deadline_message(url, settings)}", field="url") from None
+                time.sleep(pause)
                 attempt += 1
 
 
@@ -149,8 +158,12 @@ def _lock_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".lock")
 
 
-def _fetch_into(out, url: str, settings: DownloadSettings, *, quiet: bool, label: str) -> tuple[str, int]:
-    """One attempt: stream the body into the open file ``out``; returns its SHA-256 (hex) and size."""
+def _fetch_into(out, url: str, settings: DownloadSettings, *, quiet: bool, label: str, give_up_at: float) -> tuple[str, int]:
+    """One attempt: stream the body into the open file ``out``; returns its SHA-256 (hex) and size.
+
+    Each read returns what has arrived (``read1``), so the deadline ``give_up_at`` (a
+    value of ``_clock``) is checked however slowly the bytes come.
+    """
     import http.client
     import socket
     import urllib.error
@@ -185,8 +198,10 @@ def _fetch_into(out, url: str, settings: DownloadSettings, *, quiet: bool, label
         with _progress(label, total, quiet) as advance:
             received = 0
             while True:
+                if _clock() > give_up_at:
+                    raise DownloadError(_deadline_message(url, settings), field="url")
                 try:
-                    chunk = response.read(CHUNK_SIZE)
+                    chunk = response.read1(CHUNK_SIZE)
                 except (TimeoutError, socket.timeout):
                     raise _Transient(_stall_message(url, settings)) from None
                 except (OSError, http.client.HTTPException) as exc:
@@ -206,6 +221,10 @@ def _fetch_into(out, url: str, settings: DownloadSettings, *, quiet: bool, label
 
 def _stall_message(url: str, settings: DownloadSettings) -> str:
     return f"timed out: {url} sent nothing for {settings.timeout:g} s"
+
+
+def _deadline_message(url: str, settings: DownloadSettings) -> str:
+    return f"{url} did not arrive within {settings.deadline:g} s; check the network or set a mirror"
 
 
 def _too_big(url: str, settings: DownloadSettings) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from imgtool.chips import CHIPS, EM_RISCV, EM_XTENSA
-from imgtool.errors import ElfError
-from imgtool.image_format import APP_DESC_MAGIC
+from imgtool.errors import ElfError, InputError, LayoutError
+from imgtool.image_format import APP_DESC_MAGIC, MAX_APP_IMAGE_BYTES
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32 = 1
@@ -118,7 +118,14 @@ class ElfInfo:
 
 def read_elf(path: str | os.PathLike) -> ElfInfo:
     """Parse the ELF at ``path``; any malformation becomes an :class:`ElfError` naming the file."""
+    from imgtool.atomic import input_kind
+
     path = Path(path)
+    if os.path.exists(path):  # a missing file is named below, as open() finds it
+        try:
+            input_kind(path, "ELF file", pipes=False)
+        except InputError as exc:
+            raise ElfError(exc.message, path=path) from None
     try:
         with open(path, "rb") as fh:
             file_size = os.fstat(fh.fileno()).st_size
@@ -176,7 +183,32 @@ def _read_tables(fh, head: bytes, file_size: int, path: Path) -> ElfInfo:
         hints, min_rev, chip_name = set(), None, None
     if not pieces:
         raise ElfError("ELF has no loadable data (no allocated sections with contents)", path=path)
+    _check_loadable(pieces, path)
     return ElfInfo(path, machine, header.e_entry, pieces, nobits, hints, file_size, min_rev, chip_name)
+
+
+def _check_loadable(pieces: list[LoadablePiece], path: Path) -> None:
+    """Refuse, before any section is read, pieces that overlap in memory or hold more than an app image can.
+
+    Section data is read only after this, so a hostile ELF (a thousand sections aliasing the same
+    bytes) costs its headers, not its claims.
+    """
+    ordered = sorted(pieces, key=lambda p: (p.addr, p.end))
+    for prev, piece in zip(ordered, ordered[1:]):
+        if piece.addr < prev.end:
+            raise LayoutError(
+                f"sections {prev.name} (0x{prev.addr:08x}..0x{prev.end:08x}) and {piece.name} "
+                f"(0x{piece.addr:08x}..0x{piece.end:08x}) overlap; fix the linker script",
+                path=path,
+                field=piece.name,
+            )
+    total = sum(p.size for p in pieces)
+    if total > MAX_APP_IMAGE_BYTES:
+        raise ElfError(
+            f"the loadable sections hold {total:,} bytes, more than an app image can ({MAX_APP_IMAGE_BYTES:,}); "
+            "is this a firmware ELF?",
+            path=path,
+        )
 
 
 def _read_at(fh, offset: int, size: int) -> bytes:

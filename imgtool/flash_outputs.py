@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 
 from imgtool.flash_formats import format_files
@@ -189,6 +190,25 @@ def sha256sums_text(digests: dict[str, str]) -> str:
         else:
             lines.append(f"{digest} *{name}")
     return "\n".join(lines) + "\n"
+
+
+#: ``sha256sum``'s escapes in a name (a line starting with a backslash), and what each stands for.
+_GNU_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_GNU_UNESCAPED = {"n": "\n", "r": "\r", "\\": "\\"}
+
+
+def parse_sha256sums(text: str) -> dict[str, str]:
+    """``sha256sum`` lines (text or binary mode, GNU escapes) as name → hex digest."""
+    out = {}
+    for line in text.splitlines():
+        escaped = line.startswith("\\")
+        digest, _, name = line.removeprefix("\\").partition(" ")
+        name = name.removeprefix("*").removeprefix(" ")
+        if escaped:
+            name = _GNU_ESCAPE.sub(lambda m: _GNU_UNESCAPED.get(m.group(1), m.group(0)), name)
+        if digest and name:
+            out[name] = digest.lower()
+    return out
 
 
 class OutputFiles(dict):

@@ -8,13 +8,12 @@ bootloader's chip-revision ranges and the bootloader build's crystal, the way es
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.chips import ANY_REVISION_MAX, get_chip, revision_name, revision_span
+from imgtool.chips import ANY_REVISION_MAX, MAX_FLASH_BYTES, get_chip, revision_name, revision_span
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.flash_layout import FlashSettings
 from imgtool.output_names import (
@@ -69,25 +68,30 @@ class PackFolder:
 
     def partition_table(self):
         """The table in ``partitions.bin``, for ``--erase-parts`` and ``--erase-data-parts``."""
-        from imgtool.partitions import DEFAULT_TABLE_OFFSET, PartitionTable
+        from imgtool.partitions import DEFAULT_TABLE_OFFSET, TABLE_MAX_LEN, PartitionTable
 
         table_file = self.path / PARTITIONS_BIN_FILE
         offset = next((off for off, p in self.parts if p.name == PARTITIONS_BIN_FILE), DEFAULT_TABLE_OFFSET)
-        try:
-            data = table_file.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read the partition table ({exc.strerror}); pack again", path=table_file) from None
+        from imgtool.atomic import read_input
+
+        data = read_input(table_file, "partition table", limit=TABLE_MAX_LEN)
         return PartitionTable.from_binary(data, source=os.fspath(table_file), table_offset=offset)
 
 
 def parse_args_file(path: Path) -> tuple[dict, list[tuple[int, Path]]]:
-    """Flash settings and ``(offset, file)`` pairs of an esptool argument file, read as esptool reads it."""
+    """Flash settings and ``(offset, file)`` pairs of an esptool argument file, read as esptool reads it.
+
+    Every file it names must be a plain name inside its folder (:func:`imgtool.pack_folder.file_in`).
+    """
+    from imgtool.atomic import read_input
+    from imgtool.pack_folder import MAX_METADATA_BYTES, file_in
+
+    if not os.path.lexists(path):
+        raise InputError("not found; run 'imgtool pack' into this folder first", path=path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("not found; run 'imgtool pack' into this folder first", path=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read it ({getattr(exc, 'strerror', None) or exc})", path=path) from None
+        text = read_input(path, "argument file", limit=MAX_METADATA_BYTES).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read it ({exc})", path=path) from None
     words: list[str] = []
     try:
         for line in text.splitlines():
@@ -109,7 +113,7 @@ def parse_args_file(path: Path) -> tuple[dict, list[tuple[int, Path]]]:
             offset = int(word, 0)
         except ValueError:
             raise InputError(f"'{word}' is not an offset; expected OFFSET FILE pairs after the flash options", path=path) from None
-        pairs.append((offset, path.parent / words[i + 1]))
+        pairs.append((offset, file_in(path.parent, words[i + 1], path.name)))
         i += 2
     if not pairs:
         raise InputError("lists no file to write; pack again", path=path)
@@ -117,38 +121,48 @@ def parse_args_file(path: Path) -> tuple[dict, list[tuple[int, Path]]]:
 
 
 def read_pack_folder(path: str | os.PathLike) -> PackFolder:
-    """Read a pack output folder: chip and bootloader build from flasher_args.json, files from the argument files."""
+    """Read a pack output folder: chip and bootloader build from flasher_args.json, files from the argument files.
+
+    Nothing it names is trusted: ``SHA256SUMS`` must vouch for every file the argument files name, each
+    inside the folder (:mod:`imgtool.pack_folder`), before anything connects to a device.
+    """
+    from imgtool.atomic import read_input
     from imgtool.image_format import parse_image
+    from imgtool.pack_folder import checked_sums, read_pack_json, require_listed
 
     folder = Path(path)
     meta_path = folder / FLASHER_ARGS_JSON_FILE
+    meta = read_pack_json(folder)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         chip = meta["extra_esptool_args"]["chip"]
         get_chip(chip)
-    except FileNotFoundError:
-        raise InputError(f"has no {FLASHER_ARGS_JSON_FILE}; run 'imgtool pack' into this folder first", path=folder) from None
-    except (OSError, ValueError, KeyError, TypeError, ImgtoolError):
+    except (KeyError, TypeError, ImgtoolError):
         raise InputError("does not name the chip in extra_esptool_args.chip; pack again", path=meta_path) from None
     settings, parts = parse_args_file(folder / FLASH_ARGS_FILE)
     merged = None
-    if (folder / FLASH_MERGED_ARGS_FILE).is_file():
+    if os.path.lexists(folder / FLASH_MERGED_ARGS_FILE):
         merged_pairs = parse_args_file(folder / FLASH_MERGED_ARGS_FILE)[1]
         merged = merged_pairs[0]
-    sections = meta.get("flash_settings") or {}
+    sums = checked_sums(folder)
+    require_listed(folder, sums, [p.name for _, p in parts], FLASH_ARGS_FILE)
+    if merged is not None:
+        require_listed(folder, sums, [merged[1].name], FLASH_MERGED_ARGS_FILE)
+    sections = meta.get("flash_settings") if isinstance(meta.get("flash_settings"), dict) else {}
     flash = FlashSettings(
         mode=settings.get("mode") or sections.get("flash_mode", "dio"),
         freq=settings.get("freq") or sections.get("flash_freq", "40m"),
         size=settings.get("size") or sections.get("flash_size", "2MB"),
     )
-    pack = PackFolder(folder, chip, flash, parts, merged, dict((meta.get("imgtool") or {}).get("bootloader") or {}))
-    app_entry = (meta.get("app") or {}).get("file")
+    own = meta.get("imgtool") if isinstance(meta.get("imgtool"), dict) else {}
+    source = own.get("bootloader") if isinstance(own.get("bootloader"), dict) else {}
+    pack = PackFolder(folder, chip, flash, parts, merged, dict(source))
+    app_entry = meta.get("app").get("file") if isinstance(meta.get("app"), dict) else None
     for attr, name in (("app_revisions", app_entry), ("bootloader_revisions", BOOTLOADER_FILE)):
-        file = folder / name if name else None
-        if file is None or not file.is_file():
+        if name not in sums:
             continue
+        file = folder / name
         try:
-            image = parse_image(file.read_bytes(), file).image
+            image = parse_image(read_input(file, "image", limit=MAX_FLASH_BYTES), file).image
         except ImgtoolError:
             continue  # verify reports a damaged image; esptool's own checks still run
         setattr(pack, attr, (image.min_chip_rev_full, image.max_chip_rev_full))

@@ -330,13 +330,10 @@ def _writes(pack: PackFolder, *, merged: bool) -> list[tuple[int, bytes, str]]:
         pairs = [pack.merged]
     else:
         pairs = pack.parts
-    out = []
-    for offset, path in pairs:
-        try:
-            out.append((offset, Path(path).read_bytes(), Path(path).name))
-        except OSError as exc:
-            raise InputError(f"cannot read it ({exc.strerror}); pack again", path=path) from None
-    return out
+    from imgtool.atomic import read_input
+    from imgtool.chips import MAX_FLASH_BYTES
+
+    return [(offset, read_input(path, "pack part", limit=MAX_FLASH_BYTES), Path(path).name) for offset, path in pairs]
 
 
 __all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "Connection", "FlashOptions", "FlashReport", "connect", "flash_folder", "size_in_bytes", "size_text"]

@@ -53,7 +53,7 @@ def find_idf_build(elf_path: str | os.PathLike) -> IdfBuild | None:
     cargo puts a binary in ``target/<triple>/<profile>/`` (an example one level deeper, in
     ``examples/``) and build-script outputs in that profile folder's ``build/``.
     """
-    elf = Path(elf_path).resolve()
+    elf = Path(os.path.realpath(elf_path))  # realpath: a symlink loop is named when the ELF is read
     found = []
     for profile in (elf.parent, elf.parent.parent):
         build_root = profile / "build"

@@ -27,6 +27,8 @@ SHA256_LEN = 32
 WP_PIN_DISABLED = 0xEE
 #: ESP-IDF's bootloader refuses images with more segments than this.
 MAX_SEGMENTS = 16
+#: An app image is at most this long: the largest flash span the MMU maps (16 MiB on every chip).
+MAX_APP_IMAGE_BYTES = 16 * 1024 * 1024
 #: Segment data is always a multiple of this length.
 SEGMENT_ALIGN = 4
 

@@ -61,10 +61,17 @@ def format_file_name(name: str, fmt: str) -> str:
 
 
 def unusable_name(name: str, also: str = "") -> bool:
-    """Whether ``name`` cannot begin an output file's name: empty, ``.``/``..``, or holding a folder separator,
-    NUL or a line break (esptool reads argument files line by line, so a line break cannot be quoted away);
-    ``also`` adds characters to refuse."""
-    return not name or name in (".", "..") or any(c in name for c in "/\x00\n\r" + also)
+    """Whether ``name`` cannot begin an output file's name: empty, ``.``/``..``, starting with ``-`` (esptool
+    and shells would read it as an option), or holding a folder separator (``/``, or ``\\``, which Windows and
+    zip readers take as one) or a control character (a line break cannot be quoted away in an argument file
+    esptool reads line by line; DEL and the rest break TOML and terminals); ``also`` adds characters to refuse."""
+    return (
+        not name
+        or name in (".", "..")
+        or name.startswith("-")
+        or any(c in name for c in "/\\" + also)
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+    )
 
 
 def check_output_name(name: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.atomic import write_outputs
-from imgtool.errors import UsageError
+from imgtool.errors import InputError, UsageError
 from imgtool.flash_formats import FORMATS
 from imgtool.flash_layout import FlashSettings, check_table_offset, plan_layout
 from imgtool.flash_outputs import render_files
@@ -58,6 +58,7 @@ def pack(
     source_date_epoch: str | None = None,
     cwd: str | os.PathLike | None = None,
     global_config: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> PackResult:
     """Build and write every output for ``elf_path``; options left None come from espflash project files.
 
@@ -83,6 +84,9 @@ def pack(
     search up from the ELF stops there, and the result shows the merged image's path relative to it;
     None reads neither and shows absolute paths. ``global_config`` is espflash's global
     ``espflash.toml`` (the CLI passes :func:`imgtool.project_config.global_config_path`), None for none.
+
+    A file already in the output folder that the earlier pack's ``SHA256SUMS`` does not list (a
+    project's own ``partitions.csv`` or ``manifest.json``) is refused unless ``force``.
     """
     from imgtool.app_image import build_app_image
     from imgtool.bootloader_choice import bootloader_for_app
@@ -279,7 +283,8 @@ def pack(
     stale = LEGACY_FILES + (() if layout.part("otadata") else (OTADATA_FILE,))
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(name, fmt) for fmt in FORMATS), archive_file) if f not in files)
-    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, cache_dir=store.cache_dir)
+    owned = None if force else lambda folder: _earlier_pack_files(folder, archive_file)
+    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, owned=owned, cache_dir=store.cache_dir)
 
     def shown(file: str) -> str:
         return _display_path(out / file, cwd)
@@ -389,15 +394,34 @@ def _kept_signed_bootloader(raw: bytes, path, keys, chip: str, warnings: list[st
     return contents + signature_sector([*blocks, *(signature_block(contents, k, sign(contents, k)) for k in keys)])
 
 
+#: A ``SHA256SUMS`` larger than this is not one a pack wrote (a few lines per output file).
+MAX_SHA256SUMS_BYTES = 1 << 20
+
+
+def _earlier_pack_files(folder: Path, archive_file: str) -> set[str]:
+    """The names an earlier pack wrote in ``folder``: what its ``SHA256SUMS`` lists, itself, and the archive it leaves out."""
+    from imgtool.atomic import read_input
+    from imgtool.flash_outputs import parse_sha256sums
+
+    sums = folder / SHA256SUMS_FILE
+    if not sums.is_file():
+        return set()
+    try:
+        listed = parse_sha256sums(read_input(sums, "checksum file", limit=MAX_SHA256SUMS_BYTES).decode("utf-8"))
+    except (InputError, UnicodeDecodeError):
+        return set()
+    return {*listed, SHA256SUMS_FILE, archive_file} if listed else set()
+
+
 def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg, keys=()) -> None:
     inputs = [elf] + [Path(p) for p in (cfg.partition_table, cfg.bootloader, *keys) if p]
     for inp in inputs:
         try:
-            inp_resolved = inp.resolve()
+            inp_resolved = os.path.realpath(inp)  # never raises: a symlink loop is named when it is read
         except OSError:  # pragma: no cover
             continue
         for name in files:
-            if (out / name).resolve() == inp_resolved:
+            if os.path.realpath(out / name) == inp_resolved:
                 raise UsageError(
                     f"writing {name} into {out} would overwrite the input {inp}; choose another -o OUTDIR",
                     field="-o",
@@ -406,10 +430,10 @@ def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg, keys=()) -
 
 def _display_path(path: Path, cwd: str | os.PathLike | None) -> str:
     """``path`` relative to ``cwd`` when it is below it, else absolute."""
-    absolute = path.resolve()
+    absolute = Path(os.path.realpath(path))
     if cwd is not None:
         try:
-            return os.fspath(absolute.relative_to(Path(cwd).resolve()))
+            return os.fspath(absolute.relative_to(os.path.realpath(cwd)))
         except ValueError:
             pass
     return os.fspath(absolute)

@@ -82,18 +82,22 @@ class ProjectConfig:
         return replace(self, **{k: v for k, v in cli.items() if v is not None and k in known})
 
 
+#: Project files (espflash.toml, Cargo.toml, launchpad.toml) are a few kilobytes; larger is not one.
+MAX_TOML_BYTES = 1 << 20
+
+
 def load_toml(path: Path) -> dict:
     """A UTF-8 TOML file as a dict; unreadable or invalid files raise a one-line ``InputError``."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.10 only
         import tomli as tomllib
+    from imgtool.atomic import read_input
+
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_input(path, "TOML file", limit=MAX_TOML_BYTES).decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("is not UTF-8 text; TOML files must be UTF-8", path=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror})", path=path) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -152,14 +156,14 @@ def _members(root: Path, doc: dict) -> list[Path]:
     skip = set()
     for entry in excluded:
         try:
-            skip.add((root / entry).resolve())
+            skip.add(Path(os.path.realpath(root / entry)))
         except (TypeError, ValueError, OSError):
             continue
     folders = []
     for pattern in patterns:
         try:
             matches = sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]
-            folders += [f for f in matches if f.resolve() not in skip and (f / CARGO_TOML).is_file()]
+            folders += [f for f in matches if Path(os.path.realpath(f)) not in skip and (f / CARGO_TOML).is_file()]
         except (ValueError, NotImplementedError, OSError):
             continue
     return folders
@@ -169,7 +173,7 @@ def find_crate(elf_path: str | os.PathLike, cwd: str | os.PathLike | None = None
     """The ``Cargo.toml`` of the crate that built ``elf_path``: the first, from the ELF's folder and then
     from ``cwd`` upwards, whose package or ``[[bin]]`` is named like the ELF (workspace members included)."""
     wanted = {Path(elf_path).name, Path(elf_path).stem}
-    starts = [Path(elf_path).resolve().parent, *([Path(cwd).resolve()] if cwd is not None else [])]
+    starts = [Path(os.path.realpath(elf_path)).parent, *([Path(os.path.realpath(cwd))] if cwd is not None else [])]
     seen: set[Path] = set()
     for start in starts:
         for folder in (start, *start.parents):
@@ -195,13 +199,13 @@ def find_config_files(elf_path: str | os.PathLike, cwd: str | os.PathLike | None
     The search stops at ``cwd`` (the caller's working folder, which the CLI passes) when the ELF
     is below it, else at the filesystem root.
     """
-    start = Path(elf_path).resolve().parent
-    stop = Path(cwd).resolve() if cwd is not None else None
+    start = Path(os.path.realpath(elf_path)).parent  # realpath: a symlink loop is named when the ELF is read
+    stop = Path(os.path.realpath(cwd)) if cwd is not None else None
     espflash = cargo = None
     for folder in (start, *start.parents):
-        if espflash is None and (folder / ESPFLASH_TOML).is_file():
+        if espflash is None and _present(folder / ESPFLASH_TOML):
             espflash = folder / ESPFLASH_TOML
-        if (folder / CARGO_TOML).is_file():
+        if _present(folder / CARGO_TOML):
             cargo = folder / CARGO_TOML
             break
         if folder == stop:
@@ -209,12 +213,17 @@ def find_config_files(elf_path: str | os.PathLike, cwd: str | os.PathLike | None
     return espflash, cargo
 
 
+def _present(path: Path) -> bool:
+    """A project file is there (any kind but a folder: a FIFO or device is then refused when it is read)."""
+    return os.path.lexists(path) and not os.path.isdir(path)
+
+
 def espflash_files(elf_path: str | os.PathLike | None, cwd: str | os.PathLike | None = None,
                    global_config: str | os.PathLike | None = None) -> tuple[list[Path], Path | None]:
     """The ``espflash.toml`` files that apply, lowest priority first, and the crate's ``Cargo.toml``."""
     candidates: list[Path] = []  # highest priority first
     if cwd is not None:
-        here = Path(cwd).resolve()
+        here = Path(os.path.realpath(cwd))
         candidates += [here / ESPFLASH_TOML, here.parent / ESPFLASH_TOML]
     cargo = None
     if elf_path is not None:
@@ -229,7 +238,7 @@ def espflash_files(elf_path: str | os.PathLike | None, cwd: str | os.PathLike | 
         candidates.append(Path(global_config))
     found: list[Path] = []
     for path in candidates:
-        if path.is_file() and all(path.resolve() != f.resolve() for f in found):
+        if _present(path) and all(os.path.realpath(path) != os.path.realpath(f) for f in found):
             found.append(path)
     return found[::-1], cargo
 
@@ -244,7 +253,7 @@ def load_project_config(elf_path: str | os.PathLike | None, cwd: str | os.PathLi
     files, cargo = espflash_files(elf_path, cwd, global_config)
     layers: list[tuple[Path, dict, dict]] = []  # (file, settings, data), lowest priority first
     warnings: list[str] = []
-    if global_config is not None and files and files[0].resolve() == Path(global_config).resolve():
+    if global_config is not None and files and os.path.realpath(files[0]) == os.path.realpath(global_config):
         layers.append(_espflash_layer(files.pop(0), warnings))
     if cargo is not None:
         doc = load_toml(cargo)

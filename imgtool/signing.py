@@ -18,13 +18,14 @@ from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int32ul, Padding, RawCopy, StreamError, Struct, Switch
 
-from imgtool.chips import ERASED, FLASH_SECTOR_SIZE, MAX_FLASH_BYTES
+from imgtool.chips import ERASED, FLASH_SECTOR_SIZE
 from imgtool.errors import ImageError, InputError, UsageError
 from imgtool.image_format import (
     CHECKSUM_ALIGN,
     SHA256_LEN,
     EXTENDED_HEADER_LEN,
     HEADER_LEN,
+    MAX_APP_IMAGE_BYTES,
     MAX_SEGMENTS,
     SEGMENT_HEADER_LEN,
     EspImage,
@@ -45,6 +46,8 @@ CURVE_P192 = 1
 CURVE_P256 = 2
 CURVE_P384 = 3
 
+#: The largest input ``sign`` reads: an app of the largest flash span the MMU maps, plus its signature sector.
+MAX_SIGNABLE_BYTES = MAX_APP_IMAGE_BYTES + FLASH_SECTOR_SIZE
 #: At most this many blocks fit the sector (the bootloader reads no more).
 MAX_SIGNATURE_BLOCKS = 3
 RSA_BYTES = 384
@@ -651,7 +654,6 @@ def sign_image(
     a signed one keeps its blocks and gets the new ones after them.
     """
     from imgtool.atomic import read_input
-    from imgtool.chips import chip_by_image_id, get_chip
 
     if bool(keys) == bool(pub_keys):
         raise UsageError("give either --key (sign here) or --pub-key with --signature (signed elsewhere)", field="--key")
@@ -660,13 +662,7 @@ def sign_image(
             f"{len(pub_keys)} --pub-key for {len(signatures)} --signature; give one signature per public key, in order",
             field="--signature",
         )
-    data = read_input(image_path, "ESP image", limit=MAX_FLASH_BYTES)
-    parsed = parse_image(data, image_path)
-    target = get_chip(chip) if chip else chip_by_image_id(parsed.image.chip_id)
-    if target is None:
-        raise ImageError(
-            f"has chip id {parsed.image.chip_id}, which no known chip has; pass --chip", path=image_path, field="chip_id"
-        )
+    data, parsed, target = _signable(image_path, chip)
     loaded = [load_key(k, field="--key") for k in keys] or [load_key(k, private=False, field="--pub-key") for k in pub_keys]
     prepared = prepare_app(data, target.mmu_page_sizes, path=image_path, pad=pad)
     warnings = check_chip_schemes(target.name, loaded, field="--key" if keys else "--pub-key", existing=len(prepared.blocks))
@@ -681,16 +677,67 @@ def sign_image(
     return SignResult(out, target.name, len(prepared.blocks) + len(blocks), len(blocks), warnings)
 
 
-def pad_image(image_path, *, chip: str | None = None) -> bytes:
-    """The secure-padded, sector-aligned image: exactly the bytes a remote signer must sign."""
+def _signable(image_path, chip: str | None):
+    """Read an image to sign; refuse one a signature must not vouch for.
+
+    A signature makes the chip trust the bytes, so a corrupted image (checksum or appended
+    SHA-256 wrong), a merged image (only its bootloader would be signed, as if it were an app)
+    and a ``--chip`` that disagrees with the header (a scheme that chip may not verify) are refused.
+    """
     from imgtool.atomic import read_input
     from imgtool.chips import chip_by_image_id, get_chip
 
-    data = read_input(image_path, "ESP image", limit=MAX_FLASH_BYTES)
+    data = read_input(image_path, "ESP image", limit=MAX_SIGNABLE_BYTES)
     parsed = parse_image(data, image_path)
-    target = get_chip(chip) if chip else chip_by_image_id(parsed.image.chip_id)
+    header_chip = chip_by_image_id(parsed.image.chip_id)
+    target = get_chip(chip) if chip else header_chip
     if target is None:
-        raise ImageError(f"has chip id {parsed.image.chip_id}, which no known chip has; pass --chip", path=image_path)
+        raise ImageError(
+            f"has chip id {parsed.image.chip_id}, which no known chip has; pass --chip", path=image_path, field="chip_id"
+        )
+    if header_chip is not None and header_chip.name != target.name:
+        raise UsageError(
+            f"the image header says {header_chip.name} (chip id {parsed.image.chip_id}), not {target.name}; "
+            "drop --chip or sign an image built for that chip",
+            path=image_path,
+            field="--chip",
+        )
+    if not parsed.checksum_valid:
+        raise ImageError(
+            f"checksum byte is 0x{parsed.stored_checksum:02x} but the segments give 0x{parsed.computed_checksum:02x}: "
+            "the image is corrupted; rebuild it before signing",
+            path=image_path,
+            field="checksum",
+        )
+    if parsed.hash_valid is False:
+        raise ImageError(
+            "the appended SHA-256 does not match the image: it is corrupted; rebuild it before signing",
+            path=image_path,
+            field="sha256",
+        )
+    table_at = merged_table_offset(data, parsed.length, target.bootloader_offset)
+    if table_at is not None:
+        raise ImageError(
+            f"is a merged image (a bootloader, then a partition table at 0x{table_at:x} in the file); "
+            "sign the app image instead (the app .bin in the pack folder, or imgtool image)",
+            path=image_path,
+        )
+    return data, parsed, target
+
+
+def merged_table_offset(data: bytes, image_len: int, bootloader_offset: int) -> int | None:
+    """Where a partition table sits in ``data`` past its first image, if ``data`` is a merged image or flash dump."""
+    from imgtool.partitions import DEFAULT_TABLE_OFFSET, ENTRY_MAGIC
+
+    for at in (DEFAULT_TABLE_OFFSET - bootloader_offset, DEFAULT_TABLE_OFFSET):
+        if at >= image_len and data[at : at + len(ENTRY_MAGIC)] == ENTRY_MAGIC:
+            return at
+    return None
+
+
+def pad_image(image_path, *, chip: str | None = None) -> bytes:
+    """The secure-padded, sector-aligned image: exactly the bytes a remote signer must sign."""
+    data, _parsed, target = _signable(image_path, chip)
     prepared = prepare_app(data, target.mmu_page_sizes, path=image_path)
     if prepared.blocks:
         raise ImageError("is already signed; its signed part is everything before the signature sector", path=image_path)

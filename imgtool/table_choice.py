@@ -51,6 +51,9 @@ _BOMS = (
 )
 
 
+#: A partition table file (CSV with comments, or the 0xC00-byte binary) is never this large.
+MAX_TABLE_INPUT_BYTES = 1 << 20
+
 def preset_names() -> list[str]:
     """The partition-table presets shipped with imgtool."""
     from importlib import (
@@ -118,7 +121,7 @@ def load_table(
         raise PartitionError(
             f"no such file, and not a preset (presets: {', '.join(preset_names())})", path=os.fspath(source)
         )
-    data = read_input(path, "partition table")
+    data = read_input(path, "partition table", limit=MAX_TABLE_INPUT_BYTES)
     if data.startswith(ENTRY_MAGIC):
         return PartitionTable.from_binary(data, source=os.fspath(source), options=opts)
     try:

@@ -31,6 +31,7 @@ from imgtool.chips import (
     revision_name,
 )
 from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
+from imgtool.flash_outputs import parse_sha256sums as _sha256sums
 from imgtool.output_names import FLASH_ARGS_FILE, FLASHER_ARGS_JSON_FILE, MERGED_SUFFIX, SHA256SUMS_FILE
 from imgtool.partitions import (
     DEFAULT_TABLE_OFFSET,
@@ -144,8 +145,10 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
             hints["chip"] = doc.get("extra_esptool_args", {}).get("chip")
             entry = doc.get("merged") or {}
             if entry.get("file"):
-                merged = p / entry["file"]
-        except (ValueError, OSError, AttributeError):
+                from imgtool.pack_folder import file_in
+
+                merged = file_in(p, entry["file"], FLASHER_ARGS_JSON_FILE)
+        except (ValueError, OSError, AttributeError, RecursionError, ImgtoolError):
             pass
     if merged is None or not merged.is_file():
         found = sorted(p.glob(f"*{MERGED_SUFFIX}"))
@@ -202,12 +205,18 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
     try:
         doc = json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
         files = {int(off, 16): name for off, name in doc["flash_files"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         report.fail(label, f"{FLASHER_ARGS_JSON_FILE} is missing or has no readable flash_files; re-run imgtool pack")
         return
+    from imgtool.pack_folder import file_in
+
     ok = True
     for offset, name in sorted(files.items()):
-        part = folder / name
+        try:
+            part = file_in(folder, name, FLASHER_ARGS_JSON_FILE)
+        except ImgtoolError as exc:
+            ok = report.add(label, False, exc.message)
+            continue
         if not part.is_file():
             ok = report.add(label, False, f"{name} (0x{offset:x} in {FLASHER_ARGS_JSON_FILE}) is missing")
             continue
@@ -226,25 +235,20 @@ def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None
     sums = folder / SHA256SUMS_FILE
     if sums.is_file():
         for name, digest in _sha256sums(sums.read_text(encoding="utf-8")).items():
-            target = folder / name
+            try:
+                target = file_in(folder, name, SHA256SUMS_FILE)
+            except ImgtoolError as exc:
+                ok = report.add(label, False, exc.message)
+                continue
             if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != digest:
                 ok = report.add(label, False, f"{name} does not match its SHA256SUMS entry")
     if ok:
         report.add(label, True, f"{len(files)} part files match the merged image at their offsets; argument files and SHA256SUMS agree")
 
 
-def _sha256sums(text: str) -> dict[str, str]:
-    """``sha256sum`` lines (text or binary mode, GNU escapes) as name → hex digest."""
-    out = {}
-    for line in text.splitlines():
-        escaped = line.startswith("\\")
-        digest, _, name = line.removeprefix("\\").partition(" ")
-        name = name.removeprefix("*").removeprefix(" ")
-        if escaped:
-            name = name.replace("\\n", "\n").replace("\\\\", "\\")
-        if digest and name:
-            out[name] = digest.lower()
-    return out
+def integrity_checked(parsed) -> str:
+    """What an image's integrity check covered: its checksum, and its appended SHA-256 only when it has one."""
+    return "checksum and SHA-256 valid" if parsed.stored_sha256 is not None else "checksum valid (no appended SHA-256)"
 
 
 class _Verifier:
@@ -377,7 +381,7 @@ class _Verifier:
         if img.flash_mode > 3:
             ok &= r.add("bootloader", False, f"header has unknown flash mode {img.flash_mode}")
         if ok:
-            r.add("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, checksum and SHA-256 valid")
+            r.add("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, {integrity_checked(parsed)}")
         return ok
 
     def _integrity(self, part: str, parsed) -> bool:
@@ -504,7 +508,7 @@ class _Verifier:
             r.add(
                 label,
                 True,
-                f"{parsed.length} of {part.size} bytes, checksum and SHA-256 valid, segments load and map as the "
+                f"{parsed.length} of {part.size} bytes, {integrity_checked(parsed)}, segments load and map as the "
                 f"{chip.name} bootloader requires",
             )
         return parsed

@@ -132,39 +132,53 @@ class WebRelease:
 
 def read_pack(folder: str | os.PathLike) -> PackFolder:
     """A pack output folder, refused in one line unless it verifies (the merged image boots, the part files match it)."""
+    from imgtool.pack_folder import checked_sums, file_in, read_pack_json, require_listed
+
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("no such pack folder; pass an OUTDIR written by imgtool pack", path=folder)
-    doc = _flasher_args(folder)
+    doc = read_pack_json(folder)
     try:
         chip = get_chip(doc["extra_esptool_args"]["chip"])
-        parts = tuple(sorted((int(off, 16), name) for off, name in doc["flash_files"].items()))
+        flash_files = doc["flash_files"]
         merged_file = doc["merged"]["file"]
-        merged_offset = int(doc["merged"]["offset"], 16)
+        merged_hex = doc["merged"]["offset"]
         app_file = doc["app"]["file"]
-    except (KeyError, TypeError, ValueError, AttributeError, ImgtoolError):
+    except (KeyError, TypeError, AttributeError, ImgtoolError):
         raise InputError(
             f"{FLASHER_ARGS_JSON_FILE} lacks the chip, flash_files, merged or app entries imgtool pack writes; re-run imgtool pack",
             path=folder,
         ) from None
-    for _, name in [*parts, (merged_offset, merged_file)]:
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise InputError(f"{FLASHER_ARGS_JSON_FILE} names '{name}', which is not a file in the pack folder", path=folder)
+    if not isinstance(flash_files, dict) or not flash_files:
+        raise InputError(f"{FLASHER_ARGS_JSON_FILE}: flash_files is not an object of offset → file; re-run imgtool pack", path=folder)
+    parts = tuple(sorted((_offset(folder, off, f"flash_files key {off!r}"), name) for off, name in flash_files.items()))
+    merged_offset = _offset(folder, merged_hex, "merged.offset")
+    if merged_offset not in (0, chip.bootloader_offset):
+        raise InputError(
+            f"{FLASHER_ARGS_JSON_FILE}: merged.offset is 0x{merged_offset:x}, but a {chip.name} merged image starts at "
+            f"0x{chip.bootloader_offset:x} (or 0x0); re-run imgtool pack",
+            path=folder,
+        )
+    for _, name in [*parts, (merged_offset, merged_file), (0, app_file)]:
+        file_in(folder, name, FLASHER_ARGS_JSON_FILE)
+    sums = checked_sums(folder)
+    require_listed(folder, sums, [name for _, name in parts] + [merged_file, app_file], FLASHER_ARGS_JSON_FILE)
     _check_pack(folder, chip, doc)
     name, version = _app_identity(folder, app_file)
     return PackFolder(folder, chip, parts, merged_file, merged_offset, name, version)
 
 
-def _flasher_args(folder: Path) -> dict:
+def _offset(folder: Path, text: object, field: str) -> int:
+    """A flash offset as pack writes it (``"0x10000"``), inside the largest flash."""
+    from imgtool.chips import MAX_FLASH_BYTES
+
     try:
-        doc = json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"is not a pack folder (no {FLASHER_ARGS_JSON_FILE}); run imgtool pack -o into it first", path=folder) from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {FLASHER_ARGS_JSON_FILE} ({exc}); re-run imgtool pack", path=folder) from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{FLASHER_ARGS_JSON_FILE} is not a JSON object; re-run imgtool pack", path=folder)
-    return doc
+        value = int(text, 16) if isinstance(text, str) and text.lower().startswith("0x") else None
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < MAX_FLASH_BYTES:
+        raise InputError(f"{FLASHER_ARGS_JSON_FILE}: {field} is {text!r}, not a flash offset like '0x10000'; re-run imgtool pack", path=folder)
+    return value
 
 
 def _check_pack(folder: Path, chip: Chip, doc: dict) -> None:
@@ -190,6 +204,7 @@ def _app_identity(folder: Path, app_file: str) -> tuple[str, str]:
     """Project name and version from the app descriptor, else from the pack's own manifest."""
     from imgtool.atomic import read_input
     from imgtool.image_format import c_string, parse_app_descriptor, parse_image
+    from imgtool.pack_folder import MAX_METADATA_BYTES
 
     name = version = ""
     try:
@@ -201,10 +216,10 @@ def _app_identity(folder: Path, app_file: str) -> tuple[str, str]:
         pass  # encrypted: the descriptor is not readable without the key
     if not name or not version:
         try:
-            own = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+            own = json.loads(read_input(folder / MANIFEST_FILE, MANIFEST_FILE, limit=MAX_METADATA_BYTES).decode("utf-8"))
             name = name or str(own.get("name") or "")
             version = version or str(own.get("version") or "")
-        except (OSError, ValueError, AttributeError):
+        except (ImgtoolError, ValueError, AttributeError, RecursionError):
             pass
     return name or folder.name, version or UNVERSIONED
 
@@ -244,12 +259,15 @@ def _agreed(packs, attr: str, option: str) -> str:
     return values.pop()
 
 
-def write_release(release: WebRelease, manifest_path: str | os.PathLike, *, cache_dir: Path | None = None) -> Path:
+def write_release(
+    release: WebRelease, manifest_path: str | os.PathLike, *, cache_dir: Path | None = None, force: bool = False
+) -> Path:
     """Copy each pack's files into ``DIR/<chip>/`` and write the manifest (and Launchpad TOML) beside them.
 
     Files an earlier manifest at the same path (or, when the TOML is rewritten, an earlier
     ``launchpad.toml``) listed in a chip folder, and this release does not, are removed;
-    without ``--launchpad`` an existing TOML and its images are left alone. ``cache_dir``
+    without ``--launchpad`` an existing TOML and its images are left alone. A file already in a
+    chip folder that neither lists is the user's and is refused unless ``force``. ``cache_dir``
     keeps the chip folders' locks (default: the user cache).
     """
     from imgtool.atomic import write_bytes, write_outputs
@@ -262,10 +280,12 @@ def write_release(release: WebRelease, manifest_path: str | os.PathLike, *, cach
     rendered = {p.subdir: release.folder_files(p) for p in release.packs}  # every read before any write
     manifest = json_bytes(release.manifest())
     stale = _previous_files(target, launchpad=release.launchpad_base_url is not None)
+    written = _previous_files(target, launchpad=True)
     out.mkdir(parents=True, exist_ok=True)
     for subdir, files in rendered.items():
         remove = tuple(sorted(stale.get(subdir, set()) - set(files)))
-        write_outputs(out / subdir, files, remove=remove, cache_dir=cache_dir)
+        owned = None if force else (lambda _folder, names=frozenset(written.get(subdir, ())): names)
+        write_outputs(out / subdir, files, remove=remove, owned=owned, cache_dir=cache_dir)
     if release.launchpad_base_url is not None:
         write_bytes(out / LAUNCHPAD_FILE, release.launchpad_toml())
     write_bytes(target, manifest)
@@ -275,10 +295,13 @@ def write_release(release: WebRelease, manifest_path: str | os.PathLike, *, cach
 def _previous_files(manifest_path: Path, *, launchpad: bool) -> dict[str, set[str]]:
     """Chip folder → file names the existing manifest at ``manifest_path`` (and, when rewriting it, the Launchpad TOML) list there."""
     paths: list[str] = []
+    from imgtool.atomic import read_input
+    from imgtool.pack_folder import MAX_METADATA_BYTES
+
     try:
-        doc = json.loads(manifest_path.read_text(encoding="utf-8"))
+        doc = json.loads(read_input(manifest_path, MANIFEST_FILE, limit=MAX_METADATA_BYTES).decode("utf-8"))
         paths += [str(part["path"]) for build in doc["builds"] for part in build["parts"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ImgtoolError, ValueError, KeyError, TypeError, RecursionError):
         pass
     if launchpad:
         paths += _launchpad_images(manifest_path.parent / LAUNCHPAD_FILE)
@@ -301,8 +324,8 @@ def _launchpad_images(path: Path) -> list[str]:
 
 
 def _toml_string(text: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's, apart from the ones JSON never writes)."""
-    return json.dumps(text, ensure_ascii=False)
+    """A TOML basic string (JSON's escapes are TOML's; TOML also forbids a raw DEL, which JSON leaves as it is)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 __all__ = ["LAUNCHPAD_FILE", "PackFolder", "WebRelease", "plan_release", "read_pack", "write_release"]

@@ -279,3 +279,83 @@ def test_an_image_kind_that_does_not_match_the_subtype_is_a_warning(project, tmp
     result = pack(project / "blinky", tmp_path / "o", bootloader=project / "bl.bin", partition_table=project / "table.csv",
                   flash_size="4MB", data=(("nvs", project / "small"),))  # fmt: skip
     assert any("makes a LittleFS image for partition 'nvs', whose subtype is nvs" in w for w in result.warnings)
+
+
+# --------------------------------------------------------------------------- folders packed exactly
+
+
+def _storage(project: Path, tmp_path: Path):
+    return run_pack(project, tmp_path / "out", "--data", f"storage={project / 'www'}")
+
+
+def _one_line_refusal(result, *needles: str) -> None:
+    assert result.exit_code != 0
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("imgtool: error:"), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_a_link_leaving_the_data_folder_is_refused(project, tmp_path):
+    secret = tmp_path / "host_secret.txt"
+    secret.write_text("not for the device")
+    (project / "www" / "leak").symlink_to(secret)
+    _one_line_refusal(_storage(project, tmp_path), "www/leak: --data: is a link to", "outside the data folder")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_link_inside_the_data_folder_is_packed_as_its_file(project, tmp_path):
+    (project / "www" / "home.html").symlink_to(project / "www" / "index.html")
+    assert _storage(project, tmp_path).exit_code == 0
+    image = (tmp_path / "out" / "storage.bin").read_bytes()
+    assert files_in(mount_littlefs(image))["home.html"] == WWW["index.html"]
+
+
+def test_an_unreadable_subfolder_is_refused_not_packed_empty(project, tmp_path, monkeypatch):
+    import os
+
+    real = os.scandir
+    locked = project / "www" / "img"
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    _one_line_refusal(_storage(project, tmp_path), "www/img: --data: cannot list this folder (Permission denied)")
+
+
+def test_an_unreadable_folder_is_refused(project, tmp_path):
+    import os
+
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.skip("running as root: permissions do not stop reads")
+    (project / "www").chmod(0)
+    try:
+        _one_line_refusal(_storage(project, tmp_path), "www: --data: cannot list this folder")
+    finally:
+        (project / "www").chmod(0o755)
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="only Linux file systems keep names that are not UTF-8")
+def test_a_name_that_is_not_utf8_is_refused_escaped(project, tmp_path):
+    import os
+
+    with open(os.path.join(os.fsencode(project / "www"), b"caf\xe9.txt"), "wb") as fh:
+        fh.write(b"x")
+    _one_line_refusal(_storage(project, tmp_path), "caf\\xe9.txt: --data: the name is not UTF-8")
+
+
+def test_a_full_littlefs_is_reported_as_full(project, tmp_path):
+    """Many long names fill the metadata blocks; littlefs then says "name too long", imgtool says full."""
+    for i in range(400):
+        (project / "www" / f"{i:060d}").write_bytes(b"x")
+    _one_line_refusal(_storage(project, tmp_path), "does not fit in a LittleFS in partition 'storage'", "full")
+
+
+def test_an_nvs_key_is_limited_in_bytes(project, tmp_path):
+    csv = project / "keys.csv"
+    csv.write_text("key,type,encoding,value\nns,namespace,,\nschlüsselwört12,data,u8,1\n", encoding="utf-8")
+    assert len("schlüsselwört12") == 15
+    _one_line_refusal(run_pack(project, tmp_path / "out", "--data", f"nvs={csv}"), "is 17 bytes in UTF-8, longer than NVS's 15")

@@ -22,6 +22,8 @@ STALL_LIMIT = 10.0
 #: How often the server thread checks for shutdown; small so teardown is quick.
 POLL_INTERVAL = 0.02
 PAYLOAD = bytes(range(256)) * 200
+#: A dripping server sends one byte this often: well inside any per-read timeout.
+DRIP_INTERVAL = 0.005
 
 
 def sha(data: bytes) -> str:
@@ -98,6 +100,13 @@ class LocalServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if stall == "drip":  # one byte at a time, as long as the client reads
+                    for byte in data:
+                        if server.release.wait(DRIP_INTERVAL):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    return
                 if stall == "body":
                     self.wfile.write(data[:100])
                     self.wfile.flush()
@@ -273,3 +282,21 @@ def test_progress_bar_only_on_an_interactive_terminal(monkeypatch):
     assert download._show_progress(quiet=False) is True  # $CI is the CLI's to read: it passes quiet
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert download._show_progress(quiet=False) is False
+
+
+def test_a_dripping_server_meets_the_total_deadline(server, tmp_path, monkeypatch):
+    """Every read gets a byte, so no per-read timeout fires; the total deadline still ends the download."""
+    server.files["/f.bin"] = PAYLOAD
+    server.stall["/f.bin"] = "drip"
+    now = [0.0]
+
+    def clock():  # one second passes per look at the clock: the deadline arrives after a few bytes
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(download, "_clock", clock)
+    dest = tmp_path / "f.bin"
+    settings = DownloadSettings(timeout=5.0, retries=2, backoff=0.0, deadline=10.0)
+    with pytest.raises(DownloadError, match="did not arrive within 10 s"):
+        download.download(f"{server.url}/f.bin", dest, sha256=sha(PAYLOAD), settings=settings)
+    assert server.count("/f.bin") == 1 and leftovers(tmp_path) == []

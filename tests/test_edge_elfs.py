@@ -154,3 +154,59 @@ def test_metadata_section_alone_identifies_the_chip(tmp_path):
     sections = [s for s in esp_app_sections("esp32c6") if s.name != ".espressif.metadata"] + [metadata_section("esp32h2")]
     path = write(tmp_path, sections, machine=EM_RISCV, entry=C6_TEXT)
     assert build_app_image(path).chip.name == "esp32h2"
+
+
+ALIASES = 1000
+ALIAS_SIZE = 4 * MiB
+#: Peak memory a whole ``imgtool image`` run of the aliasing ELF may take (Python itself is most of it).
+ALIAS_RSS_LIMIT = 100 * MiB
+
+
+def _aliasing_elf(tmp_path, *, same_address: bool):
+    """A 4 MiB ELF whose 1000 sections all claim the same 4 MiB of file bytes (one section header, repeated)."""
+    import struct
+
+    base = 0x3C00_0000
+    extra = [Sec(f".a{i}", base + i * 4, b"\0" * 4, flags="A") for i in range(ALIASES - 1)]
+    path = c3(tmp_path, extra=[Sec(".big", base, b"", size=ALIAS_SIZE, flags="A"), *extra], program_headers=False)
+    data = bytearray(path.read_bytes())
+    shoff, = struct.unpack_from("<I", data, 0x20)
+    shnum, = struct.unpack_from("<H", data, 0x30)
+    headers = [shoff + i * 40 for i in range(shnum)]
+    big = next(h for h in headers if struct.unpack_from("<III", data, h + 12)[0] == base and struct.unpack_from("<I", data, h + 20)[0] == ALIAS_SIZE)
+    big_offset = struct.unpack_from("<I", data, big + 16)[0]
+    # 4 MiB slots of the address space clear of the app's own sections (0x3c000000..0x44000000)
+    free_slots = iter([slot * ALIAS_SIZE for slot in range(1 << 10) if not base <= slot * ALIAS_SIZE < 0x4400_0000])
+    for h in [x for x in headers if x != big and base <= struct.unpack_from("<I", data, x + 12)[0] < base + ALIAS_SIZE]:
+        addr = base if same_address else next(free_slots, None)
+        if addr is None:  # out of free slots: the rest loads nothing
+            struct.pack_into("<I", data, h + 20, 0)
+            continue
+        struct.pack_into("<III", data, h + 12, addr, big_offset, ALIAS_SIZE)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="peak memory is read with the POSIX resource module")
+@pytest.mark.parametrize("same_address", [True, False], ids=["same-address", "consecutive-addresses"])
+def test_a_thousand_aliasing_sections_are_refused_before_they_are_read(tmp_path, same_address):
+    import subprocess
+    import sys
+
+    path = _aliasing_elf(tmp_path, same_address=same_address)
+    assert path.stat().st_size < 5 * MiB
+    probe = (
+        "import resource, sys\n"
+        "from imgtool.cli import main\n"
+        "try:\n    main(['image', sys.argv[1], '-o', sys.argv[2]])\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        # VmHWM is this process's own peak (ru_maxrss on Linux keeps the parent's across fork and exec)
+        "status = open('/proc/self/status').read() if sys.platform.startswith('linux') else ''\n"
+        "hwm = [int(l.split()[1]) for l in status.splitlines() if l.startswith('VmHWM:')]\n"
+        "print(hwm[0] * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024))\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(path), str(tmp_path / "x.bin")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and ("overlap" in done.stderr if same_address else "more than an app image" in done.stderr)
+    assert int(done.stdout) < ALIAS_RSS_LIMIT

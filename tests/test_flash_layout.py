@@ -110,7 +110,7 @@ def test_flash_args_text():
     ]
 
 
-@pytest.mark.parametrize("name", ["my app", "blïnky ✓", "it's", 'q"uote', "back\\slash", "-dash"])
+@pytest.mark.parametrize("name", ["my app", "blïnky ✓", "it's", 'q"uote'])  # a backslash or a leading '-' is refused
 def test_argument_files_split_back_with_esptools_reader(tmp_path, monkeypatch, name):
     from esptool import expand_file_arguments
 

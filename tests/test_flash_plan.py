@@ -35,6 +35,14 @@ def c3_pack(tmp_path):
     return out
 
 
+def reseal(folder) -> None:
+    """Rewrite SHA256SUMS for the files now in ``folder``, as a pack of them would (flash checks it first)."""
+    import hashlib
+
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()} *{p.name}" for p in sorted(folder.iterdir()) if p.name != "SHA256SUMS"]
+    (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
 def test_read_pack_folder(c3_pack):
     folder = read_pack_folder(c3_pack)
     assert folder.chip == "esp32c3" and folder.settings.size == "4MB"
@@ -133,6 +141,7 @@ def test_flow_refuses_a_revision_the_app_does_not_run_on_unless_forced(tmp_path,
     from imgtool.app_image import build_app_image
 
     app.write_bytes(build_app_image(C3, min_rev_full=101).data)  # needs v1.1
+    reseal(out)
     with pytest.raises(FlashCheckError, match="revision v0.4 but the app runs on v1.1 and later.*--force"):
         flash_folder(out, FlashOptions(port="p"), log=lambda _: None)
     assert not [c for c in fake_esptool.calls if c[0] == "write"]
@@ -178,7 +187,77 @@ def test_cli_chip_option_for_another_chip_fails_before_connecting(c3_pack):
 
 def test_cli_merged_without_flash_merged_args(c3_pack, fake_esptool):
     (c3_pack / "flash_merged_args").unlink()
+    reseal(c3_pack)
     result = run_cli("flash", str(c3_pack), "--port", "p", "--merged")
     assert result.exit_code == 1 and "has no flash_merged_args" in result.output
     assert isinstance(result.exception, SystemExit)
     assert not issubclass(InputError, UsageError) and issubclass(FlashCheckError, ImgtoolError)
+
+
+# --------------------------------------------------------------------------- a pack folder is checked before use
+
+
+def _point_flash_args_at(folder, name: str) -> None:
+    args = folder / "flash_args"
+    lines = args.read_text().splitlines()
+    args.write_text("\n".join([*lines, f"0x300000 {name}"]) + "\n")
+
+
+def _hostile_secret(c3_pack):
+    secret = c3_pack.parent / "host_secret.txt"
+    secret.write_text("not for the device")
+    _point_flash_args_at(c3_pack, "../host_secret.txt")
+
+
+def _hostile_link(c3_pack):
+    secret = c3_pack.parent / "host_secret.txt"
+    secret.write_text("not for the device")
+    (c3_pack / "leak.bin").symlink_to(secret)
+    _point_flash_args_at(c3_pack, "leak.bin")
+    reseal(c3_pack)
+
+
+def _unlisted(c3_pack):
+    (c3_pack / "extra.bin").write_bytes(b"\x00" * 16)
+    _point_flash_args_at(c3_pack, "extra.bin")
+    reseal(c3_pack)
+    sums = c3_pack / "SHA256SUMS"
+    sums.write_text("".join(line for line in sums.read_text().splitlines(True) if "extra.bin" not in line))
+
+
+def _changed_part(c3_pack):
+    (c3_pack / "partitions.bin").write_bytes(b"\x00" * 16)
+
+
+def _no_sums(c3_pack):
+    (c3_pack / "SHA256SUMS").unlink()
+
+
+def _deep_json(c3_pack):
+    (c3_pack / "flasher_args.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+HOSTILE_PACKS = {
+    "part-outside-the-folder": (_hostile_secret, "'../host_secret.txt', which is not a file in the pack folder"),
+    "part-linking-outside": (_hostile_link, "'leak.bin', a link that leads outside the pack folder"),
+    "part-not-in-sha256sums": (_unlisted, "'extra.bin', which SHA256SUMS does not list"),
+    "part-changed": (_changed_part, "partitions.bin does not match its SHA256SUMS entry"),
+    "no-sha256sums": (_no_sums, "has no SHA256SUMS"),
+    "deep-flasher-args": (_deep_json, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+@pytest.mark.parametrize("case", sorted(HOSTILE_PACKS))
+def test_a_hostile_pack_folder_is_refused_before_connecting(c3_pack, monkeypatch, case, force):
+    """``--force`` overrides chip checks, never these: nothing is read outside the folder, nothing unvouched is written."""
+    from esptool import cmds
+
+    connected = []
+    monkeypatch.setattr(cmds, "detect_chip", lambda *args, **kwargs: connected.append(args))
+    spoil, words = HOSTILE_PACKS[case]
+    spoil(c3_pack)
+    result = run_cli("flash", c3_pack, "--port", "p", *(["--force"] if force else []))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("imgtool: error:") and words in result.stderr, result.stderr
+    assert connected == []

@@ -246,7 +246,7 @@ def _broken(tmp_path, packs):
     [
         ("same-chip", ["both esp32c3 packs", "one build per chip family"]),
         ("missing", ["no such pack folder"]),
-        ("broken", ["is not a sound pack", "partitions.bin"]),
+        ("broken", ["partitions.bin does not match its SHA256SUMS entry"]),
         ("launchpad-without-url", ["--base-url"]),
     ],
 )
@@ -264,3 +264,57 @@ def test_refusals_write_nothing(tmp_path, packs, case, words):
     web = tmp_path / "web"
     one_line_error(run_cli("manifest", *args, "-o", web / "manifest.json"), *words)
     assert not web.exists()
+
+
+# --------------------------------------------------------------------------- hostile flasher_args.json and SHA256SUMS
+
+
+def _edit_args(folder, change) -> None:
+    path = folder / "flasher_args.json"
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _sums_naming_outside(folder):
+    secret = folder.parent / "host_secret.txt"
+    secret.write_text("not for the web")
+    with open(folder / "SHA256SUMS", "a") as fh:
+        fh.write(f"{'0' * 64} *../host_secret.txt\n")
+
+
+HOSTILE_ARGS = {
+    "merged-offset-huge": (lambda f: _edit_args(f, lambda d: d["merged"].update(offset="0x10000000")), "merged.offset is '0x10000000'"),
+    "merged-offset-not-the-bootloaders": (lambda f: _edit_args(f, lambda d: d["merged"].update(offset="0x100000")),
+                                          "esp32c3 merged image starts at 0x0"),
+    "merged-offset-max": (lambda f: _edit_args(f, lambda d: d["merged"].update(offset="0x7fffffff")), "not a flash offset"),
+    "merged-offset-not-hex": (lambda f: _edit_args(f, lambda d: d["merged"].update(offset=65536)), "merged.offset is 65536"),
+    "flash-files-value-not-a-string": (lambda f: _edit_args(f, lambda d: d["flash_files"].update({"0x300000": 7})), "names 7"),
+    "flash-files-not-an-object": (lambda f: _edit_args(f, lambda d: d.update(flash_files=["x"])), "flash_files is not an object"),
+    "flash-files-backslash": (lambda f: _edit_args(f, lambda d: d["flash_files"].update({"0x300000": "..\\\\x.bin"})), "not a file in the pack"),
+    "deep-nesting": (lambda f: (f / "flasher_args.json").write_text("{\"a\":" * 50_000 + "1" + "}" * 50_000), "nested too deeply"),
+    "sha256sums-outside": (_sums_naming_outside, "'../host_secret.txt', which is not a file in the pack folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_ARGS))
+def test_a_hostile_pack_folder_is_refused_field_by_field(tmp_path, packs, case):
+    copy = tmp_path / "c3"
+    shutil.copytree(packs / "c3", copy)
+    spoil, words = HOSTILE_ARGS[case]
+    spoil(copy)
+    web = tmp_path / "web"
+    one_line_error(run_cli("manifest", copy, "-o", web / "manifest.json"), words)
+    assert not web.exists()
+
+
+def test_a_users_file_in_a_chip_folder_is_refused_unless_force(tmp_path, packs):
+    web = tmp_path / "web"
+    (web / "esp32c3").mkdir(parents=True)
+    mine = web / "esp32c3" / "bootloader.bin"
+    mine.write_bytes(b"my own")
+    one_line_error(run_cli("manifest", packs / "c3", "-o", web / "manifest.json"), "bootloader.bin: is not a file imgtool wrote", "--force")
+    assert mine.read_bytes() == b"my own" and not (web / "manifest.json").exists()
+    assert run_cli("manifest", packs / "c3", "-o", web / "manifest.json", "--force", "-q").exit_code == 0
+    assert mine.read_bytes() != b"my own"
+    assert run_cli("manifest", packs / "c3", "-o", web / "manifest.json", "-q").exit_code == 0  # now the manifest lists it

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import imgtool.atomic as atomic
 import imgtool.flash_outputs as flash_outputs
@@ -50,9 +51,12 @@ def test_each_output_is_hashed_once(tmp_path, monkeypatch):
 
 
 def test_outputs_are_flushed_once_then_the_folder_synced(tmp_path, monkeypatch):
+    """One flush for the staged files; then the staging folder (its journal), OUTDIR (the renames), the commit."""
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     calls: list[tuple[str, int]] = []
     monkeypatch.setattr(atomic, "sync_files", lambda paths: calls.append(("files", len(paths))))
-    monkeypatch.setattr(atomic, "fsync_dir", lambda path: calls.append(("folder", 0)))
+    monkeypatch.setattr(atomic, "fsync_dir", lambda path: calls.append(("folder", Path(path).name)))
     res = pack(C3, tmp_path / "out", bootloader=boot, project_config=False)
-    assert calls == [("files", len(res.files)), ("folder", 0)]
+    staging = calls[1][1]
+    assert staging.startswith(".out.imgtool-")
+    assert calls == [("files", len(res.files)), ("folder", staging), ("folder", "out"), ("folder", staging)]

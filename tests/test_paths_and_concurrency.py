@@ -4,8 +4,8 @@
     ``write-flash @flash_args`` from such a folder is in test_e2e_flash.py);
 (b) two ``pack`` processes into one OUTDIR leave one complete, consistent set;
 (c) processes fetching the same pinned bootloader share the cache safely (mirror folder and http);
-(d) a ``pack`` killed with SIGKILL before or after it moves files in leaves OUTDIR untouched or complete,
-    with no temp files in it.
+(d) a ``pack`` killed with SIGKILL or interrupted with Ctrl-C at any step of its swap leaves OUTDIR with the
+    old pack or the new one, once the next run has undone an unfinished swap; no temp files in it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pytest
 from imgtool.pack import pack
 from imgtool.verify import verify
 
-from conftest import FIXTURES, make_bootloader, snapshot
+from conftest import FIXTURES, make_bootloader, run_cli, snapshot
 
 C3 = FIXTURES / "esp32c3-min.elf"
 TIMEOUT = 120
@@ -283,36 +283,54 @@ KILL_AT = r"""
 import os, signal, sys
 import imgtool.atomic
 import imgtool.pack
-def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-# staging: every new file is written beside OUTDIR, none moved in yet; placed: all moved in, cleanup not done
-setattr(imgtool.atomic, {"staging": "sync_files", "placed": "fsync_dir"}[sys.argv[4]], die)
+def die(step):
+    if step == sys.argv[4]:
+        os.kill(os.getpid(), signal.SIGKILL)
+# staged: every new file is written beside OUTDIR, none moved in yet; committed: all moved in, cleanup not done
+imgtool.atomic.step_hook = die
 imgtool.pack.pack(sys.argv[1], sys.argv[2], bootloader=sys.argv[3], flash_size="4MB", fill_flash_size=True,
                   project_config=False)
 """
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX")
-@pytest.mark.parametrize(("point", "outcome"), [("staging", "untouched"), ("placed", "complete")])
-def test_pack_killed_mid_way(tmp_path, point, outcome):
-    """A pack SIGKILLed into a folder holding an older pack leaves it as it was, or complete; no temp files in it."""
+def _old_pack(tmp_path: Path, out: Path | None = None) -> tuple[Path, Path, Path]:
+    """An ELF, a bootloader and OUTDIR holding a 2MB pack of it (the one an interrupted 4MB pack must not lose)."""
     elf = tmp_path / "src" / "fw"
-    elf.parent.mkdir()
+    elf.parent.mkdir(exist_ok=True)
     shutil.copy(C3, elf)
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
-    out = tmp_path / "out"
+    out = out or tmp_path / "out"
     pack(elf, out, bootloader=boot, flash_size="2MB", project_config=False)
+    return elf, boot, out
+
+
+def _staging_left(out: Path) -> list[str]:
+    return [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.imgtool-")]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX")
+@pytest.mark.parametrize(("point", "outcome"), [("staged", "untouched"), ("committed", "complete")])
+def test_pack_killed_mid_way(tmp_path, point, outcome):
+    """A pack SIGKILLed into a folder holding an older pack leaves it as it was, or complete; no temp files in it.
+
+    The staging folder beside OUTDIR survives the kill (nothing can remove it then); the next run removes it.
+    """
+    from imgtool.atomic import recover_outputs
+
+    elf, boot, out = _old_pack(tmp_path)
     before = snapshot(out)
     proc = subprocess.run([sys.executable, "-c", KILL_AT, str(elf), str(out), str(boot), point], timeout=TIMEOUT)
     assert proc.returncode == -signal.SIGKILL
-    if outcome == "untouched":
-        assert snapshot(out) == before
-    else:
-        check_consistent(out)
-        assert '"flash_size": "4MB"' in (out / "flasher_args.json").read_text()
-    no_temp_files(out)
-    # the staging folder beside OUTDIR survives a SIGKILL (nothing can remove it), never inside OUTDIR
-    assert [p.name for p in tmp_path.glob(".out.imgtool-*")]
+    for _ in range(2):  # as killed, then after the next run
+        if outcome == "untouched":
+            assert snapshot(out) == before
+        else:
+            check_consistent(out)
+            assert '"flash_size": "4MB"' in (out / "flasher_args.json").read_text()
+        no_temp_files(out)
+        if _staging_left(out):
+            recover_outputs(out)
+    assert not _staging_left(out)
 
 
 KILL_IN_MOVE_PHASE = r"""
@@ -331,17 +349,161 @@ pack(sys.argv[1], sys.argv[2], bootloader=sys.argv[3], flash_size="4MB", project
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="SIGKILL between the renames of write_outputs leaves OUTDIR neither untouched nor complete")
 @pytest.mark.parametrize("after", [3, 13], ids=["while-moving-old-files-aside", "while-placing-new-files"])
 def test_pack_killed_between_renames(tmp_path, after):
-    elf = tmp_path / "src" / "fw"
-    elf.parent.mkdir()
-    shutil.copy(C3, elf)
-    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
-    out = tmp_path / "out"
-    pack(elf, out, bootloader=boot, flash_size="2MB", project_config=False)
+    """Killed between two renames, OUTDIR is mixed only until the next imgtool run on it, which restores the old pack."""
+    elf, boot, out = _old_pack(tmp_path)
     before = snapshot(out)
     proc = subprocess.run([sys.executable, "-c", KILL_IN_MOVE_PHASE, str(elf), str(out), str(boot), str(after)], timeout=TIMEOUT)
     assert proc.returncode == -signal.SIGKILL
-    if snapshot(out) != before:
+    assert _staging_left(out)
+    done = subprocess.run([sys.executable, "-m", "imgtool", "verify", str(out)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert snapshot(out) == before
+    check_consistent(out)
+    assert not _staging_left(out)
+
+
+#: Runs in a fresh interpreter (no threads, so fork is safe): captures one pack's write_outputs call, then for
+#: each swap step forks a child that repeats it into its own copy of the old pack and is SIGKILLed at that step.
+KILL_AT_EVERY_STEP = r"""
+import json, os, shutil, signal, sys
+from pathlib import Path
+import imgtool.atomic as atomic
+import imgtool.pack
+elf, base, boot, work = sys.argv[1:5]
+call = {}
+imgtool.pack.write_outputs = lambda out, files, **kw: call.update(files=files, kw=kw)
+imgtool.pack.pack(elf, base, bootloader=boot, flash_size="4MB", project_config=False)
+steps = []
+probe = Path(work) / "probe" / "out"
+shutil.copytree(base, probe)
+atomic.step_hook = steps.append
+atomic.write_outputs(probe, call["files"], **call["kw"])
+for i, step in enumerate(steps):
+    out = Path(work) / str(i) / "out"
+    shutil.copytree(base, out)
+    pid = os.fork()
+    if pid == 0:
+        def die(now, step=step):
+            if now == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+        atomic.step_hook = die
+        atomic.write_outputs(out, call["files"], **call["kw"])
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) or step == "cleaned", (step, status)
+print(json.dumps(steps))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="SIGKILL and fork are POSIX")
+def test_sigkill_at_every_step_of_the_swap_leaves_the_old_or_the_new_pack(tmp_path):
+    """A kill at any step, then the next run: OUTDIR holds the old pack (before the commit) or the new one, nothing else."""
+    from imgtool.atomic import recover_outputs
+
+    elf, boot, out = _old_pack(tmp_path)
+    before = snapshot(out)
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, "-c", KILL_AT_EVERY_STEP, str(elf), str(out), str(boot), str(work)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    steps = json.loads(done.stdout)
+    assert steps[0] == "staged" and steps[-2:] == ["committed", "cleaned"]
+    assert any(s.startswith("aside ") for s in steps) and any(s.startswith("placed ") for s in steps)
+    new = snapshot(work / "probe" / "out")
+    for i, step in enumerate(steps):
+        folder = work / str(i) / "out"
+        recover_outputs(folder)
+        assert snapshot(folder) == (new if step in ("committed", "cleaned") else before), step
+        assert not _staging_left(folder), step
+
+
+@pytest.mark.parametrize("at", ["staged", "journal", "aside SHA256SUMS", "aside fw.bin", "placed fw.bin",
+                                "placed SHA256SUMS", "committed"])
+def test_ctrl_c_at_any_step_of_the_swap_leaves_the_old_or_the_new_pack(tmp_path, at, monkeypatch):
+    """KeyboardInterrupt (what SIGINT raises) at a step is undone at once, with no staging folder left behind."""
+    import imgtool.atomic as atomic
+
+    elf, boot, out = _old_pack(tmp_path)
+    before = snapshot(out)
+
+    def interrupt(step):
+        if step == at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "step_hook", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pack(elf, out, bootloader=boot, flash_size="4MB", project_config=False)
+    if at == "committed":
         check_consistent(out)
+        assert '"flash_size": "4MB"' in (out / "flasher_args.json").read_text()
+    else:
+        assert snapshot(out) == before
+    assert not _staging_left(out)
+
+
+def test_staging_folders_left_by_killed_runs_are_removed_by_the_next(tmp_path):
+    """Kills leave staging folders beside OUTDIR; the next pack removes them, except files an old imgtool moved aside."""
+    elf, boot, out = _old_pack(tmp_path)
+    for i in range(3):
+        (tmp_path / f".out.imgtool-{i}-0000000{i}" / "new").mkdir(parents=True)
+        (tmp_path / f".out.imgtool-{i}-0000000{i}" / "new" / "fw.bin").write_bytes(b"staged")
+        (tmp_path / f".out.imgtool-{i}-0000000{i}" / "old").mkdir()
+    legacy = tmp_path / ".out.imgtool-9-00000009" / "old"
+    legacy.mkdir(parents=True)
+    (legacy / "fw.bin").write_bytes(b"the only copy")
+    neighbour = tmp_path / ".out.imgtool-x.imgtool-5-00000005"  # a staging folder of the folder 'out.imgtool-x'
+    neighbour.mkdir()
+    (neighbour / "journal.json").write_text('{"names": [], "aside": ["fw.bin"], "seal": null}')
+    pack(elf, out, bootloader=boot, flash_size="4MB", project_config=False)
+    check_consistent(out)
+    assert sorted(_staging_left(out)) == [".out.imgtool-9-00000009", neighbour.name]
+    assert (legacy / "fw.bin").read_bytes() == b"the only copy" and (neighbour / "journal.json").exists()
+
+
+def test_a_users_own_file_in_the_output_folder_is_refused_unless_force(tmp_path):
+    """The ELF's folder is the default OUTDIR: a project's own partitions.csv there is not replaced without --force."""
+    elf = tmp_path / "fw"
+    shutil.copy(C3, elf)
+    boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
+    mine = tmp_path / "partitions.csv"
+    mine.write_text("# my own table, not an input of this pack\n")
+    before = snapshot(tmp_path)
+    done = run_cli("pack", elf, "--bootloader", boot, "-q")
+    assert done.exit_code == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"imgtool: error: {mine}: is not a file imgtool wrote")
+    assert "--force" in done.stderr
+    assert snapshot(tmp_path) == before
+    done = run_cli("pack", elf, "--bootloader", boot, "-q", "--force")
+    assert done.exit_code == 0, done.stderr
+    assert mine.read_text() != "# my own table, not an input of this pack\n"
+    # from now on the folder holds a pack whose SHA256SUMS lists partitions.csv: a re-pack needs no --force
+    pack(elf, None, bootloader=boot, project_config=False)
+
+
+def test_a_users_file_beside_an_earlier_pack_is_refused(tmp_path):
+    """A name the earlier pack's SHA256SUMS does not list is the user's, even in a folder imgtool packed into."""
+    elf, boot, out = _old_pack(tmp_path)
+    (out / "fw.uf2").write_bytes(b"my own uf2")
+    from imgtool.errors import OutputError
+
+    with pytest.raises(OutputError, match="fw.uf2: is not a file imgtool wrote"):
+        pack(elf, out, bootloader=boot, project_config=False, formats=("uf2",))
+    assert (out / "fw.uf2").read_bytes() == b"my own uf2"
+    pack(elf, out, bootloader=boot, project_config=False, formats=("uf2",), force=True)
+    check_consistent(out)
+
+
+def test_an_interrupted_first_pack_leaves_no_folder(tmp_path, monkeypatch):
+    import imgtool.atomic as atomic
+
+    def interrupt(step):
+        if step == "placed SHA256SUMS":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "step_hook", interrupt)
+    out = tmp_path / "new-out"
+    with pytest.raises(KeyboardInterrupt):
+        pack(C3, out, bootloader=make_bootloader(tmp_path / "bl.bin", "esp32c3"), project_config=False)
+    assert not out.exists() and not _staging_left(out)

@@ -348,3 +348,48 @@ def test_signing_with_a_pinned_bootloader_warns_it_does_not_enforce(tmp_path, ke
     res = pack(_elf(tmp_path, "esp32c6"), tmp_path / "out", flash_size="4MB", sign_keys=(keys["p256"],), offline=True,
                store=store)
     assert any("not built with Secure Boot" in w for w in res.warnings)
+
+
+# --------------------------------------------------------------------------- sign refuses what it must not vouch for
+
+
+def _flip(src: Path, dest: Path, at: int) -> Path:
+    data = bytearray(src.read_bytes())
+    data[at] ^= 0x01
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def test_sign_refuses_an_app_whose_sha256_is_wrong(tmp_path, keys, app_c3):
+    bad = _flip(app_c3, tmp_path / "bad.bin", 0x100)
+    for extra in ([], ["--pad-only"]):
+        args = ["--key", keys["rsa"]] if not extra else extra
+        result = run_cli("sign", bad, *args, "-o", tmp_path / "s.bin")
+        assert result.exit_code == 1 and not (tmp_path / "s.bin").exists()
+        assert result.stderr.count("\n") == 1 and f"{bad}: " in result.stderr
+        assert "corrupted" in result.stderr
+
+
+def test_sign_refuses_an_app_whose_checksum_is_wrong(tmp_path, keys, app_c3):
+    from dataclasses import replace
+
+    unhashed = replace(parse_image(app_c3.read_bytes()).image, hash_appended=False).to_bytes()
+    (tmp_path / "nohash.bin").write_bytes(unhashed)
+    bad = _flip(tmp_path / "nohash.bin", tmp_path / "bad.bin", 0x100)
+    result = run_cli("sign", bad, "--key", keys["rsa"], "-o", tmp_path / "s.bin")
+    assert result.exit_code == 1 and "checksum: checksum byte" in result.stderr and "corrupted" in result.stderr
+
+
+def test_sign_refuses_a_merged_image(tmp_path, keys):
+    res = _pack(tmp_path, "esp32c3")
+    merged = res.outdir / "blinky.merged.bin"
+    result = run_cli("sign", merged, "--key", keys["rsa"], "-o", tmp_path / "s.bin")
+    assert result.exit_code == 1 and not (tmp_path / "s.bin").exists()
+    assert "is a merged image" in result.stderr and "sign the app image" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_sign_refuses_a_chip_that_disagrees_with_the_header(tmp_path, keys, app_c3):
+    result = run_cli("sign", app_c3, "--key", keys["p256"], "--chip", "esp32c6", "-o", tmp_path / "s.bin")
+    assert result.exit_code == 2 and not (tmp_path / "s.bin").exists()
+    assert "--chip: the image header says esp32c3" in result.stderr

@@ -35,6 +35,14 @@ def bootloader_store():
     return BootloaderStore(cache_dir=env.cache(), mirror=env.mirror)
 
 
+def recover_pack_folder(path: Path) -> None:
+    """Finish or undo an interrupted pack in ``path`` (a folder) before a command reads it, under the lock pack takes."""
+    from imgtool.atomic import recover_outputs
+
+    if path.is_dir():
+        recover_outputs(path, cache_dir=user_environment().cache())
+
+
 def working_folder() -> Path:
     """The current directory, where project-file searches stop and below which paths are shown relative."""
     return Path.cwd()

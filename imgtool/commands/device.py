@@ -74,8 +74,10 @@ def erase_parts(labels, port, baud, before, after, no_stub, outdir, partition_ta
     names = [w for item in labels for w in item.split(",") if w]
     table = None
     if outdir is not None:
+        from imgtool.commands.context import recover_pack_folder
         from imgtool.flash_plan import read_pack_folder
 
+        recover_pack_folder(outdir)
         table = read_pack_folder(outdir).partition_table()
         partitions_named(table, names)  # an unknown label is refused before connecting
     with _connection(port, baud, before, after, no_stub) as connection:

@@ -89,10 +89,11 @@ def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
 
 
 def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
-    from imgtool.commands.context import bootloader_store, pack_environment, quiet_downloads
+    from imgtool.commands.context import bootloader_store, pack_environment, quiet_downloads, recover_pack_folder
     from imgtool.errors import ImgtoolError, UsageError
     from imgtool.flasher import connect, flash_folder, size_text
 
+    recover_pack_folder(target)
     if target.is_dir():
         given = [name for name, value in pack_opts.items() if value not in (None, False)]
         if given:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -68,7 +69,7 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
     to_stdout = str(target) == STDOUT
     if to_stdout and as_json:
         raise UsageError("-o - puts the image on standard output, where --json would go too; drop one", field="--json")
-    if not to_stdout and target.resolve() == elf.resolve():
+    if not to_stdout and os.path.realpath(target) == os.path.realpath(elf):  # realpath: a symlink loop is no traceback
         raise UsageError("the output would overwrite the ELF; pass -o with another name", path=elf, field="--output")
     write_output(target, result.data)
     echo_warnings(result.warnings)
@@ -93,6 +94,10 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
         print_size_report(result.size_report, console)
 
 
+#: ``info`` exits with this when the report lists problems (text or JSON, one image or a merged one), as ``verify`` does.
+PROBLEMS_EXIT = 1
+
+
 @click.command()
 @click.argument("image_file", metavar="IMAGE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -107,10 +112,14 @@ def info(image_file, as_json, keys):
     flash = describe_flash(image_file)
     if flash is not None:
         _print_flash(flash, as_json)
+        if flash["problems"]:
+            raise SystemExit(PROBLEMS_EXIT)
         return
     report = describe(image_file, load_trusted_keys(keys))
     if as_json:
         click.echo(json.dumps(report, indent=2))
+        if report["problems"]:
+            raise SystemExit(PROBLEMS_EXIT)
         return
     from rich.table import Table
     from rich.text import Text
@@ -151,7 +160,7 @@ def info(image_file, as_json, keys):
     for note in report["problems"]:
         console.print(Text.assemble(styled("problem:", "red"), f" {note}"))
     if report["problems"]:
-        raise SystemExit(1)
+        raise SystemExit(PROBLEMS_EXIT)
 
 
 def _print_flash(report: dict, as_json: bool) -> None:

@@ -16,11 +16,12 @@ import click
 @click.option("--version", "version", help="Version the web flasher shows [default: the apps' version].")
 @click.option("--launchpad", is_flag=True, help="Also write DIR/launchpad.toml for ESP Launchpad (one image per chip, flashed at 0x0).")
 @click.option("--base-url", metavar="URL", help="With --launchpad: the URL DIR is published at (Launchpad's firmware_images_url).")
+@click.option("--force", is_flag=True, help="Replace files in the chip folders that no earlier manifest there lists.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
-def manifest(packs, output, name, version, launchpad, base_url, as_json, quiet):
+def manifest(packs, output, name, version, launchpad, base_url, force, as_json, quiet):
     """Write one web-flasher manifest for packs of several chips (one pack per chip)."""
-    from imgtool.commands.context import user_environment
+    from imgtool.commands.context import recover_pack_folder, user_environment
     from imgtool.errors import UsageError
     from imgtool.web_manifest import plan_release, write_release
 
@@ -32,8 +33,10 @@ def manifest(packs, output, name, version, launchpad, base_url, as_json, quiet):
         )
     if base_url and not launchpad:
         raise UsageError("--base-url only sets ESP Launchpad's firmware_images_url; add --launchpad", field="--base-url")
+    for folder in packs:
+        recover_pack_folder(folder)
     release = plan_release(packs, name=name, version=version, launchpad_base_url=base_url if launchpad else None)
-    written = write_release(release, output, cache_dir=user_environment().cache())
+    written = write_release(release, output, cache_dir=user_environment().cache(), force=force)
     if as_json:
         click.echo(json.dumps(release.to_dict(written), indent=2))
     elif not quiet:

@@ -74,8 +74,10 @@ def elf_for(target: Path | None, elf: Path | None) -> Path | None:
     """The ELF to decode with: given, or for a pack folder the one beside it whose hash the app records."""
     if target is None or not target.is_dir() or elf is not None:
         return elf or target
+    from imgtool.commands.context import recover_pack_folder
     from imgtool.decode.app_elf import find_app_elf
 
+    recover_pack_folder(target)
     found = find_app_elf(target)
     if found is None:
         click.echo(f"imgtool: note: no ELF matching the app in {target} beside it; pass --elf APP.elf to decode addresses and defmt", err=True)
@@ -132,9 +134,11 @@ def _decoders(elf: Path | None):
     """The ELF's symbols and defmt table (None for each it lacks)."""
     if elf is None:
         return None, None
+    from imgtool.atomic import input_kind
     from imgtool.decode.defmt import Table, log_format
     from imgtool.decode.symbols import Symbolizer
 
+    input_kind(elf, "ELF file", pipes=False)  # a FIFO or device would block or never end
     table = Table.from_elf(elf)
     if table is None and log_format(elf) == "defmt":
         click.echo(f"imgtool: warning: {elf} says its log format is defmt but has no .defmt table; defmt frames show as raw bytes", err=True)

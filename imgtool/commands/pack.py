@@ -89,11 +89,12 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--hex", "intel_hex", is_flag=True, help="Also write NAME.hex (= esptool merge-bin --format hex @flash_args).")
 @click.option("--archive", is_flag=True,
               help="Also write NAME-VERSION-CHIP.zip of the outputs (fixed timestamps: 1980-01-01 or $SOURCE_DATE_EPOCH).")
+@click.option("--force", is_flag=True, help="Replace files in the output folder that no earlier pack wrote there.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors (no summary, no notes).")
 def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
          bootloader, bootloader_variant, offline, target_app_partition, data, fill_flash_size, sign_keys, sign_bootloader,
-         encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, as_json, quiet):
+         encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.commands.context import pack_environment, quiet_downloads
     from imgtool.pack import pack as do_pack
@@ -116,6 +117,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         flash_crypt_conf=flash_crypt_conf,
         formats=tuple(fmt for fmt, wanted in (("uf2", uf2), ("hex", intel_hex)) if wanted),
         archive=archive,
+        force=force,
         **pack_environment(),
     )
     for warning in result.warnings:
@@ -219,10 +221,12 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     Without TARGET, reads the connected device back (--port and the other connection options, as
     'imgtool flash' takes them) and checks what is really in its flash.
     """
+    from imgtool.commands.context import recover_pack_folder
     from imgtool.signing import load_trusted_keys
     from imgtool.verify import verify as do_verify
 
     if target is not None:
+        recover_pack_folder(target)
         _refuse_elf(target)
     trusted = load_trusted_keys(keys)
     if target is None:
@@ -264,12 +268,16 @@ def _refuse_elf(target: Path) -> None:
 
 
 def _has_encrypted_parts(target: Path) -> bool:
+    from imgtool.errors import ImgtoolError
     from imgtool.flash_outputs import marks_encrypted_parts
-    from imgtool.output_names import FLASHER_ARGS_JSON_FILE
+    from imgtool.pack_folder import read_pack_json
+
+    if not target.is_dir():
+        return False
 
     try:
-        return marks_encrypted_parts(json.loads((target / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError, AttributeError):
+        return marks_encrypted_parts(read_pack_json(target))
+    except ImgtoolError:
         return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -30,7 +31,7 @@ def sign(image, output, keys, pub_keys, signatures, pad_only, no_pad, chip, quie
     from imgtool.signing import pad_image, sign_image
 
     inputs = [*keys, *pub_keys, *signatures]
-    if any(output.resolve() == Path(p).resolve() for p in inputs):
+    if any(os.path.realpath(output) == os.path.realpath(p) for p in inputs):  # realpath: never raises on a symlink loop
         raise UsageError("the output would overwrite a key or signature file; choose another -o", path=output, field="--output")
     if pad_only:
         if inputs:

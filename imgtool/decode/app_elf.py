@@ -7,7 +7,6 @@ without being told where it is, and never with a stale build.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from imgtool.output_names import FLASHER_ARGS_JSON_FILE
@@ -20,11 +19,13 @@ def recorded_elf_sha256(folder: Path) -> bytes | None:
     """The ``app_elf_sha256`` in the pack's app image, or None (no app entry, no descriptor, all zero)."""
     from imgtool.image_format import FIRST_SEGMENT_DATA_OFFSET, parse_app_descriptor
 
+    app = _app_file(folder)
+    if app is None:
+        return None
     try:
-        meta = json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
-        with open(folder / meta["app"]["file"], "rb") as fh:
+        with open(app, "rb") as fh:
             head = fh.read(_DESCRIPTOR_READ)
-    except (OSError, ValueError, KeyError, TypeError):
+    except OSError:
         return None
     desc = parse_app_descriptor(head[FIRST_SEGMENT_DATA_OFFSET:])
     digest = bytes(desc.app_elf_sha256) if desc is not None else b""
@@ -40,10 +41,7 @@ def find_app_elf(folder: Path) -> Path | None:
     digest = recorded_elf_sha256(folder)
     if digest is None:
         return None
-    try:
-        stem = Path(json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))["app"]["file"]).stem
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    stem = _app_file(folder).stem
     for place in (folder, folder.parent):
         for name in (stem, f"{stem}.elf"):
             candidate = place / name
@@ -55,6 +53,20 @@ def find_app_elf(folder: Path) -> Path | None:
             except ImgtoolError:
                 continue
     return None
+
+
+def _app_file(folder: Path) -> Path | None:
+    """The app image ``flasher_args.json`` names, when it is a regular file inside the pack folder."""
+    from imgtool.atomic import input_kind
+    from imgtool.errors import ImgtoolError
+    from imgtool.pack_folder import file_in, read_pack_json
+
+    try:
+        app = file_in(folder, read_pack_json(folder)["app"]["file"], FLASHER_ARGS_JSON_FILE)
+        input_kind(app, "app image", pipes=False)
+    except (ImgtoolError, KeyError, TypeError):
+        return None
+    return app
 
 
 __all__ = ["find_app_elf", "recorded_elf_sha256"]
