@@ -54,6 +54,9 @@ class AppImage:
     app_desc: dict | None
     mmu_page_size: int
     warnings: list[str] = field(default_factory=list)
+    #: Every loaded section is RAM: built as the ROM loads an image (a second-stage bootloader, a
+    #: RAM-only app), without the app descriptor or the second-stage bootloader's rules.
+    rom_loaded: bool = False
 
 
 def build_app_image(
@@ -86,27 +89,29 @@ def build_app_image(
     contents = elf.read_all()
     desc_piece = elf.find_app_descriptor(contents)
     app_desc = None
-    if desc_piece is None:
+    rom_loaded = is_rom_loaded(target, elf)
+    if desc_piece is None and not rom_loaded:
         warnings.append(
             f"{elf.path}: no ESP-IDF app descriptor (esp_app_desc_t) found; current ESP-IDF bootloaders and "
             "espflash expect one (esp-hal adds it with esp_bootloader_esp_idf::esp_app_desc!())"
         )
-    else:
+    elif desc_piece is not None:
         contents[desc_piece] = _fill_elf_sha(contents[desc_piece], elf.sha256())
         parsed = parse_app_descriptor(contents[desc_piece])
         app_desc = desc_dict(parsed) if parsed is not None else None
 
     page = _page_size(target, mmu_page_size, app_desc, elf.path, warnings)
-    pieces = [classify(target, p.name, p.addr, contents[p], elf.path) for p in elf.pieces]
+    pieces = [classify(target, p.name, p.addr, contents[p], elf.path, rom_loaded=rom_loaded) for p in elf.pieces]
     segments = layout(
         target,
         pieces,
         page,
         first_addr=desc_piece.addr if desc_piece else None,
-        zeroed_first=APP_DESC_LEN if desc_piece is None and target.boot.efuse_blk_check else 0,
+        # the app loader reads eFuse-block fields at +0xB0 of segment 0; the ROM reads no descriptor
+        zeroed_first=APP_DESC_LEN if desc_piece is None and target.boot.efuse_blk_check and not rom_loaded else 0,
         path=elf.path,
     )
-    _check_entry(target, elf, warnings)
+    _check_entry(target, elf, warnings, rom_loaded)
     if min_rev_full is None and elf.min_chip_revision is not None:
         min_rev_full = elf.min_chip_revision
     if desc_piece is not None and segments[0].addr != desc_piece.addr:
@@ -132,16 +137,22 @@ def build_app_image(
             field="--min-rev",
         )
     data = image.to_bytes()
-    boot_findings = _boot_check(target, data, elf.path)
-    if boot_warnings:
-        warnings += boot_findings
+    if not rom_loaded:
+        boot_findings = _boot_check(target, data, elf.path)
+        if boot_warnings:
+            warnings += boot_findings
     if len(data) > flash_size_bytes(size):
         raise LayoutError(
             f"app image is {len(data)} bytes, more than the {size} flash; pass a larger --flash-size",
             path=elf.path,
         )
     report = size_report(target, elf, pieces, len(data), flash_size_bytes(size))
-    return AppImage(target, image, data, elf, report, app_desc, page, warnings)
+    return AppImage(target, image, data, elf, report, app_desc, page, warnings, rom_loaded)
+
+
+def is_rom_loaded(chip: Chip, elf: ElfInfo) -> bool:
+    """Whether every section the ELF loads is RAM: an image the ROM loads, not one the bootloader maps."""
+    return not any(chip.is_flash_mapped(p.addr) for p in elf.pieces)
 
 
 def _boot_check(chip: Chip, data: bytes, path: Path) -> list[str]:
@@ -189,10 +200,11 @@ def _page_size(chip: Chip, requested: int | None, app_desc: dict | None, path: P
     return requested or DEFAULT_MMU_PAGE_SIZE
 
 
-def _check_entry(chip: Chip, elf: ElfInfo, warnings: list[str]) -> None:
-    rng = chip.region_of(elf.entry)
-    if rng is None or rng.region not in (Region.IROM, Region.IRAM, Region.SRAM, Region.TCM, Region.RTC_IRAM):
+def _check_entry(chip: Chip, elf: ElfInfo, warnings: list[str], rom_loaded: bool) -> None:
+    rng = chip.region_of(elf.entry, rom_loaded=rom_loaded)
+    executable = (Region.IROM, Region.IRAM, Region.SRAM, Region.TCM, Region.RTC_IRAM, Region.CACHE_RAM)
+    if rng is None or rng.region not in executable:
         warnings.append(f"{elf.path}: entry point 0x{elf.entry:08x} is not in executable memory of {chip.name}")
 
 
-__all__ = ["AppImage", "build_app_image"]
+__all__ = ["AppImage", "build_app_image", "is_rom_loaded"]

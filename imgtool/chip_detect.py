@@ -1,4 +1,5 @@
-"""Which chip an ELF is for: from its machine, its addresses and the chip-named crates it carries.
+"""Which chip an ELF is for: esp-hal's ``build_info.CHIP_NAME`` when the ELF has it, else its
+machine, its addresses and the chip-named crates it carries.
 
 Used by the image builder when ``--chip`` is left out, and to check a ``--chip`` given
 against the ELF. Chip facts come from :mod:`imgtool.chips`; this only compares.
@@ -16,7 +17,14 @@ ESP8266_IRAM = range(0x4010_0000, 0x4011_0000)
 
 
 def detect_chip(elf: ElfInfo) -> Chip:
-    """Pick the chip from the ELF's machine, addresses and the chip-named crates it carries."""
+    """Pick the chip: the one esp-hal's metadata names, else from the ELF's machine, addresses and crates.
+
+    Addresses fit a chip when it has memory at every one of them, counting RAM only the ROM loads
+    (an image the ROM starts, such as a second-stage bootloader, may use it).
+    """
+    stated = CHIPS.get(elf.metadata_chip or "")
+    if stated is not None and stated.elf_machine == elf.machine:
+        return stated
     if elf.machine == EM_XTENSA and elf.entry in ESP8266_IRAM and not elf.chip_hints:
         raise ElfError(
             f"the entry point 0x{elf.entry:08x} is in the ESP8266's IRAM: ESP8266 firmware is not supported "
@@ -24,7 +32,7 @@ def detect_chip(elf: ElfInfo) -> Chip:
             path=elf.path,
         )
     candidates = [c for c in CHIPS.values() if c.elf_machine == elf.machine]
-    fitting = [c for c in candidates if all(c.region_of(p.addr, p.size) for p in elf.pieces)]
+    fitting = [c for c in candidates if all(c.region_of(p.addr, p.size, rom_loaded=True) for p in elf.pieces)]
     named = [c for c in fitting if c.name in elf.chip_hints]
     if len(named) == 1:
         return named[0]
@@ -56,7 +64,9 @@ def resolve_chip(elf: ElfInfo, chip: str | Chip | None, warnings: list[str]) -> 
             path=elf.path,
             field="e_machine",
         )
-    if elf.chip_hints and chosen.name not in elf.chip_hints:
+    if elf.metadata_chip and elf.metadata_chip in CHIPS and elf.metadata_chip != chosen.name:
+        warnings.append(f"{elf.path}: the ELF is built for {elf.metadata_chip} (esp-hal's build_info.CHIP_NAME) but --chip is {chosen.name}")
+    elif elf.chip_hints and chosen.name not in elf.chip_hints:
         warnings.append(
             f"{elf.path}: the ELF mentions {', '.join(sorted(elf.chip_hints))} but --chip is {chosen.name}"
         )

@@ -109,6 +109,8 @@ class Region(str, Enum):
     RTC_DRAM = "RTC_DRAM"
     RTC_DATA = "RTC_DATA"
     TCM = "TCM"
+    #: CPU cache banks used as RAM: the ROM loads images there, the second-stage bootloader never does.
+    CACHE_RAM = "CACHE_RAM"
 
     @property
     def flash_mapped(self) -> bool:
@@ -316,6 +318,12 @@ class Chip(NamedTuple):
     esp_web_tools_family: str = ""
     #: UF2 family id (Microsoft's uf2families.json, as esptool's merge-bin writes it).
     uf2_family_id: int = 0
+    #: Crystal frequencies the chip runs from (SOC_XTAL_SUPPORT_*M in soc_caps.h).
+    crystals_mhz: tuple[int, ...] = (40,)
+    #: RAM only the ROM loads (images it starts itself: a second-stage bootloader, a RAM-only app);
+    #: ``verify_load_addresses`` refuses app segments there. ESP32: the PRO and APP CPU cache banks
+    #: (SOC_CACHE_PRO_LOW..SOC_CACHE_APP_HIGH in soc.h), where the bootloader keeps its loader code.
+    rom_only_ram: tuple[MemoryRange, ...] = ()
 
     @property
     def arch(self) -> str:
@@ -324,9 +332,12 @@ class Chip(NamedTuple):
     def ranges(self, region: Region) -> tuple[MemoryRange, ...]:
         return tuple(r for r in self.memory if r.region is region)
 
-    def region_of(self, addr: int, length: int = 1) -> MemoryRange | None:
-        """The memory range that holds ``[addr, addr+length)`` entirely, or None."""
-        for rng in self.memory:
+    def region_of(self, addr: int, length: int = 1, *, rom_loaded: bool = False) -> MemoryRange | None:
+        """The memory range that holds ``[addr, addr+length)`` entirely, or None.
+
+        ``rom_loaded``: for an image the ROM loads, whose RAM includes ``rom_only_ram``.
+        """
+        for rng in (*self.memory, *self.rom_only_ram) if rom_loaded else self.memory:
             if rng.contains(addr, length):
                 return rng
         return None
@@ -371,6 +382,7 @@ _BUS_42 = _s(0x4200_0000, 0x4400_0000)
 #: SOC_IROM_HIGH = SOC_IROM_LOW + (SOC_MMU_PAGE_SIZE << 8), with the pinned builds' 64 KiB page.
 _BUS_42_256_PAGES = _s(0x4200_0000, 0x4300_0000)
 _LP_16K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_4000))
+_LP_4K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000))
 
 
 def _bus(start: int, end: int, entries: int, first_entry: int = 0, base: int | None = None) -> MmuWindow:
@@ -435,6 +447,8 @@ CHIPS: dict[str, Chip] = {
             flash_tail_min=LEGACY_FLASH_TAIL_MIN,
             esp_web_tools_family="ESP32",
             uf2_family_id=0x1C5F21B0,
+            crystals_mhz=(26, 40),
+            rom_only_ram=(_m(Region.CACHE_RAM, 0x4007_0000, 0x4008_0000),),
         ),
         Chip(
             name="esp32s2",
@@ -534,6 +548,7 @@ CHIPS: dict[str, Chip] = {
             mmu_page_sizes=(16 * KiB, 32 * KiB, 64 * KiB),
             esp_web_tools_family="ESP32-C2",
             uf2_family_id=0x2B88D29C,
+            crystals_mhz=(26, 40),
         ),
         Chip(
             name="esp32c3",
@@ -589,6 +604,7 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C5",
             uf2_family_id=0xF71C0343,
+            crystals_mhz=(40, 48),
         ),
         Chip(
             name="esp32c6",
@@ -657,12 +673,7 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42_256_PAGES,
                 irom=_BUS_42_256_PAGES,
-                load=_shared_ram(
-                    0x4080_0000,
-                    0x4085_0000,
-                    _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000),
-                    _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000),
-                ),
+                load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
                 diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CFD0, 0x4084_F380),),
                 mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
@@ -671,6 +682,7 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H2",
             uf2_family_id=0x332726F6,
+            crystals_mhz=(32,),
         ),
         Chip(
             name="esp32p4",
@@ -722,6 +734,104 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-P4",
             uf2_family_id=0x3D308E94,
+        ),
+        Chip(
+            name="esp32s31",
+            image_chip_id=0x0020,
+            bootloader_offset=0x2000,
+            elf_machine=EM_RISCV,
+            # The flash window is the one the ESP-IDF loader maps (SOC_IROM/DROM 0x40000000..0x44000000
+            # in soc.h, ``should_map``). esptool 5.6 declares 0x40000000..0x54000000 and esp-hal links
+            # flash up to 0x50000000, but the bootloader maps nothing of flash past 0x44000000: the
+            # rest is PSRAM's own MMU (0x50000000..0x54000000, SOC_EXTRAM), below as ``extra_mapped``.
+            memory=(
+                _m(Region.RTC_IRAM, 0x2E00_0000, 0x2E00_8000),
+                _m(Region.SRAM, 0x2F00_0000, 0x2F08_0000),
+                _m(Region.IROM, 0x4000_0000, 0x4400_0000),
+            ),
+            flash_freqs={"80m": 0xF, "40m": 0x0, "20m": 0x2},
+            default_flash_freq="80m",
+            boot=BootFacts(
+                drom=_s(0x4000_0000, 0x4400_0000),
+                irom=_s(0x4000_0000, 0x4400_0000),
+                load=_shared_ram(
+                    0x2F00_0000,
+                    0x2F08_0000,
+                    _m(Region.RTC_IRAM, 0x2E00_0000, 0x2E00_8000),
+                    _m(Region.RTC_DRAM, 0x2E00_0000, 0x2E00_8000),
+                ),
+                diram=Diram(_s(0x2F00_0000, 0x2F08_0000), _s(0x2F00_0000, 0x2F08_0000)),
+                # bootloader-esp32s31.memory.ld.in (v6.1): bootloader_usable_dram_end; SOC_ROM_STACK_START.
+                bootloader_ram=(_ld_regions(0, 0x2F07_AFB0, 0x2F07_CFB0),),
+                # SOC_MMU_PER_EXT_MEM_TARGET: ``unpack_load_app`` counts PSRAM segments with text and rodata.
+                extra_mapped=(_s(0x5000_0000, 0x5400_0000),),
+                max_flash_span=1 << 32,
+                # ext_mem_defs.h: SOC_MMU_ENTRY_NUM 1024 for each MMU, SOC_MMU_FLASH/PSRAM_VADDR_BASE.
+                mmu=(_bus(0x4000_0000, 0x4400_0000, 1024), _psram_mmu(0x5000_0000, 0x5400_0000, 1024)),
+            ),
+            # The flash MMU's page sizes (mmu_ll_set_page_size, MMU_LL_FLASH_MMU_ID); PSRAM's MMU has its own.
+            mmu_page_sizes=(32 * KiB, 64 * KiB, 128 * KiB, 256 * KiB),
+            unified_flash_map=True,
+            # esptool's CHIP_NAME spelling, which esp-web-tools' chipFamily follows.
+            esp_web_tools_family="ESP32-S31",
+            uf2_family_id=0x3101F7C1,
+        ),
+        Chip(
+            name="esp32h4",
+            image_chip_id=0x001C,
+            bootloader_offset=0x2000,
+            elf_machine=EM_RISCV,
+            memory=(
+                _m(Region.SRAM, 0x4081_0000, 0x4086_0000),
+                _m(Region.IROM, 0x4200_0000, 0x4400_0000),
+                _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000),
+            ),
+            flash_freqs={"48m": 0xF, "24m": 0x0},
+            default_flash_freq="48m",
+            boot=BootFacts(
+                drom=_BUS_42,
+                irom=_BUS_42,
+                load=_shared_ram(0x4081_0000, 0x4086_0000, *_LP_16K),
+                diram=Diram(_s(0x4081_0000, 0x4086_0000), _s(0x4081_0000, 0x4086_0000)),
+                # bootloader-esp32h4.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
+                bootloader_ram=(_ld_regions(0, 0x4085_D350, 0x4085_D350),),
+                max_flash_span=1 << 32,
+                # ext_mem_defs.h: SOC_MMU_ENTRY_NUM 512 from SOC_MMU_IBUS_VADDR_BASE.
+                mmu=(_bus(0x4200_0000, 0x4400_0000, 512),),
+            ),
+            mmu_page_sizes=_CONFIGURABLE_PAGES,
+            unified_flash_map=True,
+            esp_web_tools_family="ESP32-H4",
+            uf2_family_id=0x9E0BAA8A,
+            crystals_mhz=(32,),
+        ),
+        Chip(
+            name="esp32h21",
+            image_chip_id=0x0019,
+            bootloader_offset=0x0,
+            elf_machine=EM_RISCV,
+            memory=(
+                _m(Region.SRAM, 0x4080_0000, 0x4085_0000),
+                _m(Region.IROM, 0x4200_0000, 0x4300_0000),
+                _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000),
+            ),
+            flash_freqs={"48m": 0xF, "24m": 0x0},
+            default_flash_freq="48m",
+            boot=BootFacts(
+                drom=_s(0x4200_0000, 0x4300_0000),
+                irom=_s(0x4200_0000, 0x4300_0000),
+                load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
+                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
+                # bootloader-esp32h21.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
+                bootloader_ram=(_ld_regions(0, 0x4084_9A78, 0x4084_F380),),
+                # ext_mem_defs.h: SOC_MMU_ENTRY_NUM 256 from SOC_MMU_IBUS_VADDR_BASE.
+                mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
+            ),
+            mmu_page_sizes=_CONFIGURABLE_PAGES,
+            unified_flash_map=True,
+            esp_web_tools_family="ESP32-H21",
+            uf2_family_id=0xB6DD00AF,
+            crystals_mhz=(32,),
         ),
     )
 }

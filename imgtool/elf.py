@@ -33,6 +33,8 @@ PF_X = 0x1
 METADATA_MAX = 4096
 METADATA_SECTION = ".espressif.metadata"
 MIN_CHIP_REVISION_SYMBOL = b"build_info.MIN_CHIP_REVISION"
+#: esp-hal names the chip it was built for here (espflash reads it too); the ELF's own word for it.
+CHIP_NAME_SYMBOL = b"build_info.CHIP_NAME"
 METADATA_VALUE_MAX = 16
 #: Bytes of the ELF hashed per read for the app descriptor's ``app_elf_sha256``.
 ELF_HASH_BLOCK = 1 << 20
@@ -74,6 +76,8 @@ class ElfInfo:
     file_size: int
     #: esp-hal's ``build_info.MIN_CHIP_REVISION`` (major*100+minor), when the ELF records it.
     min_chip_revision: int | None = None
+    #: esp-hal's ``build_info.CHIP_NAME`` (e.g. ``esp32c3``), when the ELF records it.
+    metadata_chip: str | None = None
 
     @property
     def machine_name(self) -> str:
@@ -169,16 +173,18 @@ def _read_tables(fh, head: bytes, file_size: int, path: Path) -> ElfInfo:
         names = _section_names(fh, sections, sections[header.e_shstrndx], file_size, path)
         pieces, nobits = _pieces_from_sections(sections, names, file_size, path)
         hints = _chip_hints(fh, sections, names, file_size)
-        min_rev = _metadata_min_revision(fh, sections, names, file_size)
+        metadata = _metadata_values(fh, sections, names, file_size, (MIN_CHIP_REVISION_SYMBOL, CHIP_NAME_SYMBOL))
+        min_rev = _revision_value(metadata[MIN_CHIP_REVISION_SYMBOL]) if MIN_CHIP_REVISION_SYMBOL in metadata else None
+        chip_name = _text_value(metadata.get(CHIP_NAME_SYMBOL))
     else:
         table = _read_at(fh, header.e_phoff, phnum * ELF32_PHDR_LEN)
         segments = [structs.Elf_Phdr.parse(table[i : i + ELF32_PHDR_LEN]) for i in range(0, len(table), ELF32_PHDR_LEN)]
         pieces, nobits = _pieces_from_segments(segments, file_size, path)
-        hints, min_rev = set(), None
+        hints, min_rev, chip_name = set(), None, None
     if not pieces:
         raise ElfError("ELF has no loadable data (no allocated sections with contents)", path=path)
     _check_loadable(pieces, path)
-    return ElfInfo(path, machine, header.e_entry, pieces, nobits, hints, file_size, min_rev)
+    return ElfInfo(path, machine, header.e_entry, pieces, nobits, hints, file_size, min_rev, chip_name)
 
 
 def _check_loadable(pieces: list[LoadablePiece], path: Path) -> None:
@@ -292,31 +298,40 @@ def _chip_hints(fh, sections, names: list[str], file_size: int) -> set[str]:
     return hints
 
 
-def _metadata_min_revision(fh, sections, names: list[str], file_size: int) -> int | None:
-    """The value of esp-hal's ``build_info.MIN_CHIP_REVISION`` symbol in ``.espressif.metadata``.
+def _metadata_values(fh, sections, names: list[str], file_size: int, wanted: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    """The values of esp-hal's ``wanted`` symbols in ``.espressif.metadata`` (``build_info.*``), by name.
 
-    espflash raises the image's minimum chip revision to it; the symbol table is read only when the
-    string table names the symbol.
+    espflash raises the image's minimum chip revision to ``build_info.MIN_CHIP_REVISION`` and names
+    the chip from ``build_info.CHIP_NAME``; the symbol table is read only when the string table
+    names one of them.
     """
     index = {name: i for i, name in enumerate(names)}
     meta, symtab = index.get(METADATA_SECTION), index.get(".symtab")
     if meta is None or symtab is None:
-        return None
+        return {}
     strtab = sections[symtab].sh_link
     tables = (sections[meta], sections[symtab], sections[strtab] if strtab < len(sections) else None)
     if any(t is None or t.sh_type == "SHT_NOBITS" or t.sh_offset + t.sh_size > file_size for t in tables):
-        return None
+        return {}
     strings = _read_at(fh, tables[2].sh_offset, tables[2].sh_size)
-    name_at = strings.find(MIN_CHIP_REVISION_SYMBOL + b"\0")
-    if name_at < 0:
-        return None
+    # a name starts right after a NUL (the table's first byte is one), so a longer name ending alike is not taken
+    name_at = {at + 1: name for name in wanted if (at := strings.find(b"\0" + name + b"\0")) >= 0}
+    if not name_at:
+        return {}
+    found = {}
     raw = _read_at(fh, tables[1].sh_offset, tables[1].sh_size)
     for st_name, st_value, st_size, _info, _other, st_shndx in ELF32_SYM.iter_unpack(raw[: len(raw) // ELF32_SYM.size * ELF32_SYM.size]):
-        if st_name == name_at and st_shndx == meta and 0 < st_size <= METADATA_VALUE_MAX:
+        if st_name in name_at and st_shndx == meta and 0 < st_size <= METADATA_VALUE_MAX:
             start = st_value - tables[0].sh_addr
             if 0 <= start and start + st_size <= tables[0].sh_size:
-                return _revision_value(_read_at(fh, tables[0].sh_offset + start, st_size))
-    return None
+                found[name_at[st_name]] = _read_at(fh, tables[0].sh_offset + start, st_size)
+    return found
+
+
+def _text_value(raw: bytes | None) -> str | None:
+    """A metadata string value (``esp32c3``); None when absent or not plain ASCII."""
+    text = raw.rstrip(b"\0") if raw else b""
+    return text.decode("ascii").lower() if text and text.isascii() and text.isalnum() else None
 
 
 def _revision_value(raw: bytes) -> int | None:

@@ -68,6 +68,9 @@ FLASH_ENCRYPTION = {
     "esp32c61": CryptScheme(True, (32,)),
     "esp32h2": CryptScheme(True, (32,)),
     "esp32p4": CryptScheme(True, (32, 64)),
+    "esp32s31": CryptScheme(True, (32, 64)),
+    "esp32h4": CryptScheme(True, (32, 64)),
+    "esp32h21": CryptScheme(True, (32,)),
 }
 
 

@@ -18,6 +18,7 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
     parsed = parse_image(data, path)
     img = parsed.image
     chip = chip_by_image_id(img.chip_id)
+    is_app = chip is not None and _is_app(chip, parsed)
     segments = []
     problems = []
     for index, ps in enumerate(parsed.segments):
@@ -27,7 +28,7 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
         elif chip is None:
             memory = "?"
         else:
-            rng = chip.region_of(seg.addr, len(seg.data))
+            rng = chip.region_of(seg.addr, len(seg.data), rom_loaded=not is_app)
             memory = rng.region.value if rng else "outside memory"
         segments.append(
             {"index": index, "addr": seg.addr, "length": len(seg.data), "data_offset": ps.data_offset, "memory": memory}
@@ -36,7 +37,7 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
     from imgtool.loader_generations import GENERATIONS, loader_build
 
     app_rules = bootloader_build = None
-    if chip is not None and _is_app(chip, parsed):
+    if is_app:
         app_rules = [g.name for g in GENERATIONS]  # an app image alone does not say which bootloader starts it
         for finding in check_app_for_any_loader(chip, parsed):
             (problems if finding.fatal else warnings).append(str(finding))

@@ -191,9 +191,11 @@ def pack(
         table = load_table(cfg.partition_table, flash_size=size, table_offset=toff, bootloader_offset=target.bootloader_offset)
         app.warnings.extend(table.warnings)
     else:
-        table = default_table(flash_size_bytes(size), toff)
+        table = default_table(flash_size_bytes(size), toff, app.mmu_page_size)
     # before any bootloader download
-    app_target = check_app_fits(table, len(app_data), cfg.target_app_partition, default_table=not cfg.partition_table)
+    app_target = check_app_fits(
+        table, len(app_data), cfg.target_app_partition, default_table=not cfg.partition_table, mmu_page_size=app.mmu_page_size
+    )
     data_images, data_warnings = build_data_images(data_specs, table)
     app.warnings.extend(data_warnings)
 

@@ -110,7 +110,9 @@ class Manifest(NamedTuple):
         entries = self.variants(chip)
         if not entries:
             raise BootloaderError(
-                f"no prebuilt bootloader is pinned for {chip}; pass your own bootloader file", field="chip"
+                f"no prebuilt bootloader is pinned for {chip} (espflash ships none for it); pass --bootloader FILE "
+                "with one built by ESP-IDF (build/bootloader/bootloader.bin)",
+                field=chip,
             )
         if variant is None:
             return next((e for e in entries if e.default), entries[0])
@@ -175,7 +177,14 @@ def _parse_entry(item, where: str, name: str) -> ManifestEntry:
             raise BootloaderError(f"missing or mistyped '{key}'", path=where, field=f"{name}.{key}")
         return value
 
-    chip = get_chip(need("chip", str)).name
+    chip = get_chip(need("chip", str))
+    variant = need("variant", str).lower()
+    crystal = _CRYSTAL_VARIANT.fullmatch(variant)
+    if crystal and int(crystal.group(1)) not in chip.crystals_mhz:
+        runs_from = ", ".join(f"{mhz} MHz" for mhz in chip.crystals_mhz)
+        raise BootloaderError(
+            f"variant {variant} names a crystal {chip.name} does not run from ({runs_from})", path=where, field=f"{name}.variant"
+        )
     sha256 = need("sha256", str).lower()
     if len(sha256) != 2 * hashlib.sha256().digest_size or not set(sha256) <= _HEX:
         raise BootloaderError("sha256 must be 64 hex digits", path=where, field=f"{name}.sha256")
@@ -186,8 +195,8 @@ def _parse_entry(item, where: str, name: str) -> ManifestEntry:
     if not url.startswith(("https://", "http://")):
         raise BootloaderError("url must be an http(s) address", path=where, field=f"{name}.url")
     return ManifestEntry(
-        chip=chip,
-        variant=need("variant", str).lower(),
+        chip=chip.name,
+        variant=variant,
         default=need("default", bool),
         file=file,
         url=url,

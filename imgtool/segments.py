@@ -4,7 +4,7 @@ The rules come from ``boot_rules`` (ESP-IDF's ``unpack_load_app`` and ``verify_s
 - Chips with separate buses (esp32, -s2, -s3, -c2, -c3) map only the last DROM and the last IROM
   segment, so every DROM piece becomes one segment and every IROM piece another, zero-filled
   across gaps and pages.
-- Chips with one shared flash bus (esp32c5, -c6, -c61, -h2, -p4) need exactly two flash segments.
+- Chips with one shared flash bus (esp32c5, -c6, -c61, -h2, -p4, -s31, -h4, -h21) need exactly two flash segments.
   The flash pieces are split at the widest gap (esp-hal leaves ``.text_gap`` between rodata and
   text for this); when both halves share an MMU page, the second segment's data sits in the same
   flash page at the same distance, so either mapping of that page shows the right bytes. An ELF
@@ -58,9 +58,21 @@ class Piece(NamedTuple):
         return self.addr + len(self.data)
 
 
-def classify(chip: Chip, name: str, addr: int, data: bytes, path=None) -> Piece:
-    """Tag a piece with the memory it loads into, or refuse one that fits no memory of the chip."""
-    rng = chip.region_of(addr, len(data))
+def classify(chip: Chip, name: str, addr: int, data: bytes, path=None, *, rom_loaded: bool = False) -> Piece:
+    """Tag a piece with the memory it loads into, or refuse one that fits no memory of the chip.
+
+    ``rom_loaded``: the image is one the ROM loads (no flash mapping), which may also use the RAM
+    only the ROM loads (``Chip.rom_only_ram``).
+    """
+    rng = chip.region_of(addr, len(data), rom_loaded=rom_loaded)
+    if rng is None and chip.region_of(addr, len(data), rom_loaded=True) is not None:
+        raise LayoutError(
+            f"section {name} at 0x{addr:08x}..0x{addr + len(data):08x} is in {chip.name} RAM that only the ROM "
+            "loads (the second-stage bootloader refuses apps there, verify_load_addresses); link it elsewhere, "
+            "or keep every section in RAM to build an image the ROM loads",
+            path=path,
+            field=name,
+        )
     if rng is None:
         raise LayoutError(
             f"section {name} at 0x{addr:08x}..0x{addr + len(data):08x} is outside every memory region of "

@@ -144,6 +144,9 @@ SECURE_BOOT_V2 = {
         "P-192 is off by default on esp32h2 and cannot be enabled once Secure Boot is on",
     ),
     "esp32p4": SecureBootCaps((RSA3072, ECDSA192, ECDSA256, ECDSA384), 3),
+    "esp32s31": SecureBootCaps((RSA3072,), 3),
+    "esp32h21": SecureBootCaps((RSA3072,), 3),
+    # esp32h4: SOC_SECURE_BOOT_SUPPORTED is 0 in ESP-IDF v6.1, so it has no entry.
 }
 #: Chip revision below which Secure Boot V2 is absent (major*100+minor).
 MIN_SECURE_BOOT_REV = {"esp32": 300, "esp32c3": 3}

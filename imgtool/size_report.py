@@ -40,7 +40,7 @@ def _bucket(region: Region, executable: bool) -> str:
         return FLASH_CODE if executable else FLASH_RODATA
     if region in (Region.RTC_IRAM, Region.RTC_DRAM, Region.RTC_DATA):
         return RTC
-    if region is Region.SRAM or region is Region.TCM:
+    if region in (Region.SRAM, Region.TCM, Region.CACHE_RAM):
         return IRAM if executable else DRAM
     return IRAM if region is Region.IRAM else DRAM
 

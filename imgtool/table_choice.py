@@ -135,11 +135,15 @@ def _flash_bytes(flash_size: int | str | None) -> int | None:
     return flash_size_bytes(flash_size) if isinstance(flash_size, str) else flash_size
 
 
-def default_table(flash_size: int, table_offset: int = DEFAULT_TABLE_OFFSET) -> PartitionTable:
-    """nvs and phy_init after the table, then one factory app filling the rest of the flash."""
+def default_table(flash_size: int, table_offset: int = DEFAULT_TABLE_OFFSET, mmu_page_size: int = 0) -> PartitionTable:
+    """nvs and phy_init after the table, then one factory app filling the rest of the flash.
+
+    The app starts on a multiple of ``mmu_page_size`` too (the app's MMU page, when it is larger
+    than the 64 KiB app alignment, as ESP32-S31's 128 and 256 KiB pages are).
+    """
     nvs_offset = table_offset + TABLE_SECTOR_SIZE
     phy_offset = nvs_offset + DEFAULT_NVS_SIZE
-    app_offset = align_up(phy_offset + DEFAULT_PHY_SIZE, OFFSET_ALIGN[TYPE_APP])
+    app_offset = align_up(phy_offset + DEFAULT_PHY_SIZE, max(OFFSET_ALIGN[TYPE_APP], mmu_page_size))
     app_size = (flash_size - app_offset) // APP_SIZE_ALIGN * APP_SIZE_ALIGN
     if app_size <= 0:
         raise LayoutError(
@@ -161,13 +165,29 @@ def default_table(flash_size: int, table_offset: int = DEFAULT_TABLE_OFFSET) -> 
 
 
 def check_app_fits(
-    table: PartitionTable, app_size: int, app_partition_name: str | None = None, *, default_table: bool = True
+    table: PartitionTable,
+    app_size: int,
+    app_partition_name: str | None = None,
+    *,
+    default_table: bool = True,
+    mmu_page_size: int = 0,
 ) -> Partition:
-    """Raise, before anything is written, when the app is larger than its partition; return the partition.
+    """Raise, before anything is written, when the app is larger than its partition or its partition
+    does not start on the app's MMU page; return the partition.
 
     ``default_table`` says the table is the one sized to the flash, so a larger --flash-size would help.
     """
     target = boot_app_partition(table, app_partition_name)
+    if mmu_page_size and target.offset % mmu_page_size:
+        # verify_segment_header: a flash segment's flash and load addresses agree modulo the MMU page,
+        # which the image itself keeps only relative to its partition's start.
+        raise LayoutError(
+            f"the app maps {mmu_page_size // 1024} KiB MMU pages but partition '{target.name}' starts at "
+            f"0x{target.offset:x}, not a multiple of 0x{mmu_page_size:x}: the bootloader would refuse its flash "
+            f"segments (verify_segment_header); move the partition to a 0x{mmu_page_size:x} boundary or build "
+            "the app for 64 KiB pages",
+            path=table.source,
+        )
     if app_size <= target.size:
         return target
     hints = []

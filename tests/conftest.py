@@ -34,9 +34,17 @@ def corpus_path(*parts: str) -> Path:
     return path
 
 
+#: Corpus ELFs of chips that joined after ``elf/`` was filled (``new-chips/``, moved into the set once supported).
+SUPPORTED_NEW_CHIPS = ("esp32s31",)
+
+
 def corpus_elfs() -> list[Path]:
+    """The corpus's real app ELFs: every file in ``elf/`` and the supported ones of ``new-chips/``."""
     folder = CORPUS / "elf"
-    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    new = [CORPUS / "new-chips" / name for name in SUPPORTED_NEW_CHIPS]
+    return sorted([p for p in folder.iterdir() if p.is_file()] + [p for p in new if p.is_file()], key=lambda p: p.name)
 
 
 def corpus_elf_params():
@@ -106,12 +114,13 @@ ESPTOOL_TIMEOUT = 120
 
 
 def bootloader_image(chip_name: str, size_code: int = 1, *, fill: int = 0, length: int = BOOTLOADER_STAND_IN_LEN) -> bytes:
-    """A small valid ESP image with the chip's id, standing in for a real bootloader (none ship in the repo)."""
+    """A small valid ESP image with the chip's id, standing in for a real bootloader (none ship in the repo);
+    its one segment loads where the chip's real bootloader keeps its data."""
     from imgtool.chips import get_chip
     from imgtool.image_format import EspImage, Segment
 
     chip = get_chip(chip_name)
-    addr = 0x3FFF_0000 if chip.name == "esp32" else 0x4080_0000
+    addr = chip.boot.bootloader_ram[0].data.start
     seg = Segment(addr, bytes((i + fill) % 256 for i in range(length)))
     return EspImage(chip_id=chip.image_chip_id, entry=addr, segments=(seg,), flash_size_code=size_code).to_bytes()
 

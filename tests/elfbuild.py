@@ -437,8 +437,17 @@ def build_elf(
 # --------------------------------------------------------------------------- presets
 
 
+#: Where esp-hal-like apps of chips with one shared flash bus start their RAM and their flash mapping.
+SHARED_BUS_BASES = {
+    "esp32c6": (0x4080_0000, 0x4200_0000),
+    "esp32h4": (0x4081_0000, 0x4200_0000),
+    "esp32h21": (0x4080_0000, 0x4200_0000),
+    "esp32s31": (0x2F00_0000, 0x4000_0000),
+}
+
+
 def esp_app_sections(chip: str = "esp32c3", *, text: bytes = b"\x01\x00" * 32, rodata: bytes = b"RODATA" * 8) -> list[Sec]:
-    """Sections laid out like a small esp-hal app for ``chip`` (esp32c3, esp32c6 or esp32),
+    """Sections laid out like a small esp-hal app for ``chip`` (esp32c3, esp32, or one of SHARED_BUS_BASES),
     mirroring the real ELFs in the corpus: app descriptor first in the data mapping."""
     desc = app_descriptor()
     if chip == "esp32c3":
@@ -454,15 +463,16 @@ def esp_app_sections(chip: str = "esp32c3", *, text: bytes = b"\x01\x00" * 32, r
             Sec(".text", 0x4201_0020, text, flags="AX"),
             metadata_section(chip),
         ]
-    if chip == "esp32c6":
-        ro_end = 0x4200_0120 + len(rodata)
+    if chip in SHARED_BUS_BASES:
+        ram, flash = SHARED_BUS_BASES[chip]
+        ro_end = flash + 0x120 + len(rodata)
         return [
-            Sec(".trap", 0x4080_0000, b"\x6f\x00\x00\x00" * 32, flags="AX", align=256),
-            Sec(".rwtext", 0x4080_0080, b"\x82\x80" * 8, flags="AX"),
-            Sec(".data", 0x4080_0090, b"DATA" * 4, flags="WA"),
-            Sec(".bss", 0x4080_00A0, size=0x40, flags="WA", type="NOBITS"),
-            Sec(".rodata_desc", 0x4200_0020, desc, flags="A"),
-            Sec(".rodata", 0x4200_0120, rodata, flags="A"),
+            Sec(".trap", ram, b"\x6f\x00\x00\x00" * 32, flags="AX", align=256),
+            Sec(".rwtext", ram + 0x80, b"\x82\x80" * 8, flags="AX"),
+            Sec(".data", ram + 0x90, b"DATA" * 4, flags="WA"),
+            Sec(".bss", ram + 0xA0, size=0x40, flags="WA", type="NOBITS"),
+            Sec(".rodata_desc", flash + 0x20, desc, flags="A"),
+            Sec(".rodata", flash + 0x120, rodata, flags="A"),
             Sec(".text_gap", ro_end, size=0x24, flags="A", type="NOBITS", align=1),
             Sec(".text", (ro_end + 0x24 + 3) & ~3, text, flags="AX"),
             metadata_section(chip),

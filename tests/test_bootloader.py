@@ -133,10 +133,14 @@ def cache_files(tmp_path) -> list[str]:
 # --- the shipped manifest -------------------------------------------------------------------------
 
 
-def test_shipped_manifest_covers_every_chip_with_one_default():
+#: Chips ESP-IDF v6.1 supports but no Rust HAL does yet: espflash ships no bootloader for them.
+NO_PREBUILT_BOOTLOADER = {"esp32h4", "esp32h21"}
+
+
+def test_shipped_manifest_covers_every_chip_with_a_prebuilt_bootloader_with_one_default():
     shipped = load_manifest()
-    assert {e.chip for e in shipped.entries} == set(CHIPS)
-    for chip in CHIPS:
+    assert {e.chip for e in shipped.entries} == set(CHIPS) - NO_PREBUILT_BOOTLOADER
+    for chip in set(CHIPS) - NO_PREBUILT_BOOTLOADER:
         assert sum(e.default for e in shipped.variants(chip)) == 1
 
 
@@ -144,7 +148,8 @@ def test_shipped_manifest_pins_immutable_https_addresses():
     shipped = load_manifest()
     for entry in shipped.entries:
         assert entry.url == PINNED_BASE + entry.file
-        assert entry.esp_idf == "release/v5.5"
+        # espflash v4.5.0's builds are ESP-IDF release/v5.5, except ESP32-S31's (v5.5 lacks the chip)
+        assert entry.esp_idf == ("v6.2-dev-1014-ge9da155a726" if entry.chip == "esp32s31" else "release/v5.5")
         assert re.fullmatch("[0-9a-f]{64}", entry.sha256)
 
 
@@ -176,6 +181,7 @@ def test_shipped_manifest_matches_the_corpus():
         ({"size": "big"}, "size"),
         ({"default": False}, "default"),
         ({"url": "ftp://x/y"}, "url"),
+        ({"variant": "26mhz"}, "variant"),  # esp32c3 runs from a 40 MHz crystal only
     ],
 )
 def test_malformed_manifest_names_the_field(change, field):

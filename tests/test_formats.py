@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, make_bootloader, run_cli
+from elfbuild import esp_app_elf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +37,8 @@ from imgtool.uf2 import (
 )
 
 FORMATS = ("uf2", "hex")
+#: Chips added in issue 19, each packed once (UF2 family ids and bootloader offsets of their own).
+NEW_CHIPS = ("esp32s31", "esp32h4", "esp32h21")
 #: A fixed flash encryption key (XTS-AES-128 on esp32c3).
 FLASH_KEY = bytes(range(32))
 #: One Python process runs esptool's CLI for every (folder, chip, format): esptool's start-up dominates.
@@ -77,7 +80,10 @@ def packs(tmp_path_factory):
     root = tmp_path_factory.mktemp("formats")
     key = root / "flash_key.bin"
     key.write_bytes(FLASH_KEY)
-    boot = {chip: make_bootloader(root / f"{chip}-boot.bin", chip) for chip in ("esp32", "esp32c3", "esp32c5")}
+    boot = {chip: make_bootloader(root / f"{chip}-boot.bin", chip) for chip in ("esp32", "esp32c3", "esp32c5", *NEW_CHIPS)}
+    new_chip_elfs = {chip: root / f"{chip}.elf" for chip in NEW_CHIPS}
+    for chip, path in new_chip_elfs.items():
+        path.write_bytes(esp_app_elf(chip))
     cases = {
         "esp32": dict(elf=FIXTURES / "esp32-min.elf", bootloader=boot["esp32"]),
         "esp32c3": dict(elf=FIXTURES / "esp32c3-min.elf", bootloader=boot["esp32c3"]),
@@ -87,6 +93,7 @@ def packs(tmp_path_factory):
         "esp32c6-kept-signed-bootloader": dict(
             elf=FIXTURES / "esp32c6-min.elf", bootloader=signed_bootloader(root, ecdsa_key(root / "sb.pem")), flash_size="2MB"
         ),
+        **{chip: dict(elf=new_chip_elfs[chip], bootloader=boot[chip]) for chip in NEW_CHIPS},
     }
     results = {}
     for case, kw in cases.items():
@@ -98,7 +105,7 @@ def packs(tmp_path_factory):
     return {case: (res, {fmt: (root / f"{case}.esptool.{fmt}").read_bytes() for fmt in FORMATS}) for case, res in results.items()}
 
 
-CASES = ("esp32", "esp32c3", "esp32c5", "esp32c3-ota", "esp32c3-encrypted", "esp32c6-kept-signed-bootloader")
+CASES = ("esp32", "esp32c3", "esp32c5", "esp32c3-ota", "esp32c3-encrypted", "esp32c6-kept-signed-bootloader", *NEW_CHIPS)
 
 
 @pytest.mark.parametrize("case", CASES)

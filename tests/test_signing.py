@@ -319,6 +319,26 @@ def test_real_esp32p4_app_signs_and_keeps_its_layout(tmp_path, keys):
     assert verify(res.outdir, keys=[]).ok
 
 
+def test_real_esp32s31_app_signs_encrypts_and_verifies(tmp_path, keys):
+    """ESP32-S31: Secure Boot V2 with RSA-3072 only, XTS-AES-256 flash encryption; verify reads it back as the chip would."""
+    from conftest import corpus_path
+
+    elf = corpus_path("new-chips", "esp32s31")
+    boot = corpus_path("bootloaders", "esp32s31-bootloader.bin")
+    plain = pack(elf, tmp_path / "plain", bootloader=boot, flash_size="4MB", sign_keys=(keys["rsa"],), project_config=False)
+    assert_espsecure_verifies(keys["rsa"], plain.outdir / "esp32s31.bin")
+    enc = pack(elf, tmp_path / "enc", bootloader=boot, flash_size="4MB", sign_keys=(keys["rsa"],), encrypt_key=keys["fe512"],
+               project_config=False)
+    app = next(p for p in enc.parts if p.name == "app")
+    clear = _decrypt(keys["fe512"], (enc.outdir / app.file).read_bytes(), app.offset, True, tmp_path)
+    assert clear[:-SECTOR_SIZE] == (plain.outdir / app.file).read_bytes()[:-SECTOR_SIZE]  # RSA-PSS salts differ
+    (tmp_path / "clear.bin").write_bytes(clear)
+    assert_espsecure_verifies(keys["rsa"], tmp_path / "clear.bin")
+    assert run_cli("verify", enc.outdir, "--encrypt-key", keys["fe512"], "--elf", elf, "-q").exit_code == 0
+    with pytest.raises(ImgtoolError, match="esp32s31's Secure Boot V2 verifies RSA-3072 only"):
+        pack(elf, tmp_path / "ec", bootloader=boot, sign_keys=(keys["p256"],), project_config=False)
+
+
 def test_signing_with_a_pinned_bootloader_warns_it_does_not_enforce(tmp_path, keys):
     from conftest import corpus_path
 

@@ -79,6 +79,7 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
             "output": str(target),
             "size": len(result.data),
             "segments": len(result.image.segments),
+            "rom_loaded": result.rom_loaded,
             "memory": result.size_report.as_dict(),
             "warnings": list(result.warnings),
         }
@@ -88,6 +89,8 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
 
         console = plain_console(stderr=to_stdout)  # the image itself is on standard output
         console.print(f"{result.chip.name}: wrote {target} ({len(result.data):,} bytes, {len(result.image.segments)} segments)")
+        if result.rom_loaded:
+            console.print("every section is in RAM: built as the ROM loads it (no app descriptor, no flash mapping)")
         print_size_report(result.size_report, console)
 
 
