@@ -1,4 +1,5 @@
-"""Packaging promises: both licences ship, esptool's major version is bounded, `esp-imgtool` is a command too."""
+"""Packaging promises: both licences ship, esptool's major version is bounded, `esp-imgtool` is a command too,
+every subpackage of the source tree goes into the wheel."""
 
 from __future__ import annotations
 
@@ -32,3 +33,15 @@ def test_esptool_major_version_is_bounded():
 
 def test_esp_imgtool_console_script():
     assert project()["scripts"] == {"imgtool": "imgtool.cli:run", "esp-imgtool": "imgtool.cli:run"}
+
+
+def test_every_subpackage_is_in_the_wheel():
+    """setuptools lists packages by name here: a subpackage missing from the list is missing from the wheel
+    (an editable install hides that), so every folder of imgtool/ with an ``__init__.py`` must be listed."""
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    in_tree = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for init in (REPO / "imgtool").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert in_tree <= set(tool["packages"]), sorted(in_tree - set(tool["packages"]))
