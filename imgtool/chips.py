@@ -377,6 +377,10 @@ def _shared_ram(start: int, end: int, *rtc: MemoryRange) -> tuple[MemoryRange, .
 
 
 _CLASSIC_FREQS = {"80m": 0xF, "40m": 0x0, "26m": 0x1, "20m": 0x2}
+#: The classic codes without 26 MHz (esp32c5, esp32c61, esp32s31).
+_FREQS_80_40_20 = {"80m": 0xF, "40m": 0x0, "20m": 0x2}
+#: The 48/24 MHz flash clocks of esp32h4 and esp32h21.
+_FREQS_48_24 = {"48m": 0xF, "24m": 0x0}
 _CONFIGURABLE_PAGES = (8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB)
 _BUS_42 = _s(0x4200_0000, 0x4400_0000)
 #: SOC_IROM_HIGH = SOC_IROM_LOW + (SOC_MMU_PAGE_SIZE << 8), with the pinned builds' 64 KiB page.
@@ -590,7 +594,7 @@ CHIPS: dict[str, Chip] = {
                 _m(Region.IROM, 0x4200_0000, 0x4400_0000),
                 _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000),
             ),
-            flash_freqs={"80m": 0xF, "40m": 0x0, "20m": 0x2},
+            flash_freqs=_FREQS_80_40_20,
             default_flash_freq="80m",
             boot=BootFacts(
                 drom=_BUS_42,
@@ -640,7 +644,7 @@ CHIPS: dict[str, Chip] = {
                 _m(Region.SRAM, 0x4080_0000, 0x4085_0000),
                 _m(Region.IROM, 0x4200_0000, 0x4400_0000),
             ),
-            flash_freqs={"80m": 0xF, "40m": 0x0, "20m": 0x2},
+            flash_freqs=_FREQS_80_40_20,
             default_flash_freq="80m",
             boot=BootFacts(
                 drom=_BUS_42,
@@ -749,7 +753,7 @@ CHIPS: dict[str, Chip] = {
                 _m(Region.SRAM, 0x2F00_0000, 0x2F08_0000),
                 _m(Region.IROM, 0x4000_0000, 0x4400_0000),
             ),
-            flash_freqs={"80m": 0xF, "40m": 0x0, "20m": 0x2},
+            flash_freqs=_FREQS_80_40_20,
             default_flash_freq="80m",
             boot=BootFacts(
                 drom=_s(0x4000_0000, 0x4400_0000),
@@ -786,7 +790,7 @@ CHIPS: dict[str, Chip] = {
                 _m(Region.IROM, 0x4200_0000, 0x4400_0000),
                 _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000),
             ),
-            flash_freqs={"48m": 0xF, "24m": 0x0},
+            flash_freqs=_FREQS_48_24,
             default_flash_freq="48m",
             boot=BootFacts(
                 drom=_BUS_42,
@@ -815,7 +819,7 @@ CHIPS: dict[str, Chip] = {
                 _m(Region.IROM, 0x4200_0000, 0x4300_0000),
                 _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000),
             ),
-            flash_freqs={"48m": 0xF, "24m": 0x0},
+            flash_freqs=_FREQS_48_24,
             default_flash_freq="48m",
             boot=BootFacts(
                 drom=_s(0x4200_0000, 0x4300_0000),
