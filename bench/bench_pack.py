@@ -311,14 +311,14 @@ def report(inst: Install, prepared: list[Prepared], samples: dict, rounds: int) 
 PROFILE_WORK = """
 import cProfile, os, pstats, sys, sysconfig, time
 second_out, argv = sys.argv[1], sys.argv[2:]
-import imgtool.cli  # the CLI shell first: what is profiled is the command's run
+import imgtool.cli.main  # the CLI shell first: what is profiled is the command's run
 
 def once(args):
     profile = cProfile.Profile()
     start = time.perf_counter()
     profile.enable()
     try:
-        imgtool.cli.main(args, standalone_mode=False)
+        imgtool.cli.main.main(args, standalone_mode=False)
     finally:
         profile.disable()
     return (time.perf_counter() - start) * 1000, pstats.Stats(profile)

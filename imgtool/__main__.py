@@ -1,3 +1,3 @@
-from imgtool.cli import run
+from imgtool.cli.main import run
 
 run()

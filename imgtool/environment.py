@@ -2,7 +2,7 @@
 
 Library code never reads the process environment or the current directory: it takes these values as
 parameters whose defaults ignore the environment, so a program calling imgtool gets the same
-result whatever its process environment holds. Only :mod:`imgtool.cli` calls
+result whatever its process environment holds. Only :mod:`imgtool.cli.main` calls
 :meth:`UserEnvironment.from_environ`.
 """
 

@@ -116,8 +116,8 @@ ESPTOOL_TIMEOUT = 120
 def bootloader_image(chip_name: str, size_code: int = 1, *, fill: int = 0, length: int = BOOTLOADER_STAND_IN_LEN) -> bytes:
     """A small valid ESP image with the chip's id, standing in for a real bootloader (none ship in the repo);
     its one segment loads where the chip's real bootloader keeps its data."""
-    from imgtool.chips import get_chip
-    from imgtool.image_format import EspImage, Segment
+    from imgtool.chips.table import get_chip
+    from imgtool.image.format import EspImage, Segment
 
     chip = get_chip(chip_name)
     addr = chip.boot.bootloader_ram[0].data.start
@@ -134,7 +134,7 @@ def run_cli(*args, env: dict | None = None):
     """``imgtool ARGS`` in process (click's CliRunner): the result has exit_code, output, stdout and stderr."""
     from click.testing import CliRunner
 
-    from imgtool.cli import main
+    from imgtool.cli.main import main
 
     return CliRunner().invoke(main, [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args], env=env)
 

@@ -17,7 +17,7 @@ _DESCRIPTOR_READ = 4096
 
 def recorded_elf_sha256(folder: Path) -> bytes | None:
     """The ``app_elf_sha256`` in the pack's app image, or None (no app entry, no descriptor, all zero)."""
-    from imgtool.image_format import FIRST_SEGMENT_DATA_OFFSET, parse_app_descriptor
+    from imgtool.image.format import FIRST_SEGMENT_DATA_OFFSET, parse_app_descriptor
 
     app = _app_file(folder)
     if app is None:
@@ -35,7 +35,7 @@ def recorded_elf_sha256(folder: Path) -> bytes | None:
 def find_app_elf(folder: Path) -> Path | None:
     """The ELF beside ``folder`` (in it, or in its parent: ``pack``'s default output is the ELF's folder)
     named after the app image, whose SHA-256 is the one the image records."""
-    from imgtool.elf import read_elf
+    from imgtool.elf.reader import read_elf
     from imgtool.errors import ImgtoolError
 
     digest = recorded_elf_sha256(folder)
@@ -59,7 +59,7 @@ def _app_file(folder: Path) -> Path | None:
     """The app image ``flasher_args.json`` names, when it is a regular file inside the pack folder."""
     from imgtool.atomic import input_kind
     from imgtool.errors import ImgtoolError
-    from imgtool.pack_folder import file_in, read_pack_json
+    from imgtool.flash.pack_folder import file_in, read_pack_json
 
     try:
         app = file_in(folder, read_pack_json(folder)["app"]["file"], FLASHER_ARGS_JSON_FILE)

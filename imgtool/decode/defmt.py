@@ -203,7 +203,7 @@ def log_format(path: str | os.PathLike) -> str | None:
     from elftools.common.exceptions import ELFError as PyElfError
     from elftools.elf.elffile import ELFFile
 
-    from imgtool.elf import ELF32_SYM, METADATA_SECTION
+    from imgtool.elf.reader import ELF32_SYM, METADATA_SECTION
 
     try:
         with open(path, "rb") as fh:

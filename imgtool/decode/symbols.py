@@ -251,7 +251,7 @@ class Symbolizer:
     def _symbol_table(self) -> list[tuple[int, int, str]]:
         """``(start, size, name)`` of every sized function symbol, sorted (unpacked in bulk: pyelftools'
         per-symbol parsing costs most of a second on an esp-hal app)."""
-        from imgtool.elf import ELF32_SYM, STT_FUNC
+        from imgtool.elf.reader import ELF32_SYM, STT_FUNC
 
         table = self._elf.get_section_by_name(".symtab")
         if table is None:

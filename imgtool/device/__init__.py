@@ -1,4 +1,6 @@
-"""Talking to a board: finding its port (:mod:`~imgtool.device.ports`), reading its facts
-(:mod:`~imgtool.device.board`), the device commands (:mod:`~imgtool.device.commands`) and the serial
-monitor (:mod:`~imgtool.device.monitor`, keys from :mod:`~imgtool.device.keyboard`). Image building
-never imports this package."""
+"""Stage 11, the board: takes a pack folder (or an ELF to pack) and a serial port, gives a flashed,
+reset and monitored device. What ``flash`` writes is decided first, from values only
+(:mod:`~imgtool.device.plan`), then written through esptool (:mod:`~imgtool.device.flasher`); the port
+is found by :mod:`~imgtool.device.ports`, the board read by :mod:`~imgtool.device.board`, the other
+device commands are :mod:`~imgtool.device.commands`, and the serial monitor :mod:`~imgtool.device.monitor`
+(keys from :mod:`~imgtool.device.keyboard`). Image building never imports this package."""

@@ -35,7 +35,7 @@ class BoardInfo:
 
     def lines(self, port: str | None = None) -> list[str]:
         """``Name: value`` rows, aligned (the port first when given)."""
-        from imgtool.flasher import size_text
+        from imgtool.device.flasher import size_text
 
         def yes_no(value):
             return "unknown" if value is None else ("enabled" if value else "disabled")
@@ -59,9 +59,9 @@ class BoardInfo:
 
 
 def read_board(connection) -> BoardInfo:
-    """The facts of the chip behind ``connection`` (:class:`imgtool.flasher.Connection`); what a chip
+    """The facts of the chip behind ``connection`` (:class:`imgtool.device.flasher.Connection`); what a chip
     or esptool cannot say is left None."""
-    from imgtool.chips import revision_name
+    from imgtool.chips.table import revision_name
 
     device = connection.device
     esp = connection.esp

@@ -1,11 +1,18 @@
-"""The device commands' work over an open :class:`imgtool.flasher.Connection`: erase all or some
+"""The device commands' work over an open :class:`imgtool.device.flasher.Connection`: erase all or some
 partitions, read flash, and read back just what the bootloader would read (for ``verify --port``)."""
 
 from __future__ import annotations
 
-from imgtool.chips import ERASED, FLASH_SECTOR_SIZE
+from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE
 from imgtool.errors import ImgtoolError
-from imgtool.image_format import CHECKSUM_ALIGN, EXTENDED_HEADER_LEN, HEADER_LEN, IMAGE_MAGIC, MAX_SEGMENTS, SEGMENT_HEADER_LEN
+from imgtool.image.format import (
+    CHECKSUM_ALIGN,
+    EXTENDED_HEADER_LEN,
+    HEADER_LEN,
+    IMAGE_MAGIC,
+    MAX_SEGMENTS,
+    SEGMENT_HEADER_LEN,
+)
 
 #: The partition table's flash area (ESP-IDF's ESP_PARTITION_TABLE_MAX_LEN).
 TABLE_LEN = 0xC00
@@ -24,7 +31,7 @@ def read_flash(connection, offset: int, size: int) -> bytes:
 
 def read_table(connection, table_offset: int):
     """The partition table on the device."""
-    from imgtool.partitions import PartitionTable
+    from imgtool.partitions.table import PartitionTable
 
     data = read_flash(connection, table_offset, TABLE_LEN)
     return PartitionTable.from_binary(data, source=f"flash at 0x{table_offset:x}", table_offset=table_offset)
@@ -59,9 +66,8 @@ def read_back(connection, table_offset: int, log=print) -> bytes:
     """A flash dump from 0 holding what the bootloader reads — itself, the table, otadata, each app
     image (with its signature sector when one follows) — with everything else left erased (0xFF):
     far less to read than the whole flash."""
-    from imgtool.partitions import TYPE_APP, TYPE_DATA
-
-    from imgtool.chips import get_chip
+    from imgtool.chips.table import get_chip
+    from imgtool.partitions.table import TYPE_APP, TYPE_DATA
 
     boot = get_chip(connection.device.chip).bootloader_offset
     boot_len = _image_length(lambda off, n: read_flash(connection, boot + off, n), table_offset - boot)
@@ -86,7 +92,7 @@ def read_back(connection, table_offset: int, log=print) -> bytes:
 
 
 def _table_from(data: bytes, start: int, table_offset: int):
-    from imgtool.partitions import PartitionTable
+    from imgtool.partitions.table import PartitionTable
 
     try:
         return PartitionTable.from_binary(data[start:], source="flash", table_offset=table_offset)
@@ -114,7 +120,7 @@ def _image_length(read, limit: int) -> int:
     end = (pos // CHECKSUM_ALIGN + 1) * CHECKSUM_ALIGN
     if hash_appended:
         end += DIGEST_LEN
-    from imgtool.signing import SIG_BLOCK_MAGIC
+    from imgtool.security.signing import SIG_BLOCK_MAGIC
 
     signature_at = -(-end // SIGNATURE_SECTOR) * SIGNATURE_SECTOR
     if signature_at < limit and read(signature_at, 1)[:1] == bytes([SIG_BLOCK_MAGIC]):

@@ -68,7 +68,7 @@ def espflash_config_dir() -> Path:
 
 def load_ports_config(path: Path | None) -> PortsConfig:
     from imgtool.errors import InputError
-    from imgtool.project_config import load_toml
+    from imgtool.pack.project_config import load_toml
 
     if path is None:
         return PortsConfig()

@@ -1,0 +1,1 @@
+"""Stage 4, the second-stage bootloader: takes a chip and the app's revisions, gives a pinned ESP-IDF build (fetched, checked against its SHA-256 and cached) or the user's file, placed with the pack's flash settings."""

@@ -1,0 +1,1 @@
+"""Stage 0, chip facts: one declarative table of every chip imgtool knows (memory map, MMU, flash encodings, revisions, security schemes) and the size units and rounding every later stage shares. Takes nothing; gives facts."""

@@ -1,0 +1,1 @@
+"""Stage 2, the app image: takes the ELF's pieces and a chip, gives an ESP image (segments laid out as the second-stage bootloader loads and maps them), the bootloader model that judges it, and what it uses of each memory."""

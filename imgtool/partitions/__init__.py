@@ -1,0 +1,1 @@
+"""Stage 3, the partition table: takes a CSV, a binary table, a preset or the flash size, gives the table ESP-IDF's bootloader reads (with ESP-IDF's rules), the OTA data and the data partitions' images."""

@@ -1,0 +1,1 @@
+"""Stage 5, Secure Boot and flash encryption: takes built images and the user's keys, gives signed images and parts written pre-encrypted, as ESP-IDF's secure bootloader and the chip's flash decryption expect."""

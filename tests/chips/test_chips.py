@@ -1,0 +1,52 @@
+"""The chip table agrees with esptool's public target definitions where both state a fact."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgtool.chips.table import CHIPS, FLASH_SIZES, Region, get_chip
+from imgtool.errors import UsageError
+
+esptool_targets = pytest.importorskip("esptool.targets")
+
+
+@pytest.mark.parametrize("name", sorted(CHIPS))
+def test_chip_facts_match_esptool(name):
+    chip = CHIPS[name]
+    ref = esptool_targets.CHIP_DEFS[name]
+    assert chip.image_chip_id == ref.IMAGE_CHIP_ID
+    assert chip.bootloader_offset == ref.BOOTLOADER_FLASH_OFFSET
+    assert chip.flash_freqs == ref.FLASH_FREQUENCY
+    assert {k: v >> 4 for k, v in ref.FLASH_SIZES.items() if k in FLASH_SIZES} == FLASH_SIZES
+    flash = [r for r in chip.memory if r.region.flash_mapped]
+    mapped = [(lo, hi) for lo, hi, kind in ref.MEMORY_MAP if kind in ("IROM", "DROM")]
+    mapped += [(ref.IROM_MAP_START, ref.IROM_MAP_END), (ref.DROM_MAP_START, ref.DROM_MAP_END)]
+    assert flash and all(any(lo <= r.start and r.end <= hi for lo, hi in mapped) for r in flash)
+    assert chip.default_flash_freq in chip.flash_freqs
+
+
+def test_bootloader_offsets_by_family():
+    offsets = {name: chip.bootloader_offset for name, chip in CHIPS.items()}
+    assert offsets["esp32"] == offsets["esp32s2"] == 0x1000
+    assert offsets["esp32c5"] == offsets["esp32p4"] == 0x2000
+    assert all(offsets[n] == 0 for n in ("esp32s3", "esp32c2", "esp32c3", "esp32c6", "esp32h2", "esp32c61"))
+
+
+def test_memory_ranges_do_not_overlap_within_a_chip():
+    for chip in CHIPS.values():
+        ranges = sorted(chip.memory, key=lambda r: r.start)
+        for a, b in zip(ranges, ranges[1:]):
+            assert a.end <= b.start, (chip.name, a, b)
+
+
+def test_lookup_is_forgiving_about_spelling_and_strict_about_names():
+    assert get_chip("ESP32-C3") is CHIPS["esp32c3"]
+    with pytest.raises(UsageError, match="unknown chip 'esp8266'"):
+        get_chip("esp8266")
+
+
+def test_every_chip_has_ram_and_flash_mapping():
+    for chip in CHIPS.values():
+        kinds = {r.region for r in chip.memory}
+        assert kinds & {Region.IROM, Region.DROM}
+        assert kinds & {Region.IRAM, Region.DRAM, Region.SRAM}

@@ -1,0 +1,320 @@
+"""OTA slot selection in packs and verify, and `imgtool manifest` (one web-flasher manifest for packs of several chips).
+
+The bootloader's slot choice is checked against this file's own reading of ESP-IDF v5.5's
+``bootloader_utility_get_selected_boot_partition`` (../shared/reference/esp-idf-v5.5/bootloader_utility.c
+and bootloader_common_loader.c), written apart from imgtool's model in ``imgtool/otadata.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+import pytest
+from conftest import FIXTURES, bootloader_image, make_bootloader, run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imgtool.chips.table import get_chip
+from imgtool.errors import LayoutError
+from imgtool.flash.layout import FlashSettings, plan_layout
+from imgtool.image.format import EspImage, Segment
+from imgtool.inspect.verify import verify
+from imgtool.pack.job import pack
+from imgtool.partitions.choice import load_preset
+from imgtool.partitions.otadata import FACTORY_INDEX, initial_otadata, select_boot_index
+from imgtool.partitions.table import PartitionTable
+
+SECTOR = 0x1000
+ENTRY = struct.Struct("<I20sII")  # esp_ota_select_entry_t: ota_seq, seq_label, ota_state, crc
+STATE_INVALID, STATE_ABORTED = 3, 4
+ERASED_SEQ = 0xFFFFFFFF
+
+
+def rom_crc32_le(crc: int, data: bytes) -> int:
+    """The ROM's crc32_le: reflected CRC-32 (poly 0xEDB88320), inverted on entry and exit."""
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def idf_selected_index(otadata: bytes, app_count: int) -> int:
+    """bootloader_utility_get_selected_boot_partition as read from ESP-IDF v5.5 (no rollback options): -1 = factory."""
+    entries = [ENTRY.unpack_from(otadata, sector * SECTOR) for sector in (0, 1)]
+
+    def invalid(e):  # bootloader_common_ota_select_invalid
+        return e[0] == ERASED_SEQ or e[2] in (STATE_INVALID, STATE_ABORTED)
+
+    def valid(e):  # bootloader_common_ota_select_valid
+        return not invalid(e) and e[3] == rom_crc32_le(0xFFFFFFFF, struct.pack("<I", e[0]))
+
+    if (invalid(entries[0]) and invalid(entries[1])) or app_count == 0:
+        return -1
+    ok = [valid(e) for e in entries]
+    if ok[0] and ok[1]:  # bootloader_common_select_otadata(max=true)
+        active = 0 if max(entries[0][0], entries[1][0]) == entries[0][0] else 1
+    elif ok[0] or ok[1]:
+        active = 0 if ok[0] else 1
+    else:
+        return -1
+    return ((entries[active][0] - 1) & 0xFFFFFFFF) % app_count
+
+
+def otadata_of(*entries) -> bytes:
+    out = b""
+    for seq, state, crc_ok in entries:
+        crc = rom_crc32_le(0xFFFFFFFF, struct.pack("<I", seq)) ^ (0 if crc_ok else 1)
+        out += ENTRY.pack(seq, b"\xff" * 20, state, crc).ljust(SECTOR, b"\xff")
+    return out
+
+
+@pytest.fixture(scope="module")
+def boot(tmp_path_factory):
+    root = tmp_path_factory.mktemp("boot")
+    return {chip: make_bootloader(root / f"bl-{chip}.bin", chip, size_code=2) for chip in ("esp32c3", "esp32")}
+
+
+def pack_c3(out, boot, table, slot=None):
+    return pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot["esp32c3"], flash_size="4MB",
+                partition_table=table, app_partition=slot, project_config=False)
+
+
+# --------------------------------------------------------------------------- OTA slot selection
+
+
+def test_ota_1_pack_makes_the_bootloader_choose_ota_1(tmp_path, boot):
+    res = pack_c3(tmp_path / "out", boot, "two_ota", "ota_1")
+    otadata = (tmp_path / "out" / "ota_data_initial.bin").read_bytes()
+    table = load_preset("two_ota")
+    assert idf_selected_index(otadata, len(table.ota_apps)) == 1
+    merged = (tmp_path / "out" / res.merged.file).read_bytes()
+    at = table.otadata.offset - res.merged.offset
+    assert merged[at : at + len(otadata)] == otadata
+    # the state is UNDEFINED (what otatool leaves), so a rollback-enabled bootloader does not abort the slot
+    assert ENTRY.unpack_from(otadata)[2] == 0xFFFFFFFF
+    report = verify(tmp_path / "out")
+    assert report.ok and report.boot_partition == "ota_1" and "bootloader_utility_get_selected_boot_partition" in report.boot_reason
+
+
+@pytest.mark.parametrize(("table", "slot"), [("factory_two_ota", None), ("factory_two_ota", "factory"), ("two_ota", "ota_0"), ("two_ota", None)])
+def test_factory_and_ota_0_keep_otadata_blank(tmp_path, boot, table, slot):
+    res = pack_c3(tmp_path / "out", boot, table, slot)
+    assert (tmp_path / "out" / "ota_data_initial.bin").read_bytes() == b"\xff" * 0x2000
+    assert verify(tmp_path / "out").boot_partition == res.app_partition
+
+
+def test_ota_0_beside_a_factory_app_is_selected(tmp_path, boot):
+    pack_c3(tmp_path / "out", boot, "factory_two_ota", "ota_0")
+    otadata = (tmp_path / "out" / "ota_data_initial.bin").read_bytes()
+    assert idf_selected_index(otadata, 2) == 0
+    assert verify(tmp_path / "out").boot_partition == "ota_0"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    first=st.tuples(st.integers(0, 0xFFFFFFFF), st.sampled_from([0, 1, 2, 3, 4, 0xFFFFFFFF]), st.booleans()),
+    second=st.tuples(st.integers(0, 0xFFFFFFFF), st.sampled_from([0, 1, 2, 3, 4, 0xFFFFFFFF]), st.booleans()),
+    app_count=st.integers(0, 16),
+)
+def test_model_matches_esp_idf_rule_over_sequence_numbers(first, second, app_count):
+    data = otadata_of(first, second)
+    expected = idf_selected_index(data, app_count)
+    assert select_boot_index(data, app_count).index == (FACTORY_INDEX if expected == -1 else expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(slot=st.integers(0, 15), extra=st.integers(0, 15))
+def test_initial_otadata_selects_its_slot_for_any_slot_count(slot, extra):
+    assert idf_selected_index(initial_otadata(slot), slot + 1 + extra) == slot
+
+
+def test_seq_zero_wraps_as_uint32():
+    # (0 - 1) as uint32 is 0xFFFFFFFF, which is 0 mod 3 (not -1 mod 3 = 2)
+    data = otadata_of((0, 0xFFFFFFFF, True), (ERASED_SEQ, 0xFFFFFFFF, True))
+    assert select_boot_index(data, 3).index == idf_selected_index(data, 3) == 0
+
+
+def _app(chip):
+    return EspImage(chip_id=chip.image_chip_id, entry=0x4038_0000, segments=(Segment(0x4038_0000, b"\x01" * 64),)).to_bytes()
+
+
+def test_verify_fails_when_the_selected_slot_is_empty():
+    chip = get_chip("esp32c3")
+    lay = plan_layout(chip, name="a", app=_app(chip), bootloader=bootloader_image("esp32c3", 2), table=load_preset("two_ota"),
+                      settings=FlashSettings("dio", "80m", "4MB"), app_partition="ota_0", otadata=initial_otadata(1))
+    report = verify(bytes(lay.merged_bytes()))
+    assert report.boot_partition == "ota_1" and not report.ok
+    problem = str(report.problems[0])
+    assert "'ota_1'" in problem and "falls back to 'ota_0'" in problem and "bootloader_utility_load_boot_image" in problem
+
+
+def test_unreachable_slot_is_refused():
+    table = PartitionTable.from_csv("otadata, data, ota, , 8K,\na, app, ota_0, , 64K,\nb, app, ota_2, , 64K,")
+    chip = get_chip("esp32c3")
+    with pytest.raises(LayoutError, match="ota_0 .. ota_1"):
+        plan_layout(chip, name="a", app=_app(chip), bootloader=bootloader_image("esp32c3", 2), table=table,
+                    settings=FlashSettings("dio", "80m", "4MB"), app_partition="b")
+
+
+# --------------------------------------------------------------------------- imgtool manifest
+
+
+@pytest.fixture(scope="module")
+def packs(tmp_path_factory, boot):
+    """An esp32c3 pack (bootloader at 0x0, app in ota_1) and an esp32 pack (bootloader at 0x1000)."""
+    root = tmp_path_factory.mktemp("packs")
+    pack_c3(root / "c3", boot, "two_ota", "ota_1")
+    pack(FIXTURES / "esp32-min.elf", root / "esp32", bootloader=boot["esp32"], flash_size="4MB", project_config=False)
+    return root
+
+
+
+def one_line_error(result, *words):
+    assert result.exit_code != 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imgtool: error: "), result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_two_chip_manifest_paths_resolve_beside_it(tmp_path, packs):
+    web = tmp_path / "site" / "web"
+    result = run_cli("manifest", packs / "c3", packs / "esp32", "-o", web / "manifest.json", "--launchpad",
+                 "--base-url", "https://example.com/fw", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["builds"][0]["chip"] == "esp32c3"
+    doc = json.loads((web / "manifest.json").read_text())
+    assert (doc["name"], doc["version"]) == ("fixture", "0.1.0")  # the app descriptor's
+    assert [b["chipFamily"] for b in doc["builds"]] == ["ESP32-C3", "ESP32"]
+    for build, folder in zip(doc["builds"], ("c3", "esp32")):
+        flasher = json.loads((packs / folder / "flasher_args.json").read_text())
+        expected = {int(off, 16): name for off, name in flasher["flash_files"].items()}
+        assert {part["offset"]: part["path"].rsplit("/", 1)[1] for part in build["parts"]} == expected
+        for part in build["parts"]:
+            path = (web / part["path"]).resolve()
+            assert path.is_relative_to(web.resolve()) and not part["path"].startswith("/")
+            assert path.read_bytes() == (packs / folder / expected[part["offset"]]).read_bytes()
+    # Launchpad: one image per chip family, written at 0x0, i.e. the merged image after 0xFF up to the bootloader
+    toml = tomllib.loads((web / "launchpad.toml").read_text())
+    assert toml["esp_toml_version"] == 1.0 and toml["firmware_images_url"] == "https://example.com/fw/"
+    app = toml[toml["supported_apps"][0]]
+    assert app["chipsets"] == ["ESP32-C3", "ESP32"]
+    for family, folder, chip in (("esp32-c3", "c3", "esp32c3"), ("esp32", "esp32", "esp32")):
+        image = (web / app["image"][family]).read_bytes()
+        merged = next((packs / folder).glob("*.merged.bin")).read_bytes()
+        offset = get_chip(chip).bootloader_offset
+        assert image[:offset] == b"\xff" * offset and image[offset:] == merged
+
+
+def test_name_and_version_options_win(tmp_path, packs):
+    out = tmp_path / "m.json"
+    assert run_cli("manifest", packs / "c3", "-o", out, "--name", "Blinky", "--version", "2.0", "-q").exit_code == 0
+    doc = json.loads(out.read_text())
+    assert (doc["name"], doc["version"]) == ("Blinky", "2.0") and doc["builds"][0]["parts"][0]["path"].startswith("esp32c3/")
+
+
+def test_packs_that_disagree_need_the_option(packs):
+    from dataclasses import replace
+
+    from imgtool.errors import UsageError
+    from imgtool.release.web_manifest import _agreed, read_pack
+
+    a, b = read_pack(packs / "c3"), read_pack(packs / "esp32")
+    assert _agreed([a, b], "version", "--version") == "0.1.0"
+    with pytest.raises(UsageError, match="different versions .*'0.1.0'.*'9.9'.*pass --version"):
+        _agreed([a, replace(b, version="9.9")], "version", "--version")
+
+
+def _broken(tmp_path, packs):
+    copy = tmp_path / "broken"
+    shutil.copytree(packs / "c3", copy)
+    (copy / "partitions.bin").write_bytes(b"\x00" * 16)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("same-chip", ["both esp32c3 packs", "one build per chip family"]),
+        ("missing", ["no such pack folder"]),
+        ("broken", ["partitions.bin does not match its SHA256SUMS entry"]),
+        ("launchpad-without-url", ["--base-url"]),
+    ],
+)
+def test_refusals_write_nothing(tmp_path, packs, case, words):
+    if case == "same-chip":
+        twin = tmp_path / "twin"
+        shutil.copytree(packs / "c3", twin)
+        args = [packs / "c3", packs / "esp32", twin]
+    elif case == "missing":
+        args = [packs / "c3", tmp_path / "nope"]
+    elif case == "broken":
+        args = [packs / "esp32", _broken(tmp_path, packs)]
+    else:
+        args = [packs / "c3", "--launchpad"]
+    web = tmp_path / "web"
+    one_line_error(run_cli("manifest", *args, "-o", web / "manifest.json"), *words)
+    assert not web.exists()
+
+
+# --------------------------------------------------------------------------- hostile flasher_args.json and SHA256SUMS
+
+
+def _edit_args(folder, change) -> None:
+    path = folder / "flasher_args.json"
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _sums_naming_outside(folder):
+    secret = folder.parent / "host_secret.txt"
+    secret.write_text("not for the web")
+    with open(folder / "SHA256SUMS", "a") as fh:
+        fh.write(f"{'0' * 64} *../host_secret.txt\n")
+
+
+HOSTILE_ARGS = {
+    "merged-offset-huge": (lambda f: _edit_args(f, lambda d: d["merged"].update(offset="0x10000000")), "merged.offset is '0x10000000'"),
+    "merged-offset-not-the-bootloaders": (lambda f: _edit_args(f, lambda d: d["merged"].update(offset="0x100000")),
+                                          "esp32c3 merged image starts at 0x0"),
+    "merged-offset-max": (lambda f: _edit_args(f, lambda d: d["merged"].update(offset="0x7fffffff")), "not a flash offset"),
+    "merged-offset-not-hex": (lambda f: _edit_args(f, lambda d: d["merged"].update(offset=65536)), "merged.offset is 65536"),
+    "flash-files-value-not-a-string": (lambda f: _edit_args(f, lambda d: d["flash_files"].update({"0x300000": 7})), "names 7"),
+    "flash-files-not-an-object": (lambda f: _edit_args(f, lambda d: d.update(flash_files=["x"])), "flash_files is not an object"),
+    "flash-files-backslash": (lambda f: _edit_args(f, lambda d: d["flash_files"].update({"0x300000": "..\\\\x.bin"})), "not a file in the pack"),
+    "deep-nesting": (lambda f: (f / "flasher_args.json").write_text("{\"a\":" * 50_000 + "1" + "}" * 50_000), "nested too deeply"),
+    "sha256sums-outside": (_sums_naming_outside, "'../host_secret.txt', which is not a file in the pack folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_ARGS))
+def test_a_hostile_pack_folder_is_refused_field_by_field(tmp_path, packs, case):
+    copy = tmp_path / "c3"
+    shutil.copytree(packs / "c3", copy)
+    spoil, words = HOSTILE_ARGS[case]
+    spoil(copy)
+    web = tmp_path / "web"
+    one_line_error(run_cli("manifest", copy, "-o", web / "manifest.json"), words)
+    assert not web.exists()
+
+
+def test_a_users_file_in_a_chip_folder_is_refused_unless_force(tmp_path, packs):
+    web = tmp_path / "web"
+    (web / "esp32c3").mkdir(parents=True)
+    mine = web / "esp32c3" / "bootloader.bin"
+    mine.write_bytes(b"my own")
+    one_line_error(run_cli("manifest", packs / "c3", "-o", web / "manifest.json"), "bootloader.bin: is not a file imgtool wrote", "--force")
+    assert mine.read_bytes() == b"my own" and not (web / "manifest.json").exists()
+    assert run_cli("manifest", packs / "c3", "-o", web / "manifest.json", "--force", "-q").exit_code == 0
+    assert mine.read_bytes() != b"my own"
+    assert run_cli("manifest", packs / "c3", "-o", web / "manifest.json", "-q").exit_code == 0  # now the manifest lists it
