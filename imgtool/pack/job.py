@@ -37,21 +37,8 @@ from imgtool.pack.options import PackOptions
 from imgtool.pack.result import PackResult, pack_result, probe_rs_args
 from imgtool.pack.settings import PackSettings, pack_settings
 from imgtool.partitions.choice import check_app_fits, default_table, load_table
-from imgtool.partitions.data_images import build_data_images
-from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
-from imgtool.security.encryption import encrypt_layout, load_flash_key
-from imgtool.security.signing import (
-    check_chip_schemes,
-    existing_blocks,
-    load_key,
-    revision_warning,
-    secure_pad,
-    sign,
-    sign_contents,
-    signature_block,
-    signature_offset,
-    signature_sector,
-)
+from imgtool.partitions.data_images import DataImage, build_data_images
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, Partition, PartitionTable
 
 
 def pack(elf_path: str | os.PathLike, options: PackOptions = PackOptions()) -> PackResult:
@@ -62,17 +49,18 @@ def pack(elf_path: str | os.PathLike, options: PackOptions = PackOptions()) -> P
     ``partitions.csv`` or ``manifest.json``) is refused unless ``options.force``.
     """
     _refuse_conflicts(options)
-    stamp = archive_timestamp(options.source_date_epoch) if options.archive else None  # a bad SOURCE_DATE_EPOCH fails before any work
+    # a bad SOURCE_DATE_EPOCH fails before any work
+    stamp = archive_timestamp(options.source_date_epoch) if options.archive else None
     elf = Path(elf_path)
     store = options.store or BootloaderStore()
     settings = pack_settings(elf, options)
     warnings: list[str] = list(settings.warnings)  # in the order found; said once (see _layout)
     notes: list[str] = []
-    app, settings_used = _app(elf, settings, options, warnings, notes)
+    app, flash = _app(elf, settings, options, warnings, notes)
     keys, flash_key, app_data = _security(app, options, warnings)
-    parts = _partitions(app, app_data, settings, settings_used.size, warnings)
-    boot = _bootloader(app, app_data, keys, settings, options, store, settings_used, warnings, notes)
-    layout = _layout(elf, app, app_data, boot, parts, settings_used, options, warnings, flash_key)
+    parts = _partitions(app, app_data, settings, flash.size, warnings)
+    boot = _bootloader(app, app_data, keys, settings, options, store, flash, warnings, notes)
+    layout = _layout(elf, app, app_data, boot, parts, flash, options, warnings, flash_key)
     files, archive_file = _files(layout, elf.stem, options, stamp)
     out = Path(options.outdir) if options.outdir is not None else elf.parent
     _write(out, files, layout, parts.data_images, elf, settings, options, store, archive_file)
@@ -131,10 +119,10 @@ def _security(app: AppImage, options: PackOptions, warnings: list[str]):
 
 
 class _Partitions(NamedTuple):
-    table: object
+    table: PartitionTable
     table_offset: int
-    app_partition: object
-    data_images: list
+    app_partition: Partition
+    data_images: list[DataImage]
 
 
 def _partitions(app: AppImage, app_data: bytes, settings: PackSettings, size: str, warnings: list[str]) -> _Partitions:
@@ -198,7 +186,7 @@ def _bootloader(app, app_data, keys, settings, options, store, flash: FlashSetti
             app_min_rev_full=app.image.min_chip_rev_full, app_max_rev_full=app.image.max_chip_rev_full, path=boot_file,
         )  # fmt: skip
         if boot_keys:
-            boot = sign_contents(boot, boot_keys)
+            boot = _signed_bootloader(boot, boot_keys)
     boot_warnings, boot_notes = boots_with(
         app, app_data, boot, revisions_chosen=options.min_rev_full is not None or options.max_rev_full is not None,
         other_variants=sum(e.crystal_mhz is None for e in manifest.variants(target.name)) > 1,  # builds by revision
@@ -247,7 +235,11 @@ def _layout(elf, app, app_data, boot: _Bootloader, parts: _Partitions, flash, op
         data_parts=parts.data_images,
         bootloader_kept=boot.kept,
     )
-    return encrypt_layout(layout, flash_key) if flash_key is not None else layout
+    if flash_key is None:
+        return layout
+    from imgtool.security.encryption import encrypt_layout  # lazy: ~2.4 ms to import, a plain pack skips it
+
+    return encrypt_layout(layout, flash_key)
 
 
 def _files(layout: FlashLayout, name: str, options: PackOptions, stamp) -> tuple[dict[str, bytes], str]:
@@ -335,6 +327,9 @@ def _signing_keys(paths, chip: str, min_rev_full: int, warnings: list[str]) -> l
     """The Secure Boot V2 keys, refused unless the chip verifies their scheme."""
     if not paths:
         return []
+    # lazy: ~6.5 ms to import, a plain pack skips it
+    from imgtool.security.signing import check_chip_schemes, load_key, revision_warning
+
     keys = [load_key(p) for p in paths]
     warnings.extend(check_chip_schemes(chip, keys))
     note = revision_warning(chip, min_rev_full)
@@ -348,12 +343,23 @@ def _flash_key(path, chip: str, flash_crypt_conf: int | None):
         if flash_crypt_conf is not None:
             raise UsageError("--flash-crypt-conf needs --encrypt-key", field="--flash-crypt-conf")
         return None
+    from imgtool.security.encryption import load_flash_key  # lazy: ~2.4 ms to import, a plain pack skips it
+
     return load_flash_key(path, chip, flash_crypt_conf)
 
 
 def _signed_app(app, keys) -> bytes:
     """The app secure-padded (ending on an MMU page) and followed by its signature sector."""
+    from imgtool.security.signing import secure_pad, sign_contents  # lazy: ~6.5 ms to import, a plain pack skips it
+
     return sign_contents(secure_pad(app.image, app.mmu_page_size).to_bytes(), keys)
+
+
+def _signed_bootloader(boot: bytes, keys) -> bytes:
+    """The placed bootloader followed by its signature sector."""
+    from imgtool.security.signing import sign_contents  # lazy: ~6.5 ms to import, a plain pack skips it
+
+    return sign_contents(boot, keys)
 
 
 def _kept_signed_bootloader(raw: bytes, path, keys, chip: str, warnings: list[str]) -> bytes | None:
@@ -361,6 +367,15 @@ def _kept_signed_bootloader(raw: bytes, path, keys, chip: str, warnings: list[st
 
     ``keys`` add their blocks after the ones it has.
     """
+    from imgtool.security.signing import (  # lazy: ~6.5 ms to import, a plain pack skips it
+        check_chip_schemes,
+        existing_blocks,
+        sign,
+        signature_block,
+        signature_offset,
+        signature_sector,
+    )
+
     length = parse_image(raw, path, what="bootloader").length
     blocks = existing_blocks(raw, length)
     if not blocks:
