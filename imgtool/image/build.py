@@ -85,7 +85,8 @@ def build_app_image(
 
     The image is judged as a bootloader would: what none would start is refused. With
     ``boot_warnings`` False the other findings are left out, for a caller (``pack``) that judges the
-    app again under the bootloader it chose, which knows which chip revisions can run at all.
+    app under the bootloader it chose, which knows which chip revisions can run at all, and so
+    says each finding once. The flash mode and size default as :func:`flash_defaults` says.
     """
     warnings: list[str] = []
     mode, size = flash_defaults(flash_mode, flash_size)

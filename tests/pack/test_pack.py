@@ -303,3 +303,17 @@ def test_command_line_variant_wins_over_a_project_bootloader_file(tmp_path, elf_
     assert placed[8:-32] == (boots / "esp32c3-bootloader.bin").read_bytes()[8 : len(placed) - 32]
     pack(elf_c3, PackOptions(outdir=out))  # without it, the project's file is used
     assert (out / "bootloader.bin").read_bytes()[8:-32] == boot_c3.read_bytes()[8:-32]
+
+
+def test_pack_options_are_one_immutable_record_the_cli_fills_by_field_name():
+    """`pack` and `flash ELF` build PackOptions from their click values: every key names a field."""
+    from imgtool.cli.pack import pack_kwargs
+
+    names = dict.fromkeys(("flash_size", "flash_mode", "flash_freq", "min_rev", "max_rev", "partition_table",
+                           "partition_table_offset", "bootloader", "bootloader_variant", "offline", "target_app_partition"))
+    given = pack_kwargs(**names)
+    options = PackOptions(**given)
+    assert set(given) <= set(PackOptions._fields) and options.data == ()
+    with pytest.raises(AttributeError):
+        options.chip = "esp32"  # type: ignore[misc]
+    assert options._replace(chip="esp32").chip == "esp32" and options.chip is None
