@@ -102,16 +102,16 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
         return flash_folder(target, options, log=say, store=bootloader_store())
     from imgtool.atomic import scratch_folder
     from imgtool.chips.table import FLASH_SIZES
-    from imgtool.pack.job import pack
+    from imgtool.pack.job import PackOptions, pack
 
     environment = pack_environment()
     with connect(options, log=say) as connection, scratch_folder("imgtool-flash-") as tmp:
         board_size = connection.flash_size()  # read before packing: the pack is made for this board's flash
         board = size_text(board_size) if board_size else None
-        result = pack(
-            target, tmp / "out", chip=chip, **pack_kwargs(**pack_opts), default_flash_size=board if board in FLASH_SIZES else None,
+        result = pack(target, PackOptions(
+            outdir=tmp / "out", chip=chip, **pack_kwargs(**pack_opts), default_flash_size=board if board in FLASH_SIZES else None,
             quiet=quiet_downloads(quiet), **environment,
-        )  # fmt: skip
+        ))  # fmt: skip
         for warning in result.warnings:
             click.echo(f"imgtool: warning: {warning}", err=True)
         say(

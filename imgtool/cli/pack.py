@@ -29,7 +29,7 @@ def _parse_data(ctx, param, value):
     return tuple(parse_data_option(item) for item in value) or None
 
 
-#: The options `pack` and `flash ELF` share, in the order `-h` lists them (each takes a keyword of imgtool.pack.job.pack).
+#: The options `pack` and `flash ELF` share, in the order `-h` lists them (each sets a field of imgtool.pack.options.PackOptions).
 PACK_OPTIONS = (
     flash_size_option,
     flash_mode_option("SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does."),
@@ -57,7 +57,7 @@ def pack_options(command):
 
 def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
                 bootloader, bootloader_variant, offline, target_app_partition, data=None, bootloader_set=None) -> dict:
-    """The click values of :data:`PACK_OPTIONS` as keywords of :func:`imgtool.pack.job.pack`."""
+    """The click values of :data:`PACK_OPTIONS` as fields of :class:`imgtool.pack.options.PackOptions`."""
     return dict(
         flash_size=flash_size,
         flash_mode=flash_mode,
@@ -100,11 +100,11 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
          sign_bootloader, encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.cli.context import pack_environment, quiet_downloads
-    from imgtool.pack.job import pack as do_pack
+    from imgtool.pack.job import PackOptions
+    from imgtool.pack.job import pack as do_pack  # the command is named pack too
 
-    result = do_pack(
-        elf,
-        outdir,
+    result = do_pack(elf, PackOptions(
+        outdir=outdir,
         chip=chip,
         **pack_kwargs(
             flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq, min_rev=min_rev, max_rev=max_rev,
@@ -122,7 +122,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         archive=archive,
         force=force,
         **pack_environment(),
-    )
+    ))
     for warning in result.warnings:
         click.echo(f"imgtool: warning: {warning}", err=True)
     if as_json:

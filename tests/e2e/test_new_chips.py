@@ -22,7 +22,7 @@ from imgtool.chips.table import CHIPS, KiB, Region
 from imgtool.elf.chip_detect import detect_chip, resolve_chip
 from imgtool.elf.reader import read_elf
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.security.encryption import FLASH_ENCRYPTION
 from imgtool.security.signing import ECDSA192, RSA3072, SECURE_BOOT_V2
 
@@ -170,7 +170,7 @@ def test_h4_and_h21_apps_pack_with_a_bootloader_file_and_verify(tmp_path, name):
     elf = tmp_path / "app"
     elf.write_bytes(esp_app_elf(name))
     boot = make_bootloader(tmp_path / "bootloader.bin", name)
-    res = pack(elf, tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     assert res.chip == name and res.parts[0].offset == CHIPS[name].bootloader_offset
     report = verify(res.outdir, elf=elf)
     assert report.ok, [str(p) for p in report.problems]
@@ -190,7 +190,7 @@ def test_h4_and_h21_without_a_bootloader_file_are_refused_in_one_line(tmp_path, 
 @pytest.fixture
 def s31_pack(tmp_path):
     elf = corpus_path("new-chips", "esp32s31")
-    res = pack(elf, tmp_path / "out", bootloader=corpus_path("bootloaders", "esp32s31-bootloader.bin"), project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=corpus_path("bootloaders", "esp32s31-bootloader.bin"), project_config=False))
     return elf, res
 
 
@@ -235,7 +235,7 @@ def test_s31_app_partition_starts_on_the_apps_mmu_page(tmp_path, log2, app_offse
     starts the app on its page (verify_segment_header compares flash and load addresses modulo it)."""
     elf = _s31_app_with_page(tmp_path / "app", log2)
     boot = make_bootloader(tmp_path / "bootloader.bin", "esp32s31")
-    res = pack(elf, tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     assert next(p for p in res.parts if p.name == "app").offset == app_offset
     report = verify(res.outdir, elf=elf)
     assert report.ok, [str(p) for p in report.problems]
@@ -287,7 +287,7 @@ def test_h4_and_h21_packs_flash_through_imgtool_flash(tmp_path, mock_port, name)
     pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
     elf = tmp_path / "app"
     elf.write_bytes(esp_app_elf(name))
-    res = pack(elf, tmp_path / "out", bootloader=make_bootloader(tmp_path / "bootloader.bin", name), project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=make_bootloader(tmp_path / "bootloader.bin", name), project_config=False))
     url = mock_port(name)
     result = run_cli("flash", res.outdir, "--port", url, "--baud", BAUD)
     assert result.exit_code == 0, result.output[-3000:]

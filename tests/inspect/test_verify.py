@@ -14,7 +14,7 @@ from imgtool.flash.layout import FlashSettings, plan_layout
 from imgtool.image.format import EspImage, Segment
 from imgtool.inspect.verify import verify
 from imgtool.output_names import app_file_name
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.partitions.choice import default_table, load_preset
 from imgtool.partitions.otadata import initial_otadata
 
@@ -28,7 +28,7 @@ def packed(tmp_path_factory):
         boot = root / f"bl-{chip_name}.bin"
         boot.write_bytes(make_bootloader(chip_name))
         elf = FIXTURES / elf_name
-        res = pack(elf, root / chip_name, bootloader=boot, project_config=False)
+        res = pack(elf, PackOptions(outdir=root / chip_name, bootloader=boot, project_config=False))
         out[chip_name] = (res, root / chip_name, elf)
     return out
 
@@ -219,7 +219,7 @@ def test_esp32c6_app_with_one_flash_segment_is_rejected(tmp_path):
 
     boot = tmp_path / "bl.bin"
     boot.write_bytes(make_bootloader("esp32c6"))
-    res = pack(FIXTURES / "esp32c6-min.elf", tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(FIXTURES / "esp32c6-min.elf", PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     merged_path = tmp_path / "out" / res.merged.file
     assert verify(merged_path).ok
     merged = bytearray(merged_path.read_bytes())

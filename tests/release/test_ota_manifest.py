@@ -26,7 +26,7 @@ from imgtool.errors import LayoutError
 from imgtool.flash.layout import FlashSettings, plan_layout
 from imgtool.image.format import EspImage, Segment
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.partitions.choice import load_preset
 from imgtool.partitions.otadata import FACTORY_INDEX, initial_otadata, select_boot_index
 from imgtool.partitions.table import PartitionTable
@@ -84,8 +84,8 @@ def boot(tmp_path_factory):
 
 
 def pack_c3(out, boot, table, slot=None):
-    return pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot["esp32c3"], flash_size="4MB",
-                partition_table=table, app_partition=slot, project_config=False)
+    return pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot["esp32c3"], flash_size="4MB",
+                partition_table=table, app_partition=slot, project_config=False))
 
 
 # --------------------------------------------------------------------------- OTA slot selection
@@ -173,7 +173,7 @@ def packs(tmp_path_factory, boot):
     """An esp32c3 pack (bootloader at 0x0, app in ota_1) and an esp32 pack (bootloader at 0x1000)."""
     root = tmp_path_factory.mktemp("packs")
     pack_c3(root / "c3", boot, "two_ota", "ota_1")
-    pack(FIXTURES / "esp32-min.elf", root / "esp32", bootloader=boot["esp32"], flash_size="4MB", project_config=False)
+    pack(FIXTURES / "esp32-min.elf", PackOptions(outdir=root / "esp32", bootloader=boot["esp32"], flash_size="4MB", project_config=False))
     return root
 
 
