@@ -425,7 +425,7 @@ MAX_SHA256SUMS_BYTES = 1 << 20
 def _earlier_pack_files(folder: Path, archive_file: str) -> set[str]:
     """The names an earlier pack wrote in ``folder``: what its ``SHA256SUMS`` lists, itself, and the archive it leaves out."""
     from imgtool.atomic import read_input
-    from imgtool.flash.outputs import parse_sha256sums
+    from imgtool.flash.pack_folder import parse_sha256sums
 
     sums = folder / SHA256SUMS_FILE
     if not sums.is_file():

@@ -9,17 +9,16 @@ import pytest
 from conftest import FIXTURES, corpus_path, make_bootloader, run_cli
 
 from imgtool.device.flasher import FlashOptions, flash_folder
-from imgtool.device.plan import (
+from imgtool.device.preflight import (
     DeviceInfo,
     FlashCheckError,
     check_chip,
     check_crystal,
     check_revision,
     erase_regions,
-    parse_args_file,
-    read_pack_folder,
 )
 from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.flash.pack_folder import parse_args_file, read_pack_folder
 from imgtool.pack.job import pack
 
 C3 = FIXTURES / "esp32c3-min.elf"

@@ -14,7 +14,7 @@ import littlefs
 import pytest
 from conftest import FIXTURES, make_bootloader, run_cli
 
-from imgtool.device.plan import read_pack_folder
+from imgtool.flash.pack_folder import read_pack_folder
 from imgtool.errors import UsageError
 from imgtool.inspect.verify import verify
 from imgtool.pack.job import pack
