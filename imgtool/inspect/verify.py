@@ -115,13 +115,6 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def add(self, part: str, ok: bool, message: str, *, warning: bool = False) -> bool:
-        self.checks.append(Check(part, ok, message, warning))
-        return ok
-
-    def fail(self, part: str, message: str) -> None:
-        self.add(part, False, message)
-
     def raise_for_problems(self) -> None:
         """Raise one ``ImageError`` naming the first failed part (and how many problems there are)."""
         problems = self.problems
@@ -205,7 +198,7 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
     return report
 
 
-def boot_report(source: str, data: bytes, chip: Chip | None, table_offset: int, keys=(), elf=None) -> VerifyReport:
+def boot_report(source: str, data: bytes, chip: Chip | None, table_offset: int = DEFAULT_TABLE_OFFSET, keys=(), elf=None) -> VerifyReport:
     """The report of every step, in the order the chip boots; a step whose input is missing ends it."""
     report = VerifyReport(source=source)
     where = locate(data, chip)
