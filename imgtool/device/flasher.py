@@ -21,8 +21,8 @@ from imgtool.device.preflight import (
     FlashCheckError,
     check_chip,
     check_crystal,
-    check_revision,
     erase_regions,
+    revision_problems,
 )
 from imgtool.errors import ImgtoolError, InputError
 from imgtool.flash.pack_folder import PackFolder, read_pack_folder
@@ -246,7 +246,7 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
     recorded = pack.bootloader_source.get("set")  # the pinned set the pack's bootloader came from
     manifest = load_manifest(bootloader_set=recorded if recorded in {s.name for s in BOOTLOADER_SETS} else DEFAULT_SET)
     fix = _bootloader_fix(pack, device.revision, manifest, store) if device.revision >= 0 else None
-    problems = check_revision(pack, device, fix) if device.revision >= 0 else []
+    problems = revision_problems(pack, device, fix) if device.revision >= 0 else []
     crystal_variants = {e.crystal_mhz: e.variant for e in manifest.variants(pack.chip) if e.crystal_mhz is not None}
     decision = check_crystal(pack, device, crystal_variants)
     if decision.problem:

@@ -50,7 +50,7 @@ def check_chip(pack: PackFolder, *, device_chip: str, requested_chip: str | None
         )
 
 
-def check_revision(pack: PackFolder, device: DeviceInfo, bootloader_fix: str | None = None) -> list[str]:
+def revision_problems(pack: PackFolder, device: DeviceInfo, bootloader_fix: str | None = None) -> list[str]:
     """Problems running the app and the bootloader on the device's chip revision (empty when both allow it).
 
     The app must allow the revision at both ends; the bootloader checks only its own minimum
@@ -145,6 +145,6 @@ __all__ = [
     "FlashCheckError",
     "check_chip",
     "check_crystal",
-    "check_revision",
     "erase_regions",
+    "revision_problems",
 ]

@@ -14,8 +14,8 @@ from imgtool.device.preflight import (
     FlashCheckError,
     check_chip,
     check_crystal,
-    check_revision,
     erase_regions,
+    revision_problems,
 )
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.flash.pack_folder import parse_args_file, read_pack_folder
@@ -79,11 +79,11 @@ def test_chip_mismatch_is_refused_whatever_chip_says(c3_pack):
 def test_revision_outside_the_app_range(c3_pack):
     folder = read_pack_folder(c3_pack)
     folder.app_revisions = (3, 199)  # v0.3 to v1.99
-    assert check_revision(folder, DeviceInfo("esp32c3", 3)) == []
-    (problem,) = check_revision(folder, DeviceInfo("esp32c3", 2))
+    assert revision_problems(folder, DeviceInfo("esp32c3", 3)) == []
+    (problem,) = revision_problems(folder, DeviceInfo("esp32c3", 2))
     assert "revision v0.2 but the app runs on v0.3 to v1.99" in problem
     folder.bootloader_revisions = (300, 0xFFFF)
-    assert len(check_revision(folder, DeviceInfo("esp32c3", 2))) == 2
+    assert len(revision_problems(folder, DeviceInfo("esp32c3", 2))) == 2
 
 
 @pytest.mark.parametrize(
