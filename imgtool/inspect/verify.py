@@ -12,6 +12,10 @@ app starts: flash through the MMU table the bootloader leaves, RAM as loaded.
 Data partitions that hold something are described (an NVS partition's page
 headers checked as ESP-IDF's NVS reads them; a bad one is a warning: the app
 would lose that data, but it boots).
+
+Each step is a function over a read-only :class:`FlashView` of the file that returns its own
+checks and what it read for the steps after it; :func:`boot_report` runs them in boot order
+and assembles the report.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ BOOTLOADER_OFFSETS = tuple(sorted({c.bootloader_offset for c in CHIPS.values()} 
 
 @dataclass(frozen=True)
 class Check:
+    """One finding of a step: the part it is about, whether the chip gets past it, and what it says."""
+
     part: str  # image, bootloader, partition table, otadata, app, elf
     ok: bool
     message: str
@@ -90,6 +96,8 @@ class Check:
 
 @dataclass
 class VerifyReport:
+    """Every step's checks in boot order and what the steps read (chip, table, boot partition), assembled by :func:`boot_report`."""
+
     source: str
     chip: str | None = None
     kind: str = "merged image"  # or "flash dump"
