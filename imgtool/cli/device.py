@@ -75,7 +75,7 @@ def erase_parts(labels, port, baud, before, after, no_stub, outdir, partition_ta
     table = None
     if outdir is not None:
         from imgtool.cli.context import recover_pack_folder
-        from imgtool.device.plan import read_pack_folder
+        from imgtool.flash.pack_folder import read_pack_folder
 
         recover_pack_folder(outdir)
         table = read_pack_folder(outdir).partition_table()

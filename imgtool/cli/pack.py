@@ -273,17 +273,9 @@ def _refuse_elf(target: Path) -> None:
 
 
 def _has_encrypted_parts(target: Path) -> bool:
-    from imgtool.errors import ImgtoolError
-    from imgtool.flash.outputs import marks_encrypted_parts
-    from imgtool.flash.pack_folder import read_pack_json
+    from imgtool.flash.pack_folder import has_encrypted_parts
 
-    if not target.is_dir():
-        return False
-
-    try:
-        return marks_encrypted_parts(read_pack_json(target))
-    except ImgtoolError:
-        return False
+    return target.is_dir() and has_encrypted_parts(target)
 
 
 def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_offset: int):
@@ -291,6 +283,7 @@ def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_of
     from imgtool.atomic import read_input
     from imgtool.chips.table import get_chip
     from imgtool.errors import UsageError
+    from imgtool.flash.pack_folder import clear_ranges
     from imgtool.inspect.verify import resolve_input
     from imgtool.security.encryption import AES_BLOCK, decrypt_written, keep_plain_partitions, load_flash_key
 
@@ -307,17 +300,5 @@ def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_of
     key = load_flash_key(encrypt_key, get_chip(chip).name, flash_crypt_conf)
     data = read_input(file, "flash image")
     base = get_chip(chip).bootloader_offset
-    clear = decrypt_written(key, data[: len(data) - len(data) % AES_BLOCK], base, _plain_parts(target))
+    clear = decrypt_written(key, data[: len(data) - len(data) % AES_BLOCK], base, clear_ranges(target))
     return keep_plain_partitions(clear, data, base, table_offset) + data[len(clear) :], chip
-
-
-def _plain_parts(target: Path) -> tuple[tuple[int, int], ...]:
-    """Flash ranges a pack folder's ``flasher_args.json`` lists as written in clear (``encrypted`` false)."""
-    from imgtool.output_names import FLASHER_ARGS_JSON_FILE
-
-    try:
-        doc = json.loads((target / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
-        parts = [v for k, v in doc.items() if k != "merged" and isinstance(v, dict) and v.get("encrypted") == "false"]
-        return tuple((int(p["offset"], 16), int(p["offset"], 16) + (target / p["file"]).stat().st_size) for p in parts)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ()

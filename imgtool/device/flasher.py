@@ -1,7 +1,7 @@
 """Write a pack output folder to a device through esptool's Python API, in process.
 
 One connection does everything: read the chip (model, revision, crystal), check it against
-the pack (:mod:`imgtool.device.plan`), then stub, baud, erase and write as ``esptool
+the pack (:mod:`imgtool.device.preflight`), then stub, baud, erase and write as ``esptool
 write-flash @flash_args`` would. esptool is imported here only, so other commands never pay for it.
 """
 
@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.chips.table import ERASED
-from imgtool.device.plan import (
+from imgtool.device.preflight import (
     FORCE_HINT,
     DeviceInfo,
     FlashCheckError,
-    PackFolder,
     check_chip,
     check_crystal,
-    check_revision,
     erase_regions,
-    read_pack_folder,
+    revision_problems,
 )
 from imgtool.errors import ImgtoolError, InputError
+from imgtool.flash.pack_folder import PackFolder, read_pack_folder
 from imgtool.output_names import MERGED_SUFFIX
 
 if TYPE_CHECKING:
@@ -247,7 +246,7 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
     recorded = pack.bootloader_source.get("set")  # the pinned set the pack's bootloader came from
     manifest = load_manifest(bootloader_set=recorded if recorded in {s.name for s in BOOTLOADER_SETS} else DEFAULT_SET)
     fix = _bootloader_fix(pack, device.revision, manifest, store) if device.revision >= 0 else None
-    problems = check_revision(pack, device, fix) if device.revision >= 0 else []
+    problems = revision_problems(pack, device, fix) if device.revision >= 0 else []
     crystal_variants = {e.crystal_mhz: e.variant for e in manifest.variants(pack.chip) if e.crystal_mhz is not None}
     decision = check_crystal(pack, device, crystal_variants)
     if decision.problem:

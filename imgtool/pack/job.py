@@ -27,7 +27,8 @@ from imgtool.errors import InputError, LayoutError, UsageError
 from imgtool.flash.archive import archive_name, archive_timestamp, release_archive
 from imgtool.flash.formats import FORMATS
 from imgtool.flash.layout import FlashLayout, FlashSettings, check_table_offset, plan_layout
-from imgtool.flash.outputs import parse_sha256sums, render_files
+from imgtool.flash.outputs import render_files
+from imgtool.flash.pack_folder import parse_sha256sums
 from imgtool.image.boot_rules import BootContext, check_app, revision_range_text, revisions_allowed
 from imgtool.image.build import AppImage, build_app_image, flash_defaults
 from imgtool.image.format import parse_image

@@ -10,7 +10,8 @@ from conftest import FIXTURES, corpus_path, make_bootloader, run_cli
 
 from imgtool.bootloader.store import BootloaderStore
 from imgtool.device.flasher import FlashOptions, flash_folder
-from imgtool.device.plan import FlashCheckError, read_pack_folder
+from imgtool.device.preflight import FlashCheckError
+from imgtool.flash.pack_folder import read_pack_folder
 from imgtool.pack.job import PackOptions, pack
 
 C3 = FIXTURES / "esp32c3-min.elf"

@@ -9,17 +9,16 @@ import pytest
 from conftest import FIXTURES, corpus_path, make_bootloader, run_cli
 
 from imgtool.device.flasher import FlashOptions, flash_folder
-from imgtool.device.plan import (
+from imgtool.device.preflight import (
     DeviceInfo,
     FlashCheckError,
     check_chip,
     check_crystal,
-    check_revision,
     erase_regions,
-    parse_args_file,
-    read_pack_folder,
+    revision_problems,
 )
 from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.flash.pack_folder import parse_args_file, read_pack_folder
 from imgtool.pack.job import PackOptions, pack
 
 C3 = FIXTURES / "esp32c3-min.elf"
@@ -80,11 +79,11 @@ def test_chip_mismatch_is_refused_whatever_chip_says(c3_pack):
 def test_revision_outside_the_app_range(c3_pack):
     folder = read_pack_folder(c3_pack)
     folder.app_revisions = (3, 199)  # v0.3 to v1.99
-    assert check_revision(folder, DeviceInfo("esp32c3", 3)) == []
-    (problem,) = check_revision(folder, DeviceInfo("esp32c3", 2))
+    assert revision_problems(folder, DeviceInfo("esp32c3", 3)) == []
+    (problem,) = revision_problems(folder, DeviceInfo("esp32c3", 2))
     assert "revision v0.2 but the app runs on v0.3 to v1.99" in problem
     folder.bootloader_revisions = (300, 0xFFFF)
-    assert len(check_revision(folder, DeviceInfo("esp32c3", 2))) == 2
+    assert len(revision_problems(folder, DeviceInfo("esp32c3", 2))) == 2
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ from conftest import FIXTURES, make_bootloader, mutations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from imgtool.device.plan import read_pack_folder
 from imgtool.errors import ImgtoolError
+from imgtool.flash.pack_folder import read_pack_folder
 from imgtool.image.build import build_app_image
 from imgtool.image.format import parse_image
 from imgtool.pack.job import PackOptions, pack

@@ -31,7 +31,7 @@ from imgtool.bootloader.pins import parse_manifest
 from imgtool.chips.table import get_chip
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.flash.layout import FlashSettings, plan_layout
-from imgtool.flash.outputs import flash_args_text, flash_merged_args_text, write_flash_args
+from imgtool.flash.pack_folder import flash_args_text, flash_merged_args_text, write_flash_args
 from imgtool.image.build import build_app_image
 from imgtool.inspect.verify import verify
 from imgtool.pack.job import PackOptions, pack

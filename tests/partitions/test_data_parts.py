@@ -14,8 +14,8 @@ import littlefs
 import pytest
 from conftest import FIXTURES, make_bootloader, run_cli
 
-from imgtool.device.plan import read_pack_folder
 from imgtool.errors import UsageError
+from imgtool.flash.pack_folder import read_pack_folder
 from imgtool.inspect.verify import verify
 from imgtool.pack.job import PackOptions, pack
 from imgtool.partitions.data_images import LITTLEFS_BLOCK_SIZE, LITTLEFS_NAME_MAX, describe_contents
