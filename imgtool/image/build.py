@@ -35,10 +35,11 @@ from imgtool.image.format import (
     APP_DESC_ELF_SHA256_OFFSET,
     APP_DESC_LEN,
     EspImage,
+    ParsedImage,
+    build_image,
     desc_dict,
     descriptor_page_size,
     parse_app_descriptor,
-    parse_image,
 )
 from imgtool.image.segments import classify, layout
 from imgtool.image.size_report import SizeReport, size_report
@@ -59,6 +60,8 @@ class AppImage:
     rom_loaded: bool = False
     #: The flash frequency the header carries, by name (the chip's default when none was asked for).
     flash_freq: str = ""
+    #: ``data`` as :func:`imgtool.image.format.parse_image` would read it, from the build (nothing re-read).
+    parsed: ParsedImage | None = None
 
 
 def flash_defaults(mode: str | None, size: str | None, default_size: str | None = None) -> tuple[str, str]:
@@ -136,9 +139,9 @@ def build_app_image(
             f"--max-rev {revision_name(image.max_chip_rev_full)}",
             field="--min-rev",
         )
-    data = image.to_bytes()
+    data, parsed = build_image(image)
     if not rom_loaded:
-        boot_findings = _boot_check(target, data, elf.path)
+        boot_findings = _boot_check(target, parsed, elf.path)
         if boot_warnings:
             warnings += boot_findings
     if len(data) > flash_size_bytes(size):
@@ -147,7 +150,8 @@ def build_app_image(
             path=elf.path,
         )
     report = size_report(target, elf, pieces, len(data), flash_size_bytes(size))
-    return AppImage(target, image, data, elf, report, app_desc, page, warnings, rom_loaded, flash_freq=freq.lower())
+    return AppImage(target, image, data, elf, report, app_desc, page, warnings, rom_loaded, flash_freq=freq.lower(),
+                    parsed=parsed)
 
 
 def is_rom_loaded(chip: Chip, elf: ElfInfo) -> bool:
@@ -155,9 +159,9 @@ def is_rom_loaded(chip: Chip, elf: ElfInfo) -> bool:
     return not any(chip.is_flash_mapped(p.addr) for p in elf.pieces)
 
 
-def _boot_check(chip: Chip, data: bytes, path: Path) -> list[str]:
+def _boot_check(chip: Chip, parsed: ParsedImage, path: Path) -> list[str]:
     """Judge the finished image as the bootloader would: refuse what it would not start, warn on the rest."""
-    findings = check_app_for_any_loader(chip, parse_image(data, path))
+    findings = check_app_for_any_loader(chip, parsed)
     for finding in findings:
         if finding.fatal:
             raise LayoutError(f"the {chip.name} bootloader would not start this image: {finding}", path=path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
@@ -201,22 +201,7 @@ class EspImage:
         return hdr + ext
 
     def to_bytes(self) -> bytes:
-        if len(self.segments) > 0xFF:
-            raise ImageError(f"{len(self.segments)} segments do not fit the image header")
-        parts = [self.header_bytes()]
-        for seg in self.segments:
-            parts.append(SegmentHeader.build(dict(load_addr=seg.addr, data_len=len(seg.data))))
-            parts.append(seg.data)
-        body_len = sum(len(p) for p in parts)
-        pad = align_up(body_len + 1, CHECKSUM_ALIGN) - body_len - 1
-        parts.append(b"\x00" * pad)
-        parts.append(bytes([xor_checksum(s.data for s in self.segments)]))
-        if self.hash_appended:  # hashed part by part, so the image is joined once, digest included
-            digest = hashlib.sha256()
-            for part in parts:
-                digest.update(part)
-            parts.append(digest.digest())
-        return b"".join(parts)
+        return build_image(self)[0]
 
 
 class ParsedSegment(NamedTuple):
@@ -254,6 +239,48 @@ class ParsedImage:
     @property
     def valid(self) -> bool:
         return self.checksum_valid and self.hash_valid is not False
+
+
+def build_image(image: EspImage) -> tuple[bytes, ParsedImage]:
+    """``image``'s bytes, and what :func:`parse_image` would say of them, from the values themselves.
+
+    A builder that judges what it built (``image.build``) reads nothing back: no second checksum or
+    SHA-256 pass, no copy of the segments. The image is joined once, digest included.
+    """
+    if len(image.segments) > 0xFF:
+        raise ImageError(f"{len(image.segments)} segments do not fit the image header")
+    parts = [image.header_bytes()]
+    offset = len(parts[0])
+    placed = []
+    for seg in image.segments:
+        placed.append(ParsedSegment(seg, offset))
+        parts.append(SegmentHeader.build(dict(load_addr=seg.addr, data_len=len(seg.data))))
+        parts.append(seg.data)
+        offset += SEGMENT_HEADER_LEN + len(seg.data)
+    pad = align_up(offset + 1, CHECKSUM_ALIGN) - offset - 1
+    parts.append(b"\x00" * pad)
+    checksum = xor_checksum(s.data for s in image.segments)
+    parts.append(bytes([checksum]))
+    sha = None
+    if image.hash_appended:  # hashed part by part
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        sha = digest.digest()
+        parts.append(sha)
+    data = b"".join(parts)
+    # as parse_image reads the header back: the legacy major revision is always a number
+    legacy = image.min_chip_rev if image.min_chip_rev is not None else image.min_chip_rev_full // 100
+    view = ParsedImage(
+        image=replace(image, min_chip_rev=legacy) if image.min_chip_rev is None else image,
+        segments=tuple(placed),
+        stored_checksum=checksum,
+        computed_checksum=checksum,
+        stored_sha256=sha,
+        computed_sha256=sha,
+        length=len(data),
+    )
+    return data, view
 
 
 def _parse_segments(buf: memoryview, count: int, path, what: str) -> tuple[list[ParsedSegment], int]:
