@@ -54,10 +54,13 @@ def esptool_parts_args(layout: FlashLayout, shown=None) -> list[str]:
     return ["--chip", layout.chip.name, "write-flash", *write_flash_args(layout), *pairs]
 
 
-def render_files(layout: FlashLayout, formats=()) -> OutputFiles:
+def render_files(layout: FlashLayout, formats=(), known_sha256=None) -> OutputFiles:
     """Every output file, name → bytes, in a stable order; ``SHA256SUMS`` last, covering the rest.
 
     ``formats`` adds ``NAME.uf2``/``NAME.hex`` (:mod:`imgtool.flash.formats`) before ``SHA256SUMS``.
+    ``known_sha256`` (name → ``(data, hex digest)``) saves hashing a file again whose builder hashed
+    it already (the app image); a digest counts only for that very ``data`` object, so a part the
+    layout replaced since (encrypted, signed) is hashed as written.
     """
     out: dict[str, bytes] = {}
     app = layout.app
@@ -76,9 +79,16 @@ def render_files(layout: FlashLayout, formats=()) -> OutputFiles:
     ordered[FLASHER_ARGS_JSON_FILE] = json_bytes(flasher_args(layout))
     ordered[WEB_MANIFEST_FILE] = json_bytes(web_manifest(layout))
     ordered.update(format_files(layout, formats))
-    rendered = OutputFiles(ordered, {name: hashlib.sha256(data).hexdigest() for name, data in ordered.items()})
+    known = known_sha256 or {}
+    rendered = OutputFiles(ordered, {name: _sha256(data, known.get(name)) for name, data in ordered.items()})
     rendered[SHA256SUMS_FILE] = sha256sums_text(rendered.sha256).encode("utf-8")
     return rendered
+
+
+def _sha256(data: bytes, known: tuple[bytes, str] | None) -> str:
+    if known is not None and known[0] is data and known[1] is not None:
+        return known[1]
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256sums(files: dict[str, bytes]) -> str:

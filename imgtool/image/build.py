@@ -62,6 +62,8 @@ class AppImage:
     flash_freq: str = ""
     #: ``data`` as :func:`imgtool.image.format.parse_image` would read it, from the build (nothing re-read).
     parsed: ParsedImage | None = None
+    #: Hex SHA-256 of ``data``, from the build's own hashing (None when the image carries no hash).
+    file_sha256: str | None = None
 
 
 def flash_defaults(mode: str | None, size: str | None, default_size: str | None = None) -> tuple[str, str]:
@@ -139,7 +141,7 @@ def build_app_image(
             f"--max-rev {revision_name(image.max_chip_rev_full)}",
             field="--min-rev",
         )
-    data, parsed = build_image(image)
+    data, parsed, file_sha = build_image(image)
     if not rom_loaded:
         boot_findings = _boot_check(target, parsed, elf.path)
         if boot_warnings:
@@ -151,7 +153,7 @@ def build_app_image(
         )
     report = size_report(target, elf, pieces, len(data), flash_size_bytes(size))
     return AppImage(target, image, data, elf, report, app_desc, page, warnings, rom_loaded, flash_freq=freq.lower(),
-                    parsed=parsed)
+                    parsed=parsed, file_sha256=file_sha)
 
 
 def is_rom_loaded(chip: Chip, elf: ElfInfo) -> bool:

@@ -201,7 +201,7 @@ class EspImage:
         return hdr + ext
 
     def to_bytes(self) -> bytes:
-        return build_image(self)[0]
+        return build_image(self).data
 
 
 class ParsedSegment(NamedTuple):
@@ -241,11 +241,21 @@ class ParsedImage:
         return self.checksum_valid and self.hash_valid is not False
 
 
-def build_image(image: EspImage) -> tuple[bytes, ParsedImage]:
+class BuiltImage(NamedTuple):
+    """An image as built: its bytes, the view :func:`parse_image` would give of them, and the file's SHA-256."""
+
+    data: bytes
+    parsed: ParsedImage
+    #: Hex SHA-256 of ``data`` (an output's checksum), carried on from the appended hash's; None without one.
+    file_sha256: str | None
+
+
+def build_image(image: EspImage) -> BuiltImage:
     """``image``'s bytes, and what :func:`parse_image` would say of them, from the values themselves.
 
     A builder that judges what it built (``image.build``) reads nothing back: no second checksum or
-    SHA-256 pass, no copy of the segments. The image is joined once, digest included.
+    SHA-256 pass, no copy of the segments. The image is joined once, digest included; the file's own
+    SHA-256 continues the appended hash's over its last 32 bytes, so no output pass hashes it again.
     """
     if len(image.segments) > 0xFF:
         raise ImageError(f"{len(image.segments)} segments do not fit the image header")
@@ -261,13 +271,15 @@ def build_image(image: EspImage) -> tuple[bytes, ParsedImage]:
     parts.append(b"\x00" * pad)
     checksum = xor_checksum(s.data for s in image.segments)
     parts.append(bytes([checksum]))
-    sha = None
+    sha = file_sha = None
     if image.hash_appended:  # hashed part by part
         digest = hashlib.sha256()
         for part in parts:
             digest.update(part)
         sha = digest.digest()
         parts.append(sha)
+        digest.update(sha)
+        file_sha = digest.hexdigest()
     data = b"".join(parts)
     # as parse_image reads the header back: the legacy major revision is always a number
     legacy = image.min_chip_rev if image.min_chip_rev is not None else image.min_chip_rev_full // 100
@@ -280,7 +292,7 @@ def build_image(image: EspImage) -> tuple[bytes, ParsedImage]:
         computed_sha256=sha,
         length=len(data),
     )
-    return data, view
+    return BuiltImage(data, view, file_sha)
 
 
 def _parse_segments(buf: memoryview, count: int, path, what: str) -> tuple[list[ParsedSegment], int]:

@@ -62,7 +62,7 @@ def pack(elf_path: str | os.PathLike, options: PackOptions = PackOptions()) -> P
     parts = _partitions(app, app_data, settings, flash.size, warnings)
     boot = _bootloader(app, app_data, keys, settings, options, store, flash, warnings, notes)
     layout = _layout(elf, app, app_data, boot, parts, flash, options, warnings, flash_key)
-    files, archive_file = _files(layout, elf.stem, options, stamp)
+    files, archive_file = _files(layout, elf.stem, options, stamp, {layout.app.file: (app.data, app.file_sha256)})
     out = Path(options.outdir) if options.outdir is not None else elf.parent
     _write(out, files, layout, parts.data_images, elf, settings, options, store, archive_file)
     return _result(layout, files, out, elf, settings, options, keys, flash_key, notes, boot.loader)
@@ -243,9 +243,9 @@ def _layout(elf, app, app_data, boot: _Bootloader, parts: _Partitions, flash, op
     return encrypt_layout(layout, flash_key)
 
 
-def _files(layout: FlashLayout, name: str, options: PackOptions, stamp) -> tuple[dict[str, bytes], str]:
+def _files(layout: FlashLayout, name: str, options: PackOptions, stamp, known_sha256) -> tuple[dict[str, bytes], str]:
     """Every output file's bytes (with the release archive when asked for), and the archive's name."""
-    files = render_files(layout, formats=tuple(options.formats))
+    files = render_files(layout, formats=tuple(options.formats), known_sha256=known_sha256)
     archive_file = archive_name(name, layout.version, layout.chip.name)
     if options.archive:
         files[archive_file] = release_archive(files, stamp)

@@ -16,6 +16,7 @@ from imgtool.chips.table import get_chip
 from imgtool.errors import LayoutError, UsageError
 from imgtool.flash.layout import FlashSettings, plan_layout
 from imgtool.flash.outputs import render_files, sha256sums
+from imgtool.output_names import SHA256SUMS_FILE
 from imgtool.pack.result import pack_result
 from imgtool.partitions.choice import default_table, load_preset
 
@@ -218,3 +219,13 @@ def test_merged_image_property(app_len, chip_name):
     assert len(merged) == 0x10000 + len(app) - lay.start
     assert merged[0x10000 - lay.start :] == app
     assert merged[0x8000 - lay.start : 0x8000 - lay.start + 2] == b"\xaa\x50"
+
+
+def test_a_known_digest_counts_only_for_the_data_it_was_taken_of():
+    lay = layout("esp32")
+    honest = render_files(lay)
+    trusted = render_files(lay, known_sha256={lay.app.file: (lay.app.data, "ab" * 32)})
+    stale = render_files(lay, known_sha256={lay.app.file: (bytes(bytearray(lay.app.data)), "ab" * 32)})
+    assert trusted.sha256[lay.app.file] == "ab" * 32
+    assert stale.sha256 == honest.sha256
+    assert stale[SHA256SUMS_FILE] == honest[SHA256SUMS_FILE]

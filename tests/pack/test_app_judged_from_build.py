@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from conftest import corpus_elf_params
 
@@ -21,6 +23,12 @@ def test_built_view_is_what_parsing_the_app_gives(elf):
 def test_built_view_matches_parse_without_hash_and_with_a_legacy_revision(hashed, min_chip_rev):
     image = EspImage(chip_id=5, entry=0x40380000, segments=(Segment(0x3C000020, b"\x01" * 20), Segment(0x40380000, b"\x02" * 8)),
                      hash_appended=hashed, min_chip_rev=min_chip_rev, min_chip_rev_full=101)
-    data, view = build_image(image)
+    data, view, _ = build_image(image)
     assert data == image.to_bytes()
     assert view == parse_image(data)
+
+
+@pytest.mark.parametrize("elf", corpus_elf_params())
+def test_app_file_checksum_from_the_build_is_the_files_sha256(elf):
+    app = build_app_image(elf)
+    assert app.file_sha256 == hashlib.sha256(app.data).hexdigest()
