@@ -409,7 +409,10 @@ def _write_locked(outdir: Path, files: dict[str, bytes], remove, seal: str | Non
             (tmp / "old").mkdir()
             for name, data in files.items():
                 with os.fdopen(os.open(staged / name, _TEMP_FLAGS, NEW_FILE_MODE), "wb") as fh:
-                    fh.write(data)
+                    if hasattr(data, "chunks"):  # a value given in pieces (pack's merged image) is streamed
+                        fh.writelines(data.chunks())
+                    else:
+                        fh.write(data)
             sync_files([staged / name for name in files])
             _step("staged")
         except BaseException as exc:

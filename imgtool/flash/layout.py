@@ -76,6 +76,53 @@ class FlashPart:
         return self.offset + len(self.data)
 
 
+# --------------------------------------------------------------------------- the merged image
+
+#: The erased gaps of a merged image are given in pieces of at most this many bytes, all the same object.
+ERASED_BLOCK_LEN = 1 << 16
+
+
+class MergedImage:
+    """The merged flash image as its pieces (parts in place, erased bytes between), in flash order.
+
+    Written and hashed piece by piece (:meth:`chunks`), so a ``--fill-flash-size`` image of 16 MB is
+    never held in memory whole; ``bytes()`` of it joins the pieces (the release archive needs them).
+    Its bytes are :meth:`FlashLayout.merged_bytes`'s: parts never overlap (:func:`plan_layout`).
+    """
+
+    __slots__ = ("_parts", "_start", "_end")
+
+    def __init__(self, parts, start: int, end: int):
+        self._parts = sorted(parts, key=lambda p: p.offset)
+        self._start = start
+        self._end = end
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def chunks(self):
+        """The image's bytes in flash order: each part's data, and erased blocks for the gaps."""
+        at = self._start
+        for part in self._parts:
+            yield from _erased(part.offset - at)
+            yield part.data
+            at = part.end
+        yield from _erased(self._end - at)
+
+
+_ERASED_BLOCK = ERASED * ERASED_BLOCK_LEN
+
+
+def _erased(length: int):
+    """``length`` erased bytes as views of one shared block."""
+    block = memoryview(_ERASED_BLOCK)
+    for start in range(0, length, ERASED_BLOCK_LEN):
+        yield block[: min(ERASED_BLOCK_LEN, length - start)]
+
+
 # --------------------------------------------------------------------------- the layout
 
 
@@ -134,6 +181,10 @@ class FlashLayout:
         for p in self.parts:
             out[p.offset - self.start : p.end - self.start] = p.data
         return out
+
+    def merged_image(self) -> MergedImage:
+        """:meth:`merged_bytes` as the pieces it is made of, for writing and hashing without building it."""
+        return MergedImage(self.parts, self.start, self.end)
 
     @property
     def encrypted(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from imgtool.flash.formats import format_files
-from imgtool.flash.layout import FlashLayout
+from imgtool.flash.layout import FlashLayout, MergedImage
 from imgtool.flash.pack_folder import (
     flash_args_text,
     flash_merged_args_text,
@@ -57,6 +57,9 @@ def esptool_parts_args(layout: FlashLayout, shown=None) -> list[str]:
 def render_files(layout: FlashLayout, formats=(), known_sha256=None) -> OutputFiles:
     """Every output file, name → bytes, in a stable order; ``SHA256SUMS`` last, covering the rest.
 
+    The merged image is a :class:`~imgtool.flash.layout.MergedImage` (its pieces, never joined):
+    :func:`imgtool.atomic.write_outputs` streams it, and its digest is taken piece by piece.
+
     ``formats`` adds ``NAME.uf2``/``NAME.hex`` (:mod:`imgtool.flash.formats`) before ``SHA256SUMS``.
     ``known_sha256`` (name → ``(data, hex digest)``) saves hashing a file again whose builder hashed
     it already (the app image); a digest counts only for that very ``data`` object, so a part the
@@ -73,7 +76,7 @@ def render_files(layout: FlashLayout, formats=(), known_sha256=None) -> OutputFi
     order = [app.file, BOOTLOADER_FILE, PARTITIONS_CSV_FILE, PARTITIONS_BIN_FILE, OTADATA_FILE]
     ordered = {k: out[k] for k in order if k in out}
     ordered.update({k: v for k, v in out.items() if k not in ordered})
-    ordered[layout.merged_file] = layout.merged_bytes()
+    ordered[layout.merged_file] = layout.merged_image()  # streamed: written and hashed in pieces
     ordered[FLASH_ARGS_FILE] = flash_args_text(layout).encode("utf-8")
     ordered[FLASH_MERGED_ARGS_FILE] = flash_merged_args_text(layout).encode("utf-8")
     ordered[FLASHER_ARGS_JSON_FILE] = json_bytes(flasher_args(layout))
@@ -88,6 +91,11 @@ def render_files(layout: FlashLayout, formats=(), known_sha256=None) -> OutputFi
 def _sha256(data: bytes, known: tuple[bytes, str] | None) -> str:
     if known is not None and known[0] is data and known[1] is not None:
         return known[1]
+    if isinstance(data, MergedImage):
+        digest = hashlib.sha256()
+        for chunk in data.chunks():
+            digest.update(chunk)
+        return digest.hexdigest()
     return hashlib.sha256(data).hexdigest()
 
 
@@ -120,7 +128,7 @@ def digests(files: dict[str, bytes]) -> dict[str, str]:
     """Hex SHA-256 of every file but ``SHA256SUMS``: the ones :func:`render_files` computed, else now."""
     known = getattr(files, "sha256", None) or {}
     return {
-        name: known[name] if name in known else hashlib.sha256(data).hexdigest()
+        name: known[name] if name in known else _sha256(data, None)
         for name, data in files.items()
         if name != SHA256SUMS_FILE
     }

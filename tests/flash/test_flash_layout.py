@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from imgtool.chips.table import get_chip
 from imgtool.errors import LayoutError, UsageError
-from imgtool.flash.layout import FlashSettings, plan_layout
+from imgtool.atomic import write_outputs
+from imgtool.flash.layout import ERASED_BLOCK_LEN, FlashSettings, plan_layout
 from imgtool.flash.outputs import render_files, sha256sums
 from imgtool.output_names import SHA256SUMS_FILE
 from imgtool.pack.result import pack_result
@@ -161,7 +162,7 @@ def test_sha256sums_cover_every_other_file(tmp_path):
     assert len(lines) == len(files) - 1
     for line in lines:
         digest, name = line.split(" *", 1)
-        assert hashlib.sha256(files[name]).hexdigest() == digest
+        assert hashlib.sha256(bytes(files[name])).hexdigest() == digest
     if shutil.which("sha256sum"):
         for name, data in files.items():
             (tmp_path / name).write_bytes(bytes(data))
@@ -229,3 +230,22 @@ def test_a_known_digest_counts_only_for_the_data_it_was_taken_of():
     assert trusted.sha256[lay.app.file] == "ab" * 32
     assert stale.sha256 == honest.sha256
     assert stale[SHA256SUMS_FILE] == honest[SHA256SUMS_FILE]
+
+
+@pytest.mark.parametrize("fill", [False, True])
+@pytest.mark.parametrize("table", [None, "factory_two_ota"])
+def test_the_streamed_merged_image_is_the_merged_bytes_and_its_checksum(fill, table):
+    lay = layout("esp32c3", fill_flash_size=fill, table=load_preset(table) if table else None)
+    files = render_files(lay)
+    merged = files[lay.merged_file]
+    whole = bytes(lay.merged_bytes())
+    assert bytes(merged) == whole and len(merged) == len(whole)
+    assert files.sha256[lay.merged_file] == hashlib.sha256(whole).hexdigest()
+    # never held whole: no piece is longer than the largest part or one erased block
+    assert max(map(len, merged.chunks())) <= max(ERASED_BLOCK_LEN, *(p.size for p in lay.parts))
+
+
+def test_the_merged_image_is_written_whole(tmp_path):
+    lay = layout("esp32", fill_flash_size=True)
+    write_outputs(tmp_path / "out", render_files(lay), cache_dir=tmp_path / "cache")
+    assert (tmp_path / "out" / lay.merged_file).read_bytes() == bytes(lay.merged_bytes())

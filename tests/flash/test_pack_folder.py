@@ -36,7 +36,7 @@ def _written(tmp_path, chip_name="esp32c3"):
         settings=FlashSettings(mode="dio", freq="80m", size="4MB"),
     )
     for name, data in render_files(layout).items():
-        (tmp_path / name).write_bytes(data)
+        (tmp_path / name).write_bytes(bytes(data))
     return layout
 
 

@@ -35,17 +35,29 @@ def test_pack_prints_its_summary_without_rich(tmp_path):
 
 def test_each_output_is_hashed_once(tmp_path, monkeypatch):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
-    hashed: list[int] = []
+    hashed: list[_Counting] = []
     real = hashlib.sha256
 
-    def counting(data=b""):
-        hashed.append(len(data))
-        return real(data)
+    class _Counting:
+        """A SHA-256 that tallies the bytes it was given, whether at once or in pieces."""
 
-    monkeypatch.setattr(flash_outputs.hashlib, "sha256", counting)  # hashlib itself: counts every caller
+        def __init__(self, data=b""):
+            self.hash, self.length = real(data), len(data)
+            hashed.append(self)
+
+        def update(self, data):
+            self.length += len(data)
+            self.hash.update(data)
+
+        def __getattr__(self, name):
+            return getattr(self.hash, name)
+
+    monkeypatch.setattr(flash_outputs.hashlib, "sha256", _Counting)  # hashlib itself: counts every caller
     res = pack(C3, PackOptions(outdir=tmp_path / "out", bootloader=boot, flash_size="4MB", fill_flash_size=True, project_config=False))
     merged_size = 4 * 1024 * 1024 - res.merged.offset
-    assert res.merged.size == merged_size and hashed.count(merged_size) == 1  # the filled merged image, once
+    lengths = [h.length for h in hashed]
+    assert res.merged.size == merged_size and lengths.count(merged_size) == 1  # the filled merged image, once
+    assert lengths.count(res.app_size) == 1  # the app: its build's pass gives the file's digest too
     sums = (tmp_path / "out" / "SHA256SUMS").read_text()
     assert all(f"{digest} *{name}" in sums for name, digest in res.sha256.items())
 
