@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
@@ -213,8 +213,7 @@ class ParsedSegment(NamedTuple):
         return self.header_offset + SEGMENT_HEADER_LEN
 
 
-@dataclass(frozen=True)
-class ParsedImage:
+class ParsedImage(NamedTuple):
     """What a file says, plus whether its checksum and hash verify."""
 
     image: EspImage
@@ -224,7 +223,7 @@ class ParsedImage:
     stored_sha256: bytes | None
     computed_sha256: bytes | None
     length: int  # bytes the image occupies, hash included
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def checksum_valid(self) -> bool:
