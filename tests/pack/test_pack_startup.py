@@ -1,4 +1,4 @@
-"""What ``pack`` costs beyond the work: no rich on its path, each output hashed once, one flush for all files."""
+"""What ``pack`` costs beyond the work: no module it does not use (rich among them), each output hashed once, one flush for all files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FIXTURES, make_bootloader
+from conftest import FIXTURES, corpus_path, make_bootloader
 
 import imgtool.atomic as atomic
 import imgtool.flash.outputs as flash_outputs
@@ -22,6 +22,27 @@ sys.argv = ["imgtool", *sys.argv[1:]]
 from imgtool.cli.main import main
 main()
 """
+
+#: Modules only packs with data partitions, keys, ``--uf2``/``--hex``, ``--archive`` or a web release use.
+UNUSED_BY_A_PLAIN_PACK = ("rich", "imgtool.partitions.data_images", "imgtool.security.signing", "imgtool.security.encryption",
+                          "imgtool.flash.uf2", "imgtool.flash.ihex", "imgtool.release.web_manifest", "zipfile")
+REPORT_UNUSED = r"""
+import atexit, sys
+names = sys.argv.pop(1).split(",")
+atexit.register(lambda: print("unused loaded:", [m for m in names if m in sys.modules]))
+sys.argv = ["imgtool", *sys.argv[1:]]
+from imgtool.cli.main import main
+main()
+"""
+
+
+def test_a_plain_pack_loads_no_module_it_does_not_use(tmp_path):
+    """The pinned bootloader (from the corpus mirror, offline); a bootloader file is checked for signatures."""
+    env = {**os.environ, "IMGTOOL_CACHE_DIR": str(tmp_path / "c"), "IMGTOOL_BOOTLOADER_MIRROR": str(corpus_path("bootloaders"))}
+    cmd = [sys.executable, "-c", REPORT_UNUSED, ",".join(UNUSED_BY_A_PLAIN_PACK), "pack", str(C3), "-o", str(tmp_path / "out"), "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "unused loaded: []"
 
 
 def test_pack_prints_its_summary_without_rich(tmp_path):
