@@ -16,10 +16,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import unquote, urlsplit
 
+from imgtool.atomic import read_input
 from imgtool.bootloader.pins import Manifest, ManifestEntry, get_set, load_manifest
+from imgtool.bootloader.place import MAX_BOOTLOADER_BYTES
 from imgtool.environment import ENV_MIRROR, user_cache_dir
-from imgtool.errors import BootloaderError
+from imgtool.errors import BootloaderError, InputError
 
 if TYPE_CHECKING:
     from imgtool.bootloader.download import DownloadSettings
@@ -51,10 +54,6 @@ class BootloaderStore:
 
     def read_cached(self, entry: ManifestEntry) -> bytes | None:
         """The cached bytes when present and intact; a damaged cache file (or one that is no file) counts as absent."""
-        from imgtool.atomic import read_input
-        from imgtool.bootloader.place import MAX_BOOTLOADER_BYTES
-        from imgtool.errors import InputError
-
         try:
             data = read_input(self.path(entry), "cached bootloader", limit=MAX_BOOTLOADER_BYTES)
         except InputError:
@@ -93,10 +92,6 @@ class BootloaderStore:
         try:
             if folder is not None:
                 folder = folder.resolve().with_name(folder.resolve().name + suffix) if suffix else folder
-                from imgtool.atomic import read_input
-                from imgtool.bootloader.place import MAX_BOOTLOADER_BYTES
-                from imgtool.errors import InputError
-
                 source = folder / entry.file
                 where = f"the {ENV_MIRROR} folder"
                 if suffix:
@@ -140,8 +135,6 @@ def _mirror_folder(mirror: str) -> Path | None:
     if not mirror or mirror.startswith(("http://", "https://")):
         return None
     if mirror.startswith("file://"):
-        from urllib.parse import unquote, urlsplit
-
         mirror = unquote(urlsplit(mirror).path)
     folder = Path(mirror).expanduser()
     if not folder.is_dir():

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import click
 
-from imgtool.cli.connection import port_option
+from imgtool.atomic import input_kind
+from imgtool.cli.connection import monitor_port, port_option
+from imgtool.device.keyboard import open_keyboard
+from imgtool.errors import ImgtoolError, OutputError, UsageError
+
+# Not at the top (imgtool --help and flash load this module): serial with imgtool.device.monitor (~3 ms),
+# the decoders (pyelftools' ELFFile, ~20 ms), imgtool.decode.app_elf (the ELF reader, ~3 ms) and
+# imgtool.cli.context with imgtool.environment (~1.6 ms).
 
 #: esp-hal apps and the ROM print at this rate.
 MONITOR_BAUD = 115200
@@ -46,8 +54,6 @@ def monitor(target, port, baud, elf, no_reset, non_interactive, timeout, log_fil
     debug info, and esp-println's defmt frames are decoded with its defmt table. Keys go to the
     device; Ctrl+R resets the chip, Ctrl+C exits.
     """
-    from imgtool.cli.connection import monitor_port
-
     run_monitor(
         monitor_port(port), baud=monitor_baud(baud), elf=elf_for(target, elf), reset=not no_reset, non_interactive=non_interactive,
         timeout=timeout, log_file=log_file, show_all=all_addresses,
@@ -58,7 +64,6 @@ def monitor_baud(baud: int | None) -> int:
     """``--baud``, else ``$MONITOR_BAUD`` (espflash's variable), else 115200."""
     from imgtool.cli.context import user_environment
     from imgtool.environment import ENV_MONITOR_BAUD
-    from imgtool.errors import UsageError
 
     if baud is not None:
         return baud
@@ -91,12 +96,9 @@ def run_monitor(port: str, *, baud: int, elf: Path | None, reset: bool, non_inte
     ``keyboard`` overrides the terminal's key reader (tests); without one, keys are read only when
     stdin is a terminal and ``non_interactive`` is not set.
     """
-    import contextlib
-
     from serial import SerialException
 
     from imgtool.device.monitor import AppOutput, Monitor, app_reset, open_port
-    from imgtool.errors import ImgtoolError
 
     symbols, table = _decoders(elf)
     try:
@@ -114,8 +116,6 @@ def run_monitor(port: str, *, baud: int, elf: Path | None, reset: bool, non_inte
             stack.callback(symbols.close)
         keys = None
         if interactive:
-            from imgtool.device.keyboard import open_keyboard
-
             keys = stack.enter_context(keyboard if keyboard is not None else open_keyboard())
         log = stack.enter_context(_open_log(log_file)) if log_file is not None else None
         if reset:
@@ -134,7 +134,6 @@ def _decoders(elf: Path | None):
     """The ELF's symbols and defmt table (None for each it lacks)."""
     if elf is None:
         return None, None
-    from imgtool.atomic import input_kind
     from imgtool.decode.defmt import Table, log_format
     from imgtool.decode.symbols import Symbolizer
 
@@ -146,8 +145,6 @@ def _decoders(elf: Path | None):
 
 
 def _open_log(path: Path):
-    from imgtool.errors import OutputError
-
     try:
         return open(path, "ab")
     except OSError as exc:

@@ -20,7 +20,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.errors import UsageError
+from platformdirs import user_config_dir
+
+from imgtool.errors import InputError, UsageError
+from imgtool.pack.project_config import load_toml
 
 PORTS_CONFIG_FILE = "espflash_ports.toml"
 #: espflash's per-user config folder name (``~/.config/espflash`` on Linux).
@@ -61,15 +64,10 @@ def find_ports_config(cwd: Path, user_dir: Path | None) -> Path | None:
 
 
 def espflash_config_dir() -> Path:
-    from platformdirs import user_config_dir
-
     return Path(user_config_dir(ESPFLASH_CONFIG_APP, appauthor=False))
 
 
 def load_ports_config(path: Path | None) -> PortsConfig:
-    from imgtool.errors import InputError
-    from imgtool.pack.project_config import load_toml
-
     if path is None:
         return PortsConfig()
     doc = load_toml(path)

@@ -26,7 +26,7 @@ from construct import (
     Struct,
 )
 
-from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE, KiB, MiB
+from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE, FLASH_SIZES, KiB, MiB, flash_size_bytes
 from imgtool.chips.units import align_up
 from imgtool.errors import PartitionError, UsageError
 
@@ -602,8 +602,6 @@ class PartitionTable:
             )
         last = self.past_flash_end(flash_size)
         if last is not None:
-            from imgtool.chips.table import FLASH_SIZES, flash_size_bytes
-
             needed = next((name for name in FLASH_SIZES if flash_size_bytes(name) >= last.end), None)
             fix = f"pass --flash-size {needed}" if needed else "pass a larger --flash-size"
             if not (self.source or "").startswith("preset "):  # a preset cannot be edited
