@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import click
 
+from imgtool.atomic import read_input
+from imgtool.chips.table import get_chip
 from imgtool.cli.connection import connection_options
 from imgtool.cli.options import (
     chip_option,
@@ -20,6 +23,14 @@ from imgtool.cli.options import (
     parse_offset,
     revision_options,
 )
+from imgtool.errors import InputError, UsageError
+from imgtool.flash.pack_folder import clear_ranges, has_encrypted_parts
+from imgtool.output_names import CORE_PARTS, format_file_name
+
+# Not at the top (imgtool --help and flash load this module): imgtool.pack.job (~30 ms, the pipeline),
+# imgtool.inspect.verify, imgtool.security (cryptography), imgtool.partitions.data_images (~4 ms),
+# imgtool.elf.reader (~3 ms), the archive and format modules (~2.5 ms) and imgtool.cli.context (~1.6 ms);
+# imgtool.cli.device imports this module (through imgtool.cli.flash), so it is imported where it is used.
 
 
 def _parse_data(ctx, param, value):
@@ -136,11 +147,8 @@ def print_summary(result) -> None:
 
     click drops the bold when standard output is not a terminal.
     """
-    import shlex
-
     from imgtool.flash.archive import ARCHIVE_SUFFIX
     from imgtool.flash.formats import FORMATS
-    from imgtool.output_names import format_file_name
 
     f = result.flash
     from_files = ""
@@ -168,8 +176,6 @@ def print_summary(result) -> None:
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
     )
-    from imgtool.output_names import CORE_PARTS
-
     outdir = str(result.outdir or ".")
     kept = "keeps NVS" if all(p.name in CORE_PARTS for p in result.parts) else "keeps other data partitions"
     click.echo(f"flash with ({kept}; --merged writes the merged image):")
@@ -259,7 +265,6 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
 def _refuse_elf(target: Path) -> None:
     """An ELF is what ``pack`` reads, not what the chip boots: say so, with the two steps that check it."""
     from imgtool.elf.reader import ELF_MAGIC
-    from imgtool.errors import InputError
 
     if target.is_file():
         with open(target, "rb") as f:
@@ -273,17 +278,11 @@ def _refuse_elf(target: Path) -> None:
 
 
 def _has_encrypted_parts(target: Path) -> bool:
-    from imgtool.flash.pack_folder import has_encrypted_parts
-
     return target.is_dir() and has_encrypted_parts(target)
 
 
 def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_offset: int):
     """The merged image in clear (the chip's view of its flash), and the chip it is for."""
-    from imgtool.atomic import read_input
-    from imgtool.chips.table import get_chip
-    from imgtool.errors import UsageError
-    from imgtool.flash.pack_folder import clear_ranges
     from imgtool.inspect.verify import resolve_input
     from imgtool.security.encryption import AES_BLOCK, decrypt_written, keep_plain_partitions, load_flash_key
 
