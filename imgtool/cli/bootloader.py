@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
+from imgtool.atomic import write_bytes
 from imgtool.chips.table import CHIPS
+from imgtool.errors import UsageError
+
+# Not at the top (imgtool --help loads this module): imgtool.bootloader.pins (~2 ms), imgtool.cli.context
+# (~1.6 ms with imgtool.environment) and, for the list, rich with imgtool.cli.console (~60 ms).
 
 #: Hex digits of the SHA-256 shown in the table: enough to compare by eye.
 SHA_PREFIX_DIGITS = 12
@@ -30,9 +36,8 @@ CHIP_CHOICE = click.Choice(sorted(CHIPS), case_sensitive=False)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 def fetch(chip_arg, chip, variant, bootloader_set, output, offline, quiet):
     """Download (or find in the cache) the pinned bootloader for CHIP."""
-    from imgtool.bootloader.pins import load_manifest
+    from imgtool.bootloader.pins import get_set, load_manifest
     from imgtool.cli.context import bootloader_store, quiet_downloads
-    from imgtool.errors import UsageError
 
     if chip_arg and chip and chip_arg.lower() != chip.lower():
         raise UsageError(f"two chips given ({chip_arg} and --chip {chip}); give one", field="--chip")
@@ -40,16 +45,12 @@ def fetch(chip_arg, chip, variant, bootloader_set, output, offline, quiet):
     if not chip:
         raise UsageError(f"which chip? e.g. 'imgtool bootloader fetch esp32c3' (one of {', '.join(sorted(CHIPS))})", field="CHIP")
 
-    from imgtool.bootloader.pins import get_set
-
     manifest = load_manifest(bootloader_set=get_set(bootloader_set, option="--set").name)
     entry = manifest.lookup(chip, variant)
     store = bootloader_store()
     data = store.fetch(entry.chip, variant=entry.variant, offline=offline, quiet=quiet_downloads(quiet), manifest=manifest)
     where = store.path(entry)
     if output is not None:
-        from imgtool.atomic import write_bytes
-
         where = write_bytes(output, data)
     if not quiet:
         click.echo(
@@ -84,8 +85,6 @@ def list_(as_json):
     manifests = [load_manifest(bootloader_set=s.name) for s in BOOTLOADER_SETS]
     statuses = [(manifest, status) for manifest in manifests for status in store.statuses(manifest)]
     if as_json:
-        import json
-
         rows = [
             {**s.entry._asdict(), "crystal_mhz": s.entry.crystal_mhz, "cached": s.cached, "path": str(s.path)}
             for _, s in statuses

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import click
 
+from imgtool.atomic import recover_outputs
 from imgtool.environment import UserEnvironment
+
+# Not at the top: the bootloader store (~5 ms with its pins) and imgtool.pack.project_config (~3 ms), which
+# commands such as monitor and manifest, loading this module for the environment, never use.
 
 
 def user_environment() -> UserEnvironment:
@@ -37,8 +41,6 @@ def bootloader_store():
 
 def recover_pack_folder(path: Path) -> None:
     """Finish or undo an interrupted pack in ``path`` (a folder) before a command reads it, under the lock pack takes."""
-    from imgtool.atomic import recover_outputs
-
     if path.is_dir():
         recover_outputs(path, cache_dir=user_environment().cache())
 

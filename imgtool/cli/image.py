@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from imgtool.atomic import STDOUT, write_output
 from imgtool.chips.table import ANY_REVISION_MAX, revision_name
 from imgtool.cli.options import (
     chip_option,
@@ -16,6 +17,10 @@ from imgtool.cli.options import (
     flash_size_option,
     revision_options,
 )
+from imgtool.errors import UsageError
+
+# Not at the top (imgtool --help loads this module): rich with imgtool.cli.console (~20-60 ms, only for
+# text output), imgtool.image.build (~9 ms), imgtool.inspect and imgtool.security.signing (cryptography).
 
 
 def echo_warnings(warnings) -> None:
@@ -53,8 +58,6 @@ def print_size_report(report, console) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, as_json, quiet):
     """Convert a firmware ELF into a bootable ESP app image."""
-    from imgtool.atomic import STDOUT, write_output
-    from imgtool.errors import UsageError
     from imgtool.image.build import build_app_image
 
     result = build_app_image(
