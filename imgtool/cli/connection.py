@@ -9,6 +9,9 @@ import click
 
 from imgtool.device.flasher import AFTER_MODES, BEFORE_MODES, DEFAULT_BAUD, FlashOptions
 
+# Not at the top (imgtool pack and --help load this module for the option declarations): imgtool.device.ports
+# (~20 ms with serial and platformdirs) and imgtool.cli.context (~1.6 ms), for commands that talk to a board.
+
 PORT_HELP = (
     "Serial port, pyserial URL (socket://host:port) or USB vid:pid (303a:1001) "
     "[default: $ESPFLASH_PORT, $ESPTOOL_PORT, $ESPPORT, espflash_ports.toml, else the USB port that answers]."

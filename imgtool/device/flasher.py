@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from imgtool.bootloader.store import BootloaderStore
 
 # Imported in the functions that use them, not here: imgtool pack and --help load this module (through
-# imgtool.cli.connection), and esptool with serial would add ~140 ms to them, the bootloader and port modules ~6 ms.
+# imgtool.cli.connection), and esptool with serial would add ~140 ms to them, imgtool.device.ports ~20 ms, the bootloader modules ~6 ms.
 
 #: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
 ROM_BAUD = 115200
