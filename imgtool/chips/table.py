@@ -1,7 +1,8 @@
 """Every chip fact imgtool needs, as one declarative table.
 
 Numbers come from Espressif's public documentation and esptool's target
-definitions. Code looks facts up here; nothing else branches on chip names.
+definitions. Code looks facts up here; nothing else branches on chip names. What each chip's
+security hardware checks is declared in ``chips.security`` and given per chip here.
 Beside the table: the flash facts every chip shares (sector size, erased byte,
 largest flash) and the user's spellings of flash sizes, modes and chip
 revisions (``v3.1`` ⇄ 301), read and written in one place.
@@ -12,6 +13,18 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
+from imgtool.chips.security import (
+    ECDSA_ONLY,
+    ESP32_AES,
+    RSA_AND_ECDSA,
+    RSA_AND_ECDSA_384,
+    RSA_ONLY,
+    XTS_128,
+    XTS_128_256,
+    XTS_128_DERIVED,
+    FlashEncryption,
+    SecureBoot,
+)
 from imgtool.errors import UsageError
 
 EM_XTENSA = 94
@@ -324,6 +337,9 @@ class Chip(NamedTuple):
     #: ``verify_load_addresses`` refuses app segments there. ESP32: the PRO and APP CPU cache banks
     #: (SOC_CACHE_PRO_LOW..SOC_CACHE_APP_HIGH in soc.h), where the bootloader keeps its loader code.
     rom_only_ram: tuple[MemoryRange, ...] = ()
+    #: Secure Boot V2 as the ROM and bootloader verify it; None where the chip has none.
+    secure_boot: SecureBoot | None = None
+    flash_encryption: FlashEncryption = XTS_128
 
     @property
     def arch(self) -> str:
@@ -451,6 +467,8 @@ CHIPS: dict[str, Chip] = {
             flash_tail_min=LEGACY_FLASH_TAIL_MIN,
             esp_web_tools_family="ESP32",
             uf2_family_id=0x1C5F21B0,
+            secure_boot=SecureBoot(RSA_ONLY, 1, min_rev=300),
+            flash_encryption=ESP32_AES,
             crystals_mhz=(26, 40),
             rom_only_ram=(_m(Region.CACHE_RAM, 0x4007_0000, 0x4008_0000),),
         ),
@@ -494,6 +512,8 @@ CHIPS: dict[str, Chip] = {
             ),
             esp_web_tools_family="ESP32-S2",
             uf2_family_id=0xBFDD4EEE,
+            secure_boot=SecureBoot(RSA_ONLY, 3),
+            flash_encryption=XTS_128_256,
         ),
         Chip(
             name="esp32s3",
@@ -527,6 +547,8 @@ CHIPS: dict[str, Chip] = {
             ),
             esp_web_tools_family="ESP32-S3",
             uf2_family_id=0xC47E5767,
+            secure_boot=SecureBoot(RSA_ONLY, 3),
+            flash_encryption=XTS_128_256,
         ),
         Chip(
             name="esp32c2",
@@ -552,6 +574,8 @@ CHIPS: dict[str, Chip] = {
             mmu_page_sizes=(16 * KiB, 32 * KiB, 64 * KiB),
             esp_web_tools_family="ESP32-C2",
             uf2_family_id=0x2B88D29C,
+            secure_boot=SecureBoot(ECDSA_ONLY, 1),
+            flash_encryption=XTS_128_DERIVED,
             crystals_mhz=(26, 40),
         ),
         Chip(
@@ -583,6 +607,8 @@ CHIPS: dict[str, Chip] = {
             ),
             esp_web_tools_family="ESP32-C3",
             uf2_family_id=0xD42BA06C,
+            secure_boot=SecureBoot(RSA_ONLY, 3, min_rev=3),
+            flash_encryption=XTS_128,
         ),
         Chip(
             name="esp32c5",
@@ -608,6 +634,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C5",
             uf2_family_id=0xF71C0343,
+            secure_boot=SecureBoot(RSA_AND_ECDSA_384, 3),
+            flash_encryption=XTS_128_256,
             crystals_mhz=(40, 48),
         ),
         Chip(
@@ -634,6 +662,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C6",
             uf2_family_id=0x540DDF62,
+            secure_boot=SecureBoot(RSA_AND_ECDSA, 3),
+            flash_encryption=XTS_128,
         ),
         Chip(
             name="esp32c61",
@@ -661,6 +691,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C61",
             uf2_family_id=0x77D850C4,
+            secure_boot=SecureBoot(ECDSA_ONLY, 3),
+            flash_encryption=XTS_128,
         ),
         Chip(
             name="esp32h2",
@@ -686,6 +718,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H2",
             uf2_family_id=0x332726F6,
+            secure_boot=SecureBoot(RSA_AND_ECDSA, 3, p192_off_by_default=True),
+            flash_encryption=XTS_128,
             crystals_mhz=(32,),
         ),
         Chip(
@@ -738,6 +772,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-P4",
             uf2_family_id=0x3D308E94,
+            secure_boot=SecureBoot(RSA_AND_ECDSA_384, 3),
+            flash_encryption=XTS_128_256,
         ),
         Chip(
             name="esp32s31",
@@ -779,6 +815,8 @@ CHIPS: dict[str, Chip] = {
             # esptool's CHIP_NAME spelling, which esp-web-tools' chipFamily follows.
             esp_web_tools_family="ESP32-S31",
             uf2_family_id=0x3101F7C1,
+            secure_boot=SecureBoot(RSA_ONLY, 3),
+            flash_encryption=XTS_128_256,
         ),
         Chip(
             name="esp32h4",
@@ -807,6 +845,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H4",
             uf2_family_id=0x9E0BAA8A,
+            # SOC_SECURE_BOOT_SUPPORTED is 0 in ESP-IDF v6.1: no Secure Boot V2.
+            flash_encryption=XTS_128_256,
             crystals_mhz=(32,),
         ),
         Chip(
@@ -835,6 +875,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H21",
             uf2_family_id=0xB6DD00AF,
+            secure_boot=SecureBoot(RSA_ONLY, 3),
+            flash_encryption=XTS_128,
             crystals_mhz=(32,),
         ),
     )

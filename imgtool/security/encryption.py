@@ -20,6 +20,8 @@ import os
 from functools import lru_cache
 from typing import NamedTuple
 
+from imgtool.chips.security import DERIVED_KEY_LEN, ESP32_KEY_192, FlashEncryption
+from imgtool.chips.table import get_chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
 
 AES_BLOCK = 16
@@ -31,8 +33,6 @@ XTS_UNIT = 0x80
 DEFAULT_FLASH_CRYPT_CONF = 0xF
 FLASH_CRYPT_CONF_MAX = 0xF
 ESP32_KEY_BITS = 256
-#: ESP32 with the 3/4 eFuse coding scheme holds 192 key bits; the hardware repeats bytes 8..16 to make 256.
-ESP32_KEY_192 = 24
 ESP32_REPEAT = slice(8, 16)
 #: Lowest and highest flash address bits that flip ESP32 key bits.
 TWEAK_ADDR_LOW = 5
@@ -40,38 +40,6 @@ TWEAK_ADDR_HIGH = 23
 #: The key is cut into four groups (most significant first), each enabled by one FLASH_CRYPT_CONFIG bit.
 #: A group is three runs over address bits 23..5, then a shorter run from this bit down to 5.
 TWEAK_GROUP_TAILS = (14, 12, 10, 8)
-#: XTS-AES-128 keys derived from 128 eFuse bits (SHA-256 of them), ESP32-C2 only.
-DERIVED_KEY_LEN = 16
-
-
-class CryptScheme(NamedTuple):
-    """A chip's flash encryption: the ESP32 tweak or XTS, and the key file lengths it takes."""
-
-    xts: bool
-    key_lengths: tuple[int, ...]
-
-    def describe(self, length: int) -> str:
-        if not self.xts:
-            return "AES-256 with the ESP32 key tweak"
-        return "XTS-AES-256" if length == 64 else "XTS-AES-128"
-
-
-#: Key file lengths per chip (SOC_FLASH_ENCRYPTION_XTS_AES_128 / _256 / _128_DERIVED in ESP-IDF's soc_caps).
-FLASH_ENCRYPTION = {
-    "esp32": CryptScheme(False, (32, ESP32_KEY_192)),
-    "esp32s2": CryptScheme(True, (32, 64)),
-    "esp32s3": CryptScheme(True, (32, 64)),
-    "esp32c2": CryptScheme(True, (32, DERIVED_KEY_LEN)),
-    "esp32c3": CryptScheme(True, (32,)),
-    "esp32c5": CryptScheme(True, (32, 64)),
-    "esp32c6": CryptScheme(True, (32,)),
-    "esp32c61": CryptScheme(True, (32,)),
-    "esp32h2": CryptScheme(True, (32,)),
-    "esp32p4": CryptScheme(True, (32, 64)),
-    "esp32s31": CryptScheme(True, (32, 64)),
-    "esp32h4": CryptScheme(True, (32, 64)),
-    "esp32h21": CryptScheme(True, (32,)),
-}
 
 
 class FlashKey(NamedTuple):
@@ -80,7 +48,7 @@ class FlashKey(NamedTuple):
     path: str
     chip: str
     key: bytes
-    scheme: CryptScheme
+    scheme: FlashEncryption
     flash_crypt_conf: int
 
     @property
@@ -92,9 +60,7 @@ def load_flash_key(path: str | os.PathLike, chip: str, flash_crypt_conf: int | N
     """Read a raw key file (``espsecure generate-flash-encryption-key``) and check it fits ``chip``."""
     from imgtool.atomic import read_input
 
-    scheme = FLASH_ENCRYPTION.get(chip)
-    if scheme is None:  # pragma: no cover - every chip imgtool knows has flash encryption
-        raise UsageError(f"{chip} has no flash encryption", field="--encrypt-key")
+    scheme = get_chip(chip).flash_encryption
     if flash_crypt_conf is not None:
         if scheme.xts:
             raise UsageError(f"--flash-crypt-conf is an ESP32 eFuse; {chip} uses XTS-AES", field="--flash-crypt-conf")
@@ -116,7 +82,7 @@ def load_flash_key(path: str | os.PathLike, chip: str, flash_crypt_conf: int | N
     return FlashKey(os.fspath(path), chip, key, scheme, conf)
 
 
-def _hardware_key(raw: bytes, scheme: CryptScheme) -> bytes:
+def _hardware_key(raw: bytes, scheme: FlashEncryption) -> bytes:
     """The key the AES engine sees: ESP32 192-bit keys extended, 128-bit XTS keys derived by SHA-256."""
     if not scheme.xts and len(raw) == ESP32_KEY_192:
         return raw + raw[ESP32_REPEAT]
@@ -298,4 +264,4 @@ def _esp32(key: bytes, data: bytes, address: int, conf: int, *, encrypting: bool
     return bytes(out)
 
 
-__all__ = ["FLASH_ENCRYPTION", "FlashKey", "decrypt", "encrypt", "encrypt_layout", "load_flash_key"]
+__all__ = ["FlashKey", "decrypt", "encrypt", "encrypt_layout", "load_flash_key"]

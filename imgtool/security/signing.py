@@ -18,7 +18,20 @@ from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int32ul, Padding, RawCopy, StreamError, Struct, Switch
 
-from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE
+from imgtool.chips.security import (
+    CURVES,
+    ECDSA192,
+    ECDSA256,
+    ECDSA384,
+    RSA3072,
+    RSA_BYTES,
+    SHA_VERSION_256,
+    SHA_VERSION_384,
+    VERSION_ECDSA,
+    VERSION_RSA,
+    Scheme,
+)
+from imgtool.chips.table import CHIPS, ERASED, FLASH_SECTOR_SIZE, revision_name
 from imgtool.chips.units import align_up
 from imgtool.errors import ImageError, InputError, UsageError
 from imgtool.image.format import (
@@ -38,19 +51,11 @@ from imgtool.image.format import (
 from imgtool.image.segments import PADDING_ADDR
 
 SIG_BLOCK_MAGIC = 0xE7
-VERSION_RSA = 0x02
-VERSION_ECDSA = 0x03
-SHA_VERSION_256 = 0
-SHA_VERSION_384 = 1
-CURVE_P192 = 1
-CURVE_P256 = 2
-CURVE_P384 = 3
 
 #: The largest input ``sign`` reads: an app of the largest flash span the MMU maps, plus its signature sector.
 MAX_SIGNABLE_BYTES = MAX_APP_IMAGE_BYTES + FLASH_SECTOR_SIZE
 #: At most this many blocks fit the sector (the bootloader reads no more).
 MAX_SIGNATURE_BLOCKS = 3
-RSA_BYTES = 384
 #: RSA-PSS salt length the ROM's verifier expects (the digest length).
 PSS_SALT_LEN = 32
 
@@ -96,60 +101,6 @@ SignatureBlock = Struct(
 )
 #: Block length: 4-byte head, body, CRC-32, tail padding (1216 bytes for every scheme).
 SIG_BLOCK_LEN = 4 + BODY_LEN + 4 + BLOCK_TAIL_PAD
-
-
-class Scheme(NamedTuple):
-    """One signature scheme as the signature block encodes it."""
-
-    name: str
-    version: int
-    sha_version: int
-    curve_id: int | None
-    int_len: int  # bytes per coordinate / signature half; the RSA modulus length for RSA
-
-    def digest(self, data: bytes) -> bytes:
-        algo = hashlib.sha384 if self.sha_version == SHA_VERSION_384 else hashlib.sha256
-        return algo(data).digest()
-
-
-RSA3072 = Scheme("RSA-3072", VERSION_RSA, SHA_VERSION_256, None, RSA_BYTES)
-ECDSA192 = Scheme("ECDSA-P192", VERSION_ECDSA, SHA_VERSION_256, CURVE_P192, 24)
-ECDSA256 = Scheme("ECDSA-P256", VERSION_ECDSA, SHA_VERSION_256, CURVE_P256, 32)
-ECDSA384 = Scheme("ECDSA-P384", VERSION_ECDSA, SHA_VERSION_384, CURVE_P384, 48)
-CURVES = {s.curve_id: s for s in (ECDSA192, ECDSA256, ECDSA384)}
-
-
-class SecureBootCaps(NamedTuple):
-    """What a chip's ROM and ESP-IDF bootloader verify (ESP-IDF soc_caps and bootloader_support Kconfig)."""
-
-    schemes: tuple[Scheme, ...]
-    key_slots: int  # eFuse key digests, so the most signature blocks worth appending
-    note: str = ""
-
-
-#: Secure Boot V2 per chip: RSA where SOC_SECURE_BOOT_V2_RSA, ECDSA where SOC_SECURE_BOOT_V2_ECC,
-#: P-384 where the ECDSA block supports it (ESP32-C5, ESP32-P4).
-SECURE_BOOT_V2 = {
-    "esp32": SecureBootCaps((RSA3072,), 1, "Secure Boot V2 on esp32 needs chip revision v3.0 or later"),
-    "esp32s2": SecureBootCaps((RSA3072,), 3),
-    "esp32s3": SecureBootCaps((RSA3072,), 3),
-    "esp32c2": SecureBootCaps((ECDSA192, ECDSA256), 1),
-    "esp32c3": SecureBootCaps((RSA3072,), 3, "Secure Boot V2 on esp32c3 needs chip revision v0.3 or later"),
-    "esp32c5": SecureBootCaps((RSA3072, ECDSA192, ECDSA256, ECDSA384), 3),
-    "esp32c6": SecureBootCaps((RSA3072, ECDSA192, ECDSA256), 3),
-    "esp32c61": SecureBootCaps((ECDSA192, ECDSA256), 3),
-    "esp32h2": SecureBootCaps(
-        (RSA3072, ECDSA192, ECDSA256),
-        3,
-        "P-192 is off by default on esp32h2 and cannot be enabled once Secure Boot is on",
-    ),
-    "esp32p4": SecureBootCaps((RSA3072, ECDSA192, ECDSA256, ECDSA384), 3),
-    "esp32s31": SecureBootCaps((RSA3072,), 3),
-    "esp32h21": SecureBootCaps((RSA3072,), 3),
-    # esp32h4: SOC_SECURE_BOOT_SUPPORTED is 0 in ESP-IDF v6.1, so it has no entry.
-}
-#: Chip revision below which Secure Boot V2 is absent (major*100+minor).
-MIN_SECURE_BOOT_REV = {"esp32": 300, "esp32c3": 3}
 
 
 # --------------------------------------------------------------------------- keys
@@ -254,7 +205,7 @@ def _le(value: int, length: int) -> bytes:
 
 def check_chip_schemes(chip: str, keys: list[SigningKey], *, field: str = "--sign-key", existing: int = 0) -> list[str]:
     """Refuse keys the chip cannot verify or more blocks than it has key slots; returns warnings."""
-    caps = SECURE_BOOT_V2.get(chip)
+    caps = CHIPS[chip].secure_boot if chip in CHIPS else None
     if caps is None:
         raise UsageError(f"{chip} has no Secure Boot V2", field=field)
     allowed = ", ".join(s.name for s in caps.schemes)
@@ -284,16 +235,19 @@ def check_chip_schemes(chip: str, keys: list[SigningKey], *, field: str = "--sig
     if any(k.scheme is ECDSA192 for k in keys):
         warnings.append(
             "ECDSA-P192 is a legacy Secure Boot scheme (about 96-bit security); prefer P-256"
-            + (f"; {caps.note}" if chip == "esp32h2" else "")
+            + (f"; P-192 is off by default on {chip} and cannot be enabled once Secure Boot is on" if caps.p192_off_by_default else "")
         )
     return warnings
 
 
 def revision_warning(chip: str, min_rev_full: int) -> str | None:
     """Secure Boot V2 is missing on early revisions of some chips: say so when the app allows them."""
-    floor = MIN_SECURE_BOOT_REV.get(chip)
-    if floor is not None and min_rev_full < floor:
-        return f"{SECURE_BOOT_V2[chip].note}; the app also runs on earlier revisions, where the signature is not checked"
+    caps = CHIPS[chip].secure_boot if chip in CHIPS else None
+    if caps is not None and min_rev_full < caps.min_rev:
+        return (
+            f"Secure Boot V2 on {chip} needs chip revision {revision_name(caps.min_rev)} or later; "
+            "the app also runs on earlier revisions, where the signature is not checked"
+        )
     return None
 
 
@@ -745,7 +699,6 @@ def pad_image(image_path, *, chip: str | None = None) -> bytes:
 
 
 __all__ = [
-    "SECURE_BOOT_V2",
     "SignatureInfo",
     "SigningKey",
     "check_chip_schemes",
