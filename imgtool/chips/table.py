@@ -249,12 +249,13 @@ class BootFacts(NamedTuple):
     drom: Span
     #: ``should_map``: SOC_IROM_LOW..HIGH.
     irom: Span
-    #: ``verify_load_addresses``: where the bootloader copies RAM segments (SOC_DRAM, SOC_IRAM,
-    #: RTC fast I/D, RTC slow, TCM where the chip has them).
-    load: tuple[MemoryRange, ...]
-    diram: Diram
     #: One entry per bootloader memory layout, oldest chip revision first.
     bootloader_ram: tuple[BootloaderRam, ...]
+    #: ``verify_load_addresses``: where the bootloader copies RAM segments (SOC_DRAM, SOC_IRAM,
+    #: RTC fast I/D, RTC slow, TCM where the chip has them). Derived from ``Chip.memory`` (:func:`_load_ranges`).
+    load: tuple[MemoryRange, ...] = ()
+    #: Given for chips with separate instruction and data RAM; on the others the one SRAM range (:func:`_with_ram_views`).
+    diram: Diram | None = None
     #: ``unpack_load_app``: more flash-mapped ranges counted with text and rodata (SOC_EXTRAM on ESP32-P4).
     extra_mapped: tuple[Span, ...] = ()
     #: ``ESP_IMAGE_MAX_FLASH_ADDR_SIZE``: largest partition and segment the loader accepts.
@@ -387,9 +388,32 @@ def _s(start: int, end: int) -> Span:
     return Span(start, end)
 
 
-def _shared_ram(start: int, end: int, *rtc: MemoryRange) -> tuple[MemoryRange, ...]:
-    """Load ranges of a chip whose SOC_DRAM and SOC_IRAM are the same addresses."""
-    return (_m(Region.DRAM, start, end), _m(Region.IRAM, start, end), *rtc)
+#: The order of ``BootFacts.load``: SOC_DRAM, SOC_IRAM, RTC fast I/D, RTC slow, TCM.
+_LOAD_ORDER = (Region.DRAM, Region.IRAM, Region.RTC_IRAM, Region.RTC_DRAM, Region.RTC_DATA, Region.TCM)
+
+
+def _load_ranges(memory: tuple[MemoryRange, ...]) -> tuple[MemoryRange, ...]:
+    """The RAM the bootloader copies segments into, from the one spelling of each range in ``memory``.
+
+    SRAM is both SOC_DRAM and SOC_IRAM (the same addresses); RTC fast memory given only as RTC_IRAM is
+    also SOC_RTC_DRAM (one block reached at the same addresses), as on every chip newer than ESP32-S2.
+    """
+    by_region = {region: [r for r in memory if r.region is region] for region in _LOAD_ORDER}
+    for sram in (r for r in memory if r.region is Region.SRAM):
+        by_region[Region.DRAM].append(sram._replace(region=Region.DRAM))
+        by_region[Region.IRAM].append(sram._replace(region=Region.IRAM))
+    if not by_region[Region.RTC_DRAM]:
+        by_region[Region.RTC_DRAM] = [r._replace(region=Region.RTC_DRAM) for r in by_region[Region.RTC_IRAM]]
+    return tuple(r for region in _LOAD_ORDER for r in by_region[region])
+
+
+def _with_ram_views(chip: Chip) -> Chip:
+    """``chip`` with the bootloader's views of its RAM (load ranges, DIRAM) derived from ``memory``."""
+    diram = chip.boot.diram
+    if diram is None:
+        sram = next(Span(r.start, r.end) for r in chip.memory if r.region is Region.SRAM)
+        diram = Diram(sram, sram)
+    return chip._replace(boot=chip.boot._replace(load=_load_ranges(chip.memory), diram=diram))
 
 
 _CLASSIC_FREQS = {"80m": 0xF, "40m": 0x0, "26m": 0x1, "20m": 0x2}
@@ -401,8 +425,6 @@ _CONFIGURABLE_PAGES = (8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB)
 _BUS_42 = _s(0x4200_0000, 0x4400_0000)
 #: SOC_IROM_HIGH = SOC_IROM_LOW + (SOC_MMU_PAGE_SIZE << 8), with the pinned builds' 64 KiB page.
 _BUS_42_256_PAGES = _s(0x4200_0000, 0x4300_0000)
-_LP_16K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_4000))
-_LP_4K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000))
 
 
 def _bus(start: int, end: int, entries: int, first_entry: int = 0, base: int | None = None) -> MmuWindow:
@@ -424,7 +446,7 @@ def _psram_mmu(start: int, end: int, entries: int) -> MmuWindow:
 _ENTRIES_PER_4M_BUS = 64
 
 CHIPS: dict[str, Chip] = {
-    c.name: c
+    c.name: _with_ram_views(c)
     for c in (
         Chip(
             name="esp32",
@@ -445,13 +467,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3F40_0000, 0x3F80_0000),
                 irom=_s(0x400D_0000, 0x4040_0000),
-                load=(
-                    _m(Region.DRAM, 0x3FFA_E000, 0x4000_0000),
-                    _m(Region.IRAM, 0x4008_0000, 0x400A_A000),
-                    _m(Region.RTC_IRAM, 0x400C_0000, 0x400C_2000),
-                    _m(Region.RTC_DRAM, 0x3FF8_0000, 0x3FF8_2000),
-                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
-                ),
                 diram=Diram(_s(0x400A_0000, 0x400C_0000), _s(0x3FFE_0000, 0x4000_0000), inverted=True),
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFF_0000, 0x3FFF_6000), _s(0x4007_8000, 0x4008_0000), 0x3FFE_3F20),),
                 efuse_blk_check=False,
@@ -491,13 +506,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3F00_0000, 0x3FF8_0000),
                 irom=_s(0x4008_0000, 0x4080_0000),
-                load=(
-                    _m(Region.DRAM, 0x3FFB_0000, 0x4000_0000),
-                    _m(Region.IRAM, 0x4002_0000, 0x4007_0000),
-                    _m(Region.RTC_IRAM, 0x4007_0000, 0x4007_2000),
-                    _m(Region.RTC_DRAM, 0x3FF9_E000, 0x3FFA_0000),
-                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
-                ),
                 diram=Diram(_s(0x4002_0000, 0x4007_0000), _s(0x3FFB_0000, 0x4000_0000)),
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFE_5000, 0x3FFE_AB00), _s(0x4004_E000, 0x4005_5000), 0x3FFF_E70C),),
                 # ext_mem_defs.h: PRO_CACHE_{IBUS0,IBUS1,IBUS2,DBUS0,DBUS1,DBUS2}_MMU_START / 4.
@@ -533,13 +541,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3C00_0000, 0x3E00_0000),
                 irom=_BUS_42,
-                load=(
-                    _m(Region.DRAM, 0x3FC8_8000, 0x3FD0_0000),
-                    _m(Region.IRAM, 0x4037_0000, 0x403E_0000),
-                    _m(Region.RTC_IRAM, 0x600F_E000, 0x6010_0000),
-                    _m(Region.RTC_DRAM, 0x600F_E000, 0x6010_0000),
-                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
-                ),
                 diram=Diram(_s(0x4037_8000, 0x403E_0000), _s(0x3FC8_8000, 0x3FCF_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCE_9700, 0x3FCE_B710, iram_dram_offset=0x6F_0000),),
                 max_flash_span=1 << 32,
@@ -566,7 +567,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3C00_0000, 0x3C40_0000),
                 irom=_s(0x4200_0000, 0x4240_0000),
-                load=(_m(Region.DRAM, 0x3FCA_0000, 0x3FCE_0000), _m(Region.IRAM, 0x4037_C000, 0x403C_0000)),
                 diram=Diram(_s(0x4038_0000, 0x403C_0000), _s(0x3FCA_0000, 0x3FCE_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCD_CB70, 0x3FCD_EB70, iram_dram_offset=0x6E_0000),),
                 mmu=_shared_entries(_s(0x3C00_0000, 0x3C40_0000), _s(0x4200_0000, 0x4240_0000), 64),
@@ -595,12 +595,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3C00_0000, 0x3C80_0000),
                 irom=_s(0x4200_0000, 0x4280_0000),
-                load=(
-                    _m(Region.DRAM, 0x3FC8_0000, 0x3FCE_0000),
-                    _m(Region.IRAM, 0x4037_C000, 0x403E_0000),
-                    _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_2000),
-                    _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_2000),
-                ),
                 diram=Diram(_s(0x4038_0000, 0x403E_0000), _s(0x3FC8_0000, 0x3FCE_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCD_C710, 0x3FCD_E710, iram_dram_offset=0x70_0000),),
                 mmu=_shared_entries(_s(0x3C00_0000, 0x3C80_0000), _s(0x4200_0000, 0x4280_0000), 128),
@@ -625,8 +619,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42,
                 irom=_BUS_42,
-                load=_shared_ram(0x4080_0000, 0x4086_0000, *_LP_16K),
-                diram=Diram(_s(0x4080_0000, 0x4086_0000), _s(0x4080_0000, 0x4086_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4085_C5A0, 0x4085_E5A0),),
                 max_flash_span=1 << 32,
                 mmu=(_bus(0x4200_0000, 0x4400_0000, 512),),
@@ -653,8 +645,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42_256_PAGES,
                 irom=_BUS_42_256_PAGES,
-                load=_shared_ram(0x4080_0000, 0x4088_0000, *_LP_16K),
-                diram=Diram(_s(0x4080_0000, 0x4088_0000), _s(0x4080_0000, 0x4088_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4087_C610, 0x4087_E610),),
                 mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
             ),
@@ -679,8 +669,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42,
                 irom=_BUS_42,
-                load=_shared_ram(0x4080_0000, 0x4085_0000),
-                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CA70, 0x4084_EA70),),
                 # v6.1 moved the bootloader's usable DRAM end (bootloader-esp32c61.memory.ld.in) and
                 # SOC_ROM_STACK_START (soc.h, used by ``verify_load_addresses``) down by 0x400.
@@ -709,8 +697,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42_256_PAGES,
                 irom=_BUS_42_256_PAGES,
-                load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
-                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CFD0, 0x4084_F380),),
                 mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
             ),
@@ -738,14 +724,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x4000_0000, 0x4400_0000),
                 irom=_s(0x4000_0000, 0x4400_0000),
-                load=_shared_ram(
-                    0x4FF0_0000,
-                    0x4FFC_0000,
-                    _m(Region.RTC_IRAM, 0x5010_8000, 0x5011_0000),
-                    _m(Region.RTC_DRAM, 0x5010_8000, 0x5011_0000),
-                    _m(Region.TCM, 0x3010_0000, 0x3010_2000),
-                ),
-                diram=Diram(_s(0x4FF0_0000, 0x4FFC_0000), _s(0x4FF0_0000, 0x4FFC_0000)),
                 # Chips before v3.0 keep ROM data lower in SRAM; ESP-IDF links a second layout for v3.0+
                 # (bootloader.rev3.ld.in), as the pinned esp32p4-v0 and -v3 builds show.
                 bootloader_ram=(
@@ -794,13 +772,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x4000_0000, 0x4400_0000),
                 irom=_s(0x4000_0000, 0x4400_0000),
-                load=_shared_ram(
-                    0x2F00_0000,
-                    0x2F08_0000,
-                    _m(Region.RTC_IRAM, 0x2E00_0000, 0x2E00_8000),
-                    _m(Region.RTC_DRAM, 0x2E00_0000, 0x2E00_8000),
-                ),
-                diram=Diram(_s(0x2F00_0000, 0x2F08_0000), _s(0x2F00_0000, 0x2F08_0000)),
                 # bootloader-esp32s31.memory.ld.in (v6.1): bootloader_usable_dram_end; SOC_ROM_STACK_START.
                 bootloader_ram=(_ld_regions(0, 0x2F07_AFB0, 0x2F07_CFB0),),
                 # SOC_MMU_PER_EXT_MEM_TARGET: ``unpack_load_app`` counts PSRAM segments with text and rodata.
@@ -833,8 +804,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42,
                 irom=_BUS_42,
-                load=_shared_ram(0x4081_0000, 0x4086_0000, *_LP_16K),
-                diram=Diram(_s(0x4081_0000, 0x4086_0000), _s(0x4081_0000, 0x4086_0000)),
                 # bootloader-esp32h4.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
                 bootloader_ram=(_ld_regions(0, 0x4085_D350, 0x4085_D350),),
                 max_flash_span=1 << 32,
@@ -864,8 +833,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x4200_0000, 0x4300_0000),
                 irom=_s(0x4200_0000, 0x4300_0000),
-                load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
-                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 # bootloader-esp32h21.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
                 bootloader_ram=(_ld_regions(0, 0x4084_9A78, 0x4084_F380),),
                 # ext_mem_defs.h: SOC_MMU_ENTRY_NUM 256 from SOC_MMU_IBUS_VADDR_BASE.
