@@ -265,8 +265,8 @@ class BootFacts(NamedTuple):
     ram_by_generation: tuple[tuple[str, tuple[BootloaderRam, ...]], ...] = ()
     #: ``process_segment_data``: the loader checks segment 0's eFuse-block revision fields (every chip but ESP32).
     efuse_blk_check: bool = True
-    #: The MMU windows of the flash (and PSRAM) buses, from ext_mem_defs.h and ``mmu_ll_get_entry_id``;
-    #: empty means one window per bus with entries of its own (see :meth:`mmu_windows`).
+    #: The MMU windows of the flash (and PSRAM) buses, from ext_mem_defs.h and ``mmu_ll_get_entry_id``
+    #: (every chip row gives them).
     mmu: tuple[MmuWindow, ...] = ()
     #: ``set_cache_and_start_app`` also maps the DROM window's last entry (MMU_LL_END_DROM_ENTRY_ID) to the
     #: first rodata page, for the app to find its partition; ESP32's ``cache_flash_mmu_set`` branch does not.
@@ -276,16 +276,8 @@ class BootFacts(NamedTuple):
         return self.drom.contains(addr) or self.irom.contains(addr) or any(s.contains(addr) for s in self.extra_mapped)
 
     def mmu_windows(self) -> tuple[MmuWindow, ...]:
-        """``mmu``, or for a chip without MMU facts one window per flash bus, sharing no entries."""
-        if self.mmu:
-            return self.mmu
-        if self.drom == self.irom:
-            return (MmuWindow(self.irom, self.irom.start, 0, (self.irom.end - self.irom.start) // DEFAULT_MMU_PAGE_SIZE),)
-        drom_entries = (self.drom.end - self.drom.start) // DEFAULT_MMU_PAGE_SIZE
-        return (
-            MmuWindow(self.drom, self.drom.start, 0, drom_entries),
-            MmuWindow(self.irom, self.irom.start, drom_entries, (self.irom.end - self.irom.start) // DEFAULT_MMU_PAGE_SIZE),
-        )
+        """The MMU windows of the flash (and PSRAM) buses: which bus shares entries with which is data here."""
+        return self.mmu
 
     def mmu_window(self, vaddr: int) -> MmuWindow | None:
         return next((w for w in self.mmu_windows() if w.span.contains(vaddr)), None)

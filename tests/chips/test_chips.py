@@ -50,3 +50,33 @@ def test_every_chip_has_ram_and_flash_mapping():
         kinds = {r.region for r in chip.memory}
         assert kinds & {Region.IROM, Region.DROM}
         assert kinds & {Region.IRAM, Region.DRAM, Region.SRAM}
+
+
+def test_bootloader_load_ranges_cover_each_placement_ram_range_once_per_bus():
+    """SRAM loads as both DRAM and IRAM; RTC fast memory given once loads on the instruction and data side."""
+    for chip in CHIPS.values():
+        load = set(chip.boot.load)
+        for ram in chip.memory:
+            if ram.region is Region.SRAM:
+                assert {ram._replace(region=Region.DRAM), ram._replace(region=Region.IRAM)} <= load, chip.name
+            elif not ram.region.flash_mapped:
+                assert ram in load, (chip.name, ram)
+        rtc_i = [r for r in chip.boot.load if r.region is Region.RTC_IRAM]
+        assert len(rtc_i) == len([r for r in chip.boot.load if r.region is Region.RTC_DRAM]), chip.name
+
+
+def test_every_chip_declares_its_mmu_windows_and_bus_kind():
+    for chip in CHIPS.values():
+        windows = chip.boot.mmu_windows()
+        assert windows and all(w.entries > 0 for w in windows), chip.name
+        assert chip.unified_flash_map == (chip.boot.drom == chip.boot.irom), chip.name
+
+
+def test_security_capabilities_are_table_rows():
+    assert all(chip.flash_encryption.key_lengths for chip in CHIPS.values())
+    assert [n for n, c in CHIPS.items() if not c.flash_encryption.xts] == ["esp32"]
+    assert [n for n, c in CHIPS.items() if c.secure_boot is None] == ["esp32h4"]
+    assert {n: c.secure_boot.min_rev for n, c in CHIPS.items() if c.secure_boot and c.secure_boot.min_rev} == {
+        "esp32": 300,
+        "esp32c3": 3,
+    }
