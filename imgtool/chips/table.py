@@ -79,13 +79,18 @@ def revision_name(full: int) -> str:
     return f"v{full // 100}.{full % 100}"
 
 
-def revision_span(low: int, high: int, joiner: str = "-") -> str:
-    """``v3.0 and later`` or ``v1.0-v1.99`` (``joiner`` between the ends): a revision range in a message."""
-    return f"{revision_name(low)} and later" if high == ANY_REVISION_MAX else f"{revision_name(low)}{joiner}{revision_name(high)}"
+def revision_range(low: int, high: int | None, joiner: str = "–", *, later: bool = False) -> str:
+    """A chip-revision range in a message: ``v1.0–v1.99`` (``joiner`` between the ends).
+
+    An open range (``high`` None or ANY_REVISION_MAX) reads ``v3.0–any``, or ``v3.0 and later`` with ``later``.
+    """
+    if high is None or high == ANY_REVISION_MAX:
+        return f"{revision_name(low)} and later" if later else f"{revision_name(low)}{joiner}any"
+    return f"{revision_name(low)}{joiner}{revision_name(high)}"
 
 
-def check_revision(value: int | None, name: str) -> None:
-    """Refuse a major*100+minor revision outside 0..ANY_REVISION_MAX, naming the option ``name``."""
+def check_revision_number(value: int | None, name: str) -> None:
+    """Refuse a major*100+minor revision the image header cannot hold (outside 0..ANY_REVISION_MAX), naming the option ``name``."""
     if value is not None and not 0 <= value <= ANY_REVISION_MAX:
         raise UsageError(f"{name} must be between 0 and {ANY_REVISION_MAX} (major*100+minor), got {value}", field=name)
 
@@ -93,7 +98,7 @@ def check_revision(value: int | None, name: str) -> None:
 def parse_revision(text: str | int | None, name: str) -> int | None:
     """``v3.1`` or ``3.1`` → 301; a plain integer is already major*100+minor (esptool's --min-rev-full)."""
     if text is None or isinstance(text, int):
-        check_revision(text, name)
+        check_revision_number(text, name)
         return text
     raw = text.strip().lower().removeprefix("v")
     try:
@@ -106,7 +111,7 @@ def parse_revision(text: str | int | None, name: str) -> int | None:
             value = int(raw, 0)
     except ValueError:
         raise UsageError(f"{name} '{text}' is not a chip revision like v3.1 or 301", field=name) from None
-    check_revision(value, name)
+    check_revision_number(value, name)
     return value
 
 

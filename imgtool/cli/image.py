@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from imgtool.chips.table import ANY_REVISION_MAX, revision_name
+from imgtool.chips.table import revision_range
 from imgtool.cli.options import (
     chip_option,
     flash_freq_option,
@@ -131,8 +131,7 @@ def info(image_file, as_json, keys):
     console.print(Text.assemble(styled(str(image_file), "bold"), f" — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes"))
     console.print(
         f"entry 0x{report['entry']:08x}, flash {report['flash_mode']} {report['flash_size']} {report['flash_freq']}, "
-        f"chip revision {revision_name(report['min_rev_full'])}"
-        f"–{_rev(report['max_rev_full'])}"
+        f"chip revision {revision_range(report['min_rev_full'], report['max_rev_full'])}"
     )
     table = Table(title="Segments", title_justify="left")
     for col in ("#", "Load address", "Length", "File offset", "Memory"):
@@ -200,7 +199,3 @@ def _print_flash(report: dict, as_json: bool) -> None:
         console.print(f"boots: '{report['boot_partition']}' ({report['boot_reason']})", soft_wrap=True)
     if report["problems"]:
         console.print(f"{len(report['problems'])} problem(s); 'imgtool verify {report['source']}' checks every part")
-
-
-def _rev(full: int) -> str:
-    return "any" if full == ANY_REVISION_MAX else revision_name(full)

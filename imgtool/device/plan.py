@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.chips.table import ANY_REVISION_MAX, MAX_FLASH_BYTES, get_chip, revision_name, revision_span
+from imgtool.chips.table import ANY_REVISION_MAX, MAX_FLASH_BYTES, get_chip, revision_name, revision_range
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.flash.layout import FlashSettings
 from imgtool.output_names import (
@@ -196,7 +196,7 @@ def check_revision(pack: PackFolder, device: DeviceInfo, bootloader_fix: str | N
     if not low <= device.revision <= high:
         problems.append(
             f"the connected {device.chip} is revision {revision_name(device.revision)} but the app runs on "
-            f"{revision_span(low, high, joiner=' to ')}; pack the ELF again with --min-rev/--max-rev including "
+            f"{revision_range(low, high, ' to ', later=True)}; pack the ELF again with --min-rev/--max-rev including "
             f"{revision_name(device.revision)} (if the firmware supports it)"
         )
     boot_low = pack.bootloader_revisions[0]

@@ -322,9 +322,9 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
     chose it (``revisions_chosen``: --min-rev/--max-rev).
     """
     from imgtool.bootloader.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
-    from imgtool.chips.table import revision_name
+    from imgtool.chips.table import revision_name, revision_range
     from imgtool.errors import LayoutError
-    from imgtool.image.boot_rules import BootContext, check_app, revision_range_text, revisions_allowed
+    from imgtool.image.boot_rules import BootContext, check_app, revisions_allowed
     from imgtool.image.format import parse_image
     from imgtool.image.loader_generations import loader_build
 
@@ -338,7 +338,7 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
     for finding in findings:
         if finding.fatal:
             raise LayoutError(
-                f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app "
+                f"the {app.chip.name} bootloader for {revision_range(*revisions_allowed(*revs))} would not start this app "
                 f"({generation.name} loader rules): {finding}",
                 path=app.elf.path,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imgtool.chips.table import CHIPS, FLASH_SIZES, Region, get_chip
+from imgtool.chips.table import ANY_REVISION_MAX, CHIPS, FLASH_SIZES, Region, get_chip, parse_revision, revision_range
 from imgtool.errors import UsageError
 
 esptool_targets = pytest.importorskip("esptool.targets")
@@ -80,3 +80,16 @@ def test_security_capabilities_are_table_rows():
         "esp32": 300,
         "esp32c3": 3,
     }
+
+
+def test_revision_range_spells_closed_and_open_ranges():
+    assert revision_range(100, 199) == "v1.0–v1.99"
+    assert revision_range(300, None) == revision_range(300, ANY_REVISION_MAX) == "v3.0–any"
+    assert revision_range(300, ANY_REVISION_MAX, "-", later=True) == "v3.0 and later"
+    assert revision_range(0, 99, " to ", later=True) == "v0.0 to v0.99"
+
+
+def test_revision_numbers_outside_the_header_encoding_are_refused():
+    assert parse_revision("v3.1", "--min-rev") == 301
+    with pytest.raises(UsageError, match="--max-rev must be between 0 and 65535"):
+        parse_revision(ANY_REVISION_MAX + 1, "--max-rev")
