@@ -68,6 +68,9 @@ KEY_512 = 64
 ESP32_KEY_192 = 24
 #: XTS-AES-128 keys derived from 128 eFuse bits (SHA-256 of them), ESP32-C2 only.
 DERIVED_KEY_LEN = 16
+#: ESP32's FLASH_CRYPT_CONFIG eFuse value when the bootloader burns it: every key bit tweaked.
+DEFAULT_FLASH_CRYPT_CONF = 0xF
+FLASH_CRYPT_CONF_MAX = 0xF
 
 
 class FlashEncryption(NamedTuple):

@@ -9,6 +9,7 @@ import click
 
 from imgtool.cli.connection import connection_options
 from imgtool.cli.options import parse_offset
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
 
 
 def _connection(port, baud, before, after, no_stub):
@@ -65,7 +66,7 @@ def erase_flash(port, baud, before, after, no_stub, force):
 @connection_options
 @click.option("--pack", "outdir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="OUTDIR",
               help="Take the partition table from this pack output folder [default: the one on the device].")
-@click.option("--partition-table-offset", callback=parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
+@click.option("--partition-table-offset", callback=parse_offset, default=f"0x{DEFAULT_TABLE_OFFSET:x}", show_default=True, metavar="OFFSET")
 @click.option("--force", is_flag=True, help="Erase even where esptool refuses.")
 def erase_parts(labels, port, baud, before, after, no_stub, outdir, partition_table_offset, force):
     """Erase the partitions with these labels (e.g. nvs otadata), found in the pack's table or the device's."""

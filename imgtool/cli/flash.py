@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from imgtool.cli.connection import connection_options
-from imgtool.cli.monitor import MONITOR_BAUD, monitor_options
+from imgtool.cli.monitor import monitor_options
 from imgtool.cli.options import chip_option
+from imgtool.device.flasher import DEFAULT_BAUD, HARD_RESET, MIN_BAUD, MONITOR_BAUD
 from imgtool.cli.pack import pack_kwargs, pack_options
 
 
@@ -30,7 +31,7 @@ def _labels(ctx, param, value):
 @pack_options
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
 @click.option("--monitor", "then_monitor", is_flag=True, help="Then show the app's output, decoded (see 'imgtool monitor').")
-@click.option("--monitor-baud", type=click.IntRange(min=300), help=f"The app's baud rate, for --monitor [default: $MONITOR_BAUD, else {MONITOR_BAUD}].")
+@click.option("--monitor-baud", type=click.IntRange(min=MIN_BAUD), help=f"The app's baud rate, for --monitor [default: $MONITOR_BAUD, else {MONITOR_BAUD}].")
 @monitor_options
 def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase_data_parts, before, after, no_stub,
           as_json, then_monitor, monitor_baud, non_interactive, timeout, log_file, all_addresses, **pack_opts):
@@ -69,16 +70,15 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
         from imgtool.cli.monitor import elf_for, run_monitor
 
         run_monitor(
-            report.port, baud=monitor_rate, elf=elf_for(target, None), reset=after != "hard-reset",
+            report.port, baud=monitor_rate, elf=elf_for(target, None), reset=after != HARD_RESET,
             non_interactive=non_interactive, timeout=timeout, log_file=log_file, show_all=all_addresses,
         )  # fmt: skip
 
 
 def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
     """``--baud``, else ``baudrate`` from the espflash.toml files ``pack`` reads for ``elf`` (or, for a folder
-    already packed, from the working folder's, its parent's and the global one), else 460800."""
+    already packed, from the working folder's, its parent's and the global one), else DEFAULT_BAUD."""
     from imgtool.cli.context import global_config, working_folder
-    from imgtool.device.flasher import DEFAULT_BAUD
     from imgtool.pack.project_config import flash_baud, load_project_config
 
     cfg = load_project_config(elf, working_folder(), global_config())

@@ -8,10 +8,8 @@ from pathlib import Path
 import click
 
 from imgtool.cli.connection import port_option
+from imgtool.device.flasher import MIN_BAUD, MONITOR_BAUD
 
-#: esp-hal apps and the ROM print at this rate.
-MONITOR_BAUD = 115200
-MIN_BAUD = 300
 END_MESSAGES = {
     "eof": "the port closed",
     "timeout": "time limit reached",
@@ -34,7 +32,7 @@ def monitor_options(func):
 @click.command()
 @click.argument("target", required=False, type=click.Path(exists=True, path_type=Path), metavar="[ELF|OUTDIR]")
 @port_option
-@click.option("--baud", "-b", type=click.IntRange(min=300), help=f"The app's baud rate [default: $MONITOR_BAUD, else {MONITOR_BAUD}].")
+@click.option("--baud", "-b", type=click.IntRange(min=MIN_BAUD), help=f"The app's baud rate [default: $MONITOR_BAUD, else {MONITOR_BAUD}].")
 @click.option("--elf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The app's ELF, for decoding when TARGET is a pack folder [default: the one beside it whose SHA-256 the app records].")
 @click.option("--no-reset", is_flag=True, help="Do not reset the chip when the monitor starts.")
@@ -55,7 +53,7 @@ def monitor(target, port, baud, elf, no_reset, non_interactive, timeout, log_fil
 
 
 def monitor_baud(baud: int | None) -> int:
-    """``--baud``, else ``$MONITOR_BAUD`` (espflash's variable), else 115200."""
+    """``--baud``, else ``$MONITOR_BAUD`` (espflash's variable), else MONITOR_BAUD."""
     from imgtool.cli.context import user_environment
     from imgtool.environment import ENV_MONITOR_BAUD
     from imgtool.errors import UsageError

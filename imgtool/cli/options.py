@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from imgtool.chips.table import CHIPS, FLASH_MODES, FLASH_SIZES
+from imgtool.chips.table import CHIPS, DEFAULT_FLASH_MODE, DEFAULT_FLASH_SIZE, FLASH_MODES, FLASH_SIZES
 from imgtool.errors import UsageError
 
 
@@ -38,12 +38,12 @@ def chip_option(help: str = "Target chip (detected when omitted)."):
     return click.option("--chip", type=click.Choice(sorted(CHIPS), case_sensitive=False), help=help)
 
 
-def flash_mode_option(help: str = "SPI flash mode [default: dio]."):
+def flash_mode_option(help: str = f"SPI flash mode [default: {DEFAULT_FLASH_MODE}]."):
     return click.option("--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help=help)
 
 
 flash_size_option = click.option(
-    "--flash-size", callback=parse_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help="Flash size [default: 2MB]."
+    "--flash-size", callback=parse_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help=f"Flash size [default: {DEFAULT_FLASH_SIZE}]."
 )
 def parse_flash_freq(ctx, param, value):
     """esptool's ``80m`` or espflash's ``80MHz``/``80M``, as espflash.toml accepts them, spelled ``80m``."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from imgtool.cli.options import chip_option, parse_flash_size, parse_offset
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, SECURE_MODES, SECURE_V1
 
 FLASH_SIZE_HELP = "Flash size (e.g. 4MB); partitions must end within it."
-OFFSET_HELP = "Flash offset of the partition table (default 0x8000)."
+OFFSET_HELP = f"Flash offset of the partition table (default 0x{DEFAULT_TABLE_OFFSET:x})."
 CHIP_HELP = "Chip, whose bootloader offset places 'bootloader' rows (as --primary-bootloader-offset)."
 
 
@@ -25,7 +26,7 @@ def table_options(func):
             help="Offset of the recovery bootloader, for 'bootloader, recovery' rows.",
         ),
         click.option(
-            "--secure", type=click.Choice(["v1", "v2"]), is_flag=False, flag_value="v1", default=None,
+            "--secure", type=click.Choice(SECURE_MODES), is_flag=False, flag_value=SECURE_V1, default=None,
             help="Require app partitions to suit secure boot (v1 when given without a version).",
         ),
         click.option("--disable-md5sum", is_flag=True, help="Write (and expect) no MD5 entry."),

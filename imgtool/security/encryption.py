@@ -20,7 +20,13 @@ import os
 from functools import lru_cache
 from typing import NamedTuple
 
-from imgtool.chips.security import DERIVED_KEY_LEN, ESP32_KEY_192, FlashEncryption
+from imgtool.chips.security import (
+    DEFAULT_FLASH_CRYPT_CONF,
+    DERIVED_KEY_LEN,
+    ESP32_KEY_192,
+    FLASH_CRYPT_CONF_MAX,
+    FlashEncryption,
+)
 from imgtool.chips.table import get_chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
 
@@ -29,9 +35,6 @@ AES_BLOCK = 16
 ESP32_TWEAK_SPAN = 32
 #: XTS chips: one XTS data unit (and tweak) per 128 bytes of flash.
 XTS_UNIT = 0x80
-#: ESP32's FLASH_CRYPT_CONFIG eFuse value when the bootloader burns it: every key bit tweaked.
-DEFAULT_FLASH_CRYPT_CONF = 0xF
-FLASH_CRYPT_CONF_MAX = 0xF
 ESP32_KEY_BITS = 256
 ESP32_REPEAT = slice(8, 16)
 #: Lowest and highest flash address bits that flip ESP32 key bits.
