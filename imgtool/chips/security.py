@@ -1,7 +1,7 @@
 """What each chip's ROM and bootloader can check and decrypt: Secure Boot V2 schemes and flash encryption.
 
 The chip table gives every chip one :class:`SecureBoot` (or None) and one :class:`FlashEncryption`;
-``security.signing`` and ``security.encryption`` compute with them and branch on no chip name.
+``security``'s keys, signing and encryption compute with them and branch on no chip name.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def info(image_file, as_json, keys):
     """Show what an ESP image holds (header, segments, checksum and hash, app descriptor, signatures), or every part of a merged image or flash dump."""
     from imgtool.inspect.flash_contents import describe_flash
     from imgtool.inspect.image_info import describe
-    from imgtool.security.signing import load_trusted_keys
+    from imgtool.security.keys import load_trusted_keys
 
     flash = describe_flash(image_file)
     if flash is not None:

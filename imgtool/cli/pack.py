@@ -237,7 +237,7 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     """
     from imgtool.cli.context import recover_pack_folder
     from imgtool.inspect.verify import verify as do_verify
-    from imgtool.security.signing import load_trusted_keys
+    from imgtool.security.keys import load_trusted_keys
 
     if target is not None:
         recover_pack_folder(target)

@@ -366,7 +366,7 @@ def _signing_keys(paths, chip: str, min_rev_full: int, warnings: list[str]) -> l
     """The Secure Boot V2 keys, refused unless the chip verifies their scheme."""
     if not paths:
         return []
-    from imgtool.security.signing import check_chip_schemes, load_key, revision_warning
+    from imgtool.security.keys import check_chip_schemes, load_key, revision_warning
 
     keys = [load_key(p) for p in paths]
     warnings.extend(check_chip_schemes(chip, keys))
@@ -388,7 +388,8 @@ def _flash_key(path, chip: str, flash_crypt_conf: int | None):
 
 def _signed_app(app, keys) -> bytes:
     """The app secure-padded (ending on an MMU page) and followed by its signature sector."""
-    from imgtool.security.signing import secure_pad, sign_contents
+    from imgtool.security.secure_pad import secure_pad
+    from imgtool.security.signing import sign_contents
 
     return sign_contents(secure_pad(app.image, app.mmu_page_size).to_bytes(), keys)
 
@@ -399,14 +400,9 @@ def _kept_signed_bootloader(raw: bytes, path, keys, chip: str, warnings: list[st
     ``keys`` add their blocks after the ones it has.
     """
     from imgtool.image.format import parse_image
-    from imgtool.security.signing import (
-        check_chip_schemes,
-        existing_blocks,
-        sign,
-        signature_block,
-        signature_offset,
-        signature_sector,
-    )
+    from imgtool.security.keys import check_chip_schemes
+    from imgtool.security.signature_block import signature_offset, signature_sector
+    from imgtool.security.signing import existing_blocks, sign, signature_block
 
     length = parse_image(raw, path, what="bootloader").length
     blocks = existing_blocks(raw, length)

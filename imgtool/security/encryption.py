@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from functools import lru_cache
 from typing import NamedTuple
 
+from imgtool.atomic import read_input
 from imgtool.chips.security import (
     DEFAULT_FLASH_CRYPT_CONF,
     DERIVED_KEY_LEN,
@@ -29,6 +31,9 @@ from imgtool.chips.security import (
 )
 from imgtool.chips.table import get_chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.partitions.table import SUBTYPE_DATA_OTA, SUBTYPES, TABLE_MAX_LEN, TYPE_APP, TYPE_DATA, PartitionTable
+
+# cryptography's ciphers are imported where parts are encrypted: about 27 ms of start-up other commands never pay.
 
 AES_BLOCK = 16
 #: ESP32: the tweaked key changes every 32 bytes of flash.
@@ -61,8 +66,6 @@ class FlashKey(NamedTuple):
 
 def load_flash_key(path: str | os.PathLike, chip: str, flash_crypt_conf: int | None = None) -> FlashKey:
     """Read a raw key file (``espsecure generate-flash-encryption-key``) and check it fits ``chip``."""
-    from imgtool.atomic import read_input
-
     scheme = get_chip(chip).flash_encryption
     if flash_crypt_conf is not None:
         if scheme.xts:
@@ -152,8 +155,6 @@ def keep_plain_partitions(clear: bytes, raw: bytes, address: int, table_offset: 
     ESP-IDF's ``esp_partition`` (components/esp_partition/partition_target.c, partition.c) decrypts reads of
     app partitions, otadata and nvs_keys always, other data partitions only when flagged ``encrypted``.
     """
-    from imgtool.partitions.table import SUBTYPE_DATA_OTA, SUBTYPES, TABLE_MAX_LEN, TYPE_APP, TYPE_DATA, PartitionTable
-
     start = table_offset - address
     if start < 0:
         return clear
@@ -177,8 +178,6 @@ def encrypt_layout(layout, key: FlashKey):
     flash address and marked encrypted: the bootloader, partition table, otadata and app, and the data
     partitions flagged ``encrypted`` in the table (others, NVS among them, stay plain).
     """
-    from dataclasses import replace
-
     parts = tuple(
         replace(p, data=encrypt(key, p.data, p.offset), encrypted=True) if p.flash_encrypted else p for p in layout.parts
     )

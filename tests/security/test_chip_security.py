@@ -7,7 +7,7 @@ import pytest
 from imgtool.chips.security import ECDSA192, ECDSA256, RSA3072
 from imgtool.chips.table import CHIPS
 from imgtool.errors import InputError, UsageError
-from imgtool.security.signing import SigningKey, check_chip_schemes, revision_warning
+from imgtool.security.keys import SigningKey, check_chip_schemes, revision_warning
 
 
 def _key(scheme) -> SigningKey:
