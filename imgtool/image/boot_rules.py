@@ -23,6 +23,7 @@ from imgtool.chips.table import (
     Chip,
     Region,
     Span,
+    chip_by_image_id,
     revision_name,
     revision_range,
 )
@@ -37,6 +38,7 @@ from imgtool.image.format import (
     parse_app_descriptor,
 )
 from imgtool.image.loader_generations import DEFAULT_GENERATION, GENERATIONS, Generation
+from imgtool.image.memory import LoadedMemory
 
 #: ``should_load``: segments loaded below this address are padding (0x0) or reserved, never copied.
 RESERVED_ADDR_LIMIT = 0x1000_0000
@@ -345,8 +347,6 @@ def disjoint_revisions(lo: int, hi: int | None, bootloader_revs: tuple[int, int]
 
 
 def _chip_name(chip_id: int) -> str:
-    from imgtool.chips.table import chip_by_image_id
-
     other = chip_by_image_id(chip_id)
     return other.name if other else f"chip id 0x{chip_id:04x}"
 
@@ -671,8 +671,6 @@ class CpuView:
     segments of a SOC_MMU_PER_EXT_MEM_TARGET chip as the image holds them (the app maps them itself)."""
 
     def __init__(self, chip: Chip, parsed: ParsedImage, read_flash, flash_offset: int = 0, page: int | None = None):
-        from imgtool.image.memory import LoadedMemory
-
         self.chip = chip
         self.table = boot_mmu_table(chip, parsed, flash_offset, page)
         self.read_flash = read_flash
