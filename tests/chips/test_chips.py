@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
+
+import imgtool
 
 from imgtool.chips.table import ANY_REVISION_MAX, CHIPS, FLASH_SIZES, Region, get_chip, parse_revision, revision_range
 from imgtool.errors import UsageError
@@ -93,3 +98,27 @@ def test_revision_numbers_outside_the_header_encoding_are_refused():
     assert parse_revision("v3.1", "--min-rev") == 301
     with pytest.raises(UsageError, match="--max-rev must be between 0 and 65535"):
         parse_revision(ANY_REVISION_MAX + 1, "--max-rev")
+
+
+def test_no_module_outside_chips_branches_on_or_tabulates_chip_names():
+    """Chip facts live in the table: a chip name compared with, or used as a dict key, elsewhere is a fact that escaped it."""
+    package = Path(imgtool.__file__).parent
+    escaped = []
+    for path in sorted(package.rglob("*.py")):
+        if path.parent.name == "chips":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                literals = [node.left, *node.comparators]
+            elif isinstance(node, ast.Dict):
+                literals = [k for k in node.keys if k is not None]
+            else:
+                continue
+            for lit in literals:
+                items = lit.elts if isinstance(lit, (ast.Tuple, ast.List, ast.Set)) else [lit]
+                escaped += [
+                    f"{path.relative_to(package)}:{node.lineno}"
+                    for item in items
+                    if isinstance(item, ast.Constant) and item.value in CHIPS
+                ]
+    assert escaped == []
