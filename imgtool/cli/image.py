@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from imgtool.chips.table import revision_range
+from imgtool.cli.console import plain_console, styled
 from imgtool.cli.options import (
     chip_option,
     flash_freq_option,
@@ -16,6 +17,10 @@ from imgtool.cli.options import (
     flash_size_option,
     revision_options,
 )
+from imgtool.errors import UsageError
+
+# Imported where used, start-up the other commands and `imgtool --help` never pay: rich (16 ms), the atomic
+# file writer (4 ms), the image builder (46 ms), and the image and flash readers with construct (35 ms).
 
 
 def echo_warnings(warnings) -> None:
@@ -54,7 +59,6 @@ def print_size_report(report, console) -> None:
 def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, as_json, quiet):
     """Convert a firmware ELF into a bootable ESP app image."""
     from imgtool.atomic import STDOUT, write_output
-    from imgtool.errors import UsageError
     from imgtool.image.build import build_app_image
 
     result = build_app_image(
@@ -86,8 +90,6 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
         }
         click.echo(json.dumps(doc, indent=2))
     elif not quiet:
-        from imgtool.cli.console import plain_console
-
         console = plain_console(stderr=to_stdout)  # the image itself is on standard output
         console.print(f"{result.chip.name}: wrote {target} ({len(result.data):,} bytes, {len(result.image.segments)} segments)")
         if result.rom_loaded:
@@ -124,8 +126,6 @@ def info(image_file, as_json, keys):
         return
     from rich.table import Table
     from rich.text import Text
-
-    from imgtool.cli.console import plain_console, styled
 
     console = plain_console()
     console.print(Text.assemble(styled(str(image_file), "bold"), f" — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes"))
@@ -177,8 +177,6 @@ def _print_flash(report: dict, as_json: bool) -> None:
         return
     from rich.table import Table
     from rich.text import Text
-
-    from imgtool.cli.console import plain_console, styled
 
     console = plain_console()
     console.print(

@@ -54,7 +54,7 @@ def parse_flash_freq(ctx, param, value):
     """esptool's ``80m`` or espflash's ``80MHz``/``80M``, as espflash.toml accepts them, spelled ``80m``."""
     if value is None:
         return None
-    from imgtool.pack.project_config import normalize_freq  # 7 ms of start-up that only --flash-freq pays
+    from imgtool.pack.project_config import normalize_freq  # 4 ms of start-up that only --flash-freq pays
 
     return normalize_freq(value)
 

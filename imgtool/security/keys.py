@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from imgtool.atomic import read_input
-from imgtool.chips.security import ECDSA192, ECDSA256, ECDSA384, RSA3072, RSA_BYTES, Scheme
+from imgtool.chips.security import ECDSA192, ECDSA256, ECDSA384, RSA3072, RSA_BYTES, Scheme, SecureBoot
 from imgtool.chips.table import CHIPS, revision_name
 from imgtool.errors import InputError, UsageError
 from imgtool.security.signature_block import MAX_SIGNATURE_BLOCKS, key_fields
@@ -85,9 +85,14 @@ def load_trusted_keys(paths) -> list[SigningKey]:
     return [load_key(p, private=False, field="--key") for p in paths]
 
 
+def _secure_boot(chip: str) -> SecureBoot | None:
+    """The chip row's Secure Boot V2, None for a chip without it (or a name the table does not know)."""
+    return CHIPS[chip].secure_boot if chip in CHIPS else None
+
+
 def check_chip_schemes(chip: str, keys: list[SigningKey], *, field: str = "--sign-key", existing: int = 0) -> list[str]:
     """Refuse keys the chip cannot verify or more blocks than it has key slots; returns warnings."""
-    caps = CHIPS[chip].secure_boot if chip in CHIPS else None
+    caps = _secure_boot(chip)
     if caps is None:
         raise UsageError(f"{chip} has no Secure Boot V2", field=field)
     allowed = ", ".join(s.name for s in caps.schemes)
@@ -124,7 +129,7 @@ def check_chip_schemes(chip: str, keys: list[SigningKey], *, field: str = "--sig
 
 def revision_warning(chip: str, min_rev_full: int) -> str | None:
     """Secure Boot V2 is missing on early revisions of some chips: say so when the app allows them."""
-    caps = CHIPS[chip].secure_boot if chip in CHIPS else None
+    caps = _secure_boot(chip)
     if caps is not None and min_rev_full < caps.min_rev:
         return (
             f"Secure Boot V2 on {chip} needs chip revision {revision_name(caps.min_rev)} or later; "
