@@ -11,6 +11,9 @@ from pathlib import Path
 
 import click
 
+from imgtool.bootloader.pins import DEFAULT_SET
+from imgtool.chips.security import DEFAULT_FLASH_CRYPT_CONF
+from imgtool.chips.table import DEFAULT_FLASH_MODE
 from imgtool.cli.connection import connection_options
 from imgtool.cli.options import (
     chip_option,
@@ -20,6 +23,12 @@ from imgtool.cli.options import (
     parse_offset,
     revision_options,
 )
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
+
+#: The table offset as the options' help and default spell it.
+TABLE_OFFSET_TEXT = f"0x{DEFAULT_TABLE_OFFSET:x}"
+#: ``--flash-crypt-conf``'s default as its help spells it.
+FLASH_CRYPT_CONF_TEXT = f"0x{DEFAULT_FLASH_CRYPT_CONF:x}"
 
 
 def _parse_data(ctx, param, value):
@@ -32,15 +41,15 @@ def _parse_data(ctx, param, value):
 #: The options `pack` and `flash ELF` share, in the order `-h` lists them (each sets a field of imgtool.pack.options.PackOptions).
 PACK_OPTIONS = (
     flash_size_option,
-    flash_mode_option("SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does."),
+    flash_mode_option(f"SPI flash mode [default: {DEFAULT_FLASH_MODE}]; qio and qout are written as dio, as ESP-IDF does."),
     flash_freq_option,
     revision_options,
     click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash]."),
-    click.option("--partition-table-offset", callback=parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000]."),
+    click.option("--partition-table-offset", callback=parse_offset, metavar="OFFSET", help=f"Where the partition table goes [default: {TABLE_OFFSET_TEXT}]."),
     click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one."),
     click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list']."),
     click.option("--bootloader-set", metavar="SET",
-                 help="Pinned bootloader set: idf5.5 (espflash v4.5.0's ESP-IDF v5.5 builds) or idf6.1 (ESP-IDF release/v6.1) [default: idf5.5]."),
+                 help=f"Pinned bootloader set: idf5.5 (espflash v4.5.0's ESP-IDF v5.5 builds) or idf6.1 (ESP-IDF release/v6.1) [default: {DEFAULT_SET}]."),
     click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder."),
     click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0]."),
     click.option("--data", multiple=True, callback=_parse_data, metavar="LABEL=PATH",
@@ -87,7 +96,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
               help="Write the parts pre-encrypted with this flash encryption key (for a device in release mode).")
 @click.option("--flash-crypt-conf", callback=parse_offset, metavar="N",
-              help="ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: 0xf].")
+              help=f"ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: {FLASH_CRYPT_CONF_TEXT}].")
 @click.option("--uf2", is_flag=True, help="Also write NAME.uf2 (= esptool merge-bin --format uf2 @flash_args).")
 @click.option("--hex", "intel_hex", is_flag=True, help="Also write NAME.hex (= esptool merge-bin --format hex @flash_args).")
 @click.option("--archive", is_flag=True,
@@ -212,12 +221,12 @@ def _setting_name(setting: str) -> str:
 @connection_options
 @click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
 @chip_option()
-@click.option("--partition-table-offset", callback=parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
+@click.option("--partition-table-offset", callback=parse_offset, default=TABLE_OFFSET_TEXT, show_default=True, metavar="OFFSET")
 @click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
               help="Require an app signature made with this key (PEM, public or private; repeatable).")
 @click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
               help="Decrypt a pre-encrypted merged image (pack --encrypt-key) with this key before checking it.")
-@click.option("--flash-crypt-conf", callback=parse_offset, metavar="N", help="ESP32 only: FLASH_CRYPT_CONFIG [default: 0xf].")
+@click.option("--flash-crypt-conf", callback=parse_offset, metavar="N", help=f"ESP32 only: FLASH_CRYPT_CONFIG [default: {FLASH_CRYPT_CONF_TEXT}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
 def verify(target, port, baud, before, after, no_stub, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):
@@ -228,7 +237,7 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     """
     from imgtool.cli.context import recover_pack_folder
     from imgtool.inspect.verify import verify as do_verify
-    from imgtool.security.signing import load_trusted_keys
+    from imgtool.security.keys import load_trusted_keys
 
     if target is not None:
         recover_pack_folder(target)
