@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.text import Text
-
 
 def plain_console(**kwargs):
     """A rich Console with markup and highlighting off; style with ``rich.text.Text`` instead of ``[bold]``."""
+    from rich.console import Console
+
     return Console(markup=False, highlight=False, **kwargs)
 
 
 def styled(text: str, style: str):
     """``text`` in ``style``, whatever brackets it holds."""
+    from rich.text import Text
+
     return Text(text, style=style)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from imgtool.chips.table import CHIPS, FLASH_MODES, FLASH_SIZES, normalize_flash_size, parse_revision
+from imgtool.chips.table import (
+    CHIPS,
+    DEFAULT_FLASH_MODE,
+    DEFAULT_FLASH_SIZE,
+    FLASH_MODES,
+    FLASH_SIZES,
+    normalize_flash_size,
+    parse_revision,
+)
 from imgtool.errors import PartitionError, UsageError
 from imgtool.partitions.table import parse_int
 
@@ -34,18 +42,18 @@ def chip_option(help: str = "Target chip (detected when omitted)."):
     return click.option("--chip", type=click.Choice(sorted(CHIPS), case_sensitive=False), help=help)
 
 
-def flash_mode_option(help: str = "SPI flash mode [default: dio]."):
+def flash_mode_option(help: str = f"SPI flash mode [default: {DEFAULT_FLASH_MODE}]."):
     return click.option("--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help=help)
 
 
 flash_size_option = click.option(
-    "--flash-size", callback=parse_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help="Flash size [default: 2MB]."
+    "--flash-size", callback=parse_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help=f"Flash size [default: {DEFAULT_FLASH_SIZE}]."
 )
 def parse_flash_freq(ctx, param, value):
     """esptool's ``80m`` or espflash's ``80MHz``/``80M``, as espflash.toml accepts them, spelled ``80m``."""
     if value is None:
         return None
-    from imgtool.pack.project_config import normalize_freq  # not at the top: imgtool --help would import it (~3 ms)
+    from imgtool.pack.project_config import normalize_freq  # 4 ms of start-up that only --flash-freq pays
 
     return normalize_freq(value)
 

@@ -10,10 +10,10 @@ from imgtool.atomic import write_bytes
 from imgtool.chips.table import flash_size_bytes, get_chip
 from imgtool.cli.options import chip_option, parse_flash_size, parse_offset
 from imgtool.partitions.choice import load_table
-from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, TableOptions, human_size
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, SECURE_MODES, SECURE_V1, TableOptions, human_size
 
 FLASH_SIZE_HELP = "Flash size (e.g. 4MB); partitions must end within it."
-OFFSET_HELP = "Flash offset of the partition table (default 0x8000)."
+OFFSET_HELP = f"Flash offset of the partition table (default 0x{DEFAULT_TABLE_OFFSET:x})."
 CHIP_HELP = "Chip, whose bootloader offset places 'bootloader' rows (as --primary-bootloader-offset)."
 
 
@@ -31,7 +31,7 @@ def table_options(func):
             help="Offset of the recovery bootloader, for 'bootloader, recovery' rows.",
         ),
         click.option(
-            "--secure", type=click.Choice(["v1", "v2"]), is_flag=False, flag_value="v1", default=None,
+            "--secure", type=click.Choice(SECURE_MODES), is_flag=False, flag_value=SECURE_V1, default=None,
             help="Require app partitions to suit secure boot (v1 when given without a version).",
         ),
         click.option("--disable-md5sum", is_flag=True, help="Write (and expect) no MD5 entry."),
@@ -120,8 +120,7 @@ def show(source, as_json, flash_size, **opts):
     if as_json:
         click.echo(json.dumps(_as_dict(table, flash_size, free), indent=2))
         return
-
-    from rich.console import Console  # not at the top: rich (~60 ms) only for the text view; imgtool --help loads this module
+    from rich.console import Console  # rich: 16 ms of start-up only a table on the terminal needs
     from rich.table import Table
 
     view = Table(title=f"{table.source} (table at 0x{table.table_offset:x})")

@@ -15,8 +15,8 @@ from imgtool.image.format import (
 )
 from imgtool.partitions.table import TYPE_APP, TYPE_DATA, PartitionTable
 
-# Not at the top: esptool (~140 ms; imported where the device is talked to) and imgtool.security.signing
-# (~12 ms, only a read-back that meets a signature needs it), so verify --port of a pack folder starts lean.
+# Not at the top (imgtool --help loads this module through imgtool.cli.device): esptool (~140 ms) and
+# imgtool.security.signature_block (~2 ms, only a read-back that meets a signature needs it).
 
 #: The partition table's flash area (ESP-IDF's ESP_PARTITION_TABLE_MAX_LEN).
 TABLE_LEN = 0xC00
@@ -115,7 +115,7 @@ def _image_length(read, limit: int) -> int:
     end = (pos // CHECKSUM_ALIGN + 1) * CHECKSUM_ALIGN
     if hash_appended:
         end += DIGEST_LEN
-    from imgtool.security.signing import SIG_BLOCK_MAGIC
+    from imgtool.security.signature_block import SIG_BLOCK_MAGIC
 
     signature_at = -(-end // SIGNATURE_SECTOR) * SIGNATURE_SECTOR
     if signature_at < limit and read(signature_at, 1)[:1] == bytes([SIG_BLOCK_MAGIC]):

@@ -39,8 +39,15 @@ if TYPE_CHECKING:
 #: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
 ROM_BAUD = 115200
 DEFAULT_BAUD = 460800
-BEFORE_MODES = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
-AFTER_MODES = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
+#: esp-hal apps print at the ROM's rate: what the monitor opens the port with unless told otherwise.
+MONITOR_BAUD = ROM_BAUD
+#: The slowest rate imgtool asks a serial port for.
+MIN_BAUD = 300
+#: esptool's --before and --after choices; the first of each is its default.
+DEFAULT_BEFORE = "default-reset"
+HARD_RESET = "hard-reset"
+BEFORE_MODES = (DEFAULT_BEFORE, "usb-reset", "no-reset", "no-reset-no-sync")
+AFTER_MODES = (HARD_RESET, "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
 
 
 @dataclass
@@ -49,8 +56,8 @@ class FlashOptions:
 
     port: str | None = None
     baud: int = DEFAULT_BAUD
-    before: str = "default-reset"
-    after: str = "hard-reset"
+    before: str = DEFAULT_BEFORE
+    after: str = HARD_RESET
     no_stub: bool = False
     chip: str | None = None  # what the user said; the pack's chip must match it
     merged: bool = False
@@ -325,4 +332,4 @@ def _writes(pack: PackFolder, *, merged: bool) -> list[tuple[int, bytes, str]]:
     return [(offset, read_input(path, "pack part", limit=MAX_FLASH_BYTES), Path(path).name) for offset, path in pairs]
 
 
-__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "Connection", "FlashOptions", "FlashReport", "connect", "flash_folder", "size_in_bytes", "size_text"]
+__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "DEFAULT_BEFORE", "HARD_RESET", "MIN_BAUD", "MONITOR_BAUD", "Connection", "FlashOptions", "FlashReport", "connect", "flash_folder", "size_in_bytes", "size_text"]
