@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.atomic import read_input
+from imgtool.bootloader.pins import BOOTLOADER_SETS, DEFAULT_SET, load_manifest
 from imgtool.chips.table import ERASED, MAX_FLASH_BYTES, KiB, MiB, flash_size_bytes
 from imgtool.device.preflight import (
     FORCE_HINT,
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
     from imgtool.bootloader.store import BootloaderStore
 
 # Imported in the functions that use them, not here: imgtool pack and --help load this module (through
-# imgtool.cli.connection), and esptool with serial would add ~140 ms to them, imgtool.device.ports ~20 ms, the bootloader modules ~6 ms.
+# imgtool.cli.connection), and esptool with serial would add ~140 ms to them, imgtool.device.ports ~20 ms,
+# the bootloader store and placing ~2 ms.
 
 #: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
 ROM_BAUD = 115200
@@ -245,8 +247,6 @@ def read_device(esp) -> DeviceInfo:
 
 def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: list, log, store: BootloaderStore) -> list[str]:
     """Revision and crystal checks; refuses unless ``--force``, and swaps in a pinned crystal variant."""
-    from imgtool.bootloader.pins import BOOTLOADER_SETS, DEFAULT_SET, load_manifest
-
     notes: list[str] = []
     recorded = pack.bootloader_source.get("set")  # the pinned set the pack's bootloader came from
     manifest = load_manifest(bootloader_set=recorded if recorded in {s.name for s in BOOTLOADER_SETS} else DEFAULT_SET)
