@@ -14,8 +14,8 @@ import click
 from imgtool.atomic import recover_outputs
 from imgtool.environment import UserEnvironment
 
-# Not at the top: the bootloader store (~5 ms with its pins) and imgtool.pack.project_config (~3 ms), which
-# commands such as monitor and manifest, loading this module for the environment, never use.
+# Not at the top (imgtool --help, monitor and manifest load this module and use neither): the bootloader
+# store (~2 ms) and imgtool.pack.project_config (~3 ms).
 
 
 def user_environment() -> UserEnvironment:
