@@ -12,7 +12,6 @@ PACKAGE = REPO / "imgtool"
 #: Repeats in files other branches are clearing (issue 21); the lead empties this as they merge.
 PENDING = {
     ("atomic.py", "imgtool.errors"),
-    ("image/loader_generations.py", "imgtool.image.format"),
 }
 
 
