@@ -12,8 +12,8 @@ import contextlib
 import hashlib
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from imgtool import __version__
 from imgtool.atomic import file_lock, staged_file
@@ -35,8 +35,7 @@ class DownloadError(ImgtoolError):
     """A file cannot be fetched or does not match its pinned hash."""
 
 
-@dataclass(frozen=True)
-class DownloadSettings:
+class DownloadSettings(NamedTuple):
     """How patient to be. The defaults suit a slow link; tests shrink them to stay quick."""
 
     timeout: float = 30.0  # seconds without progress (connect or read) before giving up
