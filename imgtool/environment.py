@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-#: imgtool's cache folder (pinned bootloaders, folder locks) instead of the platform's user cache.
+#: imgtool's cache folder (pinned bootloaders) instead of the platform's user cache.
 ENV_CACHE_DIR = "IMGTOOL_CACHE_DIR"
 #: Where pinned bootloaders come from instead of their pinned addresses: an http(s) base URL or a folder.
 ENV_MIRROR = "IMGTOOL_BOOTLOADER_MIRROR"
