@@ -9,10 +9,10 @@ result whatever its process environment holds. Only :mod:`imgtool.cli.main` call
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-#: imgtool's cache folder (pinned bootloaders, folder locks) instead of the platform's user cache.
+#: imgtool's cache folder (pinned bootloaders) instead of the platform's user cache.
 ENV_CACHE_DIR = "IMGTOOL_CACHE_DIR"
 #: Where pinned bootloaders come from instead of their pinned addresses: an http(s) base URL or a folder.
 ENV_MIRROR = "IMGTOOL_BOOTLOADER_MIRROR"
@@ -39,9 +39,8 @@ def user_cache_dir() -> Path:
     return Path(platform_cache_dir(CACHE_APP_NAME, appauthor=False))
 
 
-@dataclass(frozen=True)
-class UserEnvironment:
-    """What the environment variables above say, blanks read as unset."""
+class UserEnvironment(NamedTuple):
+    """What the environment variables above say, blanks read as unset (a NamedTuple: nothing to build at import)."""
 
     cache_dir: Path | None = None  # None: the platform's user cache
     mirror: str = ""

@@ -19,8 +19,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from imgtool import __version__
@@ -43,8 +43,7 @@ class DownloadError(ImgtoolError):
     """A file cannot be fetched or does not match its pinned hash."""
 
 
-@dataclass(frozen=True)
-class DownloadSettings:
+class DownloadSettings(NamedTuple):
     """How patient to be. The defaults suit a slow link; tests shrink them to stay quick."""
 
     timeout: float = 30.0  # seconds without progress (connect or read) before giving up

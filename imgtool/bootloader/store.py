@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -40,12 +39,33 @@ class BootloaderStatus(NamedTuple):
     cached: bool
 
 
-@dataclass(frozen=True)
 class BootloaderStore:
-    """imgtool's cache folder and the mirror (an http(s) base URL, a ``file://`` URL or a folder; empty: none)."""
+    """imgtool's cache folder and the mirror (an http(s) base URL, a ``file://`` URL or a folder; empty: none).
 
-    cache_dir: Path = field(default_factory=user_cache_dir)
-    mirror: str = ""
+    A plain class, not a dataclass: nothing to build at import. With no ``cache_dir`` the platform's user
+    cache is looked up only when the cache is used, so a pack given its own bootloader never asks.
+    """
+
+    __slots__ = ("_cache_dir", "mirror")
+
+    def __init__(self, cache_dir: Path | None = None, mirror: str = ""):
+        self._cache_dir = cache_dir
+        self.mirror = mirror
+
+    def __repr__(self) -> str:
+        return f"BootloaderStore(cache_dir={self._cache_dir!r}, mirror={self.mirror!r})"
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, BootloaderStore):
+            return NotImplemented
+        return (self._cache_dir, self.mirror) == (other._cache_dir, other.mirror)
+
+    def __hash__(self) -> int:
+        return hash((self._cache_dir, self.mirror))
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._cache_dir if self._cache_dir is not None else user_cache_dir()
 
     def path(self, entry: ManifestEntry) -> Path:
         """Where ``entry`` is (or would be) cached."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 
 from imgtool.atomic import read_input
@@ -91,7 +90,7 @@ def load_preset(
 def _merged(options: TableOptions | None, *, flash_size: int | str | None, **given) -> TableOptions:
     """``options`` with the keyword arguments that were given (not None) in place of its fields."""
     given["flash_size"] = _flash_bytes(flash_size)
-    return replace(options or TableOptions(), **{k: v for k, v in given.items() if v is not None})
+    return (options or TableOptions())._replace(**{k: v for k, v in given.items() if v is not None})
 
 
 def decode_text(data: bytes) -> str:
