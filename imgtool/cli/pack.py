@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import click
 
+from imgtool.atomic import read_input
+from imgtool.bootloader.pins import DEFAULT_SET
+from imgtool.chips.security import DEFAULT_FLASH_CRYPT_CONF
+from imgtool.chips.table import DEFAULT_FLASH_MODE, get_chip
 from imgtool.cli.connection import connection_options
+from imgtool.cli.context import pack_environment, quiet_downloads, recover_pack_folder, working_folder
 from imgtool.cli.options import (
     chip_option,
     flash_freq_option,
@@ -20,6 +26,21 @@ from imgtool.cli.options import (
     parse_offset,
     revision_options,
 )
+from imgtool.elf.reader import ELF_MAGIC
+from imgtool.errors import InputError, UsageError
+from imgtool.flash.pack_folder import clear_ranges, has_encrypted_parts
+from imgtool.output_names import CORE_PARTS, format_file_name
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
+
+# Not at the top (imgtool --help and flash load this module): imgtool.pack.job (~30 ms, the pipeline),
+# imgtool.inspect.verify, imgtool.security (cryptography), imgtool.partitions.data_images (~4 ms) and the
+# archive and format modules (~2.5 ms); imgtool.cli.device imports this module (through imgtool.cli.flash),
+# so it is imported where it is used.
+
+#: The table offset as the options' help and default spell it.
+TABLE_OFFSET_TEXT = f"0x{DEFAULT_TABLE_OFFSET:x}"
+#: ``--flash-crypt-conf``'s default as its help spells it.
+FLASH_CRYPT_CONF_TEXT = f"0x{DEFAULT_FLASH_CRYPT_CONF:x}"
 
 
 def _parse_data(ctx, param, value):
@@ -35,15 +56,15 @@ def _parse_data(ctx, param, value):
 #: The options `pack` and `flash ELF` share, in the order `-h` lists them (each sets a field of imgtool.pack.options.PackOptions).
 PACK_OPTIONS = (
     flash_size_option,
-    flash_mode_option("SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does."),
+    flash_mode_option(f"SPI flash mode [default: {DEFAULT_FLASH_MODE}]; qio and qout are written as dio, as ESP-IDF does."),
     flash_freq_option,
     revision_options,
     click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash]."),
-    click.option("--partition-table-offset", callback=parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000]."),
+    click.option("--partition-table-offset", callback=parse_offset, metavar="OFFSET", help=f"Where the partition table goes [default: {TABLE_OFFSET_TEXT}]."),
     click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one."),
     click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list']."),
     click.option("--bootloader-set", metavar="SET",
-                 help="Pinned bootloader set: idf5.5 (espflash v4.5.0's ESP-IDF v5.5 builds) or idf6.1 (ESP-IDF release/v6.1) [default: idf5.5]."),
+                 help=f"Pinned bootloader set: idf5.5 (espflash v4.5.0's ESP-IDF v5.5 builds) or idf6.1 (ESP-IDF release/v6.1) [default: {DEFAULT_SET}]."),
     click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder."),
     click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0]."),
     click.option("--data", multiple=True, callback=_parse_data, metavar="LABEL=PATH",
@@ -90,7 +111,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
               help="Write the parts pre-encrypted with this flash encryption key (for a device in release mode).")
 @click.option("--flash-crypt-conf", callback=parse_offset, metavar="N",
-              help="ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: 0xf].")
+              help=f"ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: {FLASH_CRYPT_CONF_TEXT}].")
 @click.option("--uf2", is_flag=True, help="Also write NAME.uf2 (= esptool merge-bin --format uf2 @flash_args).")
 @click.option("--hex", "intel_hex", is_flag=True, help="Also write NAME.hex (= esptool merge-bin --format hex @flash_args).")
 @click.option("--archive", is_flag=True,
@@ -102,7 +123,6 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
          bootloader, bootloader_variant, bootloader_set, offline, target_app_partition, data, fill_flash_size, sign_keys,
          sign_bootloader, encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
-    from imgtool.cli.context import pack_environment, quiet_downloads
     from imgtool.pack.job import PackOptions
     from imgtool.pack.job import pack as do_pack  # the command is named pack too
 
@@ -139,11 +159,8 @@ def print_summary(result) -> None:
 
     click drops the bold when standard output is not a terminal.
     """
-    import shlex
-
     from imgtool.flash.archive import ARCHIVE_SUFFIX
     from imgtool.flash.formats import FORMATS
-    from imgtool.output_names import format_file_name
 
     f = result.flash
     from_files = ""
@@ -171,8 +188,6 @@ def print_summary(result) -> None:
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
     )
-    from imgtool.output_names import CORE_PARTS
-
     outdir = str(result.outdir or ".")
     kept = "keeps NVS" if all(p.name in CORE_PARTS for p in result.parts) else "keeps other data partitions"
     click.echo(f"flash with ({kept}; --merged writes the merged image):")
@@ -196,8 +211,6 @@ def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tup
 
 def _shown_path(file: str) -> str:
     """A project file as the user would type it: relative to the working folder when below it."""
-    from imgtool.cli.context import working_folder
-
     try:
         return os.fspath(Path(file).resolve().relative_to(working_folder().resolve()))
     except ValueError:
@@ -215,12 +228,12 @@ def _setting_name(setting: str) -> str:
 @connection_options
 @click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
 @chip_option()
-@click.option("--partition-table-offset", callback=parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
+@click.option("--partition-table-offset", callback=parse_offset, default=TABLE_OFFSET_TEXT, show_default=True, metavar="OFFSET")
 @click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
               help="Require an app signature made with this key (PEM, public or private; repeatable).")
 @click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
               help="Decrypt a pre-encrypted merged image (pack --encrypt-key) with this key before checking it.")
-@click.option("--flash-crypt-conf", callback=parse_offset, metavar="N", help="ESP32 only: FLASH_CRYPT_CONFIG [default: 0xf].")
+@click.option("--flash-crypt-conf", callback=parse_offset, metavar="N", help=f"ESP32 only: FLASH_CRYPT_CONFIG [default: {FLASH_CRYPT_CONF_TEXT}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
 def verify(target, port, baud, before, after, no_stub, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):
@@ -229,9 +242,8 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     Without TARGET, reads the connected device back (--port and the other connection options, as
     'imgtool flash' takes them) and checks what is really in its flash.
     """
-    from imgtool.cli.context import recover_pack_folder
     from imgtool.inspect.verify import verify as do_verify
-    from imgtool.security.signing import load_trusted_keys
+    from imgtool.security.keys import load_trusted_keys
 
     if target is not None:
         recover_pack_folder(target)
@@ -261,9 +273,6 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
 
 def _refuse_elf(target: Path) -> None:
     """An ELF is what ``pack`` reads, not what the chip boots: say so, with the two steps that check it."""
-    from imgtool.elf.reader import ELF_MAGIC
-    from imgtool.errors import InputError
-
     if target.is_file():
         with open(target, "rb") as f:
             head = f.read(len(ELF_MAGIC))
@@ -276,17 +285,11 @@ def _refuse_elf(target: Path) -> None:
 
 
 def _has_encrypted_parts(target: Path) -> bool:
-    from imgtool.flash.pack_folder import has_encrypted_parts
-
     return target.is_dir() and has_encrypted_parts(target)
 
 
 def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_offset: int):
     """The merged image in clear (the chip's view of its flash), and the chip it is for."""
-    from imgtool.atomic import read_input
-    from imgtool.chips.table import get_chip
-    from imgtool.errors import UsageError
-    from imgtool.flash.pack_folder import clear_ranges
     from imgtool.inspect.verify import resolve_input
     from imgtool.security.encryption import AES_BLOCK, decrypt_written, keep_plain_partitions, load_flash_key
 

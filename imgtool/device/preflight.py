@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imgtool.chips.table import get_chip, revision_name, revision_span
+from imgtool.chips.table import get_chip, revision_name, revision_range
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.flash.pack_folder import PackFolder
 from imgtool.output_names import PARTITIONS_BIN_FILE
@@ -62,7 +62,7 @@ def revision_problems(pack: PackFolder, device: DeviceInfo, bootloader_fix: str 
     if not low <= device.revision <= high:
         problems.append(
             f"the connected {device.chip} is revision {revision_name(device.revision)} but the app runs on "
-            f"{revision_span(low, high, joiner=' to ')}; pack the ELF again with --min-rev/--max-rev including "
+            f"{revision_range(low, high, ' to ', later=True)}; pack the ELF again with --min-rev/--max-rev including "
             f"{revision_name(device.revision)} (if the firmware supports it)"
         )
     boot_low = pack.bootloader_revisions[0]

@@ -21,7 +21,7 @@ from imgtool.chips.table import (
     FLASH_SIZES,
     Chip,
     Region,
-    check_revision,
+    check_revision_number,
     flash_size_bytes,
     normalize_flash_mode,
     normalize_flash_size,
@@ -95,8 +95,8 @@ def build_app_image(
     """
     warnings: list[str] = []
     mode, size = flash_defaults(flash_mode, flash_size)
-    check_revision(min_rev_full, "--min-rev")
-    check_revision(max_rev_full, "--max-rev")
+    check_revision_number(min_rev_full, "--min-rev")
+    check_revision_number(max_rev_full, "--max-rev")
     elf = read_elf(elf_path)
     target = resolve_chip(elf, chip, warnings)
     freq = flash_freq or target.default_flash_freq

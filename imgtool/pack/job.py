@@ -22,14 +22,14 @@ from imgtool.bootloader.pins import Manifest, get_set, load_manifest, pinned_ent
 from imgtool.bootloader.place import load_user_bootloader, place_bootloader
 from imgtool.bootloader.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
 from imgtool.bootloader.store import BootloaderStore
-from imgtool.chips.table import boot_flash_mode, flash_size_bytes, revision_name
+from imgtool.chips.table import boot_flash_mode, flash_size_bytes, revision_name, revision_range
 from imgtool.errors import InputError, LayoutError, UsageError
 from imgtool.flash.archive import archive_name, archive_timestamp, release_archive
 from imgtool.flash.formats import FORMATS
 from imgtool.flash.layout import FlashLayout, FlashSettings, check_table_offset, plan_layout
 from imgtool.flash.outputs import render_files
 from imgtool.flash.pack_folder import parse_sha256sums
-from imgtool.image.boot_rules import BootContext, check_app, revision_range_text, revisions_allowed
+from imgtool.image.boot_rules import BootContext, check_app, revisions_allowed
 from imgtool.image.build import AppImage, build_app_image, flash_defaults
 from imgtool.image.format import parse_image
 from imgtool.image.loader_generations import LoaderBuild, loader_build, loader_build_of
@@ -269,7 +269,7 @@ def _write(out: Path, files, layout: FlashLayout, data_images, elf: Path, settin
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(elf.stem, fmt) for fmt in FORMATS), archive_file) if f not in files)
     owned = None if options.force else lambda folder: _earlier_pack_files(folder, archive_file)
-    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, owned=owned, cache_dir=store.cache_dir)
+    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, owned=owned)
 
 
 def _result(layout, files, out: Path, elf: Path, settings: PackSettings, options: PackOptions, keys, flash_key, notes,
@@ -309,7 +309,7 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
     for finding in findings:
         if finding.fatal:
             raise LayoutError(
-                f"the {app.chip.name} bootloader for {revision_range_text(*revs)} would not start this app "
+                f"the {app.chip.name} bootloader for {revision_range(*revisions_allowed(*revs))} would not start this app "
                 f"({generation.name} loader rules): {finding}",
                 path=app.elf.path,
             )
@@ -338,7 +338,7 @@ def _signing_keys(paths, chip: str, min_rev_full: int, warnings: list[str]) -> l
     if not paths:
         return []
     # lazy: ~6.5 ms to import, a plain pack skips it
-    from imgtool.security.signing import check_chip_schemes, load_key, revision_warning
+    from imgtool.security.keys import check_chip_schemes, load_key, revision_warning
 
     keys = [load_key(p) for p in paths]
     warnings.extend(check_chip_schemes(chip, keys))
@@ -360,7 +360,9 @@ def _flash_key(path, chip: str, flash_crypt_conf: int | None):
 
 def _signed_app(app, keys) -> bytes:
     """The app secure-padded (ending on an MMU page) and followed by its signature sector."""
-    from imgtool.security.signing import secure_pad, sign_contents  # lazy: ~6.5 ms to import, a plain pack skips it
+    # lazy: ~6.5 ms to import, a plain pack skips it
+    from imgtool.security.secure_pad import secure_pad
+    from imgtool.security.signing import sign_contents
 
     return sign_contents(secure_pad(app.image, app.mmu_page_size).to_bytes(), keys)
 
@@ -377,14 +379,10 @@ def _kept_signed_bootloader(raw: bytes, path, keys, chip: str, warnings: list[st
 
     ``keys`` add their blocks after the ones it has.
     """
-    from imgtool.security.signing import (  # lazy: ~6.5 ms to import, a plain pack skips it
-        check_chip_schemes,
-        existing_blocks,
-        sign,
-        signature_block,
-        signature_offset,
-        signature_sector,
-    )
+    # lazy: ~6.5 ms to import, a plain pack skips it
+    from imgtool.security.keys import check_chip_schemes
+    from imgtool.security.signature_block import signature_offset, signature_sector
+    from imgtool.security.signing import existing_blocks, sign, signature_block
 
     length = parse_image(raw, path, what="bootloader").length
     blocks = existing_blocks(raw, length)

@@ -18,13 +18,12 @@ import pytest
 from conftest import BAUD, CORPUS, ESPTOOL, ESPTOOL_TIMEOUT, corpus_path, flash_holds, make_bootloader, run_cli
 from elfbuild import Sym, app_descriptor, build_elf, esp_app_elf, esp_app_sections
 
+from imgtool.chips.security import ECDSA192, RSA3072
 from imgtool.chips.table import CHIPS, KiB, Region
 from imgtool.elf.chip_detect import detect_chip, resolve_chip
 from imgtool.elf.reader import read_elf
 from imgtool.inspect.verify import verify
 from imgtool.pack.job import PackOptions, pack
-from imgtool.security.encryption import FLASH_ENCRYPTION
-from imgtool.security.signing import ECDSA192, RSA3072, SECURE_BOOT_V2
 
 NEW_CHIPS = ("esp32s31", "esp32h4", "esp32h21")
 REFERENCE = CORPUS.parent / "reference" / "esp-idf-v6.1"
@@ -84,7 +83,7 @@ def test_new_chip_caps_match_esp_idf_soc_caps_h(name):
     assert (len(chip.mmu_page_sizes) > 1) == bool(caps.get("SOC_MMU_PAGE_SIZE_CONFIGURABLE"))
     assert chip.unified_flash_map == bool(caps.get("SOC_MMU_DI_VADDR_SHARED"))
     assert (chip.boot.max_flash_span == 1 << 32) == bool(caps.get("SOC_SPI_MEM_SUPPORT_CACHE_32BIT_ADDR_MAP"))
-    secure = SECURE_BOOT_V2.get(name)
+    secure = chip.secure_boot
     if not caps.get("SOC_SECURE_BOOT_SUPPORTED"):
         assert secure is None
     else:
@@ -92,7 +91,7 @@ def test_new_chip_caps_match_esp_idf_soc_caps_h(name):
         assert (ECDSA192 in secure.schemes) == bool(caps["SOC_SECURE_BOOT_V2_ECC"])
         assert secure.key_slots == caps["SOC_EFUSE_SECURE_BOOT_KEY_DIGESTS"]
     lengths = {32} | ({64} if caps.get("SOC_FLASH_ENCRYPTION_XTS_AES_256") else set())
-    assert FLASH_ENCRYPTION[name].xts and set(FLASH_ENCRYPTION[name].key_lengths) == lengths
+    assert chip.flash_encryption.xts and set(chip.flash_encryption.key_lengths) == lengths
 
 
 def test_s31_flash_mmu_page_sizes_are_the_flash_mmus():
