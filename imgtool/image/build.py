@@ -9,8 +9,8 @@ Which chip an ELF is for is :mod:`imgtool.elf.chip_detect`'s job; revision strin
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from imgtool.chips.table import (
     ANY_REVISION_MAX,
@@ -45,8 +45,9 @@ from imgtool.image.segments import classify, layout
 from imgtool.image.size_report import SizeReport, size_report
 
 
-@dataclass
-class AppImage:
+class AppImage(NamedTuple):
+    """A built app image with what it was built from and what was found on the way."""
+
     chip: Chip
     image: EspImage
     data: bytes
@@ -54,7 +55,7 @@ class AppImage:
     size_report: SizeReport
     app_desc: dict | None
     mmu_page_size: int
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str]
     #: Every loaded section is RAM: built as the ROM loads an image (a second-stage bootloader, a
     #: RAM-only app), without the app descriptor or the second-stage bootloader's rules.
     rom_loaded: bool = False

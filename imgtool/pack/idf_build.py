@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from imgtool.chips.table import normalize_flash_mode, normalize_flash_size
 from imgtool.errors import InputError, UsageError
@@ -38,8 +38,7 @@ _LINE = re.compile(r'^(CONFIG_[A-Z0-9_]+)=(?:"(.*)"|(\S+))\s*$')
 MAX_SDKCONFIG_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class IdfBuild:
+class IdfBuild(NamedTuple):
     """One esp-idf-sys build's outputs and the pack settings its sdkconfig gives."""
 
     folder: Path  # the build script's ``out/`` folder

@@ -12,7 +12,6 @@ in the options (:class:`imgtool.pack.options.PackOptions`).
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -281,9 +280,9 @@ def _result(layout, files, out: Path, elf: Path, settings: PackSettings, options
 
     result = pack_result(layout, files, outdir=out, shown=shown)
     if not keys and flash_key is None:  # probe-rs would write the plain app it builds from the ELF
-        result = replace(result, probe_rs_args=probe_rs_args(layout, _display_path(elf, options.cwd), shown))
-    return replace(result, config_files=settings.files_read, config_settings=settings.from_files,
-                   config_origins=settings.origins, notes=tuple(dict.fromkeys(notes)), bootloader_build=loader.label)
+        result = result._replace(probe_rs_args=probe_rs_args(layout, _display_path(elf, options.cwd), shown))
+    return result._replace(config_files=settings.files_read, config_settings=settings.from_files,
+                          config_origins=settings.origins, notes=tuple(dict.fromkeys(notes)), bootloader_build=loader.label)
 
 
 def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: bool = False,

@@ -8,8 +8,8 @@ names exactly what was written.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 from imgtool.flash.layout import FlashLayout, FlashSettings
@@ -32,8 +32,11 @@ class PartInfo(NamedTuple):
         return {"name": self.name, "offset": self.offset, "offset_hex": f"0x{self.offset:x}", "size": self.size, "file": self.file}
 
 
-@dataclass(frozen=True)
-class PackResult:
+#: A result's mappings default to this: empty and read-only, so results never share a dict one of them could change.
+_EMPTY: MappingProxyType = MappingProxyType({})
+
+
+class PackResult(NamedTuple):
     """Everything ``imgtool pack`` produced, as values."""
 
     chip: str
@@ -51,10 +54,10 @@ class PackResult:
     warnings: tuple[str, ...] = ()
     #: What is worth knowing but needs no action (the summary shows them; ``-q`` drops them).
     notes: tuple[str, ...] = ()
-    sha256: dict = field(default_factory=dict)
+    sha256: dict = _EMPTY
     config_files: tuple[str, ...] = ()  # espflash.toml / Cargo.toml read
     config_settings: tuple[str, ...] = ()  # the settings taken from them (the command line did not set)
-    config_origins: dict = field(default_factory=dict)  # setting -> the file it was taken from
+    config_origins: dict = _EMPTY  # setting -> the file it was taken from
     merged_esptool_args: tuple[str, ...] = ()  # argv after "esptool": the merged image, as flash_merged_args
     #: argv after "probe-rs" flashing the ELF over a debug probe with this pack's bootloader and table
     #: (empty for signed or encrypted packs: probe-rs writes the app it builds from the ELF, plain).
