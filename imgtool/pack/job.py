@@ -2,8 +2,9 @@
 
 :func:`pack` runs the stages in order, each a named call: the settings (:mod:`imgtool.pack.settings`),
 the app, its signing and encryption keys, the partition table and data images, the bootloader (the
-app is judged under it), the flash layout and its files, the write. Nothing is written until every
-stage has succeeded: outputs are rendered in memory and handed to the output-folder transaction
+app is judged under it, from the segments it was built from), the flash layout and its files, the
+write. Nothing is written until every stage has succeeded: outputs are rendered in memory (the
+merged image as its pieces, streamed when written) and handed to the output-folder transaction
 (:func:`imgtool.atomic.write_outputs`), so a failure leaves OUTDIR as it was. ``--uf2``/``--hex`` and
 the ``--archive`` zip join the same transaction. Settings the CLI takes from the environment arrive
 in the options (:class:`imgtool.pack.options.PackOptions`).
