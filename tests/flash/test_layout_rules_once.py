@@ -1,4 +1,5 @@
-"""The seams of the plan → render → report split, and the checks that now live in one place each."""
+"""Each layout rule lives in one place: the planner, ``partitions`` and ``pack`` refuse the same tables and
+offsets with the same words, a chosen partition is not checked again, and the report is made from the plan."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ESP32-S31 end to end, ESP32-H4 and ESP32-H21 as far as public facts go (issue 19).
+"""ESP32-S31 end to end, ESP32-H4 and ESP32-H21 as far as public facts go.
 
 The chip table's new rows are checked against ESP-IDF v6.1's own headers and linker scripts
 (``../shared/reference/esp-idf-v6.1/``); the S31 corpus app packs with the pinned S31 bootloader,
