@@ -212,6 +212,25 @@ def mocks(tmp_path_factory):
             thread.join()
 
 
+class _NoPauseAfterClose:
+    """Stands in for the ``time`` module of pyserial's ``socket://`` handler, whose only use of it is a 0.3 s
+    sleep after every close "in case of quick reconnects": the mock takes a reconnect from its listen backlog
+    once it has seen the close (as the monitor tests' fake devices do), so waiting adds nothing but 0.3 s to
+    every connection a test makes in process."""
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _no_pause_after_socket_close(monkeypatch):
+    """Every ``socket://`` port a test opens in process (the mocks, the monitor's fake devices) closes at once."""
+    from serial.urlhandler import protocol_socket
+
+    monkeypatch.setattr(protocol_socket, "time", _NoPauseAfterClose)
+
+
 @pytest.fixture
 def mock_port(mocks):
     """``start(chip)`` → the ``socket://127.0.0.1:PORT`` URL of that chip's mock, its flash erased (all 0xFF)."""
@@ -247,9 +266,11 @@ def flash_holds(chip: str, url: str, cwd: Path, *pairs: tuple[int, str]) -> None
 
     The check runs esptool in process (an oracle, like :func:`esptool`): the flashing under test
     is done by esptool as a command, and another interpreter start-up would prove nothing more.
+    It leaves the chip as it is afterwards (``--after no-reset``): each connection to the mock starts
+    a fresh ROM session anyway, and the reset pulse would only add its hold time.
     """
     args = [item for offset, file in pairs for item in (hex(offset), cwd / file)]
-    out = esptool("--chip", chip, "--port", url, "--baud", BAUD, "verify-flash", *args).stdout
+    out = esptool("--chip", chip, "--port", url, "--baud", BAUD, "--after", "no-reset", "verify-flash", *args).stdout
     assert out.count("Verification successful") == len(pairs), out
 
 
