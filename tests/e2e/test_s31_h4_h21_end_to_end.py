@@ -187,8 +187,10 @@ def test_h4_and_h21_without_a_bootloader_file_are_refused_in_one_line(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture
-def s31_pack(tmp_path):
+@pytest.fixture(scope="module")
+def s31_pack(tmp_path_factory):
+    """One pack of the S31 corpus app for the module: the tests only read it (flash it, verify it)."""
+    tmp_path = tmp_path_factory.mktemp("s31")
     elf = corpus_path("new-chips", "esp32s31")
     res = pack(elf, tmp_path / "out", bootloader=corpus_path("bootloaders", "esp32s31-bootloader.bin"), project_config=False)
     return elf, res
