@@ -132,8 +132,10 @@ def test_python_dash_m_works():
     import subprocess
     import sys
 
+    import imgtool
+
     done = subprocess.run([sys.executable, "-m", "imgtool", "--version"], capture_output=True, text=True)
-    assert done.returncode == 0 and "imgtool" in done.stdout
+    assert done.returncode == 0 and done.stdout.strip() == f"imgtool, version {imgtool.__version__}"
 
 
 @pytest.mark.parametrize("spelling", ["4MB", "4mb", "4M", "4MiB"])
