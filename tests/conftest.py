@@ -79,7 +79,7 @@ def corpus():
 
 
 #: Examples per property/fuzz test. The default keeps the whole suite fast; a long run by hand:
-#: ``IMGTOOL_FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_fuzz_parsers.py``.
+#: ``IMGTOOL_FUZZ_EXAMPLES=100000 python -m pytest -q tests/hostile/test_fuzz_parsers.py``.
 FUZZ_EXAMPLES = int(os.environ.get("IMGTOOL_FUZZ_EXAMPLES", "60"))
 #: One hypothesis profile for every property test (no per-test example counts). No deadline: the
 #: machine is shared, so wall-clock limits per example would flake; slow inputs are bounded in

@@ -126,10 +126,11 @@ def test_imgtool_flash_reports_esptool_failure_in_one_line(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = imgtool("flash", out, "--port", f"socket://127.0.0.1:{port}")
-    assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("imgtool: error:")
+    url = f"socket://127.0.0.1:{port}"
+    proc = imgtool("flash", out, "--port", url)
+    assert proc.returncode == 1 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()  # esptool's failure, named with the port, and nothing else
+    assert line.startswith(f"imgtool: error: {url}: esptool: Could not open {url}"), line  # the rest is esptool's
 
 
 def imgtool(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
