@@ -148,7 +148,12 @@ def test_check_with_a_moved_table(ota_csv):
 def test_check_with_a_chip_places_the_bootloader(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("bootloader, bootloader, primary, N/A, N/A,\nfactory, app, factory, , 1M,\n")
-    assert run("check", str(path), "--flash-size", "4MB").exit_code != 0
+    without = run("check", str(path), "--flash-size", "4MB")
+    assert without.exit_code == 1
+    assert without.output.strip().splitlines() == [
+        f"imgtool: error: {path}:1: a bootloader entry needs the primary bootloader offset; "
+        "pass --chip or --primary-bootloader-offset"
+    ]
     result = run("show", str(path), "--chip", "esp32", "--json")
     assert result.exit_code == 0, result.output
     bootloader = json.loads(result.output)["partitions"][0]
