@@ -17,7 +17,8 @@ FLASH_MERGED_ARGS_FILE = "flash_merged_args"
 #: Written by imgtool 0.1 (the parts, when flash_args held the merged image); a re-pack removes it.
 LEGACY_FILES = ("flash_parts_args",)
 FLASHER_ARGS_JSON_FILE = "flasher_args.json"
-MANIFEST_FILE = "manifest.json"
+#: The esp-web-tools manifest of one pack (``imgtool manifest`` writes a release's under the same name).
+WEB_MANIFEST_FILE = "manifest.json"
 SHA256SUMS_FILE = "SHA256SUMS"
 FIXED_FILES = (
     BOOTLOADER_FILE,
@@ -27,7 +28,7 @@ FIXED_FILES = (
     FLASH_ARGS_FILE,
     FLASH_MERGED_ARGS_FILE,
     FLASHER_ARGS_JSON_FILE,
-    MANIFEST_FILE,
+    WEB_MANIFEST_FILE,
     SHA256SUMS_FILE,
 )
 
@@ -94,13 +95,13 @@ __all__ = [
     "FLASH_ARGS_FILE",
     "FLASH_MERGED_ARGS_FILE",
     "LEGACY_FILES",
-    "MANIFEST_FILE",
     "MERGED_SUFFIX",
     "OTADATA_FILE",
     "PARTITIONS_BIN_FILE",
     "PARTITIONS_CSV_FILE",
     "SHA256SUMS_FILE",
     "UNVERSIONED",
+    "WEB_MANIFEST_FILE",
     "app_file_name",
     "check_output_name",
     "unusable_name",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from imgtool.bootloader.pins import Manifest, load_manifest
 from imgtool.bootloader.place import runs_app
 from imgtool.bootloader.store import BootloaderStore
-from imgtool.chips.table import ANY_REVISION_MAX, revision_span
+from imgtool.chips.table import ANY_REVISION_MAX, revision_range
 from imgtool.image.format import parse_image
 
 if TYPE_CHECKING:
@@ -55,8 +55,8 @@ def bootloader_for_app(
         if runs_app(image, app_min_rev_full, app_max_rev_full):
             return other, (
                 f"using the {entry.chip} bootloader variant {entry.variant} "
-                f"(revisions {revision_span(image.min_chip_rev_full, image.max_chip_rev_full)}): the app allows "
-                f"revisions {revision_span(app_min_rev_full, app_max_rev_full)}, which the default "
+                f"(revisions {revision_range(image.min_chip_rev_full, image.max_chip_rev_full, '-', later=True)}): the app allows "
+                f"revisions {revision_range(app_min_rev_full, app_max_rev_full, '-', later=True)}, which the default "
                 f"{default.variant} does not run on"
             )
     return data, None

@@ -23,7 +23,7 @@ from imgtool.chips.table import get_chip
 from imgtool.errors import BootloaderError, UsageError
 
 MANIFEST_PACKAGE = "imgtool.bootloader_manifest"
-MANIFEST_FILE = "manifest.json"
+PIN_MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = 1
 _HEX = frozenset("0123456789abcdef")
 #: Variants named for a crystal frequency (esp32 and esp32c2: ``26mhz``, ``40mhz``).
@@ -41,7 +41,7 @@ class BootloaderSet(NamedTuple):
 
 
 BOOTLOADER_SETS = (
-    BootloaderSet("idf5.5", MANIFEST_FILE, ""),  # espflash v4.5.0's ESP-IDF v5.5 builds (released)
+    BootloaderSet("idf5.5", PIN_MANIFEST_FILE, ""),  # espflash v4.5.0's ESP-IDF v5.5 builds (released)
     BootloaderSet("idf6.1", "manifest-idf6.1.json", "-idf6.1"),  # espflash main's ESP-IDF release/v6.1 builds
 )
 DEFAULT_SET = BOOTLOADER_SETS[0].name

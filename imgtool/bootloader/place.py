@@ -19,7 +19,7 @@ from imgtool.chips.table import (
     get_chip,
     normalize_flash_mode,
     normalize_flash_size,
-    revision_span,
+    revision_range,
 )
 from imgtool.errors import BootloaderError
 from imgtool.image.format import (
@@ -86,7 +86,7 @@ def place_bootloader(
 
         lo, hi = revisions_allowed(app_min_rev_full, app_max_rev_full)
         finding = disjoint_revisions(lo, hi, (image.min_chip_rev_full, image.max_chip_rev_full))
-        built_for = revision_span(image.min_chip_rev_full, image.max_chip_rev_full)
+        built_for = revision_range(image.min_chip_rev_full, image.max_chip_rev_full, "-", later=True)
         why = str(finding) if finding else f"the bootloader is built for {chip.name} revisions {built_for}"
         raise BootloaderError(
             f"{why}; pick a bootloader variant for the app's revisions ('imgtool bootloader list', then pack "

@@ -1,7 +1,8 @@
 """Every chip fact imgtool needs, as one declarative table.
 
 Numbers come from Espressif's public documentation and esptool's target
-definitions. Code looks facts up here; nothing else branches on chip names.
+definitions. Code looks facts up here; nothing else branches on chip names. What each chip's
+security hardware checks is declared in ``chips.security`` and given per chip here.
 Beside the table: the flash facts every chip shares (sector size, erased byte,
 largest flash) and the user's spellings of flash sizes, modes and chip
 revisions (``v3.1`` ⇄ 301), read and written in one place.
@@ -12,6 +13,18 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
+from imgtool.chips.security import (
+    ECDSA_ONLY,
+    ESP32_AES,
+    RSA_AND_ECDSA,
+    RSA_AND_ECDSA_384,
+    RSA_ONLY,
+    XTS_128,
+    XTS_128_256,
+    XTS_128_DERIVED,
+    FlashEncryption,
+    SecureBoot,
+)
 from imgtool.errors import UsageError
 
 EM_XTENSA = 94
@@ -66,13 +79,18 @@ def revision_name(full: int) -> str:
     return f"v{full // 100}.{full % 100}"
 
 
-def revision_span(low: int, high: int, joiner: str = "-") -> str:
-    """``v3.0 and later`` or ``v1.0-v1.99`` (``joiner`` between the ends): a revision range in a message."""
-    return f"{revision_name(low)} and later" if high == ANY_REVISION_MAX else f"{revision_name(low)}{joiner}{revision_name(high)}"
+def revision_range(low: int, high: int | None, joiner: str = "–", *, later: bool = False) -> str:
+    """A chip-revision range in a message: ``v1.0–v1.99`` (``joiner`` between the ends).
+
+    An open range (``high`` None or ANY_REVISION_MAX) reads ``v3.0–any``, or ``v3.0 and later`` with ``later``.
+    """
+    if high is None or high == ANY_REVISION_MAX:
+        return f"{revision_name(low)} and later" if later else f"{revision_name(low)}{joiner}any"
+    return f"{revision_name(low)}{joiner}{revision_name(high)}"
 
 
-def check_revision(value: int | None, name: str) -> None:
-    """Refuse a major*100+minor revision outside 0..ANY_REVISION_MAX, naming the option ``name``."""
+def check_revision_number(value: int | None, name: str) -> None:
+    """Refuse a major*100+minor revision the image header cannot hold (outside 0..ANY_REVISION_MAX), naming the option ``name``."""
     if value is not None and not 0 <= value <= ANY_REVISION_MAX:
         raise UsageError(f"{name} must be between 0 and {ANY_REVISION_MAX} (major*100+minor), got {value}", field=name)
 
@@ -80,7 +98,7 @@ def check_revision(value: int | None, name: str) -> None:
 def parse_revision(text: str | int | None, name: str) -> int | None:
     """``v3.1`` or ``3.1`` → 301; a plain integer is already major*100+minor (esptool's --min-rev-full)."""
     if text is None or isinstance(text, int):
-        check_revision(text, name)
+        check_revision_number(text, name)
         return text
     raw = text.strip().lower().removeprefix("v")
     try:
@@ -93,7 +111,7 @@ def parse_revision(text: str | int | None, name: str) -> int | None:
             value = int(raw, 0)
     except ValueError:
         raise UsageError(f"{name} '{text}' is not a chip revision like v3.1 or 301", field=name) from None
-    check_revision(value, name)
+    check_revision_number(value, name)
     return value
 
 
@@ -236,12 +254,13 @@ class BootFacts(NamedTuple):
     drom: Span
     #: ``should_map``: SOC_IROM_LOW..HIGH.
     irom: Span
-    #: ``verify_load_addresses``: where the bootloader copies RAM segments (SOC_DRAM, SOC_IRAM,
-    #: RTC fast I/D, RTC slow, TCM where the chip has them).
-    load: tuple[MemoryRange, ...]
-    diram: Diram
     #: One entry per bootloader memory layout, oldest chip revision first.
     bootloader_ram: tuple[BootloaderRam, ...]
+    #: ``verify_load_addresses``: where the bootloader copies RAM segments (SOC_DRAM, SOC_IRAM,
+    #: RTC fast I/D, RTC slow, TCM where the chip has them). Derived from ``Chip.memory`` (:func:`_load_ranges`).
+    load: tuple[MemoryRange, ...] = ()
+    #: Given for chips with separate instruction and data RAM; on the others the one SRAM range (:func:`_with_ram_views`).
+    diram: Diram | None = None
     #: ``unpack_load_app``: more flash-mapped ranges counted with text and rodata (SOC_EXTRAM on ESP32-P4).
     extra_mapped: tuple[Span, ...] = ()
     #: ``ESP_IMAGE_MAX_FLASH_ADDR_SIZE``: largest partition and segment the loader accepts.
@@ -251,8 +270,8 @@ class BootFacts(NamedTuple):
     ram_by_generation: tuple[tuple[str, tuple[BootloaderRam, ...]], ...] = ()
     #: ``process_segment_data``: the loader checks segment 0's eFuse-block revision fields (every chip but ESP32).
     efuse_blk_check: bool = True
-    #: The MMU windows of the flash (and PSRAM) buses, from ext_mem_defs.h and ``mmu_ll_get_entry_id``;
-    #: empty means one window per bus with entries of its own (see :meth:`mmu_windows`).
+    #: The MMU windows of the flash (and PSRAM) buses, from ext_mem_defs.h and ``mmu_ll_get_entry_id``
+    #: (every chip row gives them).
     mmu: tuple[MmuWindow, ...] = ()
     #: ``set_cache_and_start_app`` also maps the DROM window's last entry (MMU_LL_END_DROM_ENTRY_ID) to the
     #: first rodata page, for the app to find its partition; ESP32's ``cache_flash_mmu_set`` branch does not.
@@ -262,16 +281,8 @@ class BootFacts(NamedTuple):
         return self.drom.contains(addr) or self.irom.contains(addr) or any(s.contains(addr) for s in self.extra_mapped)
 
     def mmu_windows(self) -> tuple[MmuWindow, ...]:
-        """``mmu``, or for a chip without MMU facts one window per flash bus, sharing no entries."""
-        if self.mmu:
-            return self.mmu
-        if self.drom == self.irom:
-            return (MmuWindow(self.irom, self.irom.start, 0, (self.irom.end - self.irom.start) // DEFAULT_MMU_PAGE_SIZE),)
-        drom_entries = (self.drom.end - self.drom.start) // DEFAULT_MMU_PAGE_SIZE
-        return (
-            MmuWindow(self.drom, self.drom.start, 0, drom_entries),
-            MmuWindow(self.irom, self.irom.start, drom_entries, (self.irom.end - self.irom.start) // DEFAULT_MMU_PAGE_SIZE),
-        )
+        """The MMU windows of the flash (and PSRAM) buses: which bus shares entries with which is data here."""
+        return self.mmu
 
     def mmu_window(self, vaddr: int) -> MmuWindow | None:
         return next((w for w in self.mmu_windows() if w.span.contains(vaddr)), None)
@@ -324,6 +335,9 @@ class Chip(NamedTuple):
     #: ``verify_load_addresses`` refuses app segments there. ESP32: the PRO and APP CPU cache banks
     #: (SOC_CACHE_PRO_LOW..SOC_CACHE_APP_HIGH in soc.h), where the bootloader keeps its loader code.
     rom_only_ram: tuple[MemoryRange, ...] = ()
+    #: Secure Boot V2 as the ROM and bootloader verify it; None where the chip has none.
+    secure_boot: SecureBoot | None = None
+    flash_encryption: FlashEncryption = XTS_128
 
     @property
     def arch(self) -> str:
@@ -371,9 +385,32 @@ def _s(start: int, end: int) -> Span:
     return Span(start, end)
 
 
-def _shared_ram(start: int, end: int, *rtc: MemoryRange) -> tuple[MemoryRange, ...]:
-    """Load ranges of a chip whose SOC_DRAM and SOC_IRAM are the same addresses."""
-    return (_m(Region.DRAM, start, end), _m(Region.IRAM, start, end), *rtc)
+#: The order of ``BootFacts.load``: SOC_DRAM, SOC_IRAM, RTC fast I/D, RTC slow, TCM.
+_LOAD_ORDER = (Region.DRAM, Region.IRAM, Region.RTC_IRAM, Region.RTC_DRAM, Region.RTC_DATA, Region.TCM)
+
+
+def _load_ranges(memory: tuple[MemoryRange, ...]) -> tuple[MemoryRange, ...]:
+    """The RAM the bootloader copies segments into, from the one spelling of each range in ``memory``.
+
+    SRAM is both SOC_DRAM and SOC_IRAM (the same addresses); RTC fast memory given only as RTC_IRAM is
+    also SOC_RTC_DRAM (one block reached at the same addresses), as on every chip newer than ESP32-S2.
+    """
+    by_region = {region: [r for r in memory if r.region is region] for region in _LOAD_ORDER}
+    for sram in (r for r in memory if r.region is Region.SRAM):
+        by_region[Region.DRAM].append(sram._replace(region=Region.DRAM))
+        by_region[Region.IRAM].append(sram._replace(region=Region.IRAM))
+    if not by_region[Region.RTC_DRAM]:
+        by_region[Region.RTC_DRAM] = [r._replace(region=Region.RTC_DRAM) for r in by_region[Region.RTC_IRAM]]
+    return tuple(r for region in _LOAD_ORDER for r in by_region[region])
+
+
+def _with_ram_views(chip: Chip) -> Chip:
+    """``chip`` with the bootloader's views of its RAM (load ranges, DIRAM) derived from ``memory``."""
+    diram = chip.boot.diram
+    if diram is None:
+        sram = next(Span(r.start, r.end) for r in chip.memory if r.region is Region.SRAM)
+        diram = Diram(sram, sram)
+    return chip._replace(boot=chip.boot._replace(load=_load_ranges(chip.memory), diram=diram))
 
 
 _CLASSIC_FREQS = {"80m": 0xF, "40m": 0x0, "26m": 0x1, "20m": 0x2}
@@ -385,8 +422,6 @@ _CONFIGURABLE_PAGES = (8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB)
 _BUS_42 = _s(0x4200_0000, 0x4400_0000)
 #: SOC_IROM_HIGH = SOC_IROM_LOW + (SOC_MMU_PAGE_SIZE << 8), with the pinned builds' 64 KiB page.
 _BUS_42_256_PAGES = _s(0x4200_0000, 0x4300_0000)
-_LP_16K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_4000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_4000))
-_LP_4K = (_m(Region.RTC_IRAM, 0x5000_0000, 0x5000_1000), _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_1000))
 
 
 def _bus(start: int, end: int, entries: int, first_entry: int = 0, base: int | None = None) -> MmuWindow:
@@ -408,7 +443,7 @@ def _psram_mmu(start: int, end: int, entries: int) -> MmuWindow:
 _ENTRIES_PER_4M_BUS = 64
 
 CHIPS: dict[str, Chip] = {
-    c.name: c
+    c.name: _with_ram_views(c)
     for c in (
         Chip(
             name="esp32",
@@ -429,13 +464,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3F40_0000, 0x3F80_0000),
                 irom=_s(0x400D_0000, 0x4040_0000),
-                load=(
-                    _m(Region.DRAM, 0x3FFA_E000, 0x4000_0000),
-                    _m(Region.IRAM, 0x4008_0000, 0x400A_A000),
-                    _m(Region.RTC_IRAM, 0x400C_0000, 0x400C_2000),
-                    _m(Region.RTC_DRAM, 0x3FF8_0000, 0x3FF8_2000),
-                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
-                ),
                 diram=Diram(_s(0x400A_0000, 0x400C_0000), _s(0x3FFE_0000, 0x4000_0000), inverted=True),
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFF_0000, 0x3FFF_6000), _s(0x4007_8000, 0x4008_0000), 0x3FFE_3F20),),
                 efuse_blk_check=False,
@@ -451,6 +479,8 @@ CHIPS: dict[str, Chip] = {
             flash_tail_min=LEGACY_FLASH_TAIL_MIN,
             esp_web_tools_family="ESP32",
             uf2_family_id=0x1C5F21B0,
+            secure_boot=SecureBoot(RSA_ONLY, 1, min_rev=300),
+            flash_encryption=ESP32_AES,
             crystals_mhz=(26, 40),
             rom_only_ram=(_m(Region.CACHE_RAM, 0x4007_0000, 0x4008_0000),),
         ),
@@ -473,13 +503,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3F00_0000, 0x3FF8_0000),
                 irom=_s(0x4008_0000, 0x4080_0000),
-                load=(
-                    _m(Region.DRAM, 0x3FFB_0000, 0x4000_0000),
-                    _m(Region.IRAM, 0x4002_0000, 0x4007_0000),
-                    _m(Region.RTC_IRAM, 0x4007_0000, 0x4007_2000),
-                    _m(Region.RTC_DRAM, 0x3FF9_E000, 0x3FFA_0000),
-                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
-                ),
                 diram=Diram(_s(0x4002_0000, 0x4007_0000), _s(0x3FFB_0000, 0x4000_0000)),
                 bootloader_ram=(BootloaderRam(0, _s(0x3FFE_5000, 0x3FFE_AB00), _s(0x4004_E000, 0x4005_5000), 0x3FFF_E70C),),
                 # ext_mem_defs.h: PRO_CACHE_{IBUS0,IBUS1,IBUS2,DBUS0,DBUS1,DBUS2}_MMU_START / 4.
@@ -494,6 +517,8 @@ CHIPS: dict[str, Chip] = {
             ),
             esp_web_tools_family="ESP32-S2",
             uf2_family_id=0xBFDD4EEE,
+            secure_boot=SecureBoot(RSA_ONLY, 3),
+            flash_encryption=XTS_128_256,
         ),
         Chip(
             name="esp32s3",
@@ -513,13 +538,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3C00_0000, 0x3E00_0000),
                 irom=_BUS_42,
-                load=(
-                    _m(Region.DRAM, 0x3FC8_8000, 0x3FD0_0000),
-                    _m(Region.IRAM, 0x4037_0000, 0x403E_0000),
-                    _m(Region.RTC_IRAM, 0x600F_E000, 0x6010_0000),
-                    _m(Region.RTC_DRAM, 0x600F_E000, 0x6010_0000),
-                    _m(Region.RTC_DATA, 0x5000_0000, 0x5000_2000),
-                ),
                 diram=Diram(_s(0x4037_8000, 0x403E_0000), _s(0x3FC8_8000, 0x3FCF_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCE_9700, 0x3FCE_B710, iram_dram_offset=0x6F_0000),),
                 max_flash_span=1 << 32,
@@ -527,6 +545,8 @@ CHIPS: dict[str, Chip] = {
             ),
             esp_web_tools_family="ESP32-S3",
             uf2_family_id=0xC47E5767,
+            secure_boot=SecureBoot(RSA_ONLY, 3),
+            flash_encryption=XTS_128_256,
         ),
         Chip(
             name="esp32c2",
@@ -544,7 +564,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3C00_0000, 0x3C40_0000),
                 irom=_s(0x4200_0000, 0x4240_0000),
-                load=(_m(Region.DRAM, 0x3FCA_0000, 0x3FCE_0000), _m(Region.IRAM, 0x4037_C000, 0x403C_0000)),
                 diram=Diram(_s(0x4038_0000, 0x403C_0000), _s(0x3FCA_0000, 0x3FCE_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCD_CB70, 0x3FCD_EB70, iram_dram_offset=0x6E_0000),),
                 mmu=_shared_entries(_s(0x3C00_0000, 0x3C40_0000), _s(0x4200_0000, 0x4240_0000), 64),
@@ -552,6 +571,8 @@ CHIPS: dict[str, Chip] = {
             mmu_page_sizes=(16 * KiB, 32 * KiB, 64 * KiB),
             esp_web_tools_family="ESP32-C2",
             uf2_family_id=0x2B88D29C,
+            secure_boot=SecureBoot(ECDSA_ONLY, 1),
+            flash_encryption=XTS_128_DERIVED,
             crystals_mhz=(26, 40),
         ),
         Chip(
@@ -571,18 +592,14 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x3C00_0000, 0x3C80_0000),
                 irom=_s(0x4200_0000, 0x4280_0000),
-                load=(
-                    _m(Region.DRAM, 0x3FC8_0000, 0x3FCE_0000),
-                    _m(Region.IRAM, 0x4037_C000, 0x403E_0000),
-                    _m(Region.RTC_IRAM, 0x5000_0000, 0x5000_2000),
-                    _m(Region.RTC_DRAM, 0x5000_0000, 0x5000_2000),
-                ),
                 diram=Diram(_s(0x4038_0000, 0x403E_0000), _s(0x3FC8_0000, 0x3FCE_0000)),
                 bootloader_ram=(_ld_regions(0, 0x3FCD_C710, 0x3FCD_E710, iram_dram_offset=0x70_0000),),
                 mmu=_shared_entries(_s(0x3C00_0000, 0x3C80_0000), _s(0x4200_0000, 0x4280_0000), 128),
             ),
             esp_web_tools_family="ESP32-C3",
             uf2_family_id=0xD42BA06C,
+            secure_boot=SecureBoot(RSA_ONLY, 3, min_rev=3),
+            flash_encryption=XTS_128,
         ),
         Chip(
             name="esp32c5",
@@ -599,8 +616,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42,
                 irom=_BUS_42,
-                load=_shared_ram(0x4080_0000, 0x4086_0000, *_LP_16K),
-                diram=Diram(_s(0x4080_0000, 0x4086_0000), _s(0x4080_0000, 0x4086_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4085_C5A0, 0x4085_E5A0),),
                 max_flash_span=1 << 32,
                 mmu=(_bus(0x4200_0000, 0x4400_0000, 512),),
@@ -608,6 +623,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C5",
             uf2_family_id=0xF71C0343,
+            secure_boot=SecureBoot(RSA_AND_ECDSA_384, 3),
+            flash_encryption=XTS_128_256,
             crystals_mhz=(40, 48),
         ),
         Chip(
@@ -625,8 +642,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42_256_PAGES,
                 irom=_BUS_42_256_PAGES,
-                load=_shared_ram(0x4080_0000, 0x4088_0000, *_LP_16K),
-                diram=Diram(_s(0x4080_0000, 0x4088_0000), _s(0x4080_0000, 0x4088_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4087_C610, 0x4087_E610),),
                 mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
             ),
@@ -634,6 +649,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C6",
             uf2_family_id=0x540DDF62,
+            secure_boot=SecureBoot(RSA_AND_ECDSA, 3),
+            flash_encryption=XTS_128,
         ),
         Chip(
             name="esp32c61",
@@ -649,8 +666,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42,
                 irom=_BUS_42,
-                load=_shared_ram(0x4080_0000, 0x4085_0000),
-                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CA70, 0x4084_EA70),),
                 # v6.1 moved the bootloader's usable DRAM end (bootloader-esp32c61.memory.ld.in) and
                 # SOC_ROM_STACK_START (soc.h, used by ``verify_load_addresses``) down by 0x400.
@@ -661,6 +676,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-C61",
             uf2_family_id=0x77D850C4,
+            secure_boot=SecureBoot(ECDSA_ONLY, 3),
+            flash_encryption=XTS_128,
         ),
         Chip(
             name="esp32h2",
@@ -677,8 +694,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42_256_PAGES,
                 irom=_BUS_42_256_PAGES,
-                load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
-                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 bootloader_ram=(_ld_regions(0, 0x4084_CFD0, 0x4084_F380),),
                 mmu=(_bus(0x4200_0000, 0x4300_0000, 256),),
             ),
@@ -686,6 +701,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H2",
             uf2_family_id=0x332726F6,
+            secure_boot=SecureBoot(RSA_AND_ECDSA, 3, p192_off_by_default=True),
+            flash_encryption=XTS_128,
             crystals_mhz=(32,),
         ),
         Chip(
@@ -704,14 +721,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x4000_0000, 0x4400_0000),
                 irom=_s(0x4000_0000, 0x4400_0000),
-                load=_shared_ram(
-                    0x4FF0_0000,
-                    0x4FFC_0000,
-                    _m(Region.RTC_IRAM, 0x5010_8000, 0x5011_0000),
-                    _m(Region.RTC_DRAM, 0x5010_8000, 0x5011_0000),
-                    _m(Region.TCM, 0x3010_0000, 0x3010_2000),
-                ),
-                diram=Diram(_s(0x4FF0_0000, 0x4FFC_0000), _s(0x4FF0_0000, 0x4FFC_0000)),
                 # Chips before v3.0 keep ROM data lower in SRAM; ESP-IDF links a second layout for v3.0+
                 # (bootloader.rev3.ld.in), as the pinned esp32p4-v0 and -v3 builds show.
                 bootloader_ram=(
@@ -738,6 +747,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-P4",
             uf2_family_id=0x3D308E94,
+            secure_boot=SecureBoot(RSA_AND_ECDSA_384, 3),
+            flash_encryption=XTS_128_256,
         ),
         Chip(
             name="esp32s31",
@@ -758,13 +769,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x4000_0000, 0x4400_0000),
                 irom=_s(0x4000_0000, 0x4400_0000),
-                load=_shared_ram(
-                    0x2F00_0000,
-                    0x2F08_0000,
-                    _m(Region.RTC_IRAM, 0x2E00_0000, 0x2E00_8000),
-                    _m(Region.RTC_DRAM, 0x2E00_0000, 0x2E00_8000),
-                ),
-                diram=Diram(_s(0x2F00_0000, 0x2F08_0000), _s(0x2F00_0000, 0x2F08_0000)),
                 # bootloader-esp32s31.memory.ld.in (v6.1): bootloader_usable_dram_end; SOC_ROM_STACK_START.
                 bootloader_ram=(_ld_regions(0, 0x2F07_AFB0, 0x2F07_CFB0),),
                 # SOC_MMU_PER_EXT_MEM_TARGET: ``unpack_load_app`` counts PSRAM segments with text and rodata.
@@ -779,6 +783,8 @@ CHIPS: dict[str, Chip] = {
             # esptool's CHIP_NAME spelling, which esp-web-tools' chipFamily follows.
             esp_web_tools_family="ESP32-S31",
             uf2_family_id=0x3101F7C1,
+            secure_boot=SecureBoot(RSA_ONLY, 3),
+            flash_encryption=XTS_128_256,
         ),
         Chip(
             name="esp32h4",
@@ -795,8 +801,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_BUS_42,
                 irom=_BUS_42,
-                load=_shared_ram(0x4081_0000, 0x4086_0000, *_LP_16K),
-                diram=Diram(_s(0x4081_0000, 0x4086_0000), _s(0x4081_0000, 0x4086_0000)),
                 # bootloader-esp32h4.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
                 bootloader_ram=(_ld_regions(0, 0x4085_D350, 0x4085_D350),),
                 max_flash_span=1 << 32,
@@ -807,6 +811,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H4",
             uf2_family_id=0x9E0BAA8A,
+            # SOC_SECURE_BOOT_SUPPORTED is 0 in ESP-IDF v6.1: no Secure Boot V2.
+            flash_encryption=XTS_128_256,
             crystals_mhz=(32,),
         ),
         Chip(
@@ -824,8 +830,6 @@ CHIPS: dict[str, Chip] = {
             boot=BootFacts(
                 drom=_s(0x4200_0000, 0x4300_0000),
                 irom=_s(0x4200_0000, 0x4300_0000),
-                load=_shared_ram(0x4080_0000, 0x4085_0000, *_LP_4K),
-                diram=Diram(_s(0x4080_0000, 0x4085_0000), _s(0x4080_0000, 0x4085_0000)),
                 # bootloader-esp32h21.memory.ld.in (v6.1); no prebuilt bootloader exists to compare.
                 bootloader_ram=(_ld_regions(0, 0x4084_9A78, 0x4084_F380),),
                 # ext_mem_defs.h: SOC_MMU_ENTRY_NUM 256 from SOC_MMU_IBUS_VADDR_BASE.
@@ -835,6 +839,8 @@ CHIPS: dict[str, Chip] = {
             unified_flash_map=True,
             esp_web_tools_family="ESP32-H21",
             uf2_family_id=0xB6DD00AF,
+            secure_boot=SecureBoot(RSA_ONLY, 3),
+            flash_encryption=XTS_128,
             crystals_mhz=(32,),
         ),
     )

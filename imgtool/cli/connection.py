@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from imgtool.device.flasher import AFTER_MODES, BEFORE_MODES, DEFAULT_BAUD, FlashOptions
+from imgtool.device.flasher import AFTER_MODES, BEFORE_MODES, DEFAULT_BAUD, DEFAULT_BEFORE, HARD_RESET, MIN_BAUD, FlashOptions
 
 PORT_HELP = (
     "Serial port, pyserial URL (socket://host:port) or USB vid:pid (303a:1001) "
@@ -22,10 +22,10 @@ def port_option(func):
 def connection_options(func):
     """--port, --baud, --before, --after, --no-stub: as ``imgtool flash`` and esptool take them."""
     func = click.option("--no-stub", is_flag=True, help="Talk to the ROM bootloader only (esptool --no-stub).")(func)
-    func = click.option("--after", type=click.Choice(AFTER_MODES), default="hard-reset", show_default=True, help="Reset after the command (esptool --after).")(func)
-    func = click.option("--before", type=click.Choice(BEFORE_MODES), default="default-reset", show_default=True, help="Reset before connecting (esptool --before).")(func)
+    func = click.option("--after", type=click.Choice(AFTER_MODES), default=HARD_RESET, show_default=True, help="Reset after the command (esptool --after).")(func)
+    func = click.option("--before", type=click.Choice(BEFORE_MODES), default=DEFAULT_BEFORE, show_default=True, help="Reset before connecting (esptool --before).")(func)
     func = click.option(
-        "--baud", "-b", type=click.IntRange(min=300), help=f"Baud rate once connected [default: baudrate in espflash.toml, else {DEFAULT_BAUD}]."
+        "--baud", "-b", type=click.IntRange(min=MIN_BAUD), help=f"Baud rate once connected [default: baudrate in espflash.toml, else {DEFAULT_BAUD}]."
     )(func)
     return port_option(func)
 

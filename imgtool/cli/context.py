@@ -56,7 +56,7 @@ def global_config() -> Path | None:
 
 
 def pack_environment() -> dict:
-    """The keywords of :func:`imgtool.pack.job.pack` that come from the environment and the working folder."""
+    """The fields of :class:`imgtool.pack.options.PackOptions` that come from the environment and the working folder."""
     return {
         "store": bootloader_store(),
         "source_date_epoch": user_environment().source_date_epoch,

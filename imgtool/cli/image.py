@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from imgtool.chips.table import ANY_REVISION_MAX, revision_name
+from imgtool.chips.table import revision_range
+from imgtool.cli.console import plain_console, styled
 from imgtool.cli.options import (
     chip_option,
     flash_freq_option,
@@ -16,6 +17,10 @@ from imgtool.cli.options import (
     flash_size_option,
     revision_options,
 )
+from imgtool.errors import UsageError
+
+# Imported where used, start-up the other commands and `imgtool --help` never pay: rich (16 ms), the atomic
+# file writer (4 ms), the image builder (46 ms), and the image and flash readers with construct (35 ms).
 
 
 def echo_warnings(warnings) -> None:
@@ -54,7 +59,6 @@ def print_size_report(report, console) -> None:
 def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, as_json, quiet):
     """Convert a firmware ELF into a bootable ESP app image."""
     from imgtool.atomic import STDOUT, write_output
-    from imgtool.errors import UsageError
     from imgtool.image.build import build_app_image
 
     result = build_app_image(
@@ -86,8 +90,6 @@ def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_re
         }
         click.echo(json.dumps(doc, indent=2))
     elif not quiet:
-        from imgtool.cli.console import plain_console
-
         console = plain_console(stderr=to_stdout)  # the image itself is on standard output
         console.print(f"{result.chip.name}: wrote {target} ({len(result.data):,} bytes, {len(result.image.segments)} segments)")
         if result.rom_loaded:
@@ -108,7 +110,7 @@ def info(image_file, as_json, keys):
     """Show what an ESP image holds (header, segments, checksum and hash, app descriptor, signatures), or every part of a merged image or flash dump."""
     from imgtool.inspect.flash_contents import describe_flash
     from imgtool.inspect.image_info import describe
-    from imgtool.security.signing import load_trusted_keys
+    from imgtool.security.keys import load_trusted_keys
 
     flash = describe_flash(image_file)
     if flash is not None:
@@ -125,14 +127,11 @@ def info(image_file, as_json, keys):
     from rich.table import Table
     from rich.text import Text
 
-    from imgtool.cli.console import plain_console, styled
-
     console = plain_console()
     console.print(Text.assemble(styled(str(image_file), "bold"), f" — {report['chip'] or 'unknown chip'} image, {report['size']:,} bytes"))
     console.print(
         f"entry 0x{report['entry']:08x}, flash {report['flash_mode']} {report['flash_size']} {report['flash_freq']}, "
-        f"chip revision {revision_name(report['min_rev_full'])}"
-        f"–{_rev(report['max_rev_full'])}"
+        f"chip revision {revision_range(report['min_rev_full'], report['max_rev_full'])}"
     )
     table = Table(title="Segments", title_justify="left")
     for col in ("#", "Load address", "Length", "File offset", "Memory"):
@@ -179,8 +178,6 @@ def _print_flash(report: dict, as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from imgtool.cli.console import plain_console, styled
-
     console = plain_console()
     console.print(
         Text.assemble(
@@ -200,7 +197,3 @@ def _print_flash(report: dict, as_json: bool) -> None:
         console.print(f"boots: '{report['boot_partition']}' ({report['boot_reason']})", soft_wrap=True)
     if report["problems"]:
         console.print(f"{len(report['problems'])} problem(s); 'imgtool verify {report['source']}' checks every part")
-
-
-def _rev(full: int) -> str:
-    return "any" if full == ANY_REVISION_MAX else revision_name(full)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from imgtool.cli.context import recover_pack_folder, user_environment
+from imgtool.errors import UsageError
 
 @click.command()
 @click.argument("packs", nargs=-1, required=True, metavar="OUTDIR...", type=click.Path(path_type=Path))
@@ -21,9 +23,7 @@ import click
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def manifest(packs, output, name, version, launchpad, base_url, force, as_json, quiet):
     """Write one web-flasher manifest for packs of several chips (one pack per chip)."""
-    from imgtool.cli.context import recover_pack_folder, user_environment
-    from imgtool.errors import UsageError
-    from imgtool.release.web_manifest import plan_release, write_release
+    from imgtool.release.web_manifest import plan_release, write_release  # 3 ms of start-up
 
     if launchpad and not base_url:
         raise UsageError(

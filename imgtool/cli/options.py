@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import click
 
-from imgtool.chips.table import CHIPS, FLASH_MODES, FLASH_SIZES
-from imgtool.errors import UsageError
+from imgtool.chips.table import (
+    CHIPS,
+    DEFAULT_FLASH_MODE,
+    DEFAULT_FLASH_SIZE,
+    FLASH_MODES,
+    FLASH_SIZES,
+    normalize_flash_size,
+    parse_revision,
+)
+from imgtool.errors import PartitionError, UsageError
 
 
 def parse_flash_size(ctx, param, value):
     """esptool's spelling ("4MB"), whatever case or "4M"/"4MiB" form the user typed."""
     if value is None:
         return None
-    from imgtool.chips.table import normalize_flash_size
-
     return normalize_flash_size(value)
 
 
@@ -21,8 +27,7 @@ def parse_offset(ctx, param, value):
     """A flash offset in gen_esp32part's number syntax (``0x8000``, ``32768``, ``32K``), never negative."""
     if value is None:
         return None
-    from imgtool.errors import PartitionError
-    from imgtool.partitions.table import parse_int
+    from imgtool.partitions.table import parse_int  # 80 ms of start-up that only commands given an offset pay
 
     option = max(param.opts, key=len)
     try:
@@ -38,18 +43,18 @@ def chip_option(help: str = "Target chip (detected when omitted)."):
     return click.option("--chip", type=click.Choice(sorted(CHIPS), case_sensitive=False), help=help)
 
 
-def flash_mode_option(help: str = "SPI flash mode [default: dio]."):
+def flash_mode_option(help: str = f"SPI flash mode [default: {DEFAULT_FLASH_MODE}]."):
     return click.option("--flash-mode", type=click.Choice(sorted(FLASH_MODES), case_sensitive=False), help=help)
 
 
 flash_size_option = click.option(
-    "--flash-size", callback=parse_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help="Flash size [default: 2MB]."
+    "--flash-size", callback=parse_flash_size, metavar=f"[{'|'.join(FLASH_SIZES)}]", help=f"Flash size [default: {DEFAULT_FLASH_SIZE}]."
 )
 def parse_flash_freq(ctx, param, value):
     """esptool's ``80m`` or espflash's ``80MHz``/``80M``, as espflash.toml accepts them, spelled ``80m``."""
     if value is None:
         return None
-    from imgtool.pack.project_config import normalize_freq
+    from imgtool.pack.project_config import normalize_freq  # 4 ms of start-up that only --flash-freq pays
 
     return normalize_freq(value)
 
@@ -63,8 +68,6 @@ def _revision(ctx, param, value):
     """``v3.1``, ``3.1`` or esptool's major*100+minor (``301``) as major*100+minor."""
     if value is None:
         return None
-    from imgtool.chips.table import parse_revision
-
     return parse_revision(value, f"--{param.name.replace('_', '-')}")
 
 

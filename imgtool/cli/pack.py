@@ -11,6 +11,9 @@ from pathlib import Path
 
 import click
 
+from imgtool.bootloader.pins import DEFAULT_SET
+from imgtool.chips.security import DEFAULT_FLASH_CRYPT_CONF
+from imgtool.chips.table import DEFAULT_FLASH_MODE, get_chip
 from imgtool.cli.connection import connection_options
 from imgtool.cli.options import (
     chip_option,
@@ -20,6 +23,12 @@ from imgtool.cli.options import (
     parse_offset,
     revision_options,
 )
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
+
+#: The table offset as the options' help and default spell it.
+TABLE_OFFSET_TEXT = f"0x{DEFAULT_TABLE_OFFSET:x}"
+#: ``--flash-crypt-conf``'s default as its help spells it.
+FLASH_CRYPT_CONF_TEXT = f"0x{DEFAULT_FLASH_CRYPT_CONF:x}"
 
 
 def _parse_data(ctx, param, value):
@@ -29,18 +38,18 @@ def _parse_data(ctx, param, value):
     return tuple(parse_data_option(item) for item in value) or None
 
 
-#: The options `pack` and `flash ELF` share, in the order `-h` lists them (each takes a keyword of imgtool.pack.job.pack).
+#: The options `pack` and `flash ELF` share, in the order `-h` lists them (each sets a field of imgtool.pack.options.PackOptions).
 PACK_OPTIONS = (
     flash_size_option,
-    flash_mode_option("SPI flash mode [default: dio]; qio and qout are written as dio, as ESP-IDF does."),
+    flash_mode_option(f"SPI flash mode [default: {DEFAULT_FLASH_MODE}]; qio and qout are written as dio, as ESP-IDF does."),
     flash_freq_option,
     revision_options,
     click.option("--partition-table", metavar="CSV|BIN|PRESET", help="Partition table file or preset name [default: nvs, phy_init, factory app filling the flash]."),
-    click.option("--partition-table-offset", callback=parse_offset, metavar="OFFSET", help="Where the partition table goes [default: 0x8000]."),
+    click.option("--partition-table-offset", callback=parse_offset, metavar="OFFSET", help=f"Where the partition table goes [default: {TABLE_OFFSET_TEXT}]."),
     click.option("--bootloader", type=click.Path(dir_okay=False, path_type=Path), help="Use this bootloader .bin instead of the pinned ESP-IDF one."),
     click.option("--bootloader-variant", metavar="VARIANT", help="Pinned bootloader build, e.g. 26mhz or v0 [default: the one for the app's chip revisions; see 'bootloader list']."),
     click.option("--bootloader-set", metavar="SET",
-                 help="Pinned bootloader set: idf5.5 (espflash v4.5.0's ESP-IDF v5.5 builds) or idf6.1 (ESP-IDF release/v6.1) [default: idf5.5]."),
+                 help=f"Pinned bootloader set: idf5.5 (espflash v4.5.0's ESP-IDF v5.5 builds) or idf6.1 (ESP-IDF release/v6.1) [default: {DEFAULT_SET}]."),
     click.option("--offline", is_flag=True, help="Never download; use the bootloader cache or $IMGTOOL_BOOTLOADER_MIRROR folder."),
     click.option("--target-app-partition", metavar="NAME", help="App partition to place the app in [default: factory, else ota_0]."),
     click.option("--data", multiple=True, callback=_parse_data, metavar="LABEL=PATH",
@@ -57,7 +66,7 @@ def pack_options(command):
 
 def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partition_table, partition_table_offset,
                 bootloader, bootloader_variant, offline, target_app_partition, data=None, bootloader_set=None) -> dict:
-    """The click values of :data:`PACK_OPTIONS` as keywords of :func:`imgtool.pack.job.pack`."""
+    """The click values of :data:`PACK_OPTIONS` as fields of :class:`imgtool.pack.options.PackOptions`."""
     return dict(
         flash_size=flash_size,
         flash_mode=flash_mode,
@@ -87,7 +96,7 @@ def pack_kwargs(*, flash_size, flash_mode, flash_freq, min_rev, max_rev, partiti
 @click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
               help="Write the parts pre-encrypted with this flash encryption key (for a device in release mode).")
 @click.option("--flash-crypt-conf", callback=parse_offset, metavar="N",
-              help="ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: 0xf].")
+              help=f"ESP32 only: the FLASH_CRYPT_CONFIG eFuse value the parts are encrypted for [default: {FLASH_CRYPT_CONF_TEXT}].")
 @click.option("--uf2", is_flag=True, help="Also write NAME.uf2 (= esptool merge-bin --format uf2 @flash_args).")
 @click.option("--hex", "intel_hex", is_flag=True, help="Also write NAME.hex (= esptool merge-bin --format hex @flash_args).")
 @click.option("--archive", is_flag=True,
@@ -100,11 +109,11 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
          sign_bootloader, encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
     from imgtool.cli.context import pack_environment, quiet_downloads
-    from imgtool.pack.job import pack as do_pack
+    from imgtool.pack.job import PackOptions
+    from imgtool.pack.job import pack as do_pack  # the command is named pack too
 
-    result = do_pack(
-        elf,
-        outdir,
+    result = do_pack(elf, PackOptions(
+        outdir=outdir,
         chip=chip,
         **pack_kwargs(
             flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq, min_rev=min_rev, max_rev=max_rev,
@@ -122,7 +131,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
         archive=archive,
         force=force,
         **pack_environment(),
-    )
+    ))
     for warning in result.warnings:
         click.echo(f"imgtool: warning: {warning}", err=True)
     if as_json:
@@ -212,12 +221,12 @@ def _setting_name(setting: str) -> str:
 @connection_options
 @click.option("--elf", type=click.Path(dir_okay=False, path_type=Path), help="Also check every loadable ELF section is intact in the app.")
 @chip_option()
-@click.option("--partition-table-offset", callback=parse_offset, default="0x8000", show_default=True, metavar="OFFSET")
+@click.option("--partition-table-offset", callback=parse_offset, default=TABLE_OFFSET_TEXT, show_default=True, metavar="OFFSET")
 @click.option("--key", "--pub-key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.pem",
               help="Require an app signature made with this key (PEM, public or private; repeatable).")
 @click.option("--encrypt-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY.bin",
               help="Decrypt a pre-encrypted merged image (pack --encrypt-key) with this key before checking it.")
-@click.option("--flash-crypt-conf", callback=parse_offset, metavar="N", help="ESP32 only: FLASH_CRYPT_CONFIG [default: 0xf].")
+@click.option("--flash-crypt-conf", callback=parse_offset, metavar="N", help=f"ESP32 only: FLASH_CRYPT_CONFIG [default: {FLASH_CRYPT_CONF_TEXT}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless verification fails.")
 def verify(target, port, baud, before, after, no_stub, elf, chip, partition_table_offset, keys, encrypt_key, flash_crypt_conf, as_json, quiet):
@@ -228,7 +237,7 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     """
     from imgtool.cli.context import recover_pack_folder
     from imgtool.inspect.verify import verify as do_verify
-    from imgtool.security.signing import load_trusted_keys
+    from imgtool.security.keys import load_trusted_keys
 
     if target is not None:
         recover_pack_folder(target)
@@ -273,24 +282,16 @@ def _refuse_elf(target: Path) -> None:
 
 
 def _has_encrypted_parts(target: Path) -> bool:
-    from imgtool.errors import ImgtoolError
-    from imgtool.flash.outputs import marks_encrypted_parts
-    from imgtool.flash.pack_folder import read_pack_json
+    from imgtool.flash.pack_folder import has_encrypted_parts
 
-    if not target.is_dir():
-        return False
-
-    try:
-        return marks_encrypted_parts(read_pack_json(target))
-    except ImgtoolError:
-        return False
+    return target.is_dir() and has_encrypted_parts(target)
 
 
 def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_offset: int):
     """The merged image in clear (the chip's view of its flash), and the chip it is for."""
     from imgtool.atomic import read_input
-    from imgtool.chips.table import get_chip
     from imgtool.errors import UsageError
+    from imgtool.flash.pack_folder import clear_ranges
     from imgtool.inspect.verify import resolve_input
     from imgtool.security.encryption import AES_BLOCK, decrypt_written, keep_plain_partitions, load_flash_key
 
@@ -307,17 +308,5 @@ def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_of
     key = load_flash_key(encrypt_key, get_chip(chip).name, flash_crypt_conf)
     data = read_input(file, "flash image")
     base = get_chip(chip).bootloader_offset
-    clear = decrypt_written(key, data[: len(data) - len(data) % AES_BLOCK], base, _plain_parts(target))
+    clear = decrypt_written(key, data[: len(data) - len(data) % AES_BLOCK], base, clear_ranges(target))
     return keep_plain_partitions(clear, data, base, table_offset) + data[len(clear) :], chip
-
-
-def _plain_parts(target: Path) -> tuple[tuple[int, int], ...]:
-    """Flash ranges a pack folder's ``flasher_args.json`` lists as written in clear (``encrypted`` false)."""
-    from imgtool.output_names import FLASHER_ARGS_JSON_FILE
-
-    try:
-        doc = json.loads((target / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
-        parts = [v for k, v in doc.items() if k != "merged" and isinstance(v, dict) and v.get("encrypted") == "false"]
-        return tuple((int(p["offset"], 16), int(p["offset"], 16) + (target / p["file"]).stat().st_size) for p in parts)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgtool.output_names import FLASHER_ARGS_JSON_FILE
+from imgtool.elf.reader import read_elf
+from imgtool.errors import ImgtoolError
+from imgtool.flash.pack_folder import named_app
+from imgtool.image.format import FIRST_SEGMENT_DATA_OFFSET, parse_app_descriptor
 
 #: How much of the app image holds the header, the first segment header and the descriptor.
 _DESCRIPTOR_READ = 4096
@@ -17,9 +20,7 @@ _DESCRIPTOR_READ = 4096
 
 def recorded_elf_sha256(folder: Path) -> bytes | None:
     """The ``app_elf_sha256`` in the pack's app image, or None (no app entry, no descriptor, all zero)."""
-    from imgtool.image.format import FIRST_SEGMENT_DATA_OFFSET, parse_app_descriptor
-
-    app = _app_file(folder)
+    app = named_app(folder)
     if app is None:
         return None
     try:
@@ -35,13 +36,10 @@ def recorded_elf_sha256(folder: Path) -> bytes | None:
 def find_app_elf(folder: Path) -> Path | None:
     """The ELF beside ``folder`` (in it, or in its parent: ``pack``'s default output is the ELF's folder)
     named after the app image, whose SHA-256 is the one the image records."""
-    from imgtool.elf.reader import read_elf
-    from imgtool.errors import ImgtoolError
-
     digest = recorded_elf_sha256(folder)
     if digest is None:
         return None
-    stem = _app_file(folder).stem
+    stem = named_app(folder).stem
     for place in (folder, folder.parent):
         for name in (stem, f"{stem}.elf"):
             candidate = place / name
@@ -53,20 +51,6 @@ def find_app_elf(folder: Path) -> Path | None:
             except ImgtoolError:
                 continue
     return None
-
-
-def _app_file(folder: Path) -> Path | None:
-    """The app image ``flasher_args.json`` names, when it is a regular file inside the pack folder."""
-    from imgtool.atomic import input_kind
-    from imgtool.errors import ImgtoolError
-    from imgtool.flash.pack_folder import file_in, read_pack_json
-
-    try:
-        app = file_in(folder, read_pack_json(folder)["app"]["file"], FLASHER_ARGS_JSON_FILE)
-        input_kind(app, "app image", pipes=False)
-    except (ImgtoolError, KeyError, TypeError):
-        return None
-    return app
 
 
 __all__ = ["find_app_elf", "recorded_elf_sha256"]

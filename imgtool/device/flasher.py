@@ -1,7 +1,7 @@
 """Write a pack output folder to a device through esptool's Python API, in process.
 
 One connection does everything: read the chip (model, revision, crystal), check it against
-the pack (:mod:`imgtool.device.plan`), then stub, baud, erase and write as ``esptool
+the pack (:mod:`imgtool.device.preflight`), then stub, baud, erase and write as ``esptool
 write-flash @flash_args`` would. esptool is imported here only, so other commands never pay for it.
 """
 
@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.chips.table import ERASED
-from imgtool.device.plan import (
+from imgtool.device.preflight import (
     FORCE_HINT,
     DeviceInfo,
     FlashCheckError,
-    PackFolder,
     check_chip,
     check_crystal,
-    check_revision,
     erase_regions,
-    read_pack_folder,
+    revision_problems,
 )
 from imgtool.errors import ImgtoolError, InputError
+from imgtool.flash.pack_folder import PackFolder, read_pack_folder
 from imgtool.output_names import MERGED_SUFFIX
 
 if TYPE_CHECKING:
@@ -35,8 +34,15 @@ if TYPE_CHECKING:
 #: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
 ROM_BAUD = 115200
 DEFAULT_BAUD = 460800
-BEFORE_MODES = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
-AFTER_MODES = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
+#: esp-hal apps print at the ROM's rate: what the monitor opens the port with unless told otherwise.
+MONITOR_BAUD = ROM_BAUD
+#: The slowest rate imgtool asks a serial port for.
+MIN_BAUD = 300
+#: esptool's --before and --after choices; the first of each is its default.
+DEFAULT_BEFORE = "default-reset"
+HARD_RESET = "hard-reset"
+BEFORE_MODES = (DEFAULT_BEFORE, "usb-reset", "no-reset", "no-reset-no-sync")
+AFTER_MODES = (HARD_RESET, "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
 
 
 @dataclass
@@ -45,8 +51,8 @@ class FlashOptions:
 
     port: str | None = None
     baud: int = DEFAULT_BAUD
-    before: str = "default-reset"
-    after: str = "hard-reset"
+    before: str = DEFAULT_BEFORE
+    after: str = HARD_RESET
     no_stub: bool = False
     chip: str | None = None  # what the user said; the pack's chip must match it
     merged: bool = False
@@ -247,7 +253,7 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
     recorded = pack.bootloader_source.get("set")  # the pinned set the pack's bootloader came from
     manifest = load_manifest(bootloader_set=recorded if recorded in {s.name for s in BOOTLOADER_SETS} else DEFAULT_SET)
     fix = _bootloader_fix(pack, device.revision, manifest, store) if device.revision >= 0 else None
-    problems = check_revision(pack, device, fix) if device.revision >= 0 else []
+    problems = revision_problems(pack, device, fix) if device.revision >= 0 else []
     crystal_variants = {e.crystal_mhz: e.variant for e in manifest.variants(pack.chip) if e.crystal_mhz is not None}
     decision = check_crystal(pack, device, crystal_variants)
     if decision.problem:
@@ -334,4 +340,4 @@ def _writes(pack: PackFolder, *, merged: bool) -> list[tuple[int, bytes, str]]:
     return [(offset, read_input(path, "pack part", limit=MAX_FLASH_BYTES), Path(path).name) for offset, path in pairs]
 
 
-__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "Connection", "FlashOptions", "FlashReport", "connect", "flash_folder", "size_in_bytes", "size_text"]
+__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "DEFAULT_BEFORE", "HARD_RESET", "MIN_BAUD", "MONITOR_BAUD", "Connection", "FlashOptions", "FlashReport", "connect", "flash_folder", "size_in_bytes", "size_text"]

@@ -1,1 +1,1 @@
-"""Stage 6, the flash: takes the bootloader, partition table, app and data images, gives where each goes in flash and every pack output (merged image, esptool argument files, UF2, HEX, archive); reads a pack folder back without trusting it."""
+"""Stage 6, the flash: takes the bootloader, partition table, app and data images, gives where each goes in flash and every pack output (merged image, esptool argument files, UF2, HEX, archive); the pack folder's format, written and read back without trusting it (pack_folder)."""

@@ -6,8 +6,9 @@ images, and refuses overlaps and anything past the flash size. The plan
 (:class:`FlashLayout`) also assembles the merged flash image, which starts at
 the chip's bootloader offset the way ``esptool merge-bin`` lays it out.
 
-Data flows one way: this plan → :mod:`imgtool.flash.outputs` (the files that
-describe it) → :mod:`imgtool.pack.result` (the report) and the output folder.
+Data flows one way: this layout plan → :mod:`imgtool.flash.outputs` (every output file, the
+pack folder's own format from :mod:`imgtool.flash.pack_folder`) → :mod:`imgtool.pack.result`
+(the report) and the output folder.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from imgtool.output_names import (
     merged_file_name,
 )
 from imgtool.partitions.choice import check_app_fits
+from imgtool.partitions.otadata import boot_plan, otadata_for
 from imgtool.partitions.table import (
     DEFAULT_TABLE_OFFSET,
     OFFSET_ALIGN,
@@ -79,7 +81,7 @@ class FlashPart:
 
 @dataclass
 class FlashLayout:
-    """The planned flash contents: every part at its offset; :mod:`imgtool.flash.outputs` renders the files."""
+    """The layout plan: every part at its offset; :mod:`imgtool.flash.outputs` renders the files."""
 
     chip: Chip
     name: str
@@ -178,50 +180,19 @@ def plan_layout(
     check_table_offset(table_offset, chip)
     flash_bytes = flash_size_bytes(settings.size)
     target = app_partition if isinstance(app_partition, Partition) else check_app_fits(table, len(app), app_partition)
-    beyond = table.past_flash_end(flash_bytes)
-    if beyond is not None:
-        raise LayoutError(
-            f"partition '{beyond.name}' ends at 0x{beyond.end:x}, past the end of the "
-            f"{settings.size} flash; pass a larger --flash-size or a smaller partition table",
-            field="partition table",
-        )
-    if target.offset % OFFSET_ALIGN[TYPE_APP]:
-        raise LayoutError(
-            f"app partition '{target.name}' starts at 0x{target.offset:x}, which is not 64 KiB aligned; "
-            "the MMU can only map it from a 0x10000 boundary",
-            field="partition table",
-        )
-    table_bin = table.to_binary()
+    _check_app_partition(table, target, flash_bytes, settings.size)
     parts = [
         FlashPart("bootloader", chip.bootloader_offset, BOOTLOADER_FILE, bytes(bootloader)),
-        FlashPart("partition-table", table_offset, PARTITIONS_BIN_FILE, bytes(table_bin)),
+        FlashPart("partition-table", table_offset, PARTITIONS_BIN_FILE, bytes(table.to_binary())),
     ]
-    otadata_part = table.otadata
     warnings = list(warnings)
-    if otadata_part is not None:
-        if otadata is None:
-            from imgtool.partitions.otadata import otadata_for
-
-            otadata = otadata_for(table, target)
-        if len(otadata) > otadata_part.size:
-            raise LayoutError(
-                f"otadata contents are {len(otadata)} bytes but partition '{otadata_part.name}' holds {otadata_part.size}",
-                field="otadata",
-            )
-        parts.append(FlashPart("otadata", otadata_part.offset, OTADATA_FILE, bytes(otadata)))
+    if table.otadata is not None:
+        parts.append(_otadata_part(table, target, otadata))
     else:
         warnings.extend(_no_otadata_warning(table, target))
     parts.append(FlashPart("app", target.offset, app_file_name(name), bytes(app)))
     parts.sort(key=lambda p: p.offset)
-    taken = {*FIXED_FILES, app_file_name(name), merged_file_name(name)}
-    for image in data_parts:
-        if image.file in taken:
-            raise UsageError(
-                f"the image for partition '{image.label}' would be written as {image.file}, which is another output; "
-                "rename the partition or the ELF",
-                field="--data",
-            )
-        parts.append(FlashPart(image.label, image.partition.offset, image.file, image.data, flash_encrypted=image.partition.encrypted))
+    parts += _data_parts(data_parts, name)
     _check_overlaps(sorted(parts, key=lambda p: p.offset), flash_bytes, settings.size)
     return FlashLayout(
         chip=chip,
@@ -241,10 +212,53 @@ def plan_layout(
     )
 
 
+def _check_app_partition(table: PartitionTable, target: Partition, flash_bytes: int, size_name: str) -> None:
+    """Refuse a table reaching past the flash, and an app partition the MMU cannot map from its start."""
+    beyond = table.past_flash_end(flash_bytes)
+    if beyond is not None:
+        raise LayoutError(
+            f"partition '{beyond.name}' ends at 0x{beyond.end:x}, past the end of the "
+            f"{size_name} flash; pass a larger --flash-size or a smaller partition table",
+            field="partition table",
+        )
+    if target.offset % OFFSET_ALIGN[TYPE_APP]:
+        raise LayoutError(
+            f"app partition '{target.name}' starts at 0x{target.offset:x}, which is not 64 KiB aligned; "
+            "the MMU can only map it from a 0x10000 boundary",
+            field="partition table",
+        )
+
+
+def _otadata_part(table: PartitionTable, target: Partition, otadata: bytes | None) -> FlashPart:
+    """The otadata partition's contents: ``otadata`` as given, else what makes the bootloader start ``target``."""
+    part = table.otadata
+    if otadata is None:
+        otadata = otadata_for(table, target)
+    if len(otadata) > part.size:
+        raise LayoutError(
+            f"otadata contents are {len(otadata)} bytes but partition '{part.name}' holds {part.size}",
+            field="otadata",
+        )
+    return FlashPart("otadata", part.offset, OTADATA_FILE, bytes(otadata))
+
+
+def _data_parts(data_parts, name: str) -> list[FlashPart]:
+    """The data partition images, each refused when its file name is another output's."""
+    taken = {*FIXED_FILES, app_file_name(name), merged_file_name(name)}
+    parts = []
+    for image in data_parts:
+        if image.file in taken:
+            raise UsageError(
+                f"the image for partition '{image.label}' would be written as {image.file}, which is another output; "
+                "rename the partition or the ELF",
+                field="--data",
+            )
+        parts.append(FlashPart(image.label, image.partition.offset, image.file, image.data, flash_encrypted=image.partition.encrypted))
+    return parts
+
+
 def _no_otadata_warning(table: PartitionTable, target) -> list[str]:
     """Without otadata the bootloader tries the factory app first; say so when the app is elsewhere."""
-    from imgtool.partitions.otadata import boot_plan
-
     first = boot_plan(table, None).partition
     if first is None or first == target:
         return []

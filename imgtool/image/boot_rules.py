@@ -23,7 +23,9 @@ from imgtool.chips.table import (
     Chip,
     Region,
     Span,
+    chip_by_image_id,
     revision_name,
+    revision_range,
 )
 from imgtool.image.format import (
     APP_DESC_EFUSE_BLK_OFFSET,
@@ -36,6 +38,7 @@ from imgtool.image.format import (
     parse_app_descriptor,
 )
 from imgtool.image.loader_generations import DEFAULT_GENERATION, GENERATIONS, Generation
+from imgtool.image.memory import LoadedMemory
 
 #: ``should_load``: segments loaded below this address are padding (0x0) or reserved, never copied.
 RESERVED_ADDR_LIMIT = 0x1000_0000
@@ -119,11 +122,6 @@ def congruent(mapping: Mapping, page: int) -> bool:
 def revisions_allowed(min_rev: int, max_rev: int) -> tuple[int, int | None]:
     """The chip revisions an image header allows, as ``(lowest, highest or None for any)``."""
     return min_rev, (None if max_rev in UNSET_REVISIONS else max_rev)
-
-
-def revision_range_text(min_rev: int, max_rev: int) -> str:
-    lo, hi = revisions_allowed(min_rev, max_rev)
-    return f"{revision_name(lo)}–{'any' if hi is None else revision_name(hi)}"
 
 
 # --------------------------------------------------------------------------- load addresses
@@ -309,8 +307,8 @@ def _header_findings(chip: Chip, parsed: ParsedImage, context: BootContext) -> l
             out.append(
                 Finding(
                     "bootloader_common_check_chip_revision_validity",
-                    f"the app allows chip revisions {revision_range_text(img.min_chip_rev_full, img.max_chip_rev_full)} "
-                    f"but the bootloader is built for {revision_range_text(*context.bootloader_revs)}: "
+                    f"the app allows chip revisions {revision_range(lo, hi)} "
+                    f"but the bootloader is built for {revision_range(boot_lo, boot_hi)}: "
                     "other revisions do not boot this pack",
                     fatal=False,
                 )
@@ -330,8 +328,8 @@ def disjoint_revisions(lo: int, hi: int | None, bootloader_revs: tuple[int, int]
     maximum is skipped. The app's range is checked in full (``bootloader_common_check_chip_revision_validity``).
     """
     boot_lo, boot_hi = revisions_allowed(*bootloader_revs)
-    app = revision_range_text(lo, ANY_REVISION_MAX if hi is None else hi)
-    built = revision_range_text(*bootloader_revs)
+    app = revision_range(lo, hi)
+    built = revision_range(boot_lo, boot_hi)
     if hi is not None and hi < boot_lo:
         return Finding(
             "bootloader_check_bootloader_validity",
@@ -349,8 +347,6 @@ def disjoint_revisions(lo: int, hi: int | None, bootloader_revs: tuple[int, int]
 
 
 def _chip_name(chip_id: int) -> str:
-    from imgtool.chips.table import chip_by_image_id
-
     other = chip_by_image_id(chip_id)
     return other.name if other else f"chip id 0x{chip_id:04x}"
 
@@ -419,7 +415,7 @@ def efuse_blk_findings(chip: Chip, parsed: ParsedImage) -> list[Finding]:
     rule = "bootloader_common_check_efuse_blk_validity"
     descriptor = parse_app_descriptor(parsed.segments[0].segment.data) is not None
     source = "app descriptor" if descriptor else "segment 0 (no app descriptor: these bytes are not one)"
-    limits = f"eFuse block revisions {revision_name(lo)}–{'any' if hi is None else revision_name(hi)}"
+    limits = f"eFuse block revisions {revision_range(lo, hi)}"
     fix = "" if descriptor else "; segment 0 must be zeroed there (imgtool pack starts apps without a descriptor so)"
     if hi is not None and lo > hi:
         return [Finding(rule, f"{source} allows {limits}: no chip boots it{fix}")]
@@ -675,8 +671,6 @@ class CpuView:
     segments of a SOC_MMU_PER_EXT_MEM_TARGET chip as the image holds them (the app maps them itself)."""
 
     def __init__(self, chip: Chip, parsed: ParsedImage, read_flash, flash_offset: int = 0, page: int | None = None):
-        from imgtool.image.memory import LoadedMemory
-
         self.chip = chip
         self.table = boot_mmu_table(chip, parsed, flash_offset, page)
         self.read_flash = read_flash

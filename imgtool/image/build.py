@@ -21,7 +21,7 @@ from imgtool.chips.table import (
     FLASH_SIZES,
     Chip,
     Region,
-    check_revision,
+    check_revision_number,
     flash_size_bytes,
     normalize_flash_mode,
     normalize_flash_size,
@@ -57,6 +57,16 @@ class AppImage:
     #: Every loaded section is RAM: built as the ROM loads an image (a second-stage bootloader, a
     #: RAM-only app), without the app descriptor or the second-stage bootloader's rules.
     rom_loaded: bool = False
+    #: The flash frequency the header carries, by name (the chip's default when none was asked for).
+    flash_freq: str = ""
+
+
+def flash_defaults(mode: str | None, size: str | None, default_size: str | None = None) -> tuple[str, str]:
+    """The flash mode and size an image is built for, normalized: the defaults are applied here only.
+
+    ``default_size`` stands in for :data:`DEFAULT_FLASH_SIZE` (``flash ELF`` passes the board's).
+    """
+    return normalize_flash_mode(mode or DEFAULT_FLASH_MODE), normalize_flash_size(size or default_size or DEFAULT_FLASH_SIZE)
 
 
 def build_app_image(
@@ -75,31 +85,21 @@ def build_app_image(
 
     The image is judged as a bootloader would: what none would start is refused. With
     ``boot_warnings`` False the other findings are left out, for a caller (``pack``) that judges the
-    app again under the bootloader it chose, which knows which chip revisions can run at all.
+    app under the bootloader it chose, which knows which chip revisions can run at all, and so
+    says each finding once. The flash mode and size default as :func:`flash_defaults` says.
     """
     warnings: list[str] = []
-    mode = normalize_flash_mode(flash_mode or DEFAULT_FLASH_MODE)
-    size = normalize_flash_size(flash_size or DEFAULT_FLASH_SIZE)
-    check_revision(min_rev_full, "--min-rev")
-    check_revision(max_rev_full, "--max-rev")
+    mode, size = flash_defaults(flash_mode, flash_size)
+    check_revision_number(min_rev_full, "--min-rev")
+    check_revision_number(max_rev_full, "--max-rev")
     elf = read_elf(elf_path)
     target = resolve_chip(elf, chip, warnings)
-    freq_code = target.flash_freq_code(flash_freq or target.default_flash_freq)
+    freq = flash_freq or target.default_flash_freq
+    freq_code = target.flash_freq_code(freq)
 
     contents = elf.read_all()
-    desc_piece = elf.find_app_descriptor(contents)
-    app_desc = None
     rom_loaded = is_rom_loaded(target, elf)
-    if desc_piece is None and not rom_loaded:
-        warnings.append(
-            f"{elf.path}: no ESP-IDF app descriptor (esp_app_desc_t) found; current ESP-IDF bootloaders and "
-            "espflash expect one (esp-hal adds it with esp_bootloader_esp_idf::esp_app_desc!())"
-        )
-    elif desc_piece is not None:
-        contents[desc_piece] = _fill_elf_sha(contents[desc_piece], elf.sha256())
-        parsed = parse_app_descriptor(contents[desc_piece])
-        app_desc = desc_dict(parsed) if parsed is not None else None
-
+    desc_piece, app_desc = _app_descriptor(elf, contents, rom_loaded, warnings)
     page = _page_size(target, mmu_page_size, app_desc, elf.path, warnings)
     pieces = [classify(target, p.name, p.addr, contents[p], elf.path, rom_loaded=rom_loaded) for p in elf.pieces]
     segments = layout(
@@ -147,7 +147,7 @@ def build_app_image(
             path=elf.path,
         )
     report = size_report(target, elf, pieces, len(data), flash_size_bytes(size))
-    return AppImage(target, image, data, elf, report, app_desc, page, warnings, rom_loaded)
+    return AppImage(target, image, data, elf, report, app_desc, page, warnings, rom_loaded, flash_freq=freq.lower())
 
 
 def is_rom_loaded(chip: Chip, elf: ElfInfo) -> bool:
@@ -162,6 +162,22 @@ def _boot_check(chip: Chip, data: bytes, path: Path) -> list[str]:
         if finding.fatal:
             raise LayoutError(f"the {chip.name} bootloader would not start this image: {finding}", path=path)
     return [f"{path}: {finding}" for finding in findings]
+
+
+def _app_descriptor(elf: ElfInfo, contents, rom_loaded: bool, warnings: list[str]):
+    """The ELF's app descriptor piece (its ELF SHA-256 filled in ``contents``) and its fields; warns when an
+    image the bootloader loads has none."""
+    desc_piece = elf.find_app_descriptor(contents)
+    if desc_piece is None:
+        if not rom_loaded:
+            warnings.append(
+                f"{elf.path}: no ESP-IDF app descriptor (esp_app_desc_t) found; current ESP-IDF bootloaders and "
+                "espflash expect one (esp-hal adds it with esp_bootloader_esp_idf::esp_app_desc!())"
+            )
+        return None, None
+    contents[desc_piece] = _fill_elf_sha(contents[desc_piece], elf.sha256())
+    parsed = parse_app_descriptor(contents[desc_piece])
+    return desc_piece, (desc_dict(parsed) if parsed is not None else None)
 
 
 def _fill_elf_sha(desc: bytes, sha: bytes) -> bytes:
@@ -207,4 +223,4 @@ def _check_entry(chip: Chip, elf: ElfInfo, warnings: list[str], rom_loaded: bool
         warnings.append(f"{elf.path}: entry point 0x{elf.entry:08x} is not in executable memory of {chip.name}")
 
 
-__all__ = ["AppImage", "build_app_image", "is_rom_loaded"]
+__all__ = ["AppImage", "build_app_image", "flash_defaults", "is_rom_loaded"]

@@ -254,6 +254,34 @@ class ParsedImage:
         return self.checksum_valid and self.hash_valid is not False
 
 
+def _parse_segments(buf: memoryview, count: int, path, what: str) -> tuple[list[ParsedSegment], int]:
+    """The ``count`` segments after the headers, each checked against the end of ``buf``; and where they end."""
+    offset = HEADER_LEN + EXTENDED_HEADER_LEN
+    parsed = []
+    for index in range(count):
+        if offset + SEGMENT_HEADER_LEN > len(buf):
+            raise ImageError(
+                f"{what} is truncated: segment {index} header at 0x{offset:x} is past the end ({len(buf)} bytes)",
+                path=path,
+                field=f"segment {index}",
+            )
+        try:
+            sh = SegmentHeader.parse(bytes(buf[offset : offset + SEGMENT_HEADER_LEN]))
+        except StreamError as exc:  # pragma: no cover - guarded by the length check above
+            raise ImageError(f"{what}: unreadable segment {index} header", path=path) from exc
+        start = offset + SEGMENT_HEADER_LEN
+        if start + sh.data_len > len(buf):
+            raise ImageError(
+                f"{what} is truncated: segment {index} claims {sh.data_len} bytes at 0x{start:x} "
+                f"but the file ends at 0x{len(buf):x}",
+                path=path,
+                field=f"segment {index}",
+            )
+        parsed.append(ParsedSegment(Segment(sh.load_addr, bytes(buf[start : start + sh.data_len])), offset))
+        offset = start + sh.data_len
+    return parsed, offset
+
+
 def parse_image(data: bytes | memoryview, path=None, *, what: str = "image") -> ParsedImage:
     """Parse an ESP image from the start of ``data`` (extra bytes after it are allowed, e.g. flash dumps).
 
@@ -278,29 +306,7 @@ def parse_image(data: bytes | memoryview, path=None, *, what: str = "image") -> 
             path=path,
             field="hash_appended",
         )
-    offset = HEADER_LEN + EXTENDED_HEADER_LEN
-    parsed = []
-    for index in range(hdr.segment_count):
-        if offset + SEGMENT_HEADER_LEN > len(buf):
-            raise ImageError(
-                f"{what} is truncated: segment {index} header at 0x{offset:x} is past the end ({len(buf)} bytes)",
-                path=path,
-                field=f"segment {index}",
-            )
-        try:
-            sh = SegmentHeader.parse(bytes(buf[offset : offset + SEGMENT_HEADER_LEN]))
-        except StreamError as exc:  # pragma: no cover - guarded by the length check above
-            raise ImageError(f"{what}: unreadable segment {index} header", path=path) from exc
-        start = offset + SEGMENT_HEADER_LEN
-        if start + sh.data_len > len(buf):
-            raise ImageError(
-                f"{what} is truncated: segment {index} claims {sh.data_len} bytes at 0x{start:x} "
-                f"but the file ends at 0x{len(buf):x}",
-                path=path,
-                field=f"segment {index}",
-            )
-        parsed.append(ParsedSegment(Segment(sh.load_addr, bytes(buf[start : start + sh.data_len])), offset))
-        offset = start + sh.data_len
+    parsed, offset = _parse_segments(buf, hdr.segment_count, path, what)
     checksum_pos = align_up(offset + 1, CHECKSUM_ALIGN) - 1
     if checksum_pos >= len(buf):
         raise ImageError(f"{what} is truncated: the checksum byte at 0x{checksum_pos:x} is missing", path=path)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 
 from imgtool.atomic import read_input
-from imgtool.chips.table import CHIPS, MAX_FLASH_BYTES
+from imgtool.chips.table import CHIPS, MAX_FLASH_BYTES, get_chip, revision_name
 from imgtool.errors import ImgtoolError
+from imgtool.image.format import c_string, parse_app_descriptor, parse_image
 from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, ENTRY_MAGIC
 
 #: Bootloader offsets of the supported chips: where a flash dump's bootloader may start.
@@ -30,7 +31,7 @@ def looks_like_flash(data: bytes) -> bool:
 
 def describe_flash(path: str | os.PathLike) -> dict | None:
     """Every part of the merged image or flash dump at ``path``, or None when it is not one."""
-    from imgtool.chips.table import get_chip
+    # not at the top: 'imgtool info' on an app image would pay ~40 ms (python -X importtime)
     from imgtool.inspect.verify import verify
 
     data = read_input(path, "flash image", limit=MAX_FLASH_BYTES)
@@ -93,9 +94,6 @@ def _content(raw: bytes, is_app: bool, size: int) -> str:
 
 def _image_summary(raw: bytes) -> str:
     """One line about the ESP image at the start of ``raw``."""
-    from imgtool.chips.table import revision_name
-    from imgtool.image.format import c_string, parse_app_descriptor, parse_image
-
     try:
         parsed = parse_image(raw)
     except ImgtoolError as exc:

@@ -8,7 +8,9 @@ from imgtool.atomic import read_input
 from imgtool.chips.table import MAX_FLASH_BYTES, Region, chip_by_image_id, flash_mode_name, flash_size_name
 from imgtool.image.boot_rules import check_app_for_any_loader
 from imgtool.image.format import desc_dict, parse_app_descriptor, parse_image
+from imgtool.image.loader_generations import GENERATIONS, loader_build
 from imgtool.image.segments import PADDING_ADDR
+from imgtool.security.signing import signature_report
 
 
 def describe(path: str | os.PathLike, keys=()) -> dict:
@@ -33,8 +35,6 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
             {"index": index, "addr": seg.addr, "length": len(seg.data), "data_offset": ps.data_offset, "memory": memory}
         )
     warnings: list[str] = []
-    from imgtool.image.loader_generations import GENERATIONS, loader_build
-
     app_rules = bootloader_build = None
     if is_app:
         app_rules = [g.name for g in GENERATIONS]  # an app image alone does not say which bootloader starts it
@@ -46,8 +46,6 @@ def describe(path: str | os.PathLike, keys=()) -> dict:
             problems.append(f"checksum 0x{parsed.stored_checksum:02x} does not match the data (0x{parsed.computed_checksum:02x})")
         if parsed.hash_valid is False:
             problems.append("appended SHA-256 does not match the image")
-    from imgtool.security.signing import signature_report
-
     signatures, signature_problems = signature_report(data, parsed.length, keys)
     problems += signature_problems
     desc = None

@@ -12,6 +12,10 @@ app starts: flash through the MMU table the bootloader leaves, RAM as loaded.
 Data partitions that hold something are described (an NVS partition's page
 headers checked as ESP-IDF's NVS reads them; a bad one is a warning: the app
 would lose that data, but it boots).
+
+Each step is a function over a read-only :class:`FlashView` of the file that returns its own
+checks and what it read for the steps after it; :func:`boot_report` runs them in boot order
+and assembles the report.
 """
 
 from __future__ import annotations
@@ -20,32 +24,69 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from imgtool.atomic import read_input
+from imgtool.bootloader.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
 from imgtool.chips.table import (
     CHIPS,
+    ERASED,
+    FLASH_MODES,
     FLASH_SIZES,
     Chip,
     chip_by_image_id,
+    flash_size_bytes,
     flash_size_name,
     get_chip,
     revision_name,
 )
+from imgtool.elf.reader import read_elf
 from imgtool.errors import ImageError, ImgtoolError, InputError, PartitionError
-from imgtool.flash.outputs import parse_sha256sums as _sha256sums
+from imgtool.flash.pack_folder import (
+    file_in,
+    flash_files,
+    named_merged,
+    parse_args_file,
+    parse_sha256sums,
+    read_pack_json,
+)
+from imgtool.image.boot_rules import BootContext, CpuView, check_app
+from imgtool.image.format import (
+    APP_DESC_ELF_SHA256_OFFSET,
+    EXTENDED_HEADER_LEN,
+    HEADER_LEN,
+    IMAGE_MAGIC,
+    SHA256_LEN,
+    ExtendedHeader,
+    parse_image,
+)
+from imgtool.image.loader_generations import DEFAULT_GENERATION, LoaderBuild, loader_build
+from imgtool.image.memory import LoadedMemory, elf_mismatches
 from imgtool.output_names import FLASH_ARGS_FILE, FLASHER_ARGS_JSON_FILE, MERGED_SUFFIX, SHA256SUMS_FILE
+from imgtool.partitions.data_images import describe_contents
+from imgtool.partitions.otadata import BootPlan, boot_plan
 from imgtool.partitions.table import (
     DEFAULT_TABLE_OFFSET,
+    ENTRY_MAGIC,
     ENTRY_SIZE,
     MD5_MAGIC,
     OTADATA_SIZE,
+    SUBTYPE_DATA_OTA,
     TABLE_MAX_LEN,
+    TYPE_DATA,
     Partition,
     PartitionTable,
 )
+from imgtool.security.signing import signature_checks
+
+#: Where a file that does not start with an image may hold the bootloader (a flash dump from 0x0).
+BOOTLOADER_OFFSETS = tuple(sorted({c.bootloader_offset for c in CHIPS.values()} - {0}))
 
 
 @dataclass(frozen=True)
 class Check:
+    """One finding of a step: the part it is about, whether the chip gets past it, and what it says."""
+
     part: str  # image, bootloader, partition table, otadata, app, elf
     ok: bool
     message: str
@@ -62,6 +103,8 @@ class Check:
 
 @dataclass
 class VerifyReport:
+    """Every step's checks in boot order and what the steps read (chip, table, boot partition), assembled by :func:`boot_report`."""
+
     source: str
     chip: str | None = None
     kind: str = "merged image"  # or "flash dump"
@@ -86,13 +129,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-    def add(self, part: str, ok: bool, message: str, *, warning: bool = False) -> bool:
-        self.checks.append(Check(part, ok, message, warning))
-        return ok
-
-    def fail(self, part: str, message: str) -> None:
-        self.add(part, False, message)
 
     def raise_for_problems(self) -> None:
         """Raise one ``ImageError`` naming the first failed part (and how many problems there are)."""
@@ -133,25 +169,11 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
 
     Returns the file and hints from ``flasher_args.json`` (chip, merged offset) when present.
     """
-    import json
-
     p = Path(path)
     if not p.is_dir():
         return p, {}
-    hints: dict = {}
-    merged = None
-    meta = p / FLASHER_ARGS_JSON_FILE
-    if meta.is_file():
-        try:
-            doc = json.loads(meta.read_text(encoding="utf-8"))
-            hints["chip"] = doc.get("extra_esptool_args", {}).get("chip")
-            entry = doc.get("merged") or {}
-            if entry.get("file"):
-                from imgtool.flash.pack_folder import file_in
-
-                merged = file_in(p, entry["file"], FLASHER_ARGS_JSON_FILE)
-        except (ValueError, OSError, AttributeError, RecursionError, ImgtoolError):
-            pass
+    chip, merged = named_merged(p)
+    hints = {"chip": chip} if chip is not None else {}
     if merged is None or not merged.is_file():
         found = sorted(p.glob(f"*{MERGED_SUFFIX}"))
         if len(found) != 1:
@@ -165,7 +187,7 @@ def resolve_input(path: str | os.PathLike) -> tuple[Path, dict]:
     return merged, hints
 
 
-# --------------------------------------------------------------------------- the verifier
+# --------------------------------------------------------------------------- verify
 
 
 def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_offset: int = DEFAULT_TABLE_OFFSET, keys=()) -> VerifyReport:
@@ -174,8 +196,6 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
     ``path_or_bytes`` is a file, a pack output folder, or the bytes themselves.
     Problems are collected in the report; only an unreadable input raises.
     """
-    from imgtool.atomic import read_input
-
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data = bytes(path_or_bytes)
         source = "<bytes>"
@@ -186,66 +206,167 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
         data = read_input(file, "flash image")
         source = os.fspath(file)
     target = get_chip(chip) if chip is not None else None
-    report = VerifyReport(source=source)
-    _Verifier(report, data, target, table_offset, keys).run(elf)
+    report = boot_report(source, data, target, table_offset, keys, elf)
     folder = Path(path_or_bytes) if not isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else None
     if folder is not None and folder.is_dir() and report.chip is not None:
-        check_pack_folder(report, folder, data)
+        report.checks += check_pack_folder(folder, data, report.base)
     return report
 
 
-def check_pack_folder(report: VerifyReport, folder: Path, merged: bytes) -> None:
-    """The part files, ``SHA256SUMS`` and argument files of a pack folder say what the merged image holds.
+def boot_report(source: str, data: bytes, chip: Chip | None, table_offset: int = DEFAULT_TABLE_OFFSET, keys=(), elf=None) -> VerifyReport:
+    """The report of every step, in the order the chip boots; a step whose input is missing ends it."""
+    report = VerifyReport(source=source)
+    where = locate(data, chip)
+    report.checks += where.checks
+    if where.chip is None:
+        return report
+    chip = where.chip
+    report.chip, report.base, report.kind = chip.name, where.base, where.kind
+    boot = check_bootloader(FlashView(data, where.base), chip, table_offset)
+    report.checks += boot.checks
+    report.bootloader_size, report.flash_size = boot.size, boot.flash_size
+    report.bootloader_build = boot.loader.as_dict() if boot.loader is not None else None
+    view = FlashView(data, where.base, boot.flash_bytes)
+    table, checks = check_table(view, chip, table_offset)
+    report.checks += checks
+    if table is None:
+        return report
+    report.table = list(table.partitions)
+    plan, checks = pick_boot_partition(view, table)
+    report.checks += checks
+    if plan is not None:
+        part = plan.partition
+        report.boot_partition, report.boot_partition_offset, report.boot_partition_size = part.name, part.offset, part.size
+        report.boot_reason = plan.choice.reason
+        app, checks = check_app_partition(view, chip, part, plan.order[1:], boot, keys)
+        report.checks += checks
+        report.app_size = app.length if app is not None else None
+        if app is not None and elf is not None:
+            report.checks += check_elf(view, chip, app, elf, part.offset)
+    report.checks += check_data_partitions(view, table)
+    return report
 
-    The merged image was verified as the chip boots it; every part file must be the same bytes at the
-    offset ``flasher_args.json`` and ``flash_args`` give it, so flashing parts writes what was verified.
-    """
-    import json
-    import shlex
 
-    label = "pack folder"
+# --------------------------------------------------------------------------- the steps
+
+
+@dataclass(frozen=True)
+class FlashView:
+    """The file as the flash it stands for, read-only: ``base`` is the flash address of its first byte,
+    ``flash_bytes`` the flash size once the bootloader header gives it."""
+
+    data: bytes
+    base: int = 0
+    flash_bytes: int | None = None
+
+    def read(self, addr: int, length: int) -> bytes:
+        start = addr - self.base
+        if start < 0:
+            return b""
+        return self.data[start : start + length]
+
+    def read_mapped(self, addr: int, length: int) -> bytes:
+        """Flash as the MMU reads it: past the end of a merged image lies flash it never wrote (erased)."""
+        data = self.read(addr, length)
+        if self.flash_bytes is not None and addr + length > self.flash_bytes:
+            return data
+        return data + ERASED * (length - len(data))
+
+    def available(self, addr: int) -> int:
+        return max(0, len(self.data) - (addr - self.base))
+
+
+def _fail(part: str, message: str) -> Check:
+    return Check(part, False, message)
+
+
+class Location(NamedTuple):
+    """Where the file sits in flash and which chip it is for (``chip`` None: not found, ``checks`` say why)."""
+
+    chip: Chip | None
+    base: int = 0
+    kind: str = "merged image"
+    checks: tuple[Check, ...] = ()
+
+
+def locate(data: bytes, chip: Chip | None) -> Location:
+    """Decide where the file sits in flash and which chip it is for."""
+    if not data:
+        return Location(None, checks=(_fail("image", "the file is empty"),))
+    if chip is not None:
+        return _locate_for(data, chip)
+    found = _chip_at(data, 0)
+    if found is not None:
+        base = found.bootloader_offset
+        return Location(found, base, "merged image" if base else "merged image / flash dump")
+    for off in BOOTLOADER_OFFSETS:
+        candidate = _chip_at(data, off)
+        if candidate is not None and candidate.bootloader_offset == off:
+            return Location(candidate, 0, "flash dump")
+    offsets = ", ".join(f"0x{off:x}" for off in BOOTLOADER_OFFSETS)
+    return Location(None, checks=(_fail(
+        "bootloader",
+        f"no ESP image (magic 0x{IMAGE_MAGIC:02X}) at the start of the file or at a bootloader offset "
+        f"({offsets}); pass --chip, or check this is a merged image or flash dump",
+    ),))  # fmt: skip
+
+
+def _locate_for(data: bytes, chip: Chip) -> Location:
+    """Where a file for ``chip`` sits: its image at the start (a merged image) or at the bootloader offset (a dump)."""
+    off = chip.bootloader_offset
+    if data[0] == IMAGE_MAGIC:
+        return Location(chip, off, "merged image" if off else "merged image / flash dump")
+    if off and len(data) > off and data[off] == IMAGE_MAGIC:
+        return Location(chip, 0, "flash dump")
+    return Location(None, checks=(_fail(
+        "bootloader",
+        f"no ESP image (magic 0x{IMAGE_MAGIC:02X}) at the start of the file"
+        + (f" or at {chip.name}'s bootloader offset 0x{off:x}" if off else "")
+        + f" (found 0x{data[0]:02X}); is this a merged image or flash dump for {chip.name}?",
+    ),))  # fmt: skip
+
+
+def _chip_at(data: bytes, off: int) -> Chip | None:
+    end = off + HEADER_LEN + EXTENDED_HEADER_LEN
+    if len(data) < end or data[off] != IMAGE_MAGIC:
+        return None
+    return chip_by_image_id(ExtendedHeader.parse(bytes(data[off + HEADER_LEN : end])).chip_id)
+
+
+class BootloaderFound(NamedTuple):
+    """What the bootloader step found: its checks, and what the later steps judge by."""
+
+    checks: tuple[Check, ...]
+    ok: bool
+    size: int | None = None
+    loader: LoaderBuild | None = None  # the loader rules of the bootloader found
+    flash_size: str | None = None
+    flash_bytes: int | None = None
+    revisions: tuple[int, int] | None = None
+
+
+def check_bootloader(view: FlashView, chip: Chip, table_offset: int) -> BootloaderFound:
+    off = chip.bootloader_offset
     try:
-        doc = json.loads((folder / FLASHER_ARGS_JSON_FILE).read_text(encoding="utf-8"))
-        files = {int(off, 16): name for off, name in doc["flash_files"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        report.fail(label, f"{FLASHER_ARGS_JSON_FILE} is missing or has no readable flash_files; re-run imgtool pack")
-        return
-    from imgtool.flash.pack_folder import file_in
-
-    ok = True
-    for offset, name in sorted(files.items()):
-        try:
-            part = file_in(folder, name, FLASHER_ARGS_JSON_FILE)
-        except ImgtoolError as exc:
-            ok = report.add(label, False, exc.message)
-            continue
-        if not part.is_file():
-            ok = report.add(label, False, f"{name} (0x{offset:x} in {FLASHER_ARGS_JSON_FILE}) is missing")
-            continue
-        data = part.read_bytes()
-        start = offset - report.base
-        if start < 0 or bytes(merged[start : start + len(data)]) != data:
-            ok = report.add(
-                label, False, f"{name} differs from the merged image at 0x{offset:x}: changed after packing? re-run imgtool pack"
-            )
-    args = folder / FLASH_ARGS_FILE
-    if args.is_file():
-        lines = [shlex.split(line) for line in args.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
-        listed = {int(words[0], 16): words[1] for words in lines if len(words) == 2}
-        if listed != files:
-            ok = report.add(label, False, f"{FLASH_ARGS_FILE} and {FLASHER_ARGS_JSON_FILE} list different files or offsets")
-    sums = folder / SHA256SUMS_FILE
-    if sums.is_file():
-        for name, digest in _sha256sums(sums.read_text(encoding="utf-8")).items():
-            try:
-                target = file_in(folder, name, SHA256SUMS_FILE)
-            except ImgtoolError as exc:
-                ok = report.add(label, False, exc.message)
-                continue
-            if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != digest:
-                ok = report.add(label, False, f"{name} does not match its SHA256SUMS entry")
+        parsed = parse_image(view.read(off, table_offset - off), what="bootloader")
+    except ImgtoolError as exc:
+        return BootloaderFound((_fail("bootloader", f"at 0x{off:x}: {exc.message}"),), False)
+    img = parsed.image
+    loader = loader_build(chip, parsed)
+    checks = [*_chip_id("bootloader", img, chip), *_integrity("bootloader", parsed), *_revisions("bootloader", img)]
+    flash_size = flash_bytes = None
+    if img.flash_size_code in FLASH_SIZES.values():
+        flash_size = flash_size_name(img.flash_size_code)
+        flash_bytes = flash_size_bytes(flash_size)
+    else:
+        checks.append(_fail("bootloader", f"header has unknown flash size code 0x{img.flash_size_code:x}"))
+    if img.flash_mode not in FLASH_MODES.values():
+        checks.append(_fail("bootloader", f"header has unknown flash mode {img.flash_mode}"))
+    ok = not checks  # each check above is a problem
     if ok:
-        report.add(label, True, f"{len(files)} part files match the merged image at their offsets; argument files and SHA256SUMS agree")
+        checks.append(Check("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, {integrity_checked(parsed)}; {loader.label}"))
+    revisions = (img.min_chip_rev_full, img.max_chip_rev_full)
+    return BootloaderFound(tuple(checks), ok, parsed.length, loader, flash_size, flash_bytes, revisions)
 
 
 def integrity_checked(parsed) -> str:
@@ -253,321 +374,218 @@ def integrity_checked(parsed) -> str:
     return "checksum and SHA-256 valid" if parsed.stored_sha256 is not None else "checksum valid (no appended SHA-256)"
 
 
-class _Verifier:
-    def __init__(self, report: VerifyReport, data: bytes, chip: Chip | None, table_offset: int, keys=()):
-        self.keys = list(keys)  # Secure Boot V2 keys the app's signatures must include
-        self.r = report
-        self.data = data
-        self.chip = chip
-        self.table_offset = table_offset
-        self.flash_bytes: int | None = None
-        self.bootloader_revs: tuple[int, int] | None = None
-        self.loader = None  # loader_generations.LoaderBuild of the bootloader found
-        self.fallbacks: tuple = ()  # app partitions the bootloader tries after the selected one
+def _integrity(part: str, parsed) -> list[Check]:
+    checks = []
+    if not parsed.checksum_valid:
+        checks.append(_fail(part, f"checksum mismatch (stored 0x{parsed.stored_checksum:02x}, computed 0x{parsed.computed_checksum:02x})"))
+    if parsed.hash_valid is False:
+        checks.append(_fail(part, "appended SHA-256 does not match its contents"))
+    return checks
 
-    # flash access ------------------------------------------------------
-    def read(self, addr: int, length: int) -> bytes:
-        start = addr - self.r.base
-        if start < 0:
-            return b""
-        return self.data[start : start + length]
 
-    def read_mapped(self, addr: int, length: int) -> bytes:
-        """Flash as the MMU reads it: past the end of a merged image lies flash it never wrote (erased)."""
-        from imgtool.chips.table import ERASED
+def _revisions(part: str, img) -> list[Check]:
+    if img.min_chip_rev_full > img.max_chip_rev_full:
+        low, high = revision_name(img.min_chip_rev_full), revision_name(img.max_chip_rev_full)
+        return [_fail(part, f"minimum chip revision {low} is above the maximum {high}")]
+    return []
 
-        data = self.read(addr, length)
-        if self.flash_bytes is not None and addr + length > self.flash_bytes:
-            return data
-        return data + ERASED * (length - len(data))
 
-    def available(self, addr: int) -> int:
-        return max(0, len(self.data) - (addr - self.r.base))
+def _chip_id(part: str, img, chip: Chip) -> list[Check]:
+    if img.chip_id == chip.image_chip_id:
+        return []
+    other = chip_by_image_id(img.chip_id)
+    return [_fail(part, f"is built for {other.name if other else f'chip id 0x{img.chip_id:04x}'}, not {chip.name}")]
 
-    # steps --------------------------------------------------------------
-    def run(self, elf) -> None:
-        if not self.locate():
-            return
-        boot_ok = self.check_bootloader()
-        table = self.check_table()
-        if table is None:
-            return
-        part = self.pick_boot_partition(table)
-        if part is not None:
-            app = self.check_app(part, boot_ok)
-            if app is not None and elf is not None:
-                self.check_elf(app, elf, part.offset)
-        self.check_data_partitions(table)
 
-    def locate(self) -> bool:
-        """Decide where the file sits in flash and which chip it is for."""
-        r, data = self.r, self.data
-        if not data:
-            r.fail("image", "the file is empty")
-            return False
-        chip = self.chip
-        if chip is None:
-            chip = self._chip_at(0)
-            if chip is None:
-                for off in sorted({c.bootloader_offset for c in CHIPS.values()} - {0}):
-                    candidate = self._chip_at(off)
-                    if candidate is not None and candidate.bootloader_offset == off:
-                        chip, r.base, r.kind = candidate, 0, "flash dump"
-                        break
-            else:
-                r.base = chip.bootloader_offset
-                r.kind = "merged image" if r.base else "merged image / flash dump"
-            if chip is None:
-                r.fail(
-                    "bootloader",
-                    "no ESP image (magic 0xE9) at the start of the file or at a bootloader offset "
-                    "(0x1000, 0x2000); pass --chip, or check this is a merged image or flash dump",
-                )
-                return False
-        else:
-            off = chip.bootloader_offset
-            if data[0] == 0xE9:
-                r.base = off
-                r.kind = "merged image" if off else "merged image / flash dump"
-            elif off and len(data) > off and data[off] == 0xE9:
-                r.base, r.kind = 0, "flash dump"
-            else:
-                r.fail(
-                    "bootloader",
-                    "no ESP image (magic 0xE9) at the start of the file"
-                    + (f" or at {chip.name}'s bootloader offset 0x{off:x}" if off else "")
-                    + f" (found 0x{data[0]:02X}); is this a merged image or flash dump for {chip.name}?",
-                )
-                return False
-        self.chip = chip
-        r.chip = chip.name
-        return True
-
-    def _chip_at(self, off: int) -> Chip | None:
-        from imgtool.image.format import (
-            EXTENDED_HEADER_LEN,
-            HEADER_LEN,
-            IMAGE_MAGIC,
-            ExtendedHeader,
+def check_table(view: FlashView, chip: Chip, off: int) -> tuple[PartitionTable | None, list[Check]]:
+    """Parse the table with the same declaration and ESP-IDF rules that compile it."""
+    label = "partition table"
+    raw = view.read(off, TABLE_MAX_LEN)
+    if len(raw) < ENTRY_SIZE:
+        return None, [_fail(label, f"the file ends before the partition table at 0x{off:x}")]
+    try:
+        table = PartitionTable.from_binary(
+            raw,
+            source=f"partition table at 0x{off:x}",
+            table_offset=off,
+            bootloader_offset=chip.bootloader_offset,
+            flash_size=view.flash_bytes,
         )
+    except PartitionError as exc:
+        return None, [_fail(label, str(exc).removeprefix(f"partition table at 0x{off:x}: "))]
+    md5_at = len(table.partitions) * ENTRY_SIZE
+    if not table.partitions:
+        return None, [_fail(label, f"no partition table at 0x{off:x} (found 0x{raw[0]:02X}{raw[1]:02X}, expected 0x{ENTRY_MAGIC.hex().upper()})")]
+    if raw[md5_at : md5_at + len(MD5_MAGIC)] != MD5_MAGIC:
+        return None, [_fail(label, "has no MD5 entry; the bootloader refuses tables without one")]
+    return table, [Check(label, True, f"{len(table.partitions)} partitions at 0x{off:x}, MD5 valid")]
 
-        end = off + HEADER_LEN + EXTENDED_HEADER_LEN
-        if len(self.data) < end or self.data[off] != IMAGE_MAGIC:
-            return None
-        return chip_by_image_id(ExtendedHeader.parse(bytes(self.data[off + HEADER_LEN : end])).chip_id)
 
-    def check_bootloader(self) -> bool:
-        from imgtool.image.format import parse_image
+def pick_boot_partition(view: FlashView, table: PartitionTable) -> tuple[BootPlan | None, list[Check]]:
+    """The partitions the bootloader tries, by ``imgtool.partitions.otadata``'s model of its rules (each names its ESP-IDF function)."""
+    raw = None
+    if table.otadata is not None:
+        raw = view.read(table.otadata.offset, OTADATA_SIZE)  # past the end of a merged image: never written, reads as erased
+    plan = boot_plan(table, raw)
+    chosen = plan.partition
+    if chosen is None:
+        return None, [_fail("partition table", "has no app partition to boot")]
+    part = "otadata" if table.otadata is not None else "partition table"
+    return plan, [Check(part, True, f"the bootloader starts '{chosen.name}' at 0x{chosen.offset:x}: {plan.choice.reason}")]
 
-        r, chip = self.r, self.chip
-        off = chip.bootloader_offset
+
+def fallback_text(view: FlashView, fallbacks) -> str:
+    """What ``bootloader_utility_load_boot_image`` does when the selected partition holds no loadable app."""
+    for part in fallbacks:
         try:
-            parsed = parse_image(self.read(off, self.table_offset - off), what="bootloader")
+            parsed = parse_image(view.read(part.offset, part.size), what="app image")
+        except ImgtoolError:
+            continue
+        if parsed.valid:
+            return f"the bootloader falls back to '{part.name}' at 0x{part.offset:x} and starts that app instead (bootloader_utility_load_boot_image)"
+    return "no other app partition holds an app either, so the bootloader resets and tries again forever (bootloader_utility_load_boot_image)"
+
+
+def check_app_partition(view: FlashView, chip: Chip, part: Partition, fallbacks, boot: BootloaderFound, keys=()):
+    """The app as the bootloader loads it: every rule of ``boot_rules``, each naming its ESP-IDF step; and the
+    signatures, which must include one by each of ``keys`` (Secure Boot V2). Gives the parsed app (None: none) and the checks."""
+    label = f"app ('{part.name}' at 0x{part.offset:x})"
+    if view.available(part.offset) <= 0:
+        return None, [_fail(label, f"the file ends before the app partition: nothing to boot; {fallback_text(view, fallbacks)}")]
+    try:
+        parsed = parse_image(view.read(part.offset, part.size), what="app image")
+    except ImgtoolError as exc:
+        return None, [_fail(label, f"{exc.message}; {fallback_text(view, fallbacks)}")]
+    generation = boot.loader.generation if boot.loader is not None else DEFAULT_GENERATION
+    findings = check_app(chip, parsed, BootContext(part.offset, part.size, boot.revisions, generation))
+    checks = []
+    for finding in findings:
+        if finding.rule == REVISION_RULE and not finding.fatal:  # an overlap: said as what it means (revision_reach)
+            boot_lo = locked_out_below((parsed.image.min_chip_rev_full, parsed.image.max_chip_rev_full), boot.revisions)
+            if boot_lo is not None:
+                checks.append(Check(label, True, f"{locked_out_text(chip.name, boot_lo)} ({REVISION_RULE})"))
+            continue
+        checks.append(Check(label, not finding.fatal, str(finding), not finding.fatal))
+    signatures = [Check(label, good, message) for good, message in signature_checks(view.read(part.offset, part.size), parsed.length, keys)]
+    checks += signatures
+    if all(c.ok for c in signatures) and not any(f.fatal for f in findings):
+        checks.append(Check(
+            label,
+            True,
+            f"{parsed.length} of {part.size} bytes, {integrity_checked(parsed)}, segments load and map as the "
+            f"{chip.name} bootloader requires ({generation.name} loader rules)",
+        ))  # fmt: skip
+    return parsed, checks
+
+
+def check_data_partitions(view: FlashView, table: PartitionTable) -> list[Check]:
+    """What each written data partition holds (NVS page headers checked); erased ones and otadata say nothing."""
+    checks = []
+    for part in table.partitions:
+        if part.type != TYPE_DATA or part.subtype == SUBTYPE_DATA_OTA or view.available(part.offset) <= 0:
+            continue
+        found = describe_contents(part, view.read(part.offset, part.size))
+        if found is not None:
+            plausible, message = found
+            checks.append(Check(f"data ('{part.name}' at 0x{part.offset:x})", True, message, not plausible))
+    return checks
+
+
+def check_elf(view: FlashView, chip: Chip, parsed, elf_path, flash_offset: int) -> list[Check]:
+    """Every allocated ELF section as the CPU reads it when the app starts (``boot_rules.CpuView``): flash
+    through the MMU table ``set_cache_and_start_app`` leaves, RAM as loaded; not the segments' own bytes."""
+    try:
+        info = read_elf(elf_path)
+        contents = info.read_all()
+    except ImgtoolError as exc:
+        return [_fail("elf", exc.message)]
+    segments = [s.segment for s in parsed.segments]
+    desc = info.find_app_descriptor(contents)
+    cpu = CpuView(chip, parsed, view.read_mapped, flash_offset)
+    problems = elf_mismatches(segments, info, app_desc_addr=desc.addr if desc else None, contents=contents, memory=cpu)
+    if desc is not None:
+        stored = LoadedMemory(segments).read(desc.addr + APP_DESC_ELF_SHA256_OFFSET, SHA256_LEN)
+        if stored is not None and stored != b"\x00" * SHA256_LEN and stored != info.sha256():
+            problems.append(f"the app descriptor in {desc.name} records another ELF's SHA-256 (built from a different ELF?)")
+    if problems:
+        return [_fail("elf", problem) for problem in problems]
+    return [Check(
+        "elf",
+        True,
+        f"all {len(contents)} loadable sections of {Path(elf_path).name} read intact as the CPU sees them "
+        "(flash through the MMU as the bootloader maps it, RAM as it loads it)",
+    )]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the pack folder
+
+
+def check_pack_folder(folder: Path, merged: bytes, base: int) -> list[Check]:
+    """The part files, ``SHA256SUMS`` and argument files of a pack folder say what the merged image holds.
+
+    The merged image (its first byte at flash address ``base``) was verified as the chip boots it; every part
+    file must be the same bytes at the offset ``flasher_args.json`` and ``flash_args`` give it, so flashing
+    parts writes what was verified.
+    """
+    label = "pack folder"
+    try:
+        files = flash_files(read_pack_json(folder))
+    except (ImgtoolError, ValueError, KeyError, TypeError, AttributeError):
+        return [_fail(label, f"{FLASHER_ARGS_JSON_FILE} is missing or has no readable flash_files; re-run imgtool pack")]
+    problems = [*_part_files(folder, files, merged, base), *_args_agree(folder, files), *_sums_match(folder)]
+    if problems:
+        return [_fail(label, message) for message in problems]
+    return [Check(label, True, f"{len(files)} part files match the merged image at their offsets; argument files and SHA256SUMS agree")]
+
+
+def _part_files(folder: Path, files: dict[int, str], merged: bytes, base: int) -> list[str]:
+    """Each part file named in ``flasher_args.json`` is the merged image's bytes at its offset."""
+    problems = []
+    for offset, name in sorted(files.items()):
+        try:
+            part = file_in(folder, name, FLASHER_ARGS_JSON_FILE)
         except ImgtoolError as exc:
-            r.fail("bootloader", f"at 0x{off:x}: {exc.message}")
-            return False
-        from imgtool.image.loader_generations import loader_build
+            problems.append(exc.message)
+            continue
+        if not part.is_file():
+            problems.append(f"{name} (0x{offset:x} in {FLASHER_ARGS_JSON_FILE}) is missing")
+            continue
+        data = part.read_bytes()
+        start = offset - base
+        if start < 0 or bytes(merged[start : start + len(data)]) != data:
+            problems.append(f"{name} differs from the merged image at 0x{offset:x}: changed after packing? re-run imgtool pack")
+    return problems
 
-        img = parsed.image
-        r.bootloader_size = parsed.length
-        self.loader = loader_build(chip, parsed)
-        r.bootloader_build = self.loader.as_dict()
-        ok = True
-        ok &= self._chip_id("bootloader", img)
-        ok &= self._integrity("bootloader", parsed)
-        ok &= self._revisions("bootloader", img)
-        self.bootloader_revs = (img.min_chip_rev_full, img.max_chip_rev_full)
-        size_code = img.flash_size_code
-        if size_code in FLASH_SIZES.values():
-            r.flash_size = flash_size_name(size_code)
-            from imgtool.chips.table import flash_size_bytes
 
-            self.flash_bytes = flash_size_bytes(r.flash_size)
-        else:
-            ok &= r.add("bootloader", False, f"header has unknown flash size code 0x{size_code:x}")
-        if img.flash_mode > 3:
-            ok &= r.add("bootloader", False, f"header has unknown flash mode {img.flash_mode}")
-        if ok:
-            r.add("bootloader", True, f"{parsed.length} bytes at 0x{off:x}, {integrity_checked(parsed)}; {self.loader.label}")
-        return ok
+def _args_agree(folder: Path, files: dict[int, str]) -> list[str]:
+    """``flash_args`` lists the files and offsets ``flasher_args.json`` does."""
+    args = folder / FLASH_ARGS_FILE
+    if not args.is_file():
+        return []
+    try:
+        listed = {offset: path.name for offset, path in parse_args_file(args)[1]}
+    except ImgtoolError as exc:
+        return [exc.message]
+    if listed != files:
+        return [f"{FLASH_ARGS_FILE} and {FLASHER_ARGS_JSON_FILE} list different files or offsets"]
+    return []
 
-    def _integrity(self, part: str, parsed) -> bool:
-        ok = True
-        if not parsed.checksum_valid:
-            ok = self.r.add(
-                part, False, f"checksum mismatch (stored 0x{parsed.stored_checksum:02x}, computed 0x{parsed.computed_checksum:02x})"
-            )
-        if parsed.hash_valid is False:
-            ok = self.r.add(part, False, "appended SHA-256 does not match its contents")
-        return ok
 
-    def _revisions(self, part: str, img) -> bool:
-        if img.min_chip_rev_full > img.max_chip_rev_full:
-            return self.r.add(
-                part,
-                False,
-                f"minimum chip revision {revision_name(img.min_chip_rev_full)} is above the maximum {revision_name(img.max_chip_rev_full)}",
-            )
-        return True
-
-    def _chip_id(self, part: str, img) -> bool:
-        if img.chip_id == self.chip.image_chip_id:
-            return True
-        other = chip_by_image_id(img.chip_id)
-        return self.r.add(part, False, f"is built for {other.name if other else f'chip id 0x{img.chip_id:04x}'}, not {self.chip.name}")
-
-    def check_table(self) -> PartitionTable | None:
-        """Parse the table with the same declaration and ESP-IDF rules that compile it."""
-        r, off = self.r, self.table_offset
-        raw = self.read(off, TABLE_MAX_LEN)
-        if len(raw) < ENTRY_SIZE:
-            r.fail("partition table", f"the file ends before the partition table at 0x{off:x}")
-            return None
+def _sums_match(folder: Path) -> list[str]:
+    """Every file ``SHA256SUMS`` lists is in the folder with that digest."""
+    sums = folder / SHA256SUMS_FILE
+    if not sums.is_file():
+        return []
+    problems = []
+    for name, digest in parse_sha256sums(sums.read_text(encoding="utf-8")).items():
         try:
-            table = PartitionTable.from_binary(
-                raw,
-                source=f"partition table at 0x{off:x}",
-                table_offset=off,
-                bootloader_offset=self.chip.bootloader_offset,
-                flash_size=self.flash_bytes,
-            )
-        except PartitionError as exc:
-            r.fail("partition table", str(exc).removeprefix(f"partition table at 0x{off:x}: "))
-            return None
-        md5_at = len(table.partitions) * ENTRY_SIZE
-        if not table.partitions:
-            r.fail("partition table", f"no partition table at 0x{off:x} (found 0x{raw[0]:02X}{raw[1]:02X}, expected 0xAA50)")
-            return None
-        if raw[md5_at : md5_at + len(MD5_MAGIC)] != MD5_MAGIC:
-            r.fail("partition table", "has no MD5 entry; the bootloader refuses tables without one")
-            return None
-        r.table = list(table.partitions)
-        r.add("partition table", True, f"{len(table.partitions)} partitions at 0x{off:x}, MD5 valid")
-        return table
-
-    def pick_boot_partition(self, table: PartitionTable) -> Partition | None:
-        """The partition the bootloader starts, by ``imgtool.partitions.otadata``'s model of its rules (each names its ESP-IDF function)."""
-        from imgtool.partitions.otadata import boot_plan
-
-        r = self.r
-        raw = None
-        if table.otadata is not None:
-            raw = self.read(table.otadata.offset, OTADATA_SIZE)  # past the end of a merged image: never written, reads as erased
-        plan = boot_plan(table, raw)
-        chosen = plan.partition
-        if chosen is None:
-            r.fail("partition table", "has no app partition to boot")
-            return None
-        part = "otadata" if table.otadata is not None else "partition table"
-        r.add(part, True, f"the bootloader starts '{chosen.name}' at 0x{chosen.offset:x}: {plan.choice.reason}")
-        self.fallbacks = plan.order[1:]
-        r.boot_partition = chosen.name
-        r.boot_partition_offset = chosen.offset
-        r.boot_partition_size = chosen.size
-        r.boot_reason = plan.choice.reason
-        return chosen
-
-    def fallback_text(self) -> str:
-        """What ``bootloader_utility_load_boot_image`` does when the selected partition holds no loadable app."""
-        from imgtool.image.format import parse_image
-
-        for part in self.fallbacks:
-            try:
-                parsed = parse_image(self.read(part.offset, part.size), what="app image")
-            except ImgtoolError:
-                continue
-            if parsed.valid:
-                return f"the bootloader falls back to '{part.name}' at 0x{part.offset:x} and starts that app instead (bootloader_utility_load_boot_image)"
-        return "no other app partition holds an app either, so the bootloader resets and tries again forever (bootloader_utility_load_boot_image)"
-
-    def check_app(self, part: Partition, boot_ok: bool):
-        """The app as the bootloader loads it: every rule of ``boot_rules``, each naming its ESP-IDF step."""
-        from imgtool.bootloader.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
-        from imgtool.image.boot_rules import BootContext, check_app
-        from imgtool.image.format import parse_image
-
-        r, chip = self.r, self.chip
-        label = f"app ('{part.name}' at 0x{part.offset:x})"
-        if self.available(part.offset) <= 0:
-            r.fail(label, f"the file ends before the app partition: nothing to boot; {self.fallback_text()}")
-            return None
-        try:
-            parsed = parse_image(self.read(part.offset, part.size), what="app image")
+            target = file_in(folder, name, SHA256SUMS_FILE)
         except ImgtoolError as exc:
-            r.fail(label, f"{exc.message}; {self.fallback_text()}")
-            return None
-        r.app_size = parsed.length
-        from imgtool.image.loader_generations import DEFAULT_GENERATION
-
-        generation = self.loader.generation if self.loader is not None else DEFAULT_GENERATION
-        context = BootContext(part.offset, part.size, self.bootloader_revs, generation)
-        findings = check_app(chip, parsed, context)
-        for finding in findings:
-            if finding.rule == REVISION_RULE and not finding.fatal:  # an overlap: said as what it means (revision_reach)
-                boot_lo = locked_out_below((parsed.image.min_chip_rev_full, parsed.image.max_chip_rev_full), self.bootloader_revs)
-                if boot_lo is not None:
-                    r.add(label, True, f"{locked_out_text(chip.name, boot_lo)} ({REVISION_RULE})")
-                continue
-            r.add(label, not finding.fatal, str(finding), warning=not finding.fatal)
-        from imgtool.security.signing import signature_checks
-
-        signed_ok = True
-        for good, message in signature_checks(self.read(part.offset, part.size), parsed.length, self.keys):
-            signed_ok &= r.add(label, good, message)
-        if signed_ok and not any(f.fatal for f in findings):
-            r.add(
-                label,
-                True,
-                f"{parsed.length} of {part.size} bytes, {integrity_checked(parsed)}, segments load and map as the "
-                f"{chip.name} bootloader requires ({generation.name} loader rules)",
-            )
-        return parsed
-
-    def check_data_partitions(self, table: PartitionTable) -> None:
-        """What each written data partition holds (NVS page headers checked); erased ones and otadata say nothing."""
-        from imgtool.partitions.data_images import describe_contents
-        from imgtool.partitions.table import SUBTYPE_DATA_OTA, TYPE_DATA
-
-        for part in table.partitions:
-            if part.type != TYPE_DATA or part.subtype == SUBTYPE_DATA_OTA or self.available(part.offset) <= 0:
-                continue
-            found = describe_contents(part, self.read(part.offset, part.size))
-            if found is not None:
-                plausible, message = found
-                self.r.add(f"data ('{part.name}' at 0x{part.offset:x})", True, message, warning=not plausible)
-
-    def check_elf(self, parsed, elf_path, flash_offset: int) -> None:
-        """Every allocated ELF section as the CPU reads it when the app starts (``boot_rules.CpuView``): flash
-        through the MMU table ``set_cache_and_start_app`` leaves, RAM as loaded; not the segments' own bytes."""
-        from imgtool.elf.reader import read_elf
-        from imgtool.image.boot_rules import CpuView
-        from imgtool.image.format import APP_DESC_ELF_SHA256_OFFSET, SHA256_LEN
-        from imgtool.image.memory import LoadedMemory, elf_mismatches
-
-        r = self.r
-        try:
-            info = read_elf(elf_path)
-            contents = info.read_all()
-        except ImgtoolError as exc:
-            r.fail("elf", exc.message)
-            return
-        segments = [s.segment for s in parsed.segments]
-        desc = info.find_app_descriptor(contents)
-        cpu = CpuView(self.chip, parsed, self.read_mapped, flash_offset)
-        problems = elf_mismatches(segments, info, app_desc_addr=desc.addr if desc else None, contents=contents, memory=cpu)
-        if desc is not None:
-            stored = LoadedMemory(segments).read(desc.addr + APP_DESC_ELF_SHA256_OFFSET, SHA256_LEN)
-            if stored is not None and stored != b"\x00" * SHA256_LEN and stored != info.sha256():
-                problems.append(f"the app descriptor in {desc.name} records another ELF's SHA-256 (built from a different ELF?)")
-        for problem in problems:
-            r.fail("elf", problem)
-        if not problems:
-            r.add(
-                "elf",
-                True,
-                f"all {len(contents)} loadable sections of {Path(elf_path).name} read intact as the CPU sees them "
-                "(flash through the MMU as the bootloader maps it, RAM as it loads it)",
-            )
+            problems.append(exc.message)
+            continue
+        if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != digest:
+            problems.append(f"{name} does not match its SHA256SUMS entry")
+    return problems
 
 
-__all__ = ["Check", "VerifyReport", "resolve_input", "verify"]
+__all__ = ["Check", "FlashView", "VerifyReport", "boot_report", "check_pack_folder", "resolve_input", "verify"]

@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgtool.errors import InputError
+from imgtool.chips.table import normalize_flash_mode, normalize_flash_size
+from imgtool.errors import InputError, UsageError
+from imgtool.pack.project_config import normalize_freq
 
 #: The build-script folder esp-idf-sys's outputs are in, below cargo's ``build/``.
 ESP_IDF_SYS_GLOB = "esp-idf-sys-*"
@@ -77,9 +79,6 @@ def _first(folder: Path, paths: tuple[str, ...]) -> Path | None:
 
 def sdkconfig_settings(path: Path) -> dict:
     """The flash settings an sdkconfig sets, spelled as imgtool's options take them."""
-    from imgtool.chips.table import normalize_flash_mode, normalize_flash_size
-    from imgtool.errors import UsageError
-
     try:
         if path.stat().st_size > MAX_SDKCONFIG_BYTES:
             raise InputError(f"is larger than {MAX_SDKCONFIG_BYTES} bytes; this is not an sdkconfig", path=path)
@@ -99,8 +98,6 @@ def sdkconfig_settings(path: Path) -> dict:
             elif setting == "flash_mode":
                 out[setting] = normalize_flash_mode(value)
             elif setting == "flash_freq":
-                from imgtool.pack.project_config import normalize_freq
-
                 out[setting] = normalize_freq(value)
             else:
                 out[setting] = int(value, 0)

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from imgtool.flash.layout import FlashLayout, FlashSettings
+from imgtool.flash.outputs import digests, esptool_args, esptool_parts_args, render_files
+from imgtool.output_names import BOOTLOADER_FILE, PARTITIONS_BIN_FILE
 
 #: The app partition probe-rs (espflash) picks by itself in a table with one.
 DEFAULT_APP_PARTITION = "factory"
-from imgtool.flash.outputs import digests, esptool_args, esptool_parts_args, render_files
 
 
 class PartInfo(NamedTuple):
@@ -116,8 +117,6 @@ class PackResult:
 
 def probe_rs_args(layout: FlashLayout, elf: str, shown=None) -> tuple[str, ...]:
     """``probe-rs run`` with the pack's bootloader and partition table (probe-rs builds the app from the ELF itself)."""
-    from imgtool.output_names import BOOTLOADER_FILE, PARTITIONS_BIN_FILE
-
     shown = shown or (lambda name: name)
     args = ["run", "--chip", layout.chip.name, "--idf-bootloader", shown(BOOTLOADER_FILE),
             "--idf-partition-table", shown(PARTITIONS_BIN_FILE)]

@@ -24,9 +24,22 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.chips.table import ERASED, Chip, get_chip
+from imgtool.atomic import read_input, write_bytes, write_outputs
+from imgtool.chips.table import ERASED, Chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
-from imgtool.output_names import FLASHER_ARGS_JSON_FILE, MANIFEST_FILE, MERGED_SUFFIX, UNVERSIONED
+from imgtool.flash.pack_folder import (
+    MAX_METADATA_BYTES,
+    FlasherArgs,
+    checked_sums,
+    esp_web_tools_manifest,
+    json_bytes,
+    read_flasher_args,
+    require_listed,
+)
+from imgtool.image.format import c_string, parse_app_descriptor, parse_image
+from imgtool.inspect.verify import check_pack_folder, verify
+from imgtool.output_names import FLASHER_ARGS_JSON_FILE, MERGED_SUFFIX, UNVERSIONED, WEB_MANIFEST_FILE
+from imgtool.pack.project_config import load_toml
 
 LAUNCHPAD_FILE = "launchpad.toml"
 LAUNCHPAD_TOML_VERSION = "1.0"
@@ -35,8 +48,8 @@ LAUNCHPAD_SUFFIX = ".launchpad.bin"
 
 
 @dataclass(frozen=True)
-class PackFolder:
-    """What one ``imgtool pack`` output folder holds, as its ``flasher_args.json`` describes it."""
+class ReleaseBuild:
+    """One chip's build in a web release: a pack folder's parts, as its ``flasher_args.json`` lists them."""
 
     folder: Path
     chip: Chip
@@ -68,14 +81,12 @@ class WebRelease:
 
     name: str
     version: str
-    packs: tuple[PackFolder, ...]
+    packs: tuple[ReleaseBuild, ...]
     launchpad_base_url: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def manifest(self) -> dict:
         """The esp-web-tools manifest: per chip family, the pack's parts (an update keeps NVS), paths relative to it."""
-        from imgtool.flash.outputs import esp_web_tools_manifest
-
         builds = [(p.family, [(f"{p.subdir}/{file}", off) for off, file in p.parts]) for p in self.packs]
         return esp_web_tools_manifest(self.name, self.version, builds)
 
@@ -95,10 +106,8 @@ class WebRelease:
         lines += [f"image.{p.family.lower()} = {_toml_string(f'{p.subdir}/{p.launchpad_file}')}" for p in self.packs]
         return "\n".join(lines) + "\n"
 
-    def folder_files(self, pack: PackFolder) -> dict[str, bytes]:
+    def folder_files(self, pack: ReleaseBuild) -> dict[str, bytes]:
         """The files copied into ``pack``'s chip folder: its parts, and its Launchpad image when asked for."""
-        from imgtool.atomic import read_input
-
         out = {file: read_input(pack.folder / file, "pack part") for _, file in pack.parts}
         if self.launchpad_base_url is not None:
             merged = read_input(pack.folder / pack.merged_file, "merged image")
@@ -130,82 +139,35 @@ class WebRelease:
 # --------------------------------------------------------------------------- reading packs
 
 
-def read_pack(folder: str | os.PathLike) -> PackFolder:
+def read_pack(folder: str | os.PathLike) -> ReleaseBuild:
     """A pack output folder, refused in one line unless it verifies (the merged image boots, the part files match it)."""
-    from imgtool.flash.pack_folder import checked_sums, file_in, read_pack_json, require_listed
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("no such pack folder; pass an OUTDIR written by imgtool pack", path=folder)
-    doc = read_pack_json(folder)
-    try:
-        chip = get_chip(doc["extra_esptool_args"]["chip"])
-        flash_files = doc["flash_files"]
-        merged_file = doc["merged"]["file"]
-        merged_hex = doc["merged"]["offset"]
-        app_file = doc["app"]["file"]
-    except (KeyError, TypeError, AttributeError, ImgtoolError):
-        raise InputError(
-            f"{FLASHER_ARGS_JSON_FILE} lacks the chip, flash_files, merged or app entries imgtool pack writes; re-run imgtool pack",
-            path=folder,
-        ) from None
-    if not isinstance(flash_files, dict) or not flash_files:
-        raise InputError(f"{FLASHER_ARGS_JSON_FILE}: flash_files is not an object of offset → file; re-run imgtool pack", path=folder)
-    parts = tuple(sorted((_offset(folder, off, f"flash_files key {off!r}"), name) for off, name in flash_files.items()))
-    merged_offset = _offset(folder, merged_hex, "merged.offset")
-    if merged_offset not in (0, chip.bootloader_offset):
-        raise InputError(
-            f"{FLASHER_ARGS_JSON_FILE}: merged.offset is 0x{merged_offset:x}, but a {chip.name} merged image starts at "
-            f"0x{chip.bootloader_offset:x} (or 0x0); re-run imgtool pack",
-            path=folder,
-        )
-    for _, name in [*parts, (merged_offset, merged_file), (0, app_file)]:
-        file_in(folder, name, FLASHER_ARGS_JSON_FILE)
+    entries = read_flasher_args(folder)
     sums = checked_sums(folder)
-    require_listed(folder, sums, [name for _, name in parts] + [merged_file, app_file], FLASHER_ARGS_JSON_FILE)
-    _check_pack(folder, chip, doc)
-    name, version = _app_identity(folder, app_file)
-    return PackFolder(folder, chip, parts, merged_file, merged_offset, name, version)
+    require_listed(folder, sums, [name for _, name in entries.parts] + [entries.merged_file, entries.app_file], FLASHER_ARGS_JSON_FILE)
+    _check_pack(folder, entries)
+    name, version = _app_identity(folder, entries.app_file)
+    return ReleaseBuild(folder, entries.chip, entries.parts, entries.merged_file, entries.merged_offset, name, version)
 
 
-def _offset(folder: Path, text: object, field: str) -> int:
-    """A flash offset as pack writes it (``"0x10000"``), inside the largest flash."""
-    from imgtool.chips.table import MAX_FLASH_BYTES
-
-    try:
-        value = int(text, 16) if isinstance(text, str) and text.lower().startswith("0x") else None
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value < MAX_FLASH_BYTES:
-        raise InputError(f"{FLASHER_ARGS_JSON_FILE}: {field} is {text!r}, not a flash offset like '0x10000'; re-run imgtool pack", path=folder)
-    return value
-
-
-def _check_pack(folder: Path, chip: Chip, doc: dict) -> None:
+def _check_pack(folder: Path, entries: FlasherArgs) -> None:
     """Refuse a pack whose merged image would not boot or whose part files disagree with it.
 
     Encrypted packs cannot be booted without their key, so only their files are compared.
     """
-    from imgtool.atomic import read_input
-    from imgtool.flash.outputs import marks_encrypted_parts
-    from imgtool.inspect.verify import VerifyReport, check_pack_folder, verify
-
-    if marks_encrypted_parts(doc):
-        merged_path = folder / doc["merged"]["file"]
-        report = VerifyReport(source=os.fspath(folder), chip=chip.name, base=int(doc["merged"]["offset"], 16))
-        check_pack_folder(report, folder, read_input(merged_path, "merged image"))
+    if entries.encrypted:
+        merged = read_input(folder / entries.merged_file, "merged image")
+        problems = [c for c in check_pack_folder(folder, merged, entries.merged_offset) if not c.ok]
     else:
-        report = verify(folder, chip=chip)
-    if not report.ok:
-        raise InputError(f"is not a sound pack: {report.problems[0]}; re-run imgtool pack", path=folder)
+        problems = verify(folder, chip=entries.chip).problems
+    if problems:
+        raise InputError(f"is not a sound pack: {problems[0]}; re-run imgtool pack", path=folder)
 
 
 def _app_identity(folder: Path, app_file: str) -> tuple[str, str]:
     """Project name and version from the app descriptor, else from the pack's own manifest."""
-    from imgtool.atomic import read_input
-    from imgtool.flash.pack_folder import MAX_METADATA_BYTES
-    from imgtool.image.format import c_string, parse_app_descriptor, parse_image
-
     name = version = ""
     try:
         parsed = parse_image(read_input(folder / app_file, "app image"))
@@ -216,7 +178,7 @@ def _app_identity(folder: Path, app_file: str) -> tuple[str, str]:
         pass  # encrypted: the descriptor is not readable without the key
     if not name or not version:
         try:
-            own = json.loads(read_input(folder / MANIFEST_FILE, MANIFEST_FILE, limit=MAX_METADATA_BYTES).decode("utf-8"))
+            own = json.loads(read_input(folder / WEB_MANIFEST_FILE, WEB_MANIFEST_FILE, limit=MAX_METADATA_BYTES).decode("utf-8"))
             name = name or str(own.get("name") or "")
             version = version or str(own.get("version") or "")
         except (ImgtoolError, ValueError, AttributeError, RecursionError):
@@ -234,7 +196,7 @@ def plan_release(
     if not folders:
         raise UsageError("pass at least one pack folder", field="OUTDIR")
     packs = [read_pack(f) for f in folders]
-    seen: dict[str, PackFolder] = {}
+    seen: dict[str, ReleaseBuild] = {}
     for p in packs:
         other = seen.get(p.chip.name)
         if other is not None:
@@ -270,12 +232,9 @@ def write_release(
     chip folder that neither lists is the user's and is refused unless ``force``. ``cache_dir``
     keeps the chip folders' locks (default: the user cache).
     """
-    from imgtool.atomic import write_bytes, write_outputs
-    from imgtool.flash.outputs import json_bytes
-
     target = Path(manifest_path)
     if target.is_dir():
-        target = target / MANIFEST_FILE
+        target = target / WEB_MANIFEST_FILE
     out = target.parent
     rendered = {p.subdir: release.folder_files(p) for p in release.packs}  # every read before any write
     manifest = json_bytes(release.manifest())
@@ -295,11 +254,8 @@ def write_release(
 def _previous_files(manifest_path: Path, *, launchpad: bool) -> dict[str, set[str]]:
     """Chip folder → file names the existing manifest at ``manifest_path`` (and, when rewriting it, the Launchpad TOML) list there."""
     paths: list[str] = []
-    from imgtool.atomic import read_input
-    from imgtool.flash.pack_folder import MAX_METADATA_BYTES
-
     try:
-        doc = json.loads(read_input(manifest_path, MANIFEST_FILE, limit=MAX_METADATA_BYTES).decode("utf-8"))
+        doc = json.loads(read_input(manifest_path, WEB_MANIFEST_FILE, limit=MAX_METADATA_BYTES).decode("utf-8"))
         paths += [str(part["path"]) for build in doc["builds"] for part in build["parts"]]
     except (ImgtoolError, ValueError, KeyError, TypeError, RecursionError):
         pass
@@ -314,8 +270,6 @@ def _previous_files(manifest_path: Path, *, launchpad: bool) -> dict[str, set[st
 
 
 def _launchpad_images(path: Path) -> list[str]:
-    from imgtool.pack.project_config import load_toml
-
     try:
         doc = load_toml(path)
         return [str(v) for app in doc.get("supported_apps", []) for v in doc[app].get("image", {}).values()]
@@ -328,4 +282,4 @@ def _toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["LAUNCHPAD_FILE", "PackFolder", "WebRelease", "plan_release", "read_pack", "write_release"]
+__all__ = ["LAUNCHPAD_FILE", "ReleaseBuild", "WebRelease", "plan_release", "read_pack", "write_release"]

@@ -17,22 +17,30 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from functools import lru_cache
 from typing import NamedTuple
 
+from imgtool.atomic import read_input
+from imgtool.chips.security import (
+    DEFAULT_FLASH_CRYPT_CONF,
+    DERIVED_KEY_LEN,
+    ESP32_KEY_192,
+    FLASH_CRYPT_CONF_MAX,
+    FlashEncryption,
+)
+from imgtool.chips.table import get_chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
+from imgtool.partitions.table import SUBTYPE_DATA_OTA, SUBTYPES, TABLE_MAX_LEN, TYPE_APP, TYPE_DATA, PartitionTable
+
+# cryptography's ciphers are imported where parts are encrypted: about 27 ms of start-up other commands never pay.
 
 AES_BLOCK = 16
 #: ESP32: the tweaked key changes every 32 bytes of flash.
 ESP32_TWEAK_SPAN = 32
 #: XTS chips: one XTS data unit (and tweak) per 128 bytes of flash.
 XTS_UNIT = 0x80
-#: ESP32's FLASH_CRYPT_CONFIG eFuse value when the bootloader burns it: every key bit tweaked.
-DEFAULT_FLASH_CRYPT_CONF = 0xF
-FLASH_CRYPT_CONF_MAX = 0xF
 ESP32_KEY_BITS = 256
-#: ESP32 with the 3/4 eFuse coding scheme holds 192 key bits; the hardware repeats bytes 8..16 to make 256.
-ESP32_KEY_192 = 24
 ESP32_REPEAT = slice(8, 16)
 #: Lowest and highest flash address bits that flip ESP32 key bits.
 TWEAK_ADDR_LOW = 5
@@ -40,38 +48,6 @@ TWEAK_ADDR_HIGH = 23
 #: The key is cut into four groups (most significant first), each enabled by one FLASH_CRYPT_CONFIG bit.
 #: A group is three runs over address bits 23..5, then a shorter run from this bit down to 5.
 TWEAK_GROUP_TAILS = (14, 12, 10, 8)
-#: XTS-AES-128 keys derived from 128 eFuse bits (SHA-256 of them), ESP32-C2 only.
-DERIVED_KEY_LEN = 16
-
-
-class CryptScheme(NamedTuple):
-    """A chip's flash encryption: the ESP32 tweak or XTS, and the key file lengths it takes."""
-
-    xts: bool
-    key_lengths: tuple[int, ...]
-
-    def describe(self, length: int) -> str:
-        if not self.xts:
-            return "AES-256 with the ESP32 key tweak"
-        return "XTS-AES-256" if length == 64 else "XTS-AES-128"
-
-
-#: Key file lengths per chip (SOC_FLASH_ENCRYPTION_XTS_AES_128 / _256 / _128_DERIVED in ESP-IDF's soc_caps).
-FLASH_ENCRYPTION = {
-    "esp32": CryptScheme(False, (32, ESP32_KEY_192)),
-    "esp32s2": CryptScheme(True, (32, 64)),
-    "esp32s3": CryptScheme(True, (32, 64)),
-    "esp32c2": CryptScheme(True, (32, DERIVED_KEY_LEN)),
-    "esp32c3": CryptScheme(True, (32,)),
-    "esp32c5": CryptScheme(True, (32, 64)),
-    "esp32c6": CryptScheme(True, (32,)),
-    "esp32c61": CryptScheme(True, (32,)),
-    "esp32h2": CryptScheme(True, (32,)),
-    "esp32p4": CryptScheme(True, (32, 64)),
-    "esp32s31": CryptScheme(True, (32, 64)),
-    "esp32h4": CryptScheme(True, (32, 64)),
-    "esp32h21": CryptScheme(True, (32,)),
-}
 
 
 class FlashKey(NamedTuple):
@@ -80,7 +56,7 @@ class FlashKey(NamedTuple):
     path: str
     chip: str
     key: bytes
-    scheme: CryptScheme
+    scheme: FlashEncryption
     flash_crypt_conf: int
 
     @property
@@ -90,11 +66,7 @@ class FlashKey(NamedTuple):
 
 def load_flash_key(path: str | os.PathLike, chip: str, flash_crypt_conf: int | None = None) -> FlashKey:
     """Read a raw key file (``espsecure generate-flash-encryption-key``) and check it fits ``chip``."""
-    from imgtool.atomic import read_input
-
-    scheme = FLASH_ENCRYPTION.get(chip)
-    if scheme is None:  # pragma: no cover - every chip imgtool knows has flash encryption
-        raise UsageError(f"{chip} has no flash encryption", field="--encrypt-key")
+    scheme = get_chip(chip).flash_encryption
     if flash_crypt_conf is not None:
         if scheme.xts:
             raise UsageError(f"--flash-crypt-conf is an ESP32 eFuse; {chip} uses XTS-AES", field="--flash-crypt-conf")
@@ -116,7 +88,7 @@ def load_flash_key(path: str | os.PathLike, chip: str, flash_crypt_conf: int | N
     return FlashKey(os.fspath(path), chip, key, scheme, conf)
 
 
-def _hardware_key(raw: bytes, scheme: CryptScheme) -> bytes:
+def _hardware_key(raw: bytes, scheme: FlashEncryption) -> bytes:
     """The key the AES engine sees: ESP32 192-bit keys extended, 128-bit XTS keys derived by SHA-256."""
     if not scheme.xts and len(raw) == ESP32_KEY_192:
         return raw + raw[ESP32_REPEAT]
@@ -183,8 +155,6 @@ def keep_plain_partitions(clear: bytes, raw: bytes, address: int, table_offset: 
     ESP-IDF's ``esp_partition`` (components/esp_partition/partition_target.c, partition.c) decrypts reads of
     app partitions, otadata and nvs_keys always, other data partitions only when flagged ``encrypted``.
     """
-    from imgtool.partitions.table import SUBTYPE_DATA_OTA, SUBTYPES, TABLE_MAX_LEN, TYPE_APP, TYPE_DATA, PartitionTable
-
     start = table_offset - address
     if start < 0:
         return clear
@@ -208,8 +178,6 @@ def encrypt_layout(layout, key: FlashKey):
     flash address and marked encrypted: the bootloader, partition table, otadata and app, and the data
     partitions flagged ``encrypted`` in the table (others, NVS among them, stay plain).
     """
-    from dataclasses import replace
-
     parts = tuple(
         replace(p, data=encrypt(key, p.data, p.offset), encrypted=True) if p.flash_encrypted else p for p in layout.parts
     )
@@ -298,4 +266,4 @@ def _esp32(key: bytes, data: bytes, address: int, conf: int, *, encrypting: bool
     return bytes(out)
 
 
-__all__ = ["FLASH_ENCRYPTION", "FlashKey", "decrypt", "encrypt", "encrypt_layout", "load_flash_key"]
+__all__ = ["FlashKey", "decrypt", "encrypt", "encrypt_layout", "load_flash_key"]

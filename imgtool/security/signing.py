@@ -1,11 +1,7 @@
-"""Secure Boot V2 signatures: the signature sector an ESP-IDF secure bootloader checks, and secure padding.
+"""Secure Boot V2 signing and checking: signature blocks made, read back and verified, and images signed.
 
-A signed image is the image, padded so its length is a multiple of 4 KiB,
-followed by one 4 KiB signature sector holding up to three 1216-byte
-signature blocks (then 0xFF). Each block carries the image digest, the public
-key in the form the ROM's verifier takes, the signature and a CRC-32; the chip
-trusts a block when the SHA-256 of its key part matches a digest burned in
-eFuse. The format is the one ``espsecure sign-data --version 2`` writes.
+The sector's format is :mod:`imgtool.security.signature_block`, keys are :mod:`imgtool.security.keys`
+and the padding before the sector :mod:`imgtool.security.secure_pad`.
 """
 
 from __future__ import annotations
@@ -13,325 +9,53 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from construct import Bytes, Const, Int8ul, Int32ul, Padding, RawCopy, StreamError, Struct, Switch
+from construct import StreamError
 
-from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE
-from imgtool.chips.units import align_up
-from imgtool.errors import ImageError, InputError, UsageError
-from imgtool.image.format import (
-    CHECKSUM_ALIGN,
-    EXTENDED_HEADER_LEN,
-    HEADER_LEN,
-    MAX_APP_IMAGE_BYTES,
-    MAX_SEGMENTS,
-    SEGMENT_HEADER_LEN,
-    SHA256_LEN,
-    EspImage,
-    Segment,
-    descriptor_page_size,
-    parse_app_descriptor,
-    parse_image,
+from imgtool.atomic import read_input
+from imgtool.chips.security import (
+    CURVES,
+    ECDSA192,
+    ECDSA256,
+    ECDSA384,
+    RSA3072,
+    RSA_BYTES,
+    SHA_VERSION_256,
+    SHA_VERSION_384,
+    VERSION_ECDSA,
+    VERSION_RSA,
+    Scheme,
 )
-from imgtool.image.segments import PADDING_ADDR
+from imgtool.chips.table import FLASH_SECTOR_SIZE, chip_by_image_id, get_chip
+from imgtool.errors import ImageError, InputError, UsageError
+from imgtool.image.format import MAX_APP_IMAGE_BYTES, parse_image
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, ENTRY_MAGIC
+from imgtool.security.keys import SigningKey, check_chip_schemes, load_key
+from imgtool.security.secure_pad import app_page_size, is_secure_padded, secure_pad
+from imgtool.security.signature_block import (
+    MAX_SIGNATURE_BLOCKS,
+    SIG_BLOCK_LEN,
+    SIG_BLOCK_MAGIC,
+    SignatureBlock,
+    SignedPart,
+    ec_field_width,
+    key_fields,
+    key_struct,
+    le_bytes,
+    sector_align,
+    signature_offset,
+    signature_sector,
+)
 
-SIG_BLOCK_MAGIC = 0xE7
-VERSION_RSA = 0x02
-VERSION_ECDSA = 0x03
-SHA_VERSION_256 = 0
-SHA_VERSION_384 = 1
-CURVE_P192 = 1
-CURVE_P256 = 2
-CURVE_P384 = 3
+# cryptography is imported where a signature is made or checked: about 27 ms of start-up that packs,
+# `info` and `verify` of unsigned images never pay.
 
 #: The largest input ``sign`` reads: an app of the largest flash span the MMU maps, plus its signature sector.
 MAX_SIGNABLE_BYTES = MAX_APP_IMAGE_BYTES + FLASH_SECTOR_SIZE
-#: At most this many blocks fit the sector (the bootloader reads no more).
-MAX_SIGNATURE_BLOCKS = 3
-RSA_BYTES = 384
 #: RSA-PSS salt length the ROM's verifier expects (the digest length).
 PSS_SALT_LEN = 32
-
-RsaKey = Struct(
-    "n" / Bytes(RSA_BYTES),  # modulus, little-endian
-    "e" / Int32ul,
-    "rinv" / Bytes(RSA_BYTES),  # R^2 mod n (Montgomery), little-endian
-    "m_prime" / Int32ul,  # -n^-1 mod 2^32
-)
-RsaBody = Struct(
-    "digest" / Bytes(32),
-    "key" / RsaKey,
-    "signature" / Bytes(RSA_BYTES),  # little-endian
-)
-EcKey256 = Struct("curve" / Int8ul, "point" / Bytes(64))  # x then y, little-endian; P-192 zero-extended
-EcBody256 = Struct("digest" / Bytes(32), "key" / EcKey256, "signature" / Bytes(64), Padding(1031))
-EcKey384 = Struct("curve" / Int8ul, "point" / Bytes(96))
-EcBody384 = Struct("digest" / Bytes(48), "key" / EcKey384, "signature" / Bytes(96), Padding(951))
-BODY_LEN = RsaBody.sizeof()
-#: Zeros after the CRC that round the block up to its fixed length.
-BLOCK_TAIL_PAD = 16
-
-SignedPart = Struct(
-    "magic" / Const(SIG_BLOCK_MAGIC, Int8ul),
-    "version" / Int8ul,
-    "sha_version" / Int8ul,  # ECDSA only: 0 SHA-256, 1 SHA-384
-    Padding(1),
-    "body"
-    / Switch(
-        lambda ctx: (ctx.version, ctx.sha_version),
-        {
-            (VERSION_RSA, SHA_VERSION_256): RsaBody,
-            (VERSION_ECDSA, SHA_VERSION_256): EcBody256,
-            (VERSION_ECDSA, SHA_VERSION_384): EcBody384,
-        },
-        default=Bytes(BODY_LEN),
-    ),
-)
-SignatureBlock = Struct(
-    "signed" / RawCopy(SignedPart),
-    "crc" / Int32ul,  # CRC-32 of the signed part
-    Padding(BLOCK_TAIL_PAD),
-)
-#: Block length: 4-byte head, body, CRC-32, tail padding (1216 bytes for every scheme).
-SIG_BLOCK_LEN = 4 + BODY_LEN + 4 + BLOCK_TAIL_PAD
-
-
-class Scheme(NamedTuple):
-    """One signature scheme as the signature block encodes it."""
-
-    name: str
-    version: int
-    sha_version: int
-    curve_id: int | None
-    int_len: int  # bytes per coordinate / signature half; the RSA modulus length for RSA
-
-    def digest(self, data: bytes) -> bytes:
-        algo = hashlib.sha384 if self.sha_version == SHA_VERSION_384 else hashlib.sha256
-        return algo(data).digest()
-
-
-RSA3072 = Scheme("RSA-3072", VERSION_RSA, SHA_VERSION_256, None, RSA_BYTES)
-ECDSA192 = Scheme("ECDSA-P192", VERSION_ECDSA, SHA_VERSION_256, CURVE_P192, 24)
-ECDSA256 = Scheme("ECDSA-P256", VERSION_ECDSA, SHA_VERSION_256, CURVE_P256, 32)
-ECDSA384 = Scheme("ECDSA-P384", VERSION_ECDSA, SHA_VERSION_384, CURVE_P384, 48)
-CURVES = {s.curve_id: s for s in (ECDSA192, ECDSA256, ECDSA384)}
-
-
-class SecureBootCaps(NamedTuple):
-    """What a chip's ROM and ESP-IDF bootloader verify (ESP-IDF soc_caps and bootloader_support Kconfig)."""
-
-    schemes: tuple[Scheme, ...]
-    key_slots: int  # eFuse key digests, so the most signature blocks worth appending
-    note: str = ""
-
-
-#: Secure Boot V2 per chip: RSA where SOC_SECURE_BOOT_V2_RSA, ECDSA where SOC_SECURE_BOOT_V2_ECC,
-#: P-384 where the ECDSA block supports it (ESP32-C5, ESP32-P4).
-SECURE_BOOT_V2 = {
-    "esp32": SecureBootCaps((RSA3072,), 1, "Secure Boot V2 on esp32 needs chip revision v3.0 or later"),
-    "esp32s2": SecureBootCaps((RSA3072,), 3),
-    "esp32s3": SecureBootCaps((RSA3072,), 3),
-    "esp32c2": SecureBootCaps((ECDSA192, ECDSA256), 1),
-    "esp32c3": SecureBootCaps((RSA3072,), 3, "Secure Boot V2 on esp32c3 needs chip revision v0.3 or later"),
-    "esp32c5": SecureBootCaps((RSA3072, ECDSA192, ECDSA256, ECDSA384), 3),
-    "esp32c6": SecureBootCaps((RSA3072, ECDSA192, ECDSA256), 3),
-    "esp32c61": SecureBootCaps((ECDSA192, ECDSA256), 3),
-    "esp32h2": SecureBootCaps(
-        (RSA3072, ECDSA192, ECDSA256),
-        3,
-        "P-192 is off by default on esp32h2 and cannot be enabled once Secure Boot is on",
-    ),
-    "esp32p4": SecureBootCaps((RSA3072, ECDSA192, ECDSA256, ECDSA384), 3),
-    "esp32s31": SecureBootCaps((RSA3072,), 3),
-    "esp32h21": SecureBootCaps((RSA3072,), 3),
-    # esp32h4: SOC_SECURE_BOOT_SUPPORTED is 0 in ESP-IDF v6.1, so it has no entry.
-}
-#: Chip revision below which Secure Boot V2 is absent (major*100+minor).
-MIN_SECURE_BOOT_REV = {"esp32": 300, "esp32c3": 3}
-
-
-# --------------------------------------------------------------------------- keys
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    """A key read from ``path``: a private key signs, a public key only checks."""
-
-    path: str
-    public: object  # cryptography RSAPublicKey / EllipticCurvePublicKey
-    private: object | None
-    scheme: Scheme
-
-    def key_fields(self) -> bytes:
-        """The key part of a signature block; its SHA-256 is the digest burned in eFuse."""
-        return key_fields(self.scheme, self.public)
-
-    @property
-    def key_digest(self) -> bytes:
-        return hashlib.sha256(self.key_fields()).digest()
-
-
-def load_key(path: str | os.PathLike, *, private: bool = True, field: str = "--sign-key") -> SigningKey:
-    """Read a PEM key; ``private`` requires a private key (to sign), otherwise either kind is fine."""
-    from cryptography.hazmat.primitives import serialization
-
-    from imgtool.atomic import read_input
-
-    data = read_input(path, "key file", limit=1 << 20)
-    priv = pub = None
-    try:
-        priv = serialization.load_pem_private_key(data, password=None)
-        pub = priv.public_key()
-    except TypeError:
-        raise InputError("the private key is password protected; give an unencrypted PEM key", path=path, field=field) from None
-    except ValueError:
-        if private:
-            raise InputError(
-                "is not a PEM private key; create one with 'espsecure generate-signing-key --version 2 --scheme rsa3072 KEY.pem'",
-                path=path,
-                field=field,
-            ) from None
-        try:
-            pub = serialization.load_pem_public_key(data)
-        except ValueError:
-            raise InputError("is not a PEM public or private key", path=path, field=field) from None
-    return SigningKey(os.fspath(path), pub, priv, _scheme_of(pub, path, field))
-
-
-def _scheme_of(public, path, field: str) -> Scheme:
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    if isinstance(public, rsa.RSAPublicKey):
-        if public.key_size != RSA_BYTES * 8:
-            raise InputError(
-                f"is an RSA-{public.key_size} key; Secure Boot V2 takes RSA-3072 only", path=path, field=field
-            )
-        return RSA3072
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        by_name = {"secp192r1": ECDSA192, "secp256r1": ECDSA256, "secp384r1": ECDSA384}
-        scheme = by_name.get(public.curve.name)
-        if scheme is None:
-            raise InputError(
-                f"is an ECDSA key on {public.curve.name}; Secure Boot V2 takes P-192, P-256 or P-384",
-                path=path,
-                field=field,
-            )
-        return scheme
-    raise InputError("is neither an RSA nor an ECDSA key", path=path, field=field)
-
-
-def key_fields(scheme: Scheme, public) -> bytes:
-    if scheme is RSA3072:
-        numbers = public.public_numbers()
-        n = numbers.n
-        return RsaKey.build(
-            dict(
-                n=_le(n, RSA_BYTES),
-                e=numbers.e,
-                rinv=_le((1 << (2 * RSA_BYTES * 8)) % n, RSA_BYTES),
-                m_prime=-pow(n, -1, 1 << 32) & 0xFFFFFFFF,
-            )
-        )
-    numbers = public.public_numbers()
-    point = _le(numbers.x, scheme.int_len) + _le(numbers.y, scheme.int_len)
-    return _ec_key(scheme).build(dict(curve=scheme.curve_id, point=point.ljust(_ec_width(scheme), b"\0")))
-
-
-def _ec_key(scheme: Scheme):
-    return EcKey384 if scheme is ECDSA384 else EcKey256
-
-
-def _ec_width(scheme: Scheme) -> int:
-    """Bytes of the block's point and signature fields (two coordinates; P-192 is zero-extended into P-256's)."""
-    return 2 * ECDSA384.int_len if scheme is ECDSA384 else 2 * ECDSA256.int_len
-
-
-def _le(value: int, length: int) -> bytes:
-    return value.to_bytes(length, "little")
-
-
-def check_chip_schemes(chip: str, keys: list[SigningKey], *, field: str = "--sign-key", existing: int = 0) -> list[str]:
-    """Refuse keys the chip cannot verify or more blocks than it has key slots; returns warnings."""
-    caps = SECURE_BOOT_V2.get(chip)
-    if caps is None:
-        raise UsageError(f"{chip} has no Secure Boot V2", field=field)
-    allowed = ", ".join(s.name for s in caps.schemes)
-    for key in keys:
-        if key.scheme not in caps.schemes:
-            raise InputError(
-                f"is an {key.scheme.name} key but {chip}'s Secure Boot V2 verifies {allowed} only; use a key of one of those",
-                path=key.path,
-                field=field,
-            )
-    schemes = {k.scheme.name for k in keys}
-    if len(schemes) > 1:
-        raise UsageError(
-            f"the keys mix {' and '.join(sorted(schemes))}; a Secure Boot bootloader checks one scheme, so use keys of one kind",
-            field=field,
-        )
-    total = existing + len(keys)
-    if total > min(caps.key_slots, MAX_SIGNATURE_BLOCKS):
-        limit = min(caps.key_slots, MAX_SIGNATURE_BLOCKS)
-        raise UsageError(
-            f"{total} signature blocks asked for but {chip} takes at most {limit}"
-            + (f" (the image already has {existing})" if existing else "")
-            + "; pass fewer keys",
-            field=field,
-        )
-    warnings = []
-    if any(k.scheme is ECDSA192 for k in keys):
-        warnings.append(
-            "ECDSA-P192 is a legacy Secure Boot scheme (about 96-bit security); prefer P-256"
-            + (f"; {caps.note}" if chip == "esp32h2" else "")
-        )
-    return warnings
-
-
-def revision_warning(chip: str, min_rev_full: int) -> str | None:
-    """Secure Boot V2 is missing on early revisions of some chips: say so when the app allows them."""
-    floor = MIN_SECURE_BOOT_REV.get(chip)
-    if floor is not None and min_rev_full < floor:
-        return f"{SECURE_BOOT_V2[chip].note}; the app also runs on earlier revisions, where the signature is not checked"
-    return None
-
-
-# --------------------------------------------------------------------------- secure padding
-
-
-def secure_pad(image: EspImage, page_size: int) -> EspImage:
-    """Append a padding segment so the image (checksum and SHA-256 included) ends on an MMU page boundary.
-
-    The signature sector then starts at that boundary and every flash page the app maps
-    lies inside the signed part, as ``esptool elf2image --secure-pad-v2`` arranges. The
-    segment has load address 0, so the bootloader neither loads nor maps it.
-    """
-    if len(image.segments) + 1 > MAX_SEGMENTS:
-        raise ImageError(
-            f"the image has {len(image.segments)} segments; secure padding needs one more but the bootloader "
-            f"accepts at most {MAX_SEGMENTS}",
-            field="segments",
-        )
-    end = HEADER_LEN + EXTENDED_HEADER_LEN + sum(SEGMENT_HEADER_LEN + len(s.data) for s in image.segments)
-    # the checksum byte and the zeros before it fill one whole CHECKSUM_ALIGN line after the padding
-    used = end + SEGMENT_HEADER_LEN + CHECKSUM_ALIGN + (SHA256_LEN if image.hash_appended else 0)
-    pad = (-used) % page_size
-    return replace(image, segments=(*image.segments, Segment(PADDING_ADDR, b"\x00" * pad)))
-
-
-def is_secure_padded(image_len: int, page_size: int) -> bool:
-    return image_len % page_size == 0
-
-
-def app_page_size(image: EspImage, chip_page_sizes: tuple[int, ...]) -> int:
-    """The MMU page the app was laid out for: its descriptor's, else the chip's largest."""
-    if image.segments:
-        desc = parse_app_descriptor(image.segments[0].data)
-        page = descriptor_page_size(desc.mmu_page_size) if desc is not None else None
-        if page in chip_page_sizes:
-            return page
-    return max(chip_page_sizes)
 
 
 # --------------------------------------------------------------------------- signing
@@ -377,7 +101,7 @@ def signature_block(contents: bytes, key: SigningKey, signature: bytes, *, sig_p
         else:
             r, s = _ecdsa_rs(signature, scheme)
             _verify_ecdsa(key.public, scheme, r, s, digest)
-            raw = (_le(r, scheme.int_len) + _le(s, scheme.int_len)).ljust(_ec_width(scheme), b"\0")
+            raw = (le_bytes(r, scheme.int_len) + le_bytes(s, scheme.int_len)).ljust(ec_field_width(scheme), b"\0")
     except ValueError as exc:
         raise InputError(str(exc), path=sig_path or key.path, field="--signature") from None
     except InvalidSignature:
@@ -393,7 +117,7 @@ def signature_block(contents: bytes, key: SigningKey, signature: bytes, *, sig_p
 
 
 def _parse_key(scheme: Scheme, fields: bytes):
-    return (RsaKey if scheme is RSA3072 else _ec_key(scheme)).parse(fields)
+    return key_struct(scheme).parse(fields)
 
 
 def _ecdsa_rs(signature: bytes, scheme: Scheme) -> tuple[int, int]:
@@ -420,16 +144,6 @@ def _verify_ecdsa(public, scheme: Scheme, r: int, s: int, digest: bytes) -> None
     from cryptography.hazmat.primitives.asymmetric import ec, utils
 
     public.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(utils.Prehashed(_hash(scheme))))
-
-
-def sector_align(data: bytes) -> bytes:
-    """``data`` padded with 0xFF to a whole sector, so the signature sector starts on one."""
-    return bytes(data) + ERASED * ((-len(data)) % FLASH_SECTOR_SIZE)
-
-
-def signature_sector(blocks: list[bytes]) -> bytes:
-    sector = b"".join(blocks)
-    return sector + ERASED * (FLASH_SECTOR_SIZE - len(sector))
 
 
 def sign_contents(contents: bytes, keys: list[SigningKey]) -> bytes:
@@ -484,11 +198,6 @@ class SignatureInfo:
         return f"signature block {self.index} ({what}): {state}"
 
 
-def signature_offset(image_len: int) -> int:
-    """Where the signature sector of an image ``image_len`` bytes long starts."""
-    return align_up(image_len, FLASH_SECTOR_SIZE)
-
-
 def read_signatures(data: bytes, image_len: int, keys: list[SigningKey] = ()) -> list[SignatureInfo]:
     """The signature blocks after an image (empty when the sector is missing or erased).
 
@@ -521,7 +230,7 @@ def _check_block(index: int, raw: bytes, contents: bytes, trusted: set | None) -
     if scheme is None:
         return SignatureInfo(index, None, None, crc_valid, False, False, False if trusted is not None else None)
     body = signed.body
-    key_raw = (RsaKey if scheme is RSA3072 else _ec_key(scheme)).build(body.key)
+    key_raw = key_struct(scheme).build(body.key)
     key_digest = hashlib.sha256(key_raw).digest()
     digest_valid = bytes(body.digest) == scheme.digest(contents)
     signature_valid = digest_valid and _block_signature_ok(scheme, body)
@@ -555,7 +264,7 @@ def _block_signature_ok(scheme: Scheme, body) -> bool:
         if scheme is RSA3072:
             n = int.from_bytes(body.key.n, "little")
             public = rsa.RSAPublicNumbers(body.key.e, n).public_key()
-            if key_fields(scheme, public) != RsaKey.build(body.key):
+            if key_fields(scheme, public) != key_struct(scheme).build(body.key):
                 return False  # the ROM computes with the stored Montgomery values: they must fit n
             _verify_rsa(public, bytes(body.signature)[::-1], bytes(body.digest))
         else:
@@ -586,11 +295,6 @@ def signature_report(data: bytes, image_len: int, keys: list[SigningKey] = ()) -
     infos = read_signatures(data, image_len, keys)
     problems = [message for ok, message in signature_checks(data, image_len, keys) if not ok]
     return [info.to_dict() for info in infos], problems
-
-
-def load_trusted_keys(paths) -> list[SigningKey]:
-    """Keys given to `info`/`verify` to say which signatures are trusted: public or private PEM."""
-    return [load_key(p, private=False, field="--key") for p in paths]
 
 
 def existing_blocks(data: bytes, image_len: int) -> list[bytes]:
@@ -653,8 +357,6 @@ def sign_image(
     An unsigned app is secure-padded first (unless ``pad`` is False, e.g. for a bootloader);
     a signed one keeps its blocks and gets the new ones after them.
     """
-    from imgtool.atomic import read_input
-
     if bool(keys) == bool(pub_keys):
         raise UsageError("give either --key (sign here) or --pub-key with --signature (signed elsewhere)", field="--key")
     if len(pub_keys) != len(signatures):
@@ -684,9 +386,6 @@ def _signable(image_path, chip: str | None):
     SHA-256 wrong), a merged image (only its bootloader would be signed, as if it were an app)
     and a ``--chip`` that disagrees with the header (a scheme that chip may not verify) are refused.
     """
-    from imgtool.atomic import read_input
-    from imgtool.chips.table import chip_by_image_id, get_chip
-
     data = read_input(image_path, "ESP image", limit=MAX_SIGNABLE_BYTES)
     parsed = parse_image(data, image_path)
     header_chip = chip_by_image_id(parsed.image.chip_id)
@@ -727,8 +426,6 @@ def _signable(image_path, chip: str | None):
 
 def merged_table_offset(data: bytes, image_len: int, bootloader_offset: int) -> int | None:
     """Where a partition table sits in ``data`` past its first image, if ``data`` is a merged image or flash dump."""
-    from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, ENTRY_MAGIC
-
     for at in (DEFAULT_TABLE_OFFSET - bootloader_offset, DEFAULT_TABLE_OFFSET):
         if at >= image_len and data[at : at + len(ENTRY_MAGIC)] == ENTRY_MAGIC:
             return at
@@ -745,15 +442,11 @@ def pad_image(image_path, *, chip: str | None = None) -> bytes:
 
 
 __all__ = [
-    "SECURE_BOOT_V2",
     "SignatureInfo",
-    "SigningKey",
-    "check_chip_schemes",
-    "load_key",
     "prepare_app",
     "read_signatures",
-    "secure_pad",
     "sign",
     "sign_contents",
+    "sign_image",
     "signature_block",
 ]

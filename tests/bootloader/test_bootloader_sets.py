@@ -13,7 +13,7 @@ from imgtool.bootloader.pins import BOOTLOADER_SETS, DEFAULT_SET, get_set, load_
 from imgtool.bootloader.store import BootloaderStore
 from imgtool.errors import BootloaderError, InputError, UsageError
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 V61_COMMIT = "65377a7938c898caf822d00a37907738b7dfc021"
 
@@ -98,7 +98,7 @@ def test_mirror_url_serves_the_second_set_from_the_sibling_url(tmp_path):
 
 def test_pack_with_the_v61_set_records_it_and_judges_by_v61(tmp_path):
     out = tmp_path / "o"
-    result = pack(FIXTURES / "esp32c3-min.elf", out, bootloader_set="idf6.1", store=_corpus_store(tmp_path))
+    result = pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader_set="idf6.1", store=_corpus_store(tmp_path)))
     assert "v6.1 loader rules" in result.bootloader_build
     meta = json.loads((out / "flasher_args.json").read_text())["imgtool"]["bootloader"]
     assert meta["set"] == "idf6.1" and meta["rules"] == "v6.1" and meta["idf_ver"].startswith("v6.1")
@@ -122,8 +122,8 @@ def test_cli_bootloader_set_option(tmp_path, monkeypatch):
 
 def test_bootloader_file_and_set_together_are_refused(tmp_path):
     with pytest.raises(UsageError, match="drop --bootloader or --bootloader-set"):
-        pack(FIXTURES / "esp32c3-min.elf", tmp_path / "o", bootloader_set="idf6.1",
-             bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin"))
+        pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=tmp_path / "o", bootloader_set="idf6.1",
+             bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin")))
 
 
 def _project(tmp_path, espflash_toml: str):
@@ -139,17 +139,17 @@ def _project(tmp_path, espflash_toml: str):
 
 def test_espflash_toml_chooses_the_set(tmp_path):
     elf = _project(tmp_path, '[idf_format_args]\nbootloader_set = "idf6.1"\n')
-    result = pack(elf, tmp_path / "o", store=_corpus_store(tmp_path))
+    result = pack(elf, PackOptions(outdir=tmp_path / "o", store=_corpus_store(tmp_path)))
     assert "v6.1 loader rules" in result.bootloader_build and "bootloader_set" in result.config_settings
     # the command line wins
-    again = pack(elf, tmp_path / "o2", bootloader_set="idf5.5", store=_corpus_store(tmp_path))
+    again = pack(elf, PackOptions(outdir=tmp_path / "o2", bootloader_set="idf5.5", store=_corpus_store(tmp_path)))
     assert "v5.5 loader rules" in again.bootloader_build
 
 
 def test_espflash_toml_unknown_set_names_the_file_and_key(tmp_path):
     elf = _project(tmp_path, '[idf_format_args]\nbootloader_set = "6.1"\n')
     with pytest.raises(InputError) as err:
-        pack(elf, tmp_path / "o", store=_corpus_store(tmp_path))
+        pack(elf, PackOptions(outdir=tmp_path / "o", store=_corpus_store(tmp_path)))
     assert "bootloader_set" in str(err.value) and "espflash.toml" in str(err.value)
 
 
@@ -190,8 +190,8 @@ def test_every_pinned_bootloader_boots_a_small_app(tmp_path, set_name, chip_name
     boot = load_manifest(bootloader_set=set_name).lookup(chip_name, variant)
     min_rev = 300 if (chip_name, variant) == ("esp32p4", "v3") else 100 if chip_name == "esp32p4" else None
     out = tmp_path / "o"
-    pack(elf, out, chip=chip_name, bootloader_set=set_name, bootloader_variant=variant, min_rev_full=min_rev,
-         max_rev_full=199 if (chip_name, variant) == ("esp32p4", "v0") else None, store=_corpus_store(tmp_path))
+    pack(elf, PackOptions(outdir=out, chip=chip_name, bootloader_set=set_name, bootloader_variant=variant, min_rev_full=min_rev,
+         max_rev_full=199 if (chip_name, variant) == ("esp32p4", "v0") else None, store=_corpus_store(tmp_path)))
     report = verify(out, elf=elf)
     assert report.ok, [str(p) for p in report.problems]
     # the rules are the bootloader's own (espflash v4.5.0's S31 build in the v5.5 set is v6.2-dev)
@@ -209,7 +209,7 @@ def test_corpus_elf_packs_and_verifies_with_each_v61_bootloader(elf, tmp_path):
     for entry in manifest.variants(elf.name):
         out = tmp_path / entry.variant
         try:
-            pack(elf, out, flash_size="4MB", bootloader_set="idf6.1", bootloader_variant=entry.variant, store=_corpus_store(tmp_path))
+            pack(elf, PackOptions(outdir=out, flash_size="4MB", bootloader_set="idf6.1", bootloader_variant=entry.variant, store=_corpus_store(tmp_path)))
         except Exception as exc:  # the one refusal the corpus has: esp32p4's app over the v0 build's loader code
             assert (elf.name, entry.variant) == ("esp32p4", "v0"), exc
             assert "verify_load_addresses" in str(exc) and "v6.1 loader rules" in str(exc) and "\n" not in str(exc)

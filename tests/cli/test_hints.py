@@ -10,8 +10,9 @@ from conftest import FIXTURES, corpus_path, make_bootloader, run_cli
 
 from imgtool.bootloader.store import BootloaderStore
 from imgtool.device.flasher import FlashOptions, flash_folder
-from imgtool.device.plan import FlashCheckError, read_pack_folder
-from imgtool.pack.job import pack
+from imgtool.device.preflight import FlashCheckError
+from imgtool.flash.pack_folder import read_pack_folder
+from imgtool.pack.job import PackOptions, pack
 
 C3 = FIXTURES / "esp32c3-min.elf"
 C6 = FIXTURES / "esp32c6-min.elf"
@@ -26,7 +27,7 @@ def test_a_revision_no_pinned_bootloader_starts_on_names_a_bootloader_file(tmp_p
     """An ESP32-C3 v0.0 under the pinned v0.3+ bootloader: there is no variant to name, so the hint is --bootloader."""
     store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
     out = tmp_path / "out"
-    pack(C3, out, project_config=False, offline=True, store=store)
+    pack(C3, PackOptions(outdir=out, project_config=False, offline=True, store=store))
     fake_esptool.revision = 0
     with pytest.raises(FlashCheckError) as err:
         flash_folder(out, FlashOptions(port="p"), log=lambda _: None, store=store)
@@ -46,7 +47,7 @@ def test_a_revision_a_pinned_variant_starts_on_names_that_variant(tmp_path):
 
     store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
     out = tmp_path / "out"
-    pack(corpus_path("elf", "esp32p4"), out, project_config=False, offline=True, store=store)
+    pack(corpus_path("elf", "esp32p4"), PackOptions(outdir=out, project_config=False, offline=True, store=store))
     manifest = load_manifest()
     hint = _bootloader_fix(read_pack_folder(out), 100, manifest, store)
     assert hint == "pack the ELF again with --bootloader-variant v0, the pinned build that starts on it"
@@ -57,7 +58,7 @@ def test_a_revision_a_pinned_variant_starts_on_names_that_variant(tmp_path):
 def test_a_revision_the_app_excludes_names_min_rev(tmp_path, fake_esptool):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     out = tmp_path / "out"
-    pack(C3, out, bootloader=boot, project_config=False, min_rev_full=101)
+    pack(C3, PackOptions(outdir=out, bootloader=boot, project_config=False, min_rev_full=101))
     with pytest.raises(FlashCheckError, match=r"pack the ELF again with --min-rev/--max-rev including v0\.4"):
         flash_folder(out, FlashOptions(port="p"), log=lambda _: None)
     assert run_cli("pack", C3, "-o", out, "--bootloader", boot, "--min-rev", "0.4", "-q").exit_code == 0
@@ -68,7 +69,7 @@ def test_a_revision_the_app_excludes_names_min_rev(tmp_path, fake_esptool):
 def test_a_pack_for_another_chip_names_building_for_the_connected_one(tmp_path, fake_esptool):
     """An esp32 pack on an ESP32-C6: an Xtensa ELF cannot be packed for a RISC-V chip, so the hint is to build for it."""
     out = tmp_path / "out"
-    pack(ESP32, out, bootloader=make_bootloader(tmp_path / "bl32.bin", "esp32"), project_config=False)
+    pack(ESP32, PackOptions(outdir=out, bootloader=make_bootloader(tmp_path / "bl32.bin", "esp32"), project_config=False))
     fake_esptool.CHIP_NAME = "ESP32-C6"
     with pytest.raises(FlashCheckError) as err:
         flash_folder(out, FlashOptions(port="p"), log=lambda _: None)

@@ -15,7 +15,7 @@ from test_monitor import PANIC_RISCV, PANIC_XTENSA, check_decoded, two_addresses
 from imgtool.device.ports import PortsConfig, list_candidates, load_ports_config, one_port, port_request
 from imgtool.environment import UserEnvironment
 from imgtool.errors import UsageError
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
 
@@ -53,7 +53,7 @@ def test_flash_elf_packs_for_the_boards_flash_and_verify_reads_the_device_back(t
 def test_a_pack_for_more_flash_than_the_board_has_is_refused_before_writing(tmp_path, mock_port):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=4)
     out = tmp_path / "out"
-    pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot, flash_size="16MB", project_config=False)
+    pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot, flash_size="16MB", project_config=False))
     url = mock_port("esp32c3")
     result = run_cli("flash", out, "--port", url)
     assert result.exit_code != 0
@@ -66,7 +66,7 @@ def test_a_pack_for_more_flash_than_the_board_has_is_refused_before_writing(tmp_
 def test_flash_says_when_the_board_has_more_flash(tmp_path, mock_port):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=1)
     out = tmp_path / "out"
-    pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot, project_config=False)  # today's default, 2MB
+    pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot, project_config=False))  # today's default, 2MB
     url = mock_port("esp32c3")
     result = run_cli("flash", out, "--port", url, "--json")
     assert result.exit_code == 0, result.output
@@ -92,7 +92,7 @@ def test_board_info_json_and_its_text(mock_port):
 def test_erase_parts_by_label_and_erase_flash(tmp_path, mock_port):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=2)
     out = tmp_path / "out"
-    pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot, flash_size="4MB", project_config=False)
+    pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot, flash_size="4MB", project_config=False))
     url = mock_port("esp32c3")
     assert run_cli("flash", out, "--port", url).exit_code == 0
     (tmp_path / "marker.bin").write_bytes(b"nvs!" * 1024)
@@ -175,7 +175,7 @@ def test_two_candidate_ports_one_silent_flash_finds_the_one_that_answers(tmp_pat
         silent = f"socket://127.0.0.1:{s.getsockname()[1]}"
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=2)
     out = tmp_path / "out"
-    pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot, flash_size="4MB", project_config=False)
+    pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot, flash_size="4MB", project_config=False))
     url = mock_port("esp32c3")
     ports = [fake_port(url, 0x1A86, 0x7523, "USB Serial"), fake_port(silent, 0x303A, 0x1001, "USB JTAG/serial debug unit")]
     monkeypatch.setattr(list_ports, "comports", lambda: ports)

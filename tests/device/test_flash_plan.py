@@ -9,18 +9,17 @@ import pytest
 from conftest import FIXTURES, corpus_path, make_bootloader, run_cli
 
 from imgtool.device.flasher import FlashOptions, flash_folder
-from imgtool.device.plan import (
+from imgtool.device.preflight import (
     DeviceInfo,
     FlashCheckError,
     check_chip,
     check_crystal,
-    check_revision,
     erase_regions,
-    parse_args_file,
-    read_pack_folder,
+    revision_problems,
 )
 from imgtool.errors import ImgtoolError, InputError, UsageError
-from imgtool.pack.job import pack
+from imgtool.flash.pack_folder import parse_args_file, read_pack_folder
+from imgtool.pack.job import PackOptions, pack
 
 C3 = FIXTURES / "esp32c3-min.elf"
 ESP32 = FIXTURES / "esp32-min.elf"
@@ -31,7 +30,7 @@ CRYSTALS = {40: "40mhz", 26: "26mhz"}
 def c3_pack(tmp_path):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     out = tmp_path / "out"
-    pack(C3, out, bootloader=boot, flash_size="4MB", partition_table="factory_two_ota", project_config=False)
+    pack(C3, PackOptions(outdir=out, bootloader=boot, flash_size="4MB", partition_table="factory_two_ota", project_config=False))
     return out
 
 
@@ -80,11 +79,11 @@ def test_chip_mismatch_is_refused_whatever_chip_says(c3_pack):
 def test_revision_outside_the_app_range(c3_pack):
     folder = read_pack_folder(c3_pack)
     folder.app_revisions = (3, 199)  # v0.3 to v1.99
-    assert check_revision(folder, DeviceInfo("esp32c3", 3)) == []
-    (problem,) = check_revision(folder, DeviceInfo("esp32c3", 2))
+    assert revision_problems(folder, DeviceInfo("esp32c3", 3)) == []
+    (problem,) = revision_problems(folder, DeviceInfo("esp32c3", 2))
     assert "revision v0.2 but the app runs on v0.3 to v1.99" in problem
     folder.bootloader_revisions = (300, 0xFFFF)
-    assert len(check_revision(folder, DeviceInfo("esp32c3", 2))) == 2
+    assert len(revision_problems(folder, DeviceInfo("esp32c3", 2))) == 2
 
 
 @pytest.mark.parametrize(
@@ -135,7 +134,7 @@ def test_flow_parts_erase_and_reset(c3_pack, fake_esptool):
 def test_flow_refuses_a_revision_the_app_does_not_run_on_unless_forced(tmp_path, fake_esptool):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     out = tmp_path / "out"
-    pack(C3, out, bootloader=boot, project_config=False)
+    pack(C3, PackOptions(outdir=out, bootloader=boot, project_config=False))
     meta = json.loads((out / "flasher_args.json").read_text())
     app = out / meta["app"]["file"]
     from imgtool.image.build import build_app_image
@@ -156,7 +155,7 @@ def test_flow_swaps_in_the_pinned_crystal_variant(tmp_path, fake_esptool):
     mirror = corpus_path("bootloaders")
     store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(mirror))
     out = tmp_path / "out"
-    pack(ESP32, out, project_config=False, offline=True, store=store)
+    pack(ESP32, PackOptions(outdir=out, project_config=False, offline=True, store=store))
     assert json.loads((out / "flasher_args.json").read_text())["imgtool"]["bootloader"]["variant"] == "40mhz"
     fake_esptool.CHIP_NAME, fake_esptool.revision, fake_esptool.crystal = "ESP32", 300, 26
     from imgtool.bootloader.place import place_bootloader
@@ -201,7 +200,7 @@ def test_flow_swaps_in_the_crystal_variant_of_the_packs_own_set(tmp_path, fake_e
 
     store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
     out = tmp_path / "out"
-    pack(ESP32, out, project_config=False, offline=True, store=store, bootloader_set="idf6.1")
+    pack(ESP32, PackOptions(outdir=out, project_config=False, offline=True, store=store, bootloader_set="idf6.1"))
     assert json.loads((out / "flasher_args.json").read_text())["imgtool"]["bootloader"]["set"] == "idf6.1"
     fake_esptool.CHIP_NAME, fake_esptool.revision, fake_esptool.crystal = "ESP32", 300, 26
     raw = corpus_path("bootloaders-idf6.1", "esp32_26-bootloader.bin").read_bytes()

@@ -318,12 +318,12 @@ def test_a_pack_folder_finds_its_elf_beside_it_by_hash(tmp_path):
 
     from imgtool.bootloader.store import BootloaderStore
     from imgtool.decode.app_elf import find_app_elf
-    from imgtool.pack.job import pack
+    from imgtool.pack.job import PackOptions, pack
 
     elf = tmp_path / "blinky"
     shutil.copy(corpus_path("elf", "esp32c6"), elf)
     store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
-    pack(elf, tmp_path / "out", project_config=False, offline=True, store=store)
+    pack(elf, PackOptions(outdir=tmp_path / "out", project_config=False, offline=True, store=store))
     assert find_app_elf(tmp_path / "out") == elf  # in the folder's parent, named after the app image
     elf.write_bytes(elf.read_bytes() + b"\0")  # rebuilt since: not the same ELF
     assert find_app_elf(tmp_path / "out") is None

@@ -22,7 +22,7 @@ from conftest import esptool as esptool_in_process
 from conftest import esptool_at as esptool
 
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
 
@@ -57,7 +57,7 @@ def test_esp32_flash_args_from_a_folder_with_spaces_and_non_ascii(tmp_path, mock
     shutil.copy(FIXTURES / "esp32-min.elf", elf)
     boot = make_bootloader(tmp_path / "bl é.bin", "esp32", size_code=1)
     out = tmp_path / "out dir 'quoted' ñ"
-    res = pack(elf, out, bootloader=boot, project_config=False)
+    res = pack(elf, PackOptions(outdir=out, bootloader=boot, project_config=False))
     assert res.merged.file == "fïrm wäre 名前.merged.bin"
     url = mock_port("esp32")
     cmd = [*ESPTOOL, "--chip", "esp32", "--port", url, "--baud", BAUD, "write-flash", "@flash_args"]
@@ -81,7 +81,7 @@ def test_esptool4_reads_flash_args(tmp_path, mock_port):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32", size_code=1)
     elf = FIXTURES / "esp32-min.elf"
     out = tmp_path / "out"
-    res = pack(elf, out, bootloader=boot, project_config=False)
+    res = pack(elf, PackOptions(outdir=out, bootloader=boot, project_config=False))
     url = mock_port("esp32")
     cmd = [ESPTOOL4_PYTHON, "-m", "esptool", "--chip", "esp32", "--port", url, "--baud", BAUD, "write_flash", "@flash_args"]
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
@@ -95,7 +95,7 @@ def test_esp32c3_merged_bin_with_otadata(tmp_path, mock_port):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=2)
     elf = FIXTURES / "esp32c3-min.elf"
     out = tmp_path / "out"
-    res = pack(elf, out, bootloader=boot, flash_size="4MB", partition_table="factory_two_ota", project_config=False)
+    res = pack(elf, PackOptions(outdir=out, bootloader=boot, flash_size="4MB", partition_table="factory_two_ota", project_config=False))
     assert [p.name for p in res.parts] == ["bootloader", "partition-table", "otadata", "app"]
     url = mock_port("esp32c3")
     esptool(
@@ -109,7 +109,7 @@ def test_esp32c5_imgtool_flash_parts(tmp_path, mock_port):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c5", size_code=1)
     elf = c5_elf(tmp_path / "c5app.elf")
     out = tmp_path / "out"
-    res = pack(elf, out, chip="esp32c5", bootloader=boot, project_config=False)
+    res = pack(elf, PackOptions(outdir=out, chip="esp32c5", bootloader=boot, project_config=False))
     assert res.merged.offset == 0x2000
     url = mock_port("esp32c5")
     proc = imgtool("flash", out, "--port", url, "--baud", BAUD)
@@ -120,7 +120,7 @@ def test_esp32c5_imgtool_flash_parts(tmp_path, mock_port):
 def test_imgtool_flash_reports_esptool_failure_in_one_line(tmp_path):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=1)
     out = tmp_path / "out"
-    pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot, project_config=False)
+    pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot, project_config=False))
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
@@ -156,7 +156,7 @@ def test_imgtool_flash_keeps_nvs_and_merged_overwrites_it(tmp_path, mock_port):
     elf = FIXTURES / "esp32c3-min.elf"
     out = tmp_path / "out"
     pack_opts = ["--bootloader", str(boot), "--flash-size", "4MB"]
-    res = pack(elf, out, bootloader=boot, flash_size="4MB", project_config=False)
+    res = pack(elf, PackOptions(outdir=out, bootloader=boot, flash_size="4MB", project_config=False))
     assert res.parts[1].offset == 0x8000 and res.parts[2].offset == 0x10000  # NVS at 0x9000 lies between
     url = mock_port("esp32c3")
     (tmp_path / "marker.bin").write_bytes(MARKER)
@@ -179,7 +179,7 @@ def test_imgtool_flash_keeps_nvs_and_merged_overwrites_it(tmp_path, mock_port):
 def test_pack_for_another_chip_is_refused_with_and_without_chip_option(tmp_path, mock_port):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3", size_code=1)
     out = tmp_path / "out_esp32c3"
-    pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot, project_config=False)
+    pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot, project_config=False))
     url = mock_port("esp32")
     for extra in ([], ["--chip", "esp32"]):
         proc = imgtool("flash", str(out), "--port", url, *extra)
@@ -194,7 +194,7 @@ def test_esp32_crystal_mismatch_with_own_bootloader_is_refused_unless_forced(tmp
     """The mock ESP32 has a 26 MHz crystal; a bootloader file imgtool cannot place is refused, then --force writes it."""
     boot = make_bootloader(tmp_path / "bl.bin", "esp32", size_code=1)
     out = tmp_path / "out"
-    res = pack(FIXTURES / "esp32-min.elf", out, bootloader=boot, project_config=False)
+    res = pack(FIXTURES / "esp32-min.elf", PackOptions(outdir=out, bootloader=boot, project_config=False))
     url = mock_port("esp32")
     proc = imgtool("flash", str(out), "--port", url, "--baud", BAUD)
     assert proc.returncode != 0
@@ -223,7 +223,7 @@ def test_imgtool_flash_elf_with_the_v61_bootloader_set(tmp_path, mock_port, monk
     expected = tmp_path / "expected"
     store = BootloaderStore(tmp_path / "cache", str(mirror))
     # flash packs for the board's flash (the mock's 4 MB)
-    pack(elf, expected, bootloader_set="idf6.1", bootloader_variant="26mhz", flash_size="4MB", project_config=False, store=store)
+    pack(elf, PackOptions(outdir=expected, bootloader_set="idf6.1", bootloader_variant="26mhz", flash_size="4MB", project_config=False, store=store))
     url = mock_port("esp32")
     proc = imgtool("flash", elf, "--port", url, "--baud", BAUD, "--bootloader-set", "idf6.1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

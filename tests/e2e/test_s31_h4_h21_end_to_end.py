@@ -18,13 +18,12 @@ import pytest
 from conftest import BAUD, CORPUS, ESPTOOL, ESPTOOL_TIMEOUT, corpus_path, flash_holds, make_bootloader, run_cli
 from elfbuild import Sym, app_descriptor, build_elf, esp_app_elf, esp_app_sections
 
+from imgtool.chips.security import ECDSA192, RSA3072
 from imgtool.chips.table import CHIPS, KiB, Region
 from imgtool.elf.chip_detect import detect_chip, resolve_chip
 from imgtool.elf.reader import read_elf
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
-from imgtool.security.encryption import FLASH_ENCRYPTION
-from imgtool.security.signing import ECDSA192, RSA3072, SECURE_BOOT_V2
+from imgtool.pack.job import PackOptions, pack
 
 NEW_CHIPS = ("esp32s31", "esp32h4", "esp32h21")
 REFERENCE = CORPUS.parent / "reference" / "esp-idf-v6.1"
@@ -84,7 +83,7 @@ def test_new_chip_caps_match_esp_idf_soc_caps_h(name):
     assert (len(chip.mmu_page_sizes) > 1) == bool(caps.get("SOC_MMU_PAGE_SIZE_CONFIGURABLE"))
     assert chip.unified_flash_map == bool(caps.get("SOC_MMU_DI_VADDR_SHARED"))
     assert (chip.boot.max_flash_span == 1 << 32) == bool(caps.get("SOC_SPI_MEM_SUPPORT_CACHE_32BIT_ADDR_MAP"))
-    secure = SECURE_BOOT_V2.get(name)
+    secure = chip.secure_boot
     if not caps.get("SOC_SECURE_BOOT_SUPPORTED"):
         assert secure is None
     else:
@@ -92,7 +91,7 @@ def test_new_chip_caps_match_esp_idf_soc_caps_h(name):
         assert (ECDSA192 in secure.schemes) == bool(caps["SOC_SECURE_BOOT_V2_ECC"])
         assert secure.key_slots == caps["SOC_EFUSE_SECURE_BOOT_KEY_DIGESTS"]
     lengths = {32} | ({64} if caps.get("SOC_FLASH_ENCRYPTION_XTS_AES_256") else set())
-    assert FLASH_ENCRYPTION[name].xts and set(FLASH_ENCRYPTION[name].key_lengths) == lengths
+    assert chip.flash_encryption.xts and set(chip.flash_encryption.key_lengths) == lengths
 
 
 def test_s31_flash_mmu_page_sizes_are_the_flash_mmus():
@@ -171,7 +170,7 @@ def test_h4_and_h21_apps_pack_with_a_bootloader_file_and_verify(tmp_path, name):
     elf = tmp_path / "app"
     elf.write_bytes(esp_app_elf(name))
     boot = make_bootloader(tmp_path / "bootloader.bin", name)
-    res = pack(elf, tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     assert res.chip == name and res.parts[0].offset == CHIPS[name].bootloader_offset
     report = verify(res.outdir, elf=elf)
     assert report.ok, [str(p) for p in report.problems]
@@ -193,7 +192,7 @@ def s31_pack(tmp_path_factory):
     """One pack of the S31 corpus app for the module: the tests only read it (flash it, verify it)."""
     tmp_path = tmp_path_factory.mktemp("s31")
     elf = corpus_path("new-chips", "esp32s31")
-    res = pack(elf, tmp_path / "out", bootloader=corpus_path("bootloaders", "esp32s31-bootloader.bin"), project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=corpus_path("bootloaders", "esp32s31-bootloader.bin"), project_config=False))
     return elf, res
 
 
@@ -238,7 +237,7 @@ def test_s31_app_partition_starts_on_the_apps_mmu_page(tmp_path, log2, app_offse
     starts the app on its page (verify_segment_header compares flash and load addresses modulo it)."""
     elf = _s31_app_with_page(tmp_path / "app", log2)
     boot = make_bootloader(tmp_path / "bootloader.bin", "esp32s31")
-    res = pack(elf, tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     assert next(p for p in res.parts if p.name == "app").offset == app_offset
     report = verify(res.outdir, elf=elf)
     assert report.ok, [str(p) for p in report.problems]
@@ -290,7 +289,7 @@ def test_h4_and_h21_packs_flash_through_imgtool_flash(tmp_path, mock_port, name)
     pytest.importorskip("esp32_mock_bootloader", reason="esp32-mock-bootloader is not installed")
     elf = tmp_path / "app"
     elf.write_bytes(esp_app_elf(name))
-    res = pack(elf, tmp_path / "out", bootloader=make_bootloader(tmp_path / "bootloader.bin", name), project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=make_bootloader(tmp_path / "bootloader.bin", name), project_config=False))
     url = mock_port(name)
     result = run_cli("flash", res.outdir, "--port", url, "--baud", BAUD)
     assert result.exit_code == 0, result.output[-3000:]

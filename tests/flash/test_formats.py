@@ -34,7 +34,7 @@ from imgtool.flash.uf2 import (
     parse_uf2,
     uf2_file,
 )
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 FORMATS = ("uf2", "hex")
 #: Chips added in issue 19, each packed once (UF2 family ids and bootloader offsets of their own).
@@ -69,8 +69,8 @@ def ecdsa_key(path: Path) -> Path:
 
 def signed_bootloader(folder: Path, key: Path) -> Path:
     """An esp32c6 bootloader carrying a signature block, its header set for 4MB (pack keeps such a file as it is)."""
-    res = pack(FIXTURES / "esp32c6-min.elf", folder / "signing", bootloader=make_bootloader(folder / "c6-boot.bin", "esp32c6"),
-               flash_size="4MB", sign_keys=(key,), sign_bootloader=True, project_config=False)
+    res = pack(FIXTURES / "esp32c6-min.elf", PackOptions(outdir=folder / "signing", bootloader=make_bootloader(folder / "c6-boot.bin", "esp32c6"),
+               flash_size="4MB", sign_keys=(key,), sign_bootloader=True, project_config=False))
     return res.path("bootloader.bin")
 
 
@@ -98,7 +98,7 @@ def packs(tmp_path_factory):
     results = {}
     for case, kw in cases.items():
         elf = kw.pop("elf")
-        results[case] = pack(elf, root / case, project_config=False, formats=FORMATS, **kw)
+        results[case] = pack(elf, PackOptions(outdir=root / case, project_config=False, formats=FORMATS, **kw))
     argv = [item for case, res in results.items() for item in (str(res.outdir), res.chip)]
     done = subprocess.run([sys.executable, "-c", ORACLE, *argv], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -212,8 +212,8 @@ def test_hex_equals_the_intelhex_package(parts, tmp_path_factory):
 
 def two_packs(tmp_path: Path, **kw):
     boot = make_bootloader(tmp_path / "boot.bin", "esp32c3")
-    return [pack(FIXTURES / "esp32c3-min.elf", tmp_path / out, bootloader=boot, project_config=False,
-                 formats=FORMATS, archive=True, **kw) for out in ("one", "two")]
+    return [pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=tmp_path / out, bootloader=boot, project_config=False,
+                 formats=FORMATS, archive=True, **kw)) for out in ("one", "two")]
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
@@ -231,7 +231,7 @@ def test_two_packs_of_one_elf_are_identical(tmp_path, monkeypatch):
 def test_ecdsa_signed_packs_repeat(tmp_path):
     key = ecdsa_key(tmp_path / "k.pem")
     boot = make_bootloader(tmp_path / "boot.bin", "esp32c6")
-    a, b = (pack(FIXTURES / "esp32c6-min.elf", tmp_path / out, bootloader=boot, sign_keys=(key,), project_config=False)
+    a, b = (pack(FIXTURES / "esp32c6-min.elf", PackOptions(outdir=tmp_path / out, bootloader=boot, sign_keys=(key,), project_config=False))
             for out in ("a", "b"))
     assert folder_bytes(a.outdir) == folder_bytes(b.outdir)
 
@@ -264,7 +264,7 @@ def test_outputs_not_asked_for_again_are_removed(tmp_path, monkeypatch):
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     first, _ = two_packs(tmp_path)
     boot = make_bootloader(tmp_path / "boot.bin", "esp32c3")
-    again = pack(FIXTURES / "esp32c3-min.elf", first.outdir, bootloader=boot, project_config=False)
+    again = pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=first.outdir, bootloader=boot, project_config=False))
     assert sorted(p.name for p in first.outdir.iterdir()) == sorted(again.files)
     assert not any(f.endswith((".uf2", ".hex", ".zip")) for f in again.files)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, make_bootloader, run_cli, snapshot
 
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 C3 = FIXTURES / "esp32c3-min.elf"
 XTENSA = FIXTURES / "esp32-min.elf"
@@ -89,7 +89,7 @@ class Work:
         elf = self.root / "good" / "fw"
         elf.parent.mkdir(exist_ok=True)
         shutil.copy(C3, elf)
-        res = pack(elf, self.out, bootloader=self.boot, project_config=False, **kw)
+        res = pack(elf, PackOptions(outdir=self.out, bootloader=self.boot, project_config=False, **kw))
         return self.out / res.merged.file
 
     def image(self, mutate) -> Path:

@@ -19,11 +19,11 @@ from conftest import FIXTURES, make_bootloader, mutations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from imgtool.device.plan import read_pack_folder
 from imgtool.errors import ImgtoolError
+from imgtool.flash.pack_folder import read_pack_folder
 from imgtool.image.build import build_app_image
 from imgtool.image.format import parse_image
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.release.web_manifest import read_pack
 from imgtool.security.signing import read_signatures, sign_image
 
@@ -66,7 +66,7 @@ def pack_folder(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
     """A real esp32c3 pack and its files, restored before each example (examples edit a work copy)."""
     root = tmp_path_factory.mktemp("fuzzpack")
     out = root / "out"
-    pack(FIXTURES / "esp32c3-min.elf", out, bootloader=make_bootloader(root / "bl.bin", "esp32c3"), flash_size="4MB", project_config=False)
+    pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=make_bootloader(root / "bl.bin", "esp32c3"), flash_size="4MB", project_config=False))
     (root / "host_secret.txt").write_text("never read")
     return out, {p.name: p.read_bytes() for p in out.iterdir()}
 

@@ -31,10 +31,10 @@ from imgtool.bootloader.pins import parse_manifest
 from imgtool.chips.table import get_chip
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.flash.layout import FlashSettings, plan_layout
-from imgtool.flash.outputs import flash_args_text, flash_merged_args_text, write_flash_args
+from imgtool.flash.pack_folder import flash_args_text, flash_merged_args_text, write_flash_args
 from imgtool.image.build import build_app_image
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.pack.project_config import ProjectConfig, load_project_config
 from imgtool.partitions.choice import default_table, preset_csv, preset_names
 from imgtool.partitions.table import NAME_MAX_BYTES as PARTITION_NAME_BYTES
@@ -326,7 +326,7 @@ def _merged(chip: str) -> bytes:
         elf = FIXTURES / ("esp32c3-min.elf" if chip == "esp32c3" else "esp32-min.elf")
         boot = make_bootloader(tmp / "bl.bin", chip)
         table = None if chip == "esp32c3" else "factory_two_ota"
-        res = pack(elf, tmp / "out", bootloader=boot, flash_size="4MB", partition_table=table, project_config=False)
+        res = pack(elf, PackOptions(outdir=tmp / "out", bootloader=boot, flash_size="4MB", partition_table=table, project_config=False))
         data = (tmp / "out" / res.merged.file).read_bytes()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

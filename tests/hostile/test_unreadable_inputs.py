@@ -85,10 +85,10 @@ def _pack_file(command: str, name: str):
     """A pack folder whose ``name`` (a fixed name, or ``*.merged.bin``) is the hostile file, given to ``command``."""
 
     def case(w: Work):
-        from imgtool.pack.job import pack
+        from imgtool.pack.job import PackOptions, pack
 
         out = w.root / "packed"
-        pack(w.elf, out, bootloader=w.boot, project_config=False)
+        pack(w.elf, PackOptions(outdir=out, bootloader=w.boot, project_config=False))
         target = next(out.glob(name)) if "*" in name else out / name
         target.unlink()
         bad = w.place(os.fspath(target.relative_to(w.root)))

@@ -102,13 +102,13 @@ def test_old_layout_of_the_descriptorless_c3_app_is_refused(monkeypatch):
 def test_descriptorless_c3_app_packs_and_verifies_under_both_generations(tmp_path):
     from imgtool.bootloader.store import BootloaderStore
     from imgtool.inspect.verify import verify
-    from imgtool.pack.job import pack
+    from imgtool.pack.job import PackOptions, pack
 
     elf = corpus_path(*C3_NO_DESC)
     for folder in ("bootloaders", "bootloaders-idf6.1"):
         out = tmp_path / folder
         boot = corpus_path(folder, "esp32c3-bootloader.bin")
-        pack(elf, out, bootloader=boot, store=BootloaderStore(cache_dir=tmp_path / "cache"))
+        pack(elf, PackOptions(outdir=out, bootloader=boot, store=BootloaderStore(cache_dir=tmp_path / "cache")))
         report = verify(out, elf=elf)
         assert report.ok, [str(p) for p in report.problems]
 
@@ -167,10 +167,10 @@ def test_overlapping_revision_mismatch_stays_a_warning():
 
 def test_pack_refuses_a_disjoint_revision_range(tmp_path):
     from imgtool.errors import BootloaderError
-    from imgtool.pack.job import pack
+    from imgtool.pack.job import PackOptions, pack
 
     with pytest.raises(BootloaderError) as err:
-        pack(FIXTURES / "esp32c3-min.elf", tmp_path / "o", min_rev_full=900, bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin"))
+        pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=tmp_path / "o", min_rev_full=900, bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin")))
     assert "bootloader_check_bootloader_validity" in err.value.message
     assert not (tmp_path / "o").exists()
 
@@ -241,11 +241,11 @@ def test_verify_fails_a_merged_image_whose_app_needs_revisions_the_bootloader_is
 
     from imgtool.bootloader.store import BootloaderStore
     from imgtool.inspect.verify import verify
-    from imgtool.pack.job import pack
+    from imgtool.pack.job import PackOptions, pack
 
     out = tmp_path / "o"
-    result = pack(FIXTURES / "esp32c3-min.elf", out, bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin"),
-                  store=BootloaderStore(cache_dir=tmp_path / "cache"))
+    result = pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=corpus_path("bootloaders", "esp32c3-bootloader.bin"),
+                  store=BootloaderStore(cache_dir=tmp_path / "cache")))
     merged = bytearray((out / result.merged.file).read_bytes())
     app_at = result.app_partition_offset - result.merged.offset
     app = parse_image(bytes(merged[app_at:]))

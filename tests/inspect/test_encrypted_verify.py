@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import FIXTURES, make_bootloader, run_cli
 
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.security.encryption import decrypt_written, encrypt, load_flash_key
 
 
@@ -32,7 +32,7 @@ def test_only_written_encrypted_flash_is_decrypted(flash_key, chip):
 @pytest.mark.parametrize("chip", ["esp32", "esp32c3"])
 def test_untouched_nvs_of_an_encrypted_pack_is_empty(tmp_path, flash_key, chip):
     boot = make_bootloader(tmp_path / "bl.bin", chip)
-    pack(FIXTURES / f"{chip}-min.elf", tmp_path / "out", bootloader=boot, encrypt_key=flash_key, project_config=False)
+    pack(FIXTURES / f"{chip}-min.elf", PackOptions(outdir=tmp_path / "out", bootloader=boot, encrypt_key=flash_key, project_config=False))
     result = run_cli("verify", tmp_path / "out", "--encrypt-key", flash_key)
     assert result.exit_code == 0, result.output
     assert "data ('nvs' at 0x9000): empty NVS (erased" in result.stdout
@@ -44,8 +44,8 @@ def test_nvs_written_in_clear_reads_as_written_from_a_bare_merged_image(tmp_path
     csv = tmp_path / "settings.csv"
     csv.write_text("key,type,encoding,value\nstore,namespace,,\nanswer,data,u8,42\n", encoding="utf-8")
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
-    res = pack(FIXTURES / "esp32c3-min.elf", tmp_path / "out", bootloader=boot, encrypt_key=flash_key,
-               data=(("nvs", csv),), project_config=False)  # fmt: skip
+    res = pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=tmp_path / "out", bootloader=boot, encrypt_key=flash_key,
+               data=(("nvs", csv),), project_config=False))  # fmt: skip
     merged = tmp_path / "out" / res.merged.file
     for target in (tmp_path / "out", merged):
         result = run_cli("verify", target, "--encrypt-key", flash_key, "--chip", "esp32c3")

@@ -7,13 +7,13 @@ import json
 from conftest import FIXTURES, make_bootloader, run_cli
 
 from imgtool.inspect.flash_contents import describe_flash, looks_like_flash
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 
 def test_info_on_a_merged_image_lists_every_part(tmp_path):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32")
-    res = pack(FIXTURES / "esp32-min.elf", tmp_path / "out", bootloader=boot, partition_table="factory_two_ota",
-               flash_size="4MB", project_config=False)
+    res = pack(FIXTURES / "esp32-min.elf", PackOptions(outdir=tmp_path / "out", bootloader=boot, partition_table="factory_two_ota",
+               flash_size="4MB", project_config=False))
     merged = tmp_path / "out" / res.merged.file
     result = run_cli("info", str(merged), "--json")
     assert result.exit_code == 0, result.output
@@ -30,7 +30,7 @@ def test_info_on_a_merged_image_lists_every_part(tmp_path):
 
 def test_a_flash_dump_from_zero_is_recognised(tmp_path):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32")
-    res = pack(FIXTURES / "esp32-min.elf", tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(FIXTURES / "esp32-min.elf", PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     dump = tmp_path / "dump.bin"
     dump.write_bytes(b"\xff" * 0x1000 + (tmp_path / "out" / res.merged.file).read_bytes())
     doc = describe_flash(dump)
@@ -39,7 +39,7 @@ def test_a_flash_dump_from_zero_is_recognised(tmp_path):
 
 def test_a_plain_app_image_is_not_a_flash_image(tmp_path):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
-    res = pack(FIXTURES / "esp32c3-min.elf", tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     app = (tmp_path / "out" / "esp32c3-min.bin").read_bytes()
     assert not looks_like_flash(app)
     assert describe_flash(tmp_path / "out" / "esp32c3-min.bin") is None

@@ -14,7 +14,7 @@ from imgtool.flash.layout import FlashSettings, plan_layout
 from imgtool.image.format import EspImage, Segment
 from imgtool.inspect.verify import verify
 from imgtool.output_names import app_file_name
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.partitions.choice import default_table, load_preset
 from imgtool.partitions.otadata import initial_otadata
 
@@ -28,7 +28,7 @@ def packed(tmp_path_factory):
         boot = root / f"bl-{chip_name}.bin"
         boot.write_bytes(make_bootloader(chip_name))
         elf = FIXTURES / elf_name
-        res = pack(elf, root / chip_name, bootloader=boot, project_config=False)
+        res = pack(elf, PackOptions(outdir=root / chip_name, bootloader=boot, project_config=False))
         out[chip_name] = (res, root / chip_name, elf)
     return out
 
@@ -219,7 +219,7 @@ def test_esp32c6_app_with_one_flash_segment_is_rejected(tmp_path):
 
     boot = tmp_path / "bl.bin"
     boot.write_bytes(make_bootloader("esp32c6"))
-    res = pack(FIXTURES / "esp32c6-min.elf", tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(FIXTURES / "esp32c6-min.elf", PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     merged_path = tmp_path / "out" / res.merged.file
     assert verify(merged_path).ok
     merged = bytearray(merged_path.read_bytes())
@@ -262,3 +262,35 @@ def test_pack_folder_arguments_must_point_at_the_parts(packed, tmp_path):
         "pack folder: flash_args and flasher_args.json list different files or offsets",
         "pack folder: flash_args does not match its SHA256SUMS entry",
     ]
+
+
+@pytest.mark.parametrize("chip_name", ["esp32", "esp32c3"])
+def test_each_step_reads_the_flash_view_and_returns_its_own_checks(packed, chip_name):
+    from imgtool.inspect.verify import FlashView, boot_report, check_bootloader, check_table, locate
+
+    merged = bytes(merged_of(packed, chip_name))
+    chip = get_chip(chip_name)
+    where = locate(merged, None)
+    assert (where.chip, where.base, where.checks) == (chip, chip.bootloader_offset, ())
+    view = FlashView(merged, where.base)
+    boot = check_bootloader(view, chip, 0x8000)
+    assert boot.ok and [c.part for c in boot.checks] == ["bootloader"] and boot.flash_bytes is not None
+    table, checks = check_table(FlashView(merged, where.base, boot.flash_bytes), chip, 0x8000)
+    assert table is not None and [c.ok for c in checks] == [True]
+    with pytest.raises(AttributeError):
+        view.base = 0  # read-only: no step can move the file in flash for the next one
+    report = boot_report("<bytes>", merged, None)
+    assert report.checks[: 1 + len(checks)] == [*boot.checks, *checks]
+    assert report.to_dict() == verify(merged).to_dict()
+
+
+def test_a_file_with_no_image_says_where_it_looked():
+    from imgtool.inspect.verify import BOOTLOADER_OFFSETS, locate
+
+    where = locate(b"\x00" * 0x3000, None)
+    assert where.chip is None
+    assert [str(c) for c in where.checks] == [
+        "bootloader: no ESP image (magic 0xE9) at the start of the file or at a bootloader offset "
+        f"({', '.join(f'0x{off:x}' for off in BOOTLOADER_OFFSETS)}); pass --chip, or check this is a merged image or flash dump"
+    ]
+    assert BOOTLOADER_OFFSETS == (0x1000, 0x2000)

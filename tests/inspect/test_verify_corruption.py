@@ -12,7 +12,7 @@ from conftest import FIXTURES, run_cli
 from imgtool.chips.table import get_chip
 from imgtool.image.format import EspImage, Segment, parse_image
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 TABLE = 0x8000
 APP = 0x10000
@@ -32,7 +32,7 @@ def good(request, tmp_path_factory):
     chip = request.param
     tmp = tmp_path_factory.mktemp(chip)
     elf = FIXTURES / ("esp32c3-min.elf" if chip == "esp32c3" else "esp32-min.elf")
-    res = pack(elf, tmp / "out", bootloader=_bootloader(tmp / "bl.bin", chip), flash_size="4MB", project_config=False)
+    res = pack(elf, PackOptions(outdir=tmp / "out", bootloader=_bootloader(tmp / "bl.bin", chip), flash_size="4MB", project_config=False))
     data = (tmp / "out" / res.merged.file).read_bytes()
     report = verify(data)
     assert report.ok, report.problems

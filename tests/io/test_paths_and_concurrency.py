@@ -27,7 +27,7 @@ import pytest
 from conftest import FIXTURES, make_bootloader, run_cli, snapshot
 
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 C3 = FIXTURES / "esp32c3-min.elf"
 TIMEOUT = 120
@@ -110,7 +110,7 @@ def test_two_identical_packs_race_into_one_outdir(tmp_path):
 PAUSE_MID_PLACEMENT = r"""
 import os, sys, time
 from pathlib import Path
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 real = os.replace
 placed = [0]
 flag = Path(sys.argv[4])
@@ -124,7 +124,7 @@ def replace(src, dst):
             while not flag.with_suffix(".go").exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
 os.replace = replace
-pack(sys.argv[1], sys.argv[2], bootloader=sys.argv[3], flash_size="2MB", project_config=False)
+pack(sys.argv[1], PackOptions(outdir=sys.argv[2], bootloader=sys.argv[3], flash_size="2MB", project_config=False))
 """
 
 
@@ -287,8 +287,8 @@ def die(step):
         os.kill(os.getpid(), signal.SIGKILL)
 # staged: every new file is written beside OUTDIR, none moved in yet; committed: all moved in, cleanup not done
 imgtool.atomic.step_hook = die
-imgtool.pack.job.pack(sys.argv[1], sys.argv[2], bootloader=sys.argv[3], flash_size="4MB", fill_flash_size=True,
-                  project_config=False)
+imgtool.pack.job.pack(sys.argv[1], imgtool.pack.job.PackOptions(outdir=sys.argv[2], bootloader=sys.argv[3], flash_size="4MB", fill_flash_size=True,
+                  project_config=False))
 """
 
 
@@ -299,7 +299,7 @@ def _old_pack(tmp_path: Path, out: Path | None = None) -> tuple[Path, Path, Path
     shutil.copy(C3, elf)
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     out = out or tmp_path / "out"
-    pack(elf, out, bootloader=boot, flash_size="2MB", project_config=False)
+    pack(elf, PackOptions(outdir=out, bootloader=boot, flash_size="2MB", project_config=False))
     return elf, boot, out
 
 
@@ -334,7 +334,7 @@ def test_pack_killed_mid_way(tmp_path, point, outcome):
 
 KILL_IN_MOVE_PHASE = r"""
 import os, signal, sys
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 real = os.replace
 count = [0]
 def replace(src, dst):
@@ -343,7 +343,7 @@ def replace(src, dst):
     if count[0] == int(sys.argv[4]):
         os.kill(os.getpid(), signal.SIGKILL)  # as if killed between two renames
 os.replace = replace
-pack(sys.argv[1], sys.argv[2], bootloader=sys.argv[3], flash_size="4MB", project_config=False)
+pack(sys.argv[1], PackOptions(outdir=sys.argv[2], bootloader=sys.argv[3], flash_size="4MB", project_config=False))
 """
 
 
@@ -373,7 +373,7 @@ import imgtool.pack.job
 elf, base, boot, work = sys.argv[1:5]
 call = {}
 imgtool.pack.job.write_outputs = lambda out, files, **kw: call.update(files=files, kw=kw)
-imgtool.pack.job.pack(elf, base, bootloader=boot, flash_size="4MB", project_config=False)
+imgtool.pack.job.pack(elf, imgtool.pack.job.PackOptions(outdir=base, bootloader=boot, flash_size="4MB", project_config=False))
 steps = []
 probe = Path(work) / "probe" / "out"
 shutil.copytree(base, probe)
@@ -433,7 +433,7 @@ def test_ctrl_c_at_any_step_of_the_swap_leaves_the_old_or_the_new_pack(tmp_path,
 
     monkeypatch.setattr(atomic, "step_hook", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        pack(elf, out, bootloader=boot, flash_size="4MB", project_config=False)
+        pack(elf, PackOptions(outdir=out, bootloader=boot, flash_size="4MB", project_config=False))
     if at == "committed":
         check_consistent(out)
         assert '"flash_size": "4MB"' in (out / "flasher_args.json").read_text()
@@ -455,7 +455,7 @@ def test_staging_folders_left_by_killed_runs_are_removed_by_the_next(tmp_path):
     neighbour = tmp_path / ".out.imgtool-x.imgtool-5-00000005"  # a staging folder of the folder 'out.imgtool-x'
     neighbour.mkdir()
     (neighbour / "journal.json").write_text('{"names": [], "aside": ["fw.bin"], "seal": null}')
-    pack(elf, out, bootloader=boot, flash_size="4MB", project_config=False)
+    pack(elf, PackOptions(outdir=out, bootloader=boot, flash_size="4MB", project_config=False))
     check_consistent(out)
     assert sorted(_staging_left(out)) == [".out.imgtool-9-00000009", neighbour.name]
     assert (legacy / "fw.bin").read_bytes() == b"the only copy" and (neighbour / "journal.json").exists()
@@ -478,7 +478,7 @@ def test_a_users_own_file_in_the_output_folder_is_refused_unless_force(tmp_path)
     assert done.exit_code == 0, done.stderr
     assert mine.read_text() != "# my own table, not an input of this pack\n"
     # from now on the folder holds a pack whose SHA256SUMS lists partitions.csv: a re-pack needs no --force
-    pack(elf, None, bootloader=boot, project_config=False)
+    pack(elf, PackOptions(outdir=None, bootloader=boot, project_config=False))
 
 
 def test_a_users_file_beside_an_earlier_pack_is_refused(tmp_path):
@@ -488,9 +488,9 @@ def test_a_users_file_beside_an_earlier_pack_is_refused(tmp_path):
     from imgtool.errors import OutputError
 
     with pytest.raises(OutputError, match="fw.uf2: is not a file imgtool wrote"):
-        pack(elf, out, bootloader=boot, project_config=False, formats=("uf2",))
+        pack(elf, PackOptions(outdir=out, bootloader=boot, project_config=False, formats=("uf2",)))
     assert (out / "fw.uf2").read_bytes() == b"my own uf2"
-    pack(elf, out, bootloader=boot, project_config=False, formats=("uf2",), force=True)
+    pack(elf, PackOptions(outdir=out, bootloader=boot, project_config=False, formats=("uf2",), force=True))
     check_consistent(out)
 
 
@@ -504,5 +504,5 @@ def test_an_interrupted_first_pack_leaves_no_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic, "step_hook", interrupt)
     out = tmp_path / "new-out"
     with pytest.raises(KeyboardInterrupt):
-        pack(C3, out, bootloader=make_bootloader(tmp_path / "bl.bin", "esp32c3"), project_config=False)
+        pack(C3, PackOptions(outdir=out, bootloader=make_bootloader(tmp_path / "bl.bin", "esp32c3"), project_config=False))
     assert not out.exists() and not _staging_left(out)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from imgtool import atomic
-from imgtool.flash.outputs import OutputFiles, sha256sums, sha256sums_text
+from imgtool.flash.outputs import OutputFiles, sha256sums
+from imgtool.flash.pack_folder import sha256sums_text
 from imgtool.output_names import SHA256SUMS_FILE
 
 HOLD_THEN_EXIT = r"""

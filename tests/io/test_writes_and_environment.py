@@ -16,7 +16,7 @@ from imgtool.bootloader.store import BootloaderStore
 from imgtool.environment import ENV_CACHE_DIR, ENV_MIRROR, UserEnvironment
 from imgtool.errors import OutputError
 from imgtool.flash.archive import ZIP_EPOCH, archive_timestamp
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 PACKAGE = Path(atomic.__file__).parent
 C3 = FIXTURES / "esp32c3-min.elf"
@@ -67,10 +67,10 @@ def test_library_defaults_ignore_the_environment(monkeypatch, tmp_path):
 def test_pack_shows_paths_relative_to_the_given_working_folder_only(tmp_path):
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     out = tmp_path / "out"
-    given = pack(C3, out, bootloader=boot, project_config=False, cwd=tmp_path, store=BootloaderStore(tmp_path / "c"))
+    given = pack(C3, PackOptions(outdir=out, bootloader=boot, project_config=False, cwd=tmp_path, store=BootloaderStore(tmp_path / "c")))
     assert given.merged_esptool_args[-1] == os.path.join("out", "esp32c3-min.merged.bin")
     assert given.esptool_args[-1] == os.path.join("out", "esp32c3-min.bin")
-    plain = pack(C3, out, bootloader=boot, project_config=False, store=BootloaderStore(tmp_path / "c"))
+    plain = pack(C3, PackOptions(outdir=out, bootloader=boot, project_config=False, store=BootloaderStore(tmp_path / "c")))
     assert Path(plain.merged_esptool_args[-1]).is_absolute() and Path(plain.esptool_args[-1]).is_absolute()
 
 
@@ -146,7 +146,7 @@ def test_cli_passes_espport_and_the_cache_to_the_flasher(tmp_path, monkeypatch):
     import imgtool.device.flasher
 
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
-    pack(C3, tmp_path / "out", bootloader=boot, project_config=False, store=BootloaderStore(tmp_path / "c"))
+    pack(C3, PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False, store=BootloaderStore(tmp_path / "c")))
     seen = []
     monkeypatch.setattr(imgtool.device.flasher, "flash_folder", lambda folder, options, log, store: seen.append((options.port, store)))
     env = {"ESPPORT": " /dev/ttyACM7 ", ENV_CACHE_DIR: str(tmp_path / "cache")}

@@ -17,7 +17,7 @@ from imgtool.bootloader.store import BootloaderStore
 from imgtool.errors import LayoutError, OutputError, UsageError
 from imgtool.image.format import parse_image
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 EXPECTED = [
     "NAME.bin",
@@ -55,7 +55,7 @@ def names(outdir: Path) -> set[str]:
 
 def test_pack_writes_every_output(tmp_path, elf_c3, boot_c3):
     out = tmp_path / "out"
-    res = pack(elf_c3, out, bootloader=boot_c3, flash_size="4MB")
+    res = pack(elf_c3, PackOptions(outdir=out, bootloader=boot_c3, flash_size="4MB"))
     assert list(res.files) == [n.replace("NAME", "blinky") for n in EXPECTED]
     assert names(out) == set(res.files)
     assert res.chip == "esp32c3" and res.flash.size == "4MB" and res.flash.freq == "80m"
@@ -79,7 +79,7 @@ def test_pack_writes_every_output(tmp_path, elf_c3, boot_c3):
 def test_quad_modes_are_written_as_dio_like_esp_idf(requested, tmp_path, elf_c3, boot_c3):
     """The ROM loads the bootloader before quad I/O is on, so every header and argument says dio."""
     out = tmp_path / "out"
-    res = pack(elf_c3, out, bootloader=boot_c3, flash_mode=requested)
+    res = pack(elf_c3, PackOptions(outdir=out, bootloader=boot_c3, flash_mode=requested))
     assert res.flash.mode == "dio"
     dio = 2
     for name in ("bootloader.bin", "blinky.bin"):
@@ -92,19 +92,19 @@ def test_quad_modes_are_written_as_dio_like_esp_idf(requested, tmp_path, elf_c3,
 
 def test_bootloader_file_and_variant_together_are_refused(tmp_path, elf_c3, boot_c3):
     with pytest.raises(UsageError) as err:
-        pack(elf_c3, tmp_path / "out", bootloader=boot_c3, bootloader_variant="default")
+        pack(elf_c3, PackOptions(outdir=tmp_path / "out", bootloader=boot_c3, bootloader_variant="default"))
     assert err.value.field == "--bootloader-variant"
     assert not (tmp_path / "out").exists()
 
 
 def test_dout_is_kept(tmp_path, elf_c3, boot_c3):
-    res = pack(elf_c3, tmp_path / "out", bootloader=boot_c3, flash_mode="dout")
+    res = pack(elf_c3, PackOptions(outdir=tmp_path / "out", bootloader=boot_c3, flash_mode="dout"))
     assert res.flash.mode == "dout" and not res.warnings
     assert parse_image((tmp_path / "out" / "bootloader.bin").read_bytes()).image.flash_mode == 3
 
 
 def test_pack_defaults_to_the_elf_folder(elf_c3, boot_c3):
-    res = pack(elf_c3, bootloader=boot_c3)
+    res = pack(elf_c3, PackOptions(bootloader=boot_c3))
     assert res.outdir == elf_c3.parent
     assert (elf_c3.parent / "blinky.merged.bin").is_file()
     assert res.flash.size == "2MB"
@@ -113,13 +113,13 @@ def test_pack_defaults_to_the_elf_folder(elf_c3, boot_c3):
 
 def test_pack_otadata_and_named_partition(tmp_path, elf_c3, boot_c3):
     out = tmp_path / "out"
-    res = pack(elf_c3, out, bootloader=boot_c3, flash_size="4MB", partition_table="two_ota", app_partition="ota_1")
+    res = pack(elf_c3, PackOptions(outdir=out, bootloader=boot_c3, flash_size="4MB", partition_table="two_ota", app_partition="ota_1"))
     assert (out / "ota_data_initial.bin").read_bytes() != b"\xff" * 0x2000  # selects ota_1 (tests/partitions/test_ota_slot_selection.py)
     assert res.app_partition == "ota_1"
     report = verify(out)
     assert report.ok and report.boot_partition == "ota_1"
     # repacking without otadata removes the stale otadata file
-    pack(elf_c3, out, bootloader=boot_c3, flash_size="4MB")
+    pack(elf_c3, PackOptions(outdir=out, bootloader=boot_c3, flash_size="4MB"))
     assert not (out / "ota_data_initial.bin").exists()
 
 
@@ -131,14 +131,14 @@ def test_app_too_big_fails_before_writing(tmp_path, elf_c3, boot_c3):
     csv.write_text("nvs, data, nvs, 0x9000, 0x6000\nfactory, app, factory, 0x10000, 0x1000\n")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(LayoutError, match="factory"):
-        pack(elf_c3, out, bootloader=boot_c3, partition_table=csv)
+        pack(elf_c3, PackOptions(outdir=out, bootloader=boot_c3, partition_table=csv))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bl-c3.bin", "out", "src", "tiny.csv"]
 
 
 def test_failed_move_restores_outdir(tmp_path, elf_c3, boot_c3, monkeypatch):
     out = tmp_path / "out"
-    pack(elf_c3, out, bootloader=boot_c3)
+    pack(elf_c3, PackOptions(outdir=out, bootloader=boot_c3))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     real_replace = os.replace
     calls = {"n": 0}
@@ -151,7 +151,7 @@ def test_failed_move_restores_outdir(tmp_path, elf_c3, boot_c3, monkeypatch):
 
     monkeypatch.setattr(os, "replace", flaky)
     with pytest.raises(OutputError, match="nothing was changed"):
-        pack(elf_c3, out, bootloader=boot_c3, flash_size="4MB")
+        pack(elf_c3, PackOptions(outdir=out, bootloader=boot_c3, flash_size="4MB"))
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -161,30 +161,30 @@ def test_outdir_that_is_a_file(tmp_path, elf_c3, boot_c3):
     target = tmp_path / "file"
     target.write_text("x")
     with pytest.raises(OutputError, match="not a folder"):
-        pack(elf_c3, target, bootloader=boot_c3)
+        pack(elf_c3, PackOptions(outdir=target, bootloader=boot_c3))
 
 
 def test_refuses_to_overwrite_the_elf(tmp_path, boot_c3):
     elf = tmp_path / "flash_args"
     shutil.copy(FIXTURES / "esp32c3-min.elf", elf)
     with pytest.raises(UsageError, match="overwrite the input"):
-        pack(elf, bootloader=boot_c3)
+        pack(elf, PackOptions(bootloader=boot_c3))
 
 
 def test_espflash_toml_is_used_and_command_line_wins(tmp_path, elf_c3, boot_c3):
     (elf_c3.parent / "espflash.toml").write_text('[flash]\nsize = "8MB"\nmode = "dout"\nfrequency = "40MHz"\n')
-    res = pack(elf_c3, tmp_path / "a", bootloader=boot_c3)
+    res = pack(elf_c3, PackOptions(outdir=tmp_path / "a", bootloader=boot_c3))
     assert (res.flash.size, res.flash.mode, res.flash.freq) == ("8MB", "dout", "40m")
-    res = pack(elf_c3, tmp_path / "b", bootloader=boot_c3, flash_size="4MB")
+    res = pack(elf_c3, PackOptions(outdir=tmp_path / "b", bootloader=boot_c3, flash_size="4MB"))
     assert res.flash.size == "4MB" and res.flash.mode == "dout"
-    res = pack(elf_c3, tmp_path / "c", bootloader=boot_c3, project_config=False)
+    res = pack(elf_c3, PackOptions(outdir=tmp_path / "c", bootloader=boot_c3, project_config=False))
     assert res.flash.size == "2MB"
 
 
 def test_xtensa_fixture_with_fill(tmp_path):
     elf = FIXTURES / "esp32-min.elf"
     boot = make_bootloader(tmp_path / "bl.bin", "esp32")
-    res = pack(elf, tmp_path / "out", bootloader=boot, fill_flash_size=True, flash_size="4MB")
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=boot, fill_flash_size=True, flash_size="4MB"))
     merged = tmp_path / "out" / "esp32-min.merged.bin"
     assert merged.stat().st_size == 4 * 1024 * 1024 - 0x1000
     assert res.merged.offset == 0x1000
@@ -196,7 +196,7 @@ def test_wrong_chip_bootloader_is_refused(tmp_path, elf_c3):
 
     boot = make_bootloader(tmp_path / "bl.bin", "esp32")
     with pytest.raises(BootloaderError, match="esp32"):
-        pack(elf_c3, tmp_path / "out", bootloader=boot)
+        pack(elf_c3, PackOptions(outdir=tmp_path / "out", bootloader=boot))
     assert not (tmp_path / "out").exists()
 
 
@@ -254,7 +254,7 @@ def test_pack_does_not_import_esptool_or_rich_when_quiet(tmp_path, elf_c3, boot_
 def test_corpus_elf_packs_and_verifies(elf, tmp_path):
     store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
     out = tmp_path / "out"
-    res = pack(elf, out, flash_size="4MB", store=store)
+    res = pack(elf, PackOptions(outdir=out, flash_size="4MB", store=store))
     assert res.chip == elf.name
     report = verify(out, elf=elf)
     assert report.ok, [str(p) for p in report.problems]
@@ -298,8 +298,22 @@ def test_command_line_variant_wins_over_a_project_bootloader_file(tmp_path, elf_
     store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(boots))
     (elf_c3.parent / "espflash.toml").write_text(f'[idf_format_args]\nbootloader = "{boot_c3.as_posix()}"\n')
     out = tmp_path / "out"
-    pack(elf_c3, out, bootloader_variant="default", store=store)
+    pack(elf_c3, PackOptions(outdir=out, bootloader_variant="default", store=store))
     placed = (out / "bootloader.bin").read_bytes()
     assert placed[8:-32] == (boots / "esp32c3-bootloader.bin").read_bytes()[8 : len(placed) - 32]
-    pack(elf_c3, out)  # without it, the project's file is used
+    pack(elf_c3, PackOptions(outdir=out))  # without it, the project's file is used
     assert (out / "bootloader.bin").read_bytes()[8:-32] == boot_c3.read_bytes()[8:-32]
+
+
+def test_pack_options_are_one_immutable_record_the_cli_fills_by_field_name():
+    """`pack` and `flash ELF` build PackOptions from their click values: every key names a field."""
+    from imgtool.cli.pack import pack_kwargs
+
+    names = dict.fromkeys(("flash_size", "flash_mode", "flash_freq", "min_rev", "max_rev", "partition_table",
+                           "partition_table_offset", "bootloader", "bootloader_variant", "offline", "target_app_partition"))
+    given = pack_kwargs(**names)
+    options = PackOptions(**given)
+    assert set(given) <= set(PackOptions._fields) and options.data == ()
+    with pytest.raises(AttributeError):
+        options.chip = "esp32"  # type: ignore[misc]
+    assert options._replace(chip="esp32").chip == "esp32" and options.chip is None

@@ -69,3 +69,32 @@ def test_verify_says_the_same_as_the_pack_and_does_not_warn(tmp_path, mirror_env
     result = run_cli("verify", out, env=mirror_env)
     assert result.exit_code == 0 and "warn" not in result.stdout
     assert "esp32c3 chips before v0.3 do not boot this pack" in result.stdout
+
+
+def _history_elfs():
+    folder = corpus_path("elf-history")
+    return [pytest.param(p, id=p.name) for p in sorted(folder.iterdir())] if folder.is_dir() else corpus_elf_params()
+
+
+@pytest.mark.parametrize("elf", _history_elfs())
+def test_every_line_a_pack_of_a_past_elf_prints_is_printed_once(elf, tmp_path, mirror_env):
+    """The app is judged by the image build and again under the chosen bootloader: what both find is said once."""
+    result = run_cli("pack", elf, "-o", tmp_path / "out", "-q", env=mirror_env)
+    lines = result.stderr.splitlines()
+    assert lines and len(lines) == len(set(lines))
+
+
+def test_warnings_from_every_stage_of_a_pack_are_each_said_once(tmp_path, mirror_env):
+    """A project-file warning, the image's and the bootloader judgement's: each once, in the order the stages ran."""
+    from imgtool.bootloader.store import BootloaderStore
+    from imgtool.pack.job import PackOptions, pack
+
+    (tmp_path / "espflash.toml").write_text('baudrate = 921600\nunknown_key = 1\n')
+    elf = corpus_path("elf-history", "esp32c3-814be43c")  # no app descriptor
+    store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
+    options = PackOptions(outdir=tmp_path / "out", min_rev_full=0, max_rev_full=99, cwd=tmp_path, store=store, offline=True)
+    warnings = pack(elf, options).warnings
+    assert len(warnings) == 3 and len(set(warnings)) == 3
+    assert "unknown_key" in warnings[0] and "no ESP-IDF app descriptor" in warnings[1] and "--min-rev 0.3" in warnings[2]
+    result = run_cli("pack", elf, "-o", tmp_path / "cli", "--min-rev", "0.0", "--max-rev", "0.99", "-q", env=mirror_env)
+    assert result.stderr.splitlines() == [f"imgtool: warning: {w}" for w in warnings[1:]]

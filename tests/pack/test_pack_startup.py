@@ -12,7 +12,7 @@ from conftest import FIXTURES, make_bootloader
 
 import imgtool.atomic as atomic
 import imgtool.flash.outputs as flash_outputs
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 C3 = FIXTURES / "esp32c3-min.elf"
 REPORT_MODULES = r"""
@@ -43,7 +43,7 @@ def test_each_output_is_hashed_once(tmp_path, monkeypatch):
         return real(data)
 
     monkeypatch.setattr(flash_outputs.hashlib, "sha256", counting)  # hashlib itself: counts every caller
-    res = pack(C3, tmp_path / "out", bootloader=boot, flash_size="4MB", fill_flash_size=True, project_config=False)
+    res = pack(C3, PackOptions(outdir=tmp_path / "out", bootloader=boot, flash_size="4MB", fill_flash_size=True, project_config=False))
     merged_size = 4 * 1024 * 1024 - res.merged.offset
     assert res.merged.size == merged_size and hashed.count(merged_size) == 1  # the filled merged image, once
     sums = (tmp_path / "out" / "SHA256SUMS").read_text()
@@ -56,7 +56,7 @@ def test_outputs_are_flushed_once_then_the_folder_synced(tmp_path, monkeypatch):
     calls: list[tuple[str, int]] = []
     monkeypatch.setattr(atomic, "sync_files", lambda paths: calls.append(("files", len(paths))))
     monkeypatch.setattr(atomic, "fsync_dir", lambda path: calls.append(("folder", Path(path).name)))
-    res = pack(C3, tmp_path / "out", bootloader=boot, project_config=False)
+    res = pack(C3, PackOptions(outdir=tmp_path / "out", bootloader=boot, project_config=False))
     staging = calls[1][1]
     assert staging.startswith(".out.imgtool-")
     assert calls == [("files", len(res.files)), ("folder", staging), ("folder", "out"), ("folder", staging)]

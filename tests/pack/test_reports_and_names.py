@@ -12,7 +12,7 @@ from conftest import FIXTURES, make_bootloader, run_cli
 
 from imgtool.image.format import parse_image
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 C3 = FIXTURES / "esp32c3-min.elf"
 APP_AT = 0x10000
@@ -21,7 +21,7 @@ APP_AT = 0x10000
 @pytest.fixture
 def packed(tmp_path):
     out = tmp_path / "out"
-    pack(C3, out, bootloader=make_bootloader(tmp_path / "bl.bin", "esp32c3"), flash_size="4MB", project_config=False)
+    pack(C3, PackOptions(outdir=out, bootloader=make_bootloader(tmp_path / "bl.bin", "esp32c3"), flash_size="4MB", project_config=False))
     return next(out.glob("*.merged.bin"))
 
 
@@ -87,7 +87,7 @@ def test_a_manifest_name_with_a_control_character_still_makes_valid_toml(tmp_pat
     else:  # pragma: no cover
         import tomli as tomllib
     out = tmp_path / "c3"
-    pack(C3, out, bootloader=make_bootloader(tmp_path / "bl.bin", "esp32c3"), flash_size="4MB", project_config=False)
+    pack(C3, PackOptions(outdir=out, bootloader=make_bootloader(tmp_path / "bl.bin", "esp32c3"), flash_size="4MB", project_config=False))
     web = tmp_path / "web"
     result = run_cli("manifest", out, "-o", web / "manifest.json", "--name", "blink\x7fy", "--launchpad", "--base-url", "https://example.com/fw/")
     assert result.exit_code == 0, result.output

@@ -14,10 +14,10 @@ import littlefs
 import pytest
 from conftest import FIXTURES, make_bootloader, run_cli
 
-from imgtool.device.plan import read_pack_folder
 from imgtool.errors import UsageError
+from imgtool.flash.pack_folder import read_pack_folder
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.partitions.data_images import LITTLEFS_BLOCK_SIZE, LITTLEFS_NAME_MAX, describe_contents
 from imgtool.partitions.table import PartitionTable
 
@@ -224,8 +224,8 @@ def test_otadata_and_clashing_labels_are_refused(project, tmp_path):
                      "factory, app, factory, 0x10000, 0x100000\n")  # fmt: skip
     for label, message in (("otadata", "which pack writes itself"), ("bootloader", "cannot name an output file")):
         with pytest.raises(UsageError, match=message):
-            pack(project / "blinky", tmp_path / "o", bootloader=project / "bl.bin", partition_table=table,
-                 data=((label, project / "blob.raw"),))  # fmt: skip
+            pack(project / "blinky", PackOptions(outdir=tmp_path / "o", bootloader=project / "bl.bin", partition_table=table,
+                 data=((label, project / "blob.raw"),)))  # fmt: skip
 
 
 def test_project_config_declares_data_and_the_command_line_wins(project, tmp_path):
@@ -249,8 +249,8 @@ def test_encrypted_pack_encrypts_only_flagged_data_parts(project, tmp_path):
     key_file = tmp_path / "key.bin"
     key_file.write_bytes(bytes(range(32)))
     out = tmp_path / "out"
-    pack(project / "blinky", out, bootloader=project / "bl.bin", partition_table=project / "table.csv", flash_size="4MB",
-         encrypt_key=key_file, data=(("nvs", project / "settings.csv"), ("blob", project / "blob.raw")))  # fmt: skip
+    pack(project / "blinky", PackOptions(outdir=out, bootloader=project / "bl.bin", partition_table=project / "table.csv", flash_size="4MB",
+         encrypt_key=key_file, data=(("nvs", project / "settings.csv"), ("blob", project / "blob.raw"))))  # fmt: skip
     doc = json.loads((out / "flasher_args.json").read_text())
     assert doc["nvs"]["encrypted"] == "false" and doc["blob"]["encrypted"] == "true" and doc["app"]["encrypted"] == "true"
     assert (out / "nvs.bin").read_bytes() == oracle_nvs(project / "settings.csv", NVS_SIZE, tmp_path)
@@ -276,8 +276,8 @@ def test_flash_writes_data_parts_after_erasing_data_subtypes(packed, fake_esptoo
 def test_an_image_kind_that_does_not_match_the_subtype_is_a_warning(project, tmp_path):
     (project / "small").mkdir()
     (project / "small" / "a.txt").write_text("a")
-    result = pack(project / "blinky", tmp_path / "o", bootloader=project / "bl.bin", partition_table=project / "table.csv",
-                  flash_size="4MB", data=(("nvs", project / "small"),))  # fmt: skip
+    result = pack(project / "blinky", PackOptions(outdir=tmp_path / "o", bootloader=project / "bl.bin", partition_table=project / "table.csv",
+                  flash_size="4MB", data=(("nvs", project / "small"),)))  # fmt: skip
     assert any("makes a LittleFS image for partition 'nvs', whose subtype is nvs" in w for w in result.warnings)
 
 

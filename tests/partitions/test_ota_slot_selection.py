@@ -19,7 +19,7 @@ from imgtool.errors import LayoutError
 from imgtool.flash.layout import FlashSettings, plan_layout
 from imgtool.image.format import EspImage, Segment
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.partitions.choice import load_preset
 from imgtool.partitions.otadata import FACTORY_INDEX, initial_otadata, select_boot_index
 from imgtool.partitions.table import PartitionTable
@@ -77,8 +77,8 @@ def boot(tmp_path_factory):
 
 
 def pack_c3(out, boot, table, slot=None):
-    return pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot["esp32c3"], flash_size="4MB",
-                partition_table=table, app_partition=slot, project_config=False)
+    return pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot["esp32c3"], flash_size="4MB",
+                partition_table=table, app_partition=slot, project_config=False))
 
 
 def test_ota_1_pack_makes_the_bootloader_choose_ota_1(tmp_path, boot):

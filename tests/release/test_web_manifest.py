@@ -15,7 +15,7 @@ import pytest
 from conftest import FIXTURES, make_bootloader, run_cli
 
 from imgtool.chips.table import get_chip
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def boot(tmp_path_factory):
 
 
 def pack_c3(out, boot, table, slot=None):
-    return pack(FIXTURES / "esp32c3-min.elf", out, bootloader=boot["esp32c3"], flash_size="4MB",
-                partition_table=table, app_partition=slot, project_config=False)
+    return pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot["esp32c3"], flash_size="4MB",
+                partition_table=table, app_partition=slot, project_config=False))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def packs(tmp_path_factory, boot):
     """An esp32c3 pack (bootloader at 0x0, app in ota_1) and an esp32 pack (bootloader at 0x1000)."""
     root = tmp_path_factory.mktemp("packs")
     pack_c3(root / "c3", boot, "two_ota", "ota_1")
-    pack(FIXTURES / "esp32-min.elf", root / "esp32", bootloader=boot["esp32"], flash_size="4MB", project_config=False)
+    pack(FIXTURES / "esp32-min.elf", PackOptions(outdir=root / "esp32", bootloader=boot["esp32"], flash_size="4MB", project_config=False))
     return root
 
 

@@ -15,7 +15,7 @@ from imgtool.chips.table import FLASH_SECTOR_SIZE as SECTOR_SIZE
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.image.format import parse_image
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import pack
+from imgtool.pack.job import PackOptions, pack
 from imgtool.security.signing import read_signatures
 
 #: Offset of the signature field inside an RSA block (head, digest, n, e, rinv, m').
@@ -73,7 +73,7 @@ def _elf(tmp_path: Path, chip: str) -> Path:
 
 def _pack(tmp_path: Path, chip: str, out: str = "out", **kwargs):
     boot = make_bootloader(tmp_path / f"bl-{chip}.bin", chip)
-    return pack(_elf(tmp_path, chip), tmp_path / out, bootloader=boot, flash_size="4MB", **kwargs)
+    return pack(_elf(tmp_path, chip), PackOptions(outdir=tmp_path / out, bootloader=boot, flash_size="4MB", **kwargs))
 
 
 def assert_espsecure_verifies(key: Path, image: Path) -> None:
@@ -123,7 +123,7 @@ def test_signed_bootloader_and_pinned_bootloader_warning(tmp_path, keys):
     res = _pack(tmp_path, "esp32c3", sign_keys=(keys["rsa"],), sign_bootloader=True)
     assert_espsecure_verifies(keys["rsa"], res.outdir / "bootloader.bin")
     with pytest.raises(UsageError, match="not Secure Boot builds"):
-        pack(_elf(tmp_path, "esp32c3"), tmp_path / "o2", sign_keys=(keys["rsa"],), sign_bootloader=True, offline=True)
+        pack(_elf(tmp_path, "esp32c3"), PackOptions(outdir=tmp_path / "o2", sign_keys=(keys["rsa"],), sign_bootloader=True, offline=True))
 
 
 @pytest.mark.parametrize(
@@ -317,7 +317,7 @@ def test_real_esp32p4_app_signs_and_keeps_its_layout(tmp_path, keys):
 
     elf = corpus_path("elf", "esp32p4")
     boot = corpus_path("bootloaders", "esp32p4-v3-bootloader.bin")
-    res = pack(elf, tmp_path / "out", bootloader=boot, flash_size="4MB", sign_keys=(keys["p256"],))
+    res = pack(elf, PackOptions(outdir=tmp_path / "out", bootloader=boot, flash_size="4MB", sign_keys=(keys["p256"],)))
     app = res.outdir / f"{elf.name}.bin"
     assert_espsecure_verifies(keys["p256"], app)
     assert verify(res.outdir, keys=[]).ok
@@ -329,10 +329,10 @@ def test_real_esp32s31_app_signs_encrypts_and_verifies(tmp_path, keys):
 
     elf = corpus_path("new-chips", "esp32s31")
     boot = corpus_path("bootloaders", "esp32s31-bootloader.bin")
-    plain = pack(elf, tmp_path / "plain", bootloader=boot, flash_size="4MB", sign_keys=(keys["rsa"],), project_config=False)
+    plain = pack(elf, PackOptions(outdir=tmp_path / "plain", bootloader=boot, flash_size="4MB", sign_keys=(keys["rsa"],), project_config=False))
     assert_espsecure_verifies(keys["rsa"], plain.outdir / "esp32s31.bin")
-    enc = pack(elf, tmp_path / "enc", bootloader=boot, flash_size="4MB", sign_keys=(keys["rsa"],), encrypt_key=keys["fe512"],
-               project_config=False)
+    enc = pack(elf, PackOptions(outdir=tmp_path / "enc", bootloader=boot, flash_size="4MB", sign_keys=(keys["rsa"],), encrypt_key=keys["fe512"],
+               project_config=False))
     app = next(p for p in enc.parts if p.name == "app")
     clear = _decrypt(keys["fe512"], (enc.outdir / app.file).read_bytes(), app.offset, True, tmp_path)
     assert clear[:-SECTOR_SIZE] == (plain.outdir / app.file).read_bytes()[:-SECTOR_SIZE]  # RSA-PSS salts differ
@@ -340,7 +340,7 @@ def test_real_esp32s31_app_signs_encrypts_and_verifies(tmp_path, keys):
     assert_espsecure_verifies(keys["rsa"], tmp_path / "clear.bin")
     assert run_cli("verify", enc.outdir, "--encrypt-key", keys["fe512"], "--elf", elf, "-q").exit_code == 0
     with pytest.raises(ImgtoolError, match="esp32s31's Secure Boot V2 verifies RSA-3072 only"):
-        pack(elf, tmp_path / "ec", bootloader=boot, sign_keys=(keys["p256"],), project_config=False)
+        pack(elf, PackOptions(outdir=tmp_path / "ec", bootloader=boot, sign_keys=(keys["p256"],), project_config=False))
 
 
 def test_signing_with_a_pinned_bootloader_warns_it_does_not_enforce(tmp_path, keys):
@@ -349,8 +349,8 @@ def test_signing_with_a_pinned_bootloader_warns_it_does_not_enforce(tmp_path, ke
     from imgtool.bootloader.store import BootloaderStore
 
     store = BootloaderStore(cache_dir=tmp_path / "cache", mirror=str(corpus_path("bootloaders")))
-    res = pack(_elf(tmp_path, "esp32c6"), tmp_path / "out", flash_size="4MB", sign_keys=(keys["p256"],), offline=True,
-               store=store)
+    res = pack(_elf(tmp_path, "esp32c6"), PackOptions(outdir=tmp_path / "out", flash_size="4MB", sign_keys=(keys["p256"],), offline=True,
+               store=store))
     assert any("not built with Secure Boot" in w for w in res.warnings)
 
 

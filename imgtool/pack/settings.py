@@ -1,0 +1,78 @@
+"""The settings one pack runs with: the command line over the project files over an esp-idf-sys build, merged here only.
+
+Priority, highest first: :class:`imgtool.pack.options.PackOptions`; the espflash project files
+(:mod:`imgtool.pack.project_config`); the bootloader, table and sdkconfig of an esp-idf-sys build
+beside the ELF (:mod:`imgtool.pack.idf_build`). The result also says which settings came from which
+file, for the summary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
+
+from imgtool.pack.idf_build import find_idf_build
+from imgtool.pack.options import PackOptions
+from imgtool.pack.project_config import ProjectConfig, load_project_config
+from imgtool.partitions.data_images import merge_data_specs
+
+
+class PackSettings(NamedTuple):
+    """The merged settings, the data partition images to build, and where the settings came from."""
+
+    config: ProjectConfig
+    data_specs: dict
+    #: The settings a file set (the command line did not), ``data.LABEL`` for data images.
+    from_files: tuple[str, ...]
+    #: setting -> the file (or esp-idf-sys build folder) it was taken from.
+    origins: dict
+    #: The project files and sdkconfig read.
+    files_read: tuple[str, ...]
+    #: What the project files hold that espflash would refuse.
+    warnings: tuple[str, ...]
+
+
+def pack_settings(elf: Path, options: PackOptions) -> PackSettings:
+    """Merge ``options`` over the project files and the esp-idf-sys build of ``elf`` (none with ``project_config`` False)."""
+    read_files = options.project_config
+    file_cfg = load_project_config(elf, options.cwd, options.global_config) if read_files else ProjectConfig()
+    cli = _command_line(options)
+    cfg = file_cfg.merged_with(**cli)
+    from_files = tuple(k for k, v in cli.items() if v is None and getattr(file_cfg, k) is not None)
+    origins = {s: file_cfg.origin(s) for s in from_files}
+    build = find_idf_build(elf) if read_files else None
+    if build is not None:  # esp-idf-sys's own bootloader, table and sdkconfig, under the files and the command line
+        given = {"bootloader": os.fspath(build.bootloader), "partition_table": os.fspath(build.partition_table), **build.settings}
+        if options.bootloader_variant is not None:
+            given.pop("bootloader")
+        taken = {k: v for k, v in given.items() if getattr(cfg, k) is None}
+        cfg = replace(cfg, **taken)
+        from_files += tuple(taken)
+        origins.update({k: os.fspath(build.folder) for k in taken})
+    data_specs = merge_data_specs(dict(file_cfg.data), options.data)
+    given_labels = {label for label, _ in options.data}
+    from_data = tuple(f"data.{label}" for label, _ in file_cfg.data if label not in given_labels)
+    origins.update({s: file_cfg.origin(s) for s in from_data})
+    files_read = (*file_cfg.sources, *((os.fspath(build.sdkconfig),) if build is not None else ()))
+    return PackSettings(cfg, data_specs, from_files + from_data, origins, files_read, file_cfg.warnings)
+
+
+def _command_line(options: PackOptions) -> dict:
+    """The options a project file can also set, by :class:`ProjectConfig`'s names (None: not given)."""
+    table, boot = options.partition_table, options.bootloader
+    return dict(
+        chip=options.chip,
+        flash_size=options.flash_size,
+        flash_mode=options.flash_mode,
+        flash_freq=options.flash_freq,
+        partition_table=os.fspath(table) if table is not None else None,
+        partition_table_offset=options.table_offset,
+        bootloader=os.fspath(boot) if boot is not None else None,
+        bootloader_set=options.bootloader_set,
+        target_app_partition=options.app_partition,
+    )
+
+
+__all__ = ["PackSettings", "pack_settings"]
