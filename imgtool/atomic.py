@@ -15,8 +15,8 @@ What it guarantees:
 - Linux: one ``syncfs`` makes a staged set durable; renames are made durable by syncing the
   folder. macOS: ``fsync`` per file and of the folder. Windows: ``fsync`` (FlushFileBuffers) per
   file; folders cannot be opened for syncing, NTFS journals the renames itself; ``os.replace``
-  replaces a file that is not open elsewhere. Everywhere: locks through ``filelock`` (``flock``
-  on Linux and macOS, ``LockFileEx`` on Windows), kept in imgtool's cache folder.
+  replaces a file that is not open elsewhere. Locks: ``flock`` on Linux and macOS, ``msvcrt.locking``
+  (``LockFileEx``) on Windows; a folder's lock file sits beside it while held.
 
 Nothing else in imgtool creates temp files or folders, or renames files.
 """
@@ -24,13 +24,16 @@ Nothing else in imgtool creates temp files or folders, or renames files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat as st
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from imgtool.errors import OutputError
+from imgtool.errors import InputError, OutputError
 
 #: New files get these permissions less the umask (0644 under umask 022), as any other tool's output does.
 NEW_FILE_MODE = 0o666
@@ -122,8 +125,8 @@ def sync_files(paths: list[Path]) -> None:
                 return
             import ctypes
 
-            errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno), os.fspath(paths[0]))
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), os.fspath(paths[0]))
         finally:
             os.close(fd)
     for path in paths:
@@ -183,10 +186,6 @@ def input_kind(path: str | os.PathLike, what: str = "file", *, pipes: bool = Tru
 
     Devices (``/dev/zero``), sockets and folders never end or are not files; a pipe can only be read once.
     """
-    import stat as st
-
-    from imgtool.errors import InputError
-
     p = Path(path)
     try:
         info = os.stat(p)
@@ -215,10 +214,6 @@ def read_input(path: str | os.PathLike, what: str = "file", limit: int | None = 
     The kind and the size are checked before anything is read, so a device, a pipe nobody writes to
     or a file larger than anything valid costs nothing.
     """
-    import stat as st
-
-    from imgtool.errors import InputError
-
     p = Path(path)
     cap = MAX_INPUT_BYTES if limit is None else limit
     info = input_kind(p, what)
@@ -273,62 +268,127 @@ def _read_pipe(path: Path, most: int) -> bytes | None:
         os.close(fd)
 
 
-#: Folder locks live in this subfolder of imgtool's cache (one small file per locked folder), so locking
-#: leaves nothing in the user's tree.
-LOCK_SUBDIR = "locks"
-#: Hex digits of the folder's path hash naming its lock file.
-LOCK_NAME_DIGITS = 32
+#: A folder's lock file sits beside it, named ``.NAME`` + this; it is removed when the lock is let go.
+FOLDER_LOCK_SUFFIX = ".imgtool.lock"
+#: Windows locks this many bytes from the start of the lock file (the lock is on a byte range there).
+LOCKED_BYTES = 1
+#: Seconds between tries while another process holds a Windows lock (``msvcrt`` has no wait without a limit).
+LOCK_POLL_SECONDS = 0.05
+#: The errors ``msvcrt.locking`` gives while another handle holds the range.
+_LOCK_BUSY = (errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK))
+
+
+class _FlockLocks:
+    """POSIX: ``flock``, which waits as long as it takes. A held lock file can be unlinked, so it is removed first."""
+
+    remove_while_held = True
+
+    def __init__(self):
+        import fcntl  # POSIX only
+
+        self._fcntl = fcntl
+
+    def lock(self, fd: int) -> None:
+        self._fcntl.flock(fd, self._fcntl.LOCK_EX)
+
+    def unlock(self, fd: int) -> None:
+        self._fcntl.flock(fd, self._fcntl.LOCK_UN)
+
+
+class _MsvcrtLocks:
+    """Windows: ``msvcrt.locking`` of the file's first byte, tried again until free (``LockFileEx`` underneath).
+
+    An open file cannot be removed there, so the lock file is removed after it is closed, and only when no
+    other process has it open. ``msvcrt`` is a parameter so tests can run this logic off Windows.
+    """
+
+    remove_while_held = False
+
+    def __init__(self, msvcrt=None):
+        if msvcrt is None:
+            import msvcrt  # Windows only
+        self._msvcrt = msvcrt
+
+    def lock(self, fd: int) -> None:
+        while True:
+            os.lseek(fd, 0, os.SEEK_SET)  # the range starts at the file position
+            try:
+                self._msvcrt.locking(fd, self._msvcrt.LK_NBLCK, LOCKED_BYTES)
+                return
+            except OSError as exc:
+                if exc.errno not in _LOCK_BUSY:
+                    raise
+            time.sleep(LOCK_POLL_SECONDS)
+
+    def unlock(self, fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        self._msvcrt.locking(fd, self._msvcrt.LK_UNLCK, LOCKED_BYTES)
+
+
+def _platform_locks():
+    return _MsvcrtLocks() if os.name == "nt" else _FlockLocks()
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike, *, cache_dir: Path | None = None):
+def file_lock(path: str | os.PathLike):
     """Hold an exclusive lock on ``path``: a lock file (created if needed) or an existing folder; yields whether it is held.
 
-    Uses ``filelock``: ``flock`` on Linux and macOS, ``LockFileEx`` on Windows, so two imgtool
-    processes serialise the same way everywhere. A folder cannot be locked on every platform,
-    so a folder's lock is a file named after its resolved path in imgtool's cache folder
-    (:func:`folder_lock_path`), leaving nothing behind in the user's tree. Where that folder
-    cannot be created the lock is skipped: temp-file-and-rename still keeps every file whole.
+    ``flock`` on Linux and macOS, ``msvcrt.locking`` (``LockFileEx``) on Windows, so two imgtool processes
+    serialise the same way everywhere. A folder cannot be locked on every platform, so a folder's lock
+    is a file beside it (:func:`folder_lock_path`), removed when the lock is let go; it does not depend
+    on any cache folder, so two runs into one folder lock each other whatever their environments say.
+    Where the lock file cannot be created or locked the work goes on unlocked: temp-file-and-rename
+    still keeps every file whole.
     """
-    from filelock import FileLock
-
     target = Path(path)
-    lock_file = folder_lock_path(target, cache_dir=cache_dir) if target.is_dir() else target
-    if lock_file is None:
-        yield False
-        return
-    # thread_local=False: a lock object is used by one thread only; each call opens its own.
-    lock = FileLock(lock_file, thread_local=False)
+    folder = target.is_dir()
+    lock_file = folder_lock_path(target) if folder else target
+    locks = _platform_locks()
     try:
-        lock.acquire()
+        fd = _acquire(lock_file, locks)
     except OSError:  # e.g. a lock file that cannot be created: go on unlocked, as on a file system without locks
-        lock = None
+        fd = None
     try:
-        yield lock is not None
+        yield fd is not None
     finally:
-        if lock is not None:
-            lock.release()
+        if fd is not None:
+            _release(fd, lock_file, locks, remove=folder)
 
 
-def folder_lock_path(folder: Path, *, cache_dir: Path | None = None) -> Path | None:
-    """The lock file standing for ``folder``: in imgtool's cache folder, named by a hash of its resolved path.
+def _acquire(lock_file: Path, locks) -> int:
+    """Open and lock ``lock_file``; if the holder waited for removed it meanwhile, lock the file now there instead."""
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), NEW_FILE_MODE)
+        try:
+            locks.lock(fd)
+            if os.path.samestat(os.fstat(fd), os.stat(lock_file)):
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
-    ``cache_dir`` defaults to the platform's user cache (the CLI passes ``$IMGTOOL_CACHE_DIR``),
-    so users never share or block each other's lock files; None where it cannot be created.
-    """
-    import hashlib
 
-    if cache_dir is None:
-        from imgtool.environment import user_cache_dir
-
-        cache_dir = user_cache_dir()
-    key = os.path.normcase(os.path.realpath(folder))
-    locks = cache_dir / LOCK_SUBDIR
+def _release(fd: int, lock_file: Path, locks, *, remove: bool) -> None:
+    """Let go of the lock; with ``remove``, the lock file goes too (see :meth:`_acquire` for why that is safe)."""
     try:
-        locks.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return locks / f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:LOCK_NAME_DIGITS]}.lock"
+        if remove and locks.remove_while_held:
+            with contextlib.suppress(OSError):
+                os.unlink(lock_file)
+        locks.unlock(fd)
+    finally:
+        os.close(fd)
+    if remove and not locks.remove_while_held:
+        with contextlib.suppress(OSError):  # another process has it open: the last one out removes it
+            os.unlink(lock_file)
+
+
+def folder_lock_path(folder: Path) -> Path:
+    """The lock file standing for ``folder``: ``.NAME.imgtool.lock`` beside it, for its resolved path."""
+    real = Path(os.path.realpath(folder))
+    return real.parent / f".{real.name or 'root'}{FOLDER_LOCK_SUFFIX}"
 
 
 #: The staging folder's journal, written before the first rename of a swap: while it is there, a
@@ -362,7 +422,7 @@ def write_outputs(
 ) -> None:
     """Write ``files`` (name → bytes) into ``outdir`` as one transaction that survives any interruption.
 
-    Under ``outdir``'s lock (kept in ``cache_dir``, see :func:`folder_lock_path`): an interrupted
+    Under ``outdir``'s lock (beside it, see :func:`folder_lock_path`): an interrupted
     earlier swap is finished or undone first (:func:`recover_outputs`); everything is written into
     a staging folder beside ``outdir`` and made durable with one flush (:func:`sync_files`); a
     journal naming every file to move is written; files being replaced, and stale files named in
@@ -372,7 +432,8 @@ def write_outputs(
     puts them back. ``seal`` (the checksum file) leaves first and arrives last, so it never
     vouches for a mixed set. ``owned``, when given, is called under the lock with ``outdir`` and
     returns the names an earlier run wrote there: an existing file not among them is refused
-    (a user's own file is never replaced), and only those are removed.
+    (a user's own file is never replaced), and only those are removed. ``cache_dir`` is ignored: the
+    lock no longer lives in the cache folder (callers still pass it; issue 23 phase 2 drops it).
     """
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
@@ -383,7 +444,7 @@ def write_outputs(
     except OSError as exc:
         raise OutputError(f"cannot create the output folder ({exc.strerror})", path=outdir) from None
     try:
-        _write_locked(outdir, files, remove, seal, owned, cache_dir)
+        _write_locked(outdir, files, remove, seal, owned)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
@@ -391,8 +452,8 @@ def write_outputs(
         raise
 
 
-def _write_locked(outdir: Path, files: dict[str, bytes], remove, seal: str | None, owned, cache_dir: Path | None) -> None:
-    with file_lock(outdir, cache_dir=cache_dir) as locked:
+def _write_locked(outdir: Path, files: dict[str, bytes], remove, seal: str | None, owned) -> None:
+    with file_lock(outdir) as locked:
         if locked:
             _recover(outdir)
         if owned is not None:
@@ -506,14 +567,14 @@ def _is_staging_of(name: str, prefix: str) -> bool:
 def recover_outputs(outdir: str | os.PathLike, *, cache_dir: Path | None = None) -> None:
     """Finish or undo what an interrupted imgtool run left for ``outdir``, under its lock.
 
-    The commands that read a pack folder (``flash``, ``verify``, ``manifest``) call this first, with
-    the cache folder ``pack`` locks in; ``pack`` does it inside :func:`write_outputs`. Where the lock
-    cannot be taken, nothing is touched.
+    The commands that read a pack folder (``flash``, ``verify``, ``manifest``) call this first; ``pack``
+    does it inside :func:`write_outputs`. Where the lock cannot be taken, nothing is touched.
+    ``cache_dir`` is ignored, as in :func:`write_outputs`.
     """
     outdir = Path(outdir)
     if not outdir.is_dir():
         return
-    with file_lock(outdir, cache_dir=cache_dir) as locked:
+    with file_lock(outdir) as locked:
         if locked:
             _recover(outdir)
 

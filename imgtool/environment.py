@@ -9,10 +9,10 @@ result whatever its process environment holds. Only :mod:`imgtool.cli.main` call
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-#: imgtool's cache folder (pinned bootloaders, folder locks) instead of the platform's user cache.
+#: imgtool's cache folder (pinned bootloaders) instead of the platform's user cache.
 ENV_CACHE_DIR = "IMGTOOL_CACHE_DIR"
 #: Where pinned bootloaders come from instead of their pinned addresses: an http(s) base URL or a folder.
 ENV_MIRROR = "IMGTOOL_BOOTLOADER_MIRROR"
@@ -34,14 +34,13 @@ CACHE_APP_NAME = "imgtool"
 
 def user_cache_dir() -> Path:
     """The platform's per-user cache folder for imgtool (``~/.cache/imgtool``, ``%LOCALAPPDATA%\\imgtool\\Cache``...)."""
-    from platformdirs import user_cache_dir as platform_cache_dir
+    from platformdirs import user_cache_dir as platform_cache_dir  # not at the top: ~5 ms, only where the cache is used
 
     return Path(platform_cache_dir(CACHE_APP_NAME, appauthor=False))
 
 
-@dataclass(frozen=True)
-class UserEnvironment:
-    """What the environment variables above say, blanks read as unset."""
+class UserEnvironment(NamedTuple):
+    """What the environment variables above say, blanks read as unset (a NamedTuple: nothing to build at import)."""
 
     cache_dir: Path | None = None  # None: the platform's user cache
     mirror: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+from imgtool.atomic import read_input
 from imgtool.chips.table import (
     ANY_REVISION_MAX,
     FLASH_MODES,
@@ -43,8 +44,6 @@ def runs_app(image: EspImage, app_min_rev_full: int, app_max_rev_full: int) -> b
 
 def load_user_bootloader(path: str | os.PathLike, chip: Chip | str) -> bytes:
     """A bootloader file the user supplies, refused unless it is an intact ESP image for ``chip``."""
-    from imgtool.atomic import read_input
-
     chip = get_chip(chip)
     data = read_input(path, "bootloader", limit=MAX_BOOTLOADER_BYTES)
     # an app image's first segment starts with ESP_APP_DESC_MAGIC_WORD; a bootloader's never does
@@ -82,6 +81,7 @@ def place_bootloader(
     parsed = _checked(data, chip, path)
     image = parsed.image
     if not runs_app(image, app_min_rev_full, app_max_rev_full):
+        # not at the top: imgtool flash and the bootloader commands load this module and judge no app (~6 ms)
         from imgtool.image.boot_rules import disjoint_revisions, revisions_allowed
 
         lo, hi = revisions_allowed(app_min_rev_full, app_max_rev_full)

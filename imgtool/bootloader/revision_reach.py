@@ -10,6 +10,7 @@ minimum fail to boot the pack; those above its maximum run it. ``pack`` and ``ve
 from __future__ import annotations
 
 from imgtool.chips.table import revision_name
+from imgtool.image.boot_rules import revisions_allowed
 
 #: The ESP-IDF function of boot_rules' chip-revision finding.
 REVISION_RULE = "bootloader_common_check_chip_revision_validity"
@@ -17,8 +18,6 @@ REVISION_RULE = "bootloader_common_check_chip_revision_validity"
 
 def locked_out_below(app_revs: tuple[int, int], boot_revs: tuple[int, int]) -> int | None:
     """The bootloader's minimum revision when the app allows chips below it (they do not boot the pack), else None."""
-    from imgtool.image.boot_rules import revisions_allowed
-
     app_lo, _ = revisions_allowed(*app_revs)
     boot_lo, _ = revisions_allowed(*boot_revs)
     return boot_lo if app_lo < boot_lo else None

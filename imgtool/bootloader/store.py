@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import unquote, urlsplit
 
+from imgtool.atomic import read_input
 from imgtool.bootloader.pins import Manifest, ManifestEntry, get_set, load_manifest
+from imgtool.bootloader.place import MAX_BOOTLOADER_BYTES
 from imgtool.environment import ENV_MIRROR, user_cache_dir
-from imgtool.errors import BootloaderError
+from imgtool.errors import BootloaderError, InputError
 
 if TYPE_CHECKING:
     from imgtool.bootloader.download import DownloadSettings
@@ -37,12 +39,33 @@ class BootloaderStatus(NamedTuple):
     cached: bool
 
 
-@dataclass(frozen=True)
 class BootloaderStore:
-    """imgtool's cache folder and the mirror (an http(s) base URL, a ``file://`` URL or a folder; empty: none)."""
+    """imgtool's cache folder and the mirror (an http(s) base URL, a ``file://`` URL or a folder; empty: none).
 
-    cache_dir: Path = field(default_factory=user_cache_dir)
-    mirror: str = ""
+    A plain class, not a dataclass: nothing to build at import. With no ``cache_dir`` the platform's user
+    cache is looked up only when the cache is used, so a pack given its own bootloader never asks.
+    """
+
+    __slots__ = ("_cache_dir", "mirror")
+
+    def __init__(self, cache_dir: Path | None = None, mirror: str = ""):
+        self._cache_dir = cache_dir
+        self.mirror = mirror
+
+    def __repr__(self) -> str:
+        return f"BootloaderStore(cache_dir={self._cache_dir!r}, mirror={self.mirror!r})"
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, BootloaderStore):
+            return NotImplemented
+        return (self._cache_dir, self.mirror) == (other._cache_dir, other.mirror)
+
+    def __hash__(self) -> int:
+        return hash((self._cache_dir, self.mirror))
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._cache_dir if self._cache_dir is not None else user_cache_dir()
 
     def path(self, entry: ManifestEntry) -> Path:
         """Where ``entry`` is (or would be) cached."""
@@ -51,10 +74,6 @@ class BootloaderStore:
 
     def read_cached(self, entry: ManifestEntry) -> bytes | None:
         """The cached bytes when present and intact; a damaged cache file (or one that is no file) counts as absent."""
-        from imgtool.atomic import read_input
-        from imgtool.bootloader.place import MAX_BOOTLOADER_BYTES
-        from imgtool.errors import InputError
-
         try:
             data = read_input(self.path(entry), "cached bootloader", limit=MAX_BOOTLOADER_BYTES)
         except InputError:
@@ -93,10 +112,6 @@ class BootloaderStore:
         try:
             if folder is not None:
                 folder = folder.resolve().with_name(folder.resolve().name + suffix) if suffix else folder
-                from imgtool.atomic import read_input
-                from imgtool.bootloader.place import MAX_BOOTLOADER_BYTES
-                from imgtool.errors import InputError
-
                 source = folder / entry.file
                 where = f"the {ENV_MIRROR} folder"
                 if suffix:
@@ -140,8 +155,6 @@ def _mirror_folder(mirror: str) -> Path | None:
     if not mirror or mirror.startswith(("http://", "https://")):
         return None
     if mirror.startswith("file://"):
-        from urllib.parse import unquote, urlsplit
-
         mirror = unquote(urlsplit(mirror).path)
     folder = Path(mirror).expanduser()
     if not folder.is_dir():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from imgtool.atomic import write_bytes
 from imgtool.bootloader.pins import BOOTLOADER_SETS, DEFAULT_SET, get_set, load_manifest
 from imgtool.chips.table import CHIPS
 from imgtool.cli.console import plain_console
@@ -47,8 +48,6 @@ def fetch(chip_arg, chip, variant, bootloader_set, output, offline, quiet):
     data = store.fetch(entry.chip, variant=entry.variant, offline=offline, quiet=quiet_downloads(quiet), manifest=manifest)
     where = store.path(entry)
     if output is not None:
-        from imgtool.atomic import write_bytes  # 4 ms of start-up that only -o pays
-
         where = write_bytes(output, data)
     if not quiet:
         click.echo(

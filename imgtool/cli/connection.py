@@ -7,7 +7,11 @@ import sys
 
 import click
 
+from imgtool.cli.context import user_environment, working_folder
 from imgtool.device.flasher import AFTER_MODES, BEFORE_MODES, DEFAULT_BAUD, DEFAULT_BEFORE, HARD_RESET, MIN_BAUD, FlashOptions
+
+# Not at the top (imgtool pack and --help load this module for the option declarations): imgtool.device.ports
+# (~20 ms with serial and platformdirs), for commands that talk to a board.
 
 PORT_HELP = (
     "Serial port, pyserial URL (socket://host:port) or USB vid:pid (303a:1001) "
@@ -32,7 +36,6 @@ def connection_options(func):
 
 def ports_config():
     """The ``espflash_ports.toml`` in force (working folder, its parent, the user's espflash folder), read."""
-    from imgtool.cli.context import working_folder
     from imgtool.device.ports import espflash_config_dir, find_ports_config, load_ports_config
 
     return load_ports_config(find_ports_config(working_folder(), espflash_config_dir()))
@@ -54,7 +57,6 @@ def choose_on_terminal():
 
 def flash_options(port, baud, before, after, no_stub, **more) -> FlashOptions:
     """The :class:`FlashOptions` for these connection options, the port chosen by precedence."""
-    from imgtool.cli.context import user_environment
     from imgtool.device.ports import port_request
 
     request = port_request(port, user_environment().port, ports_config())
@@ -66,7 +68,6 @@ def flash_options(port, baud, before, after, no_stub, **more) -> FlashOptions:
 
 def monitor_port(port: str | None) -> str:
     """The one port the monitor opens (it cannot try ports: an app does not answer the ROM protocol)."""
-    from imgtool.cli.context import user_environment
     from imgtool.device.ports import one_port, port_request
 
     return one_port(port_request(port, user_environment().port, ports_config()), choose=choose_on_terminal())

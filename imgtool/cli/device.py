@@ -9,21 +9,23 @@ from pathlib import Path
 
 import click
 
+from imgtool.atomic import write_bytes
 from imgtool.cli.connection import connection_options, flash_options
 from imgtool.cli.context import recover_pack_folder
+from imgtool.cli.flash import resolved_baud
 from imgtool.cli.options import parse_offset
+from imgtool.device.commands import erase_partitions, partitions_named, read_back, read_table
+from imgtool.device.commands import read_flash as read
 from imgtool.device.flasher import connect
-from imgtool.flash.pack_folder import read_pack_folder
 from imgtool.errors import UsageError
+from imgtool.flash.pack_folder import read_pack_folder
 from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
 
-# Imported where used, start-up that `imgtool --help` never pays: esptool (about 100 ms), the flash command's
-# baud choice (15 ms, with the pack options), the device commands (4 ms) and the atomic file writer (4 ms).
+# Imported where used, start-up that `imgtool --help` never pays: esptool (about 100 ms) and the board
+# reader (2 ms).
 
 
 def _connection(port, baud, before, after, no_stub):
-    from imgtool.cli.flash import resolved_baud
-
     say = lambda text: click.echo(text, err=True)  # noqa: E731 - standard output is the command's result
     return connect(flash_options(port, resolved_baud(baud, None, say), before, after, no_stub), log=say)
 
@@ -74,8 +76,6 @@ def erase_flash(port, baud, before, after, no_stub, force):
 @click.option("--force", is_flag=True, help="Erase even where esptool refuses.")
 def erase_parts(labels, port, baud, before, after, no_stub, outdir, partition_table_offset, force):
     """Erase the partitions with these labels (e.g. nvs otadata), found in the pack's table or the device's."""
-    from imgtool.device.commands import erase_partitions, partitions_named, read_table
-
     names = [w for item in labels for w in item.split(",") if w]
     table = None
     if outdir is not None:
@@ -98,9 +98,6 @@ def erase_parts(labels, port, baud, before, after, no_stub, outdir, partition_ta
 @click.option("--size", callback=parse_offset, help="How many bytes [default: to the end of the flash, as the board reports its size].")
 def read_flash(port, baud, before, after, no_stub, output, offset, size):
     """Read the flash into FILE (the whole flash by default): a dump 'imgtool verify' checks as the chip would boot it."""
-    from imgtool.atomic import write_bytes
-    from imgtool.device.commands import read_flash as read
-
     with _connection(port, baud, before, after, no_stub) as connection:
         if size is None:
             total = connection.flash_size()
@@ -117,8 +114,6 @@ def read_flash(port, baud, before, after, no_stub, output, offset, size):
 
 def device_dump(port, baud, before, after, no_stub, chip, table_offset: int) -> tuple[bytes, str, str]:
     """For ``verify`` without a file: what the connected device's bootloader would read, its chip and port."""
-    from imgtool.device.commands import read_back
-
     with contextlib.redirect_stdout(sys.stderr), _connection(port, baud, before, after, no_stub) as connection:
         if chip is not None and connection.device.chip != chip:
             raise UsageError(f"the connected chip is {connection.device.chip}, not {chip}; drop --chip or connect a {chip}", field="--chip")

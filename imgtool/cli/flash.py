@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from imgtool.atomic import scratch_folder
 from imgtool.chips.table import FLASH_SIZES
 from imgtool.cli.connection import connection_options, flash_options
 from imgtool.cli.context import (
@@ -29,7 +30,7 @@ from imgtool.device.flasher import DEFAULT_BAUD, HARD_RESET, MIN_BAUD, MONITOR_B
 from imgtool.errors import ImgtoolError, UsageError
 
 # Imported where used, start-up that `imgtool --help` and the other commands never pay: espflash.toml
-# reading (4 ms), the atomic file writer (4 ms), the pack job (16 ms, and 46 ms more for the image builder).
+# reading (4 ms) and the pack job (16 ms, and 46 ms more for the image builder).
 
 
 def _labels(ctx, param, value):
@@ -103,7 +104,6 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
             option = "--" + given[0].replace("_", "-")
             raise UsageError(f"{option} is a pack option and {target} is already packed; pack again or flash the ELF", field=option)
         return flasher.flash_folder(target, options, log=say, store=bootloader_store())
-    from imgtool.atomic import scratch_folder
     from imgtool.pack.job import PackOptions, pack
 
     environment = pack_environment()

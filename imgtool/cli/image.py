@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from imgtool.atomic import STDOUT, write_output
 from imgtool.chips.table import revision_range
 from imgtool.cli.console import plain_console, styled
 from imgtool.cli.options import (
@@ -19,8 +20,8 @@ from imgtool.cli.options import (
 )
 from imgtool.errors import UsageError
 
-# Imported where used, start-up the other commands and `imgtool --help` never pay: rich (16 ms), the atomic
-# file writer (4 ms), the image builder (46 ms), and the image and flash readers with construct (35 ms).
+# Imported where used, start-up the other commands and `imgtool --help` never pay: rich (16 ms), the image
+# builder (46 ms), and the image and flash readers with construct (35 ms).
 
 
 def echo_warnings(warnings) -> None:
@@ -58,7 +59,6 @@ def print_size_report(report, console) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but warnings and errors.")
 def image(elf, output, chip, flash_mode, flash_size, flash_freq, min_rev, max_rev, as_json, quiet):
     """Convert a firmware ELF into a bootable ESP app image."""
-    from imgtool.atomic import STDOUT, write_output
     from imgtool.image.build import build_app_image
 
     result = build_app_image(

@@ -8,6 +8,10 @@ environment and the working folder are read only in the CLI
 
 from __future__ import annotations
 
+import atexit
+import gc
+import importlib
+import importlib.util
 import sys
 
 import click
@@ -41,8 +45,6 @@ class LazyGroup(click.Group):
         return sorted(self._available())
 
     def _available(self):
-        import importlib.util
-
         names = []
         for name, target in COMMANDS.items():
             module = target.split(":")[0]
@@ -54,8 +56,6 @@ class LazyGroup(click.Group):
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
-        import importlib
-
         module_name, attr = target.split(":")
         try:
             module = importlib.import_module(module_name)
@@ -102,8 +102,5 @@ def run() -> None:
     locks and temporary folders are closed by ``with``/``finally``. Registered here, once per
     process, rather than in :func:`main`, which tests call many times in one process.
     """
-    import atexit
-    import gc
-
     atexit.register(gc.freeze)
     main()

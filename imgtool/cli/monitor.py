@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from imgtool.atomic import input_kind
 from imgtool.cli.connection import monitor_port, port_option
 from imgtool.cli.context import recover_pack_folder, user_environment
 from imgtool.decode.app_elf import find_app_elf
@@ -17,8 +18,7 @@ from imgtool.environment import ENV_MONITOR_BAUD
 from imgtool.errors import ImgtoolError, OutputError, UsageError
 
 # Imported where a monitor runs, start-up that `imgtool flash` without --monitor and `imgtool --help` never
-# pay: pyserial (2 ms), the serial monitor (12 ms), the atomic file reader (4 ms), the ELF symbolizer (4 ms)
-# and the defmt decoder (8 ms).
+# pay: pyserial (2 ms), the serial monitor (12 ms), the ELF symbolizer (4 ms) and the defmt decoder (8 ms).
 
 END_MESSAGES = {
     "eof": "the port closed",
@@ -128,7 +128,6 @@ def _decoders(elf: Path | None):
     """The ELF's symbols and defmt table (None for each it lacks)."""
     if elf is None:
         return None, None
-    from imgtool.atomic import input_kind
     from imgtool.decode.defmt import Table, log_format
     from imgtool.decode.symbols import Symbolizer
 

@@ -14,6 +14,7 @@ from imgtool.chips.table import (
     parse_revision,
 )
 from imgtool.errors import PartitionError, UsageError
+from imgtool.partitions.table import parse_int
 
 
 def parse_flash_size(ctx, param, value):
@@ -27,8 +28,6 @@ def parse_offset(ctx, param, value):
     """A flash offset in gen_esp32part's number syntax (``0x8000``, ``32768``, ``32K``), never negative."""
     if value is None:
         return None
-    from imgtool.partitions.table import parse_int  # 80 ms of start-up that only commands given an offset pay
-
     option = max(param.opts, key=len)
     try:
         number = parse_int(str(value), what="offset")

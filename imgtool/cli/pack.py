@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import click
 
+from imgtool.atomic import read_input
 from imgtool.bootloader.pins import DEFAULT_SET
 from imgtool.chips.security import DEFAULT_FLASH_CRYPT_CONF
 from imgtool.chips.table import DEFAULT_FLASH_MODE, get_chip
 from imgtool.cli.connection import connection_options
+from imgtool.cli.context import pack_environment, quiet_downloads, recover_pack_folder, working_folder
 from imgtool.cli.options import (
     chip_option,
     flash_freq_option,
@@ -23,7 +26,16 @@ from imgtool.cli.options import (
     parse_offset,
     revision_options,
 )
+from imgtool.elf.reader import ELF_MAGIC
+from imgtool.errors import InputError, UsageError
+from imgtool.flash.pack_folder import clear_ranges, has_encrypted_parts
+from imgtool.output_names import CORE_PARTS, format_file_name
 from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
+
+# Not at the top (imgtool --help and flash load this module): imgtool.pack.job (~30 ms, the pipeline),
+# imgtool.inspect.verify, imgtool.security (cryptography), imgtool.partitions.data_images (~4 ms) and the
+# archive and format modules (~2.5 ms); imgtool.cli.device imports this module (through imgtool.cli.flash),
+# so it is imported where it is used.
 
 #: The table offset as the options' help and default spell it.
 TABLE_OFFSET_TEXT = f"0x{DEFAULT_TABLE_OFFSET:x}"
@@ -108,7 +120,6 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
          bootloader, bootloader_variant, bootloader_set, offline, target_app_partition, data, fill_flash_size, sign_keys,
          sign_bootloader, encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
-    from imgtool.cli.context import pack_environment, quiet_downloads
     from imgtool.pack.job import PackOptions
     from imgtool.pack.job import pack as do_pack  # the command is named pack too
 
@@ -145,11 +156,8 @@ def print_summary(result) -> None:
 
     click drops the bold when standard output is not a terminal.
     """
-    import shlex
-
     from imgtool.flash.archive import ARCHIVE_SUFFIX
     from imgtool.flash.formats import FORMATS
-    from imgtool.output_names import format_file_name
 
     f = result.flash
     from_files = ""
@@ -177,8 +185,6 @@ def print_summary(result) -> None:
         f"app: {result.app_size:,} of {result.app_partition_size:,} bytes in '{result.app_partition}' "
         f"({result.app_usage * 100:.1f}% used)"
     )
-    from imgtool.output_names import CORE_PARTS
-
     outdir = str(result.outdir or ".")
     kept = "keeps NVS" if all(p.name in CORE_PARTS for p in result.parts) else "keeps other data partitions"
     click.echo(f"flash with ({kept}; --merged writes the merged image):")
@@ -202,8 +208,6 @@ def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: tup
 
 def _shown_path(file: str) -> str:
     """A project file as the user would type it: relative to the working folder when below it."""
-    from imgtool.cli.context import working_folder
-
     try:
         return os.fspath(Path(file).resolve().relative_to(working_folder().resolve()))
     except ValueError:
@@ -235,7 +239,6 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     Without TARGET, reads the connected device back (--port and the other connection options, as
     'imgtool flash' takes them) and checks what is really in its flash.
     """
-    from imgtool.cli.context import recover_pack_folder
     from imgtool.inspect.verify import verify as do_verify
     from imgtool.security.keys import load_trusted_keys
 
@@ -267,9 +270,6 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
 
 def _refuse_elf(target: Path) -> None:
     """An ELF is what ``pack`` reads, not what the chip boots: say so, with the two steps that check it."""
-    from imgtool.elf.reader import ELF_MAGIC
-    from imgtool.errors import InputError
-
     if target.is_file():
         with open(target, "rb") as f:
             head = f.read(len(ELF_MAGIC))
@@ -282,16 +282,11 @@ def _refuse_elf(target: Path) -> None:
 
 
 def _has_encrypted_parts(target: Path) -> bool:
-    from imgtool.flash.pack_folder import has_encrypted_parts
-
     return target.is_dir() and has_encrypted_parts(target)
 
 
 def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_offset: int):
     """The merged image in clear (the chip's view of its flash), and the chip it is for."""
-    from imgtool.atomic import read_input
-    from imgtool.errors import UsageError
-    from imgtool.flash.pack_folder import clear_ranges
     from imgtool.inspect.verify import resolve_input
     from imgtool.security.encryption import AES_BLOCK, decrypt_written, keep_plain_partitions, load_flash_key
 

@@ -28,6 +28,11 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError as PyElfError
+from elftools.elf.elffile import ELFFile
+
+from imgtool.decode.symbols import file_names
+from imgtool.elf.reader import ELF32_SYM, METADATA_SECTION
 from imgtool.errors import ElfError
 
 SUPPORTED_VERSIONS = ("3", "4")
@@ -138,9 +143,6 @@ class Table:
     @classmethod
     def from_elf(cls, path: str | os.PathLike, *, locations: bool = True) -> Table | None:
         """The ELF's table, or None when the app does not use defmt."""
-        from elftools.common.exceptions import ELFError as PyElfError
-        from elftools.elf.elffile import ELFFile
-
         path = Path(path)
         try:
             with open(path, "rb") as fh:
@@ -200,11 +202,6 @@ LOG_FORMAT_SYMBOL = b"espflash.LOG_FORMAT"
 
 def log_format(path: str | os.PathLike) -> str | None:
     """The ``espflash.LOG_FORMAT`` value in the ELF's ``.espressif.metadata`` (None when absent or unreadable)."""
-    from elftools.common.exceptions import ELFError as PyElfError
-    from elftools.elf.elffile import ELFFile
-
-    from imgtool.elf.reader import ELF32_SYM, METADATA_SECTION
-
     try:
         with open(path, "rb") as fh:
             elf = ELFFile(fh)
@@ -230,8 +227,6 @@ def log_format(path: str | os.PathLike) -> str | None:
 
 def _locations(dwarf, indices: set[int]) -> dict[int, Location]:
     """Each log statement's source line and module, from the DWARF variable defmt declares for it."""
-    from imgtool.decode.symbols import file_names
-
     found: dict[int, Location] = {}
     for cu in dwarf.iter_CUs():
         program = None

@@ -14,7 +14,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgtool.elf.reader import ELF32_SYM, STT_FUNC
 from imgtool.errors import ElfError
+
+# Not at the top: imgtool monitor without an ELF loads this module (through imgtool.decode.addresses) and
+# needs no pyelftools ELFFile (~24 ms).
 
 #: ELF section flags: allocated, executable.
 _SHF_ALLOC = 0x2
@@ -251,8 +255,6 @@ class Symbolizer:
     def _symbol_table(self) -> list[tuple[int, int, str]]:
         """``(start, size, name)`` of every sized function symbol, sorted (unpacked in bulk: pyelftools'
         per-symbol parsing costs most of a second on an esp-hal app)."""
-        from imgtool.elf.reader import ELF32_SYM, STT_FUNC
-
         table = self._elf.get_section_by_name(".symtab")
         if table is None:
             return []

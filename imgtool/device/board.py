@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from imgtool.chips.table import revision_name
+from imgtool.device.flasher import size_text
+
 #: JEDEC id layout as the SPI flash returns it: manufacturer, memory type, capacity (log2 of bytes).
 _MANUFACTURER_MASK = 0xFF
 _MEMORY_TYPE_SHIFT = 8
@@ -35,8 +38,6 @@ class BoardInfo:
 
     def lines(self, port: str | None = None) -> list[str]:
         """``Name: value`` rows, aligned (the port first when given)."""
-        from imgtool.device.flasher import size_text
-
         def yes_no(value):
             return "unknown" if value is None else ("enabled" if value else "disabled")
 
@@ -61,8 +62,6 @@ class BoardInfo:
 def read_board(connection) -> BoardInfo:
     """The facts of the chip behind ``connection`` (:class:`imgtool.device.flasher.Connection`); what a chip
     or esptool cannot say is left None."""
-    from imgtool.chips.table import revision_name
-
     device = connection.device
     esp = connection.esp
     features = _try(esp.get_chip_features) or []

@@ -3,8 +3,8 @@ partitions, read flash, and read back just what the bootloader would read (for `
 
 from __future__ import annotations
 
-from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE
-from imgtool.errors import ImgtoolError
+from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE, get_chip
+from imgtool.errors import ImgtoolError, UsageError
 from imgtool.image.format import (
     CHECKSUM_ALIGN,
     EXTENDED_HEADER_LEN,
@@ -13,6 +13,10 @@ from imgtool.image.format import (
     MAX_SEGMENTS,
     SEGMENT_HEADER_LEN,
 )
+from imgtool.partitions.table import TYPE_APP, TYPE_DATA, PartitionTable
+
+# Not at the top (imgtool --help loads this module through imgtool.cli.device): esptool (~140 ms) and
+# imgtool.security.signature_block (~2 ms, only a read-back that meets a signature needs it).
 
 #: The partition table's flash area (ESP-IDF's ESP_PARTITION_TABLE_MAX_LEN).
 TABLE_LEN = 0xC00
@@ -31,16 +35,12 @@ def read_flash(connection, offset: int, size: int) -> bytes:
 
 def read_table(connection, table_offset: int):
     """The partition table on the device."""
-    from imgtool.partitions.table import PartitionTable
-
     data = read_flash(connection, table_offset, TABLE_LEN)
     return PartitionTable.from_binary(data, source=f"flash at 0x{table_offset:x}", table_offset=table_offset)
 
 
 def partitions_named(table, labels: list[str]) -> list[tuple[int, int, str]]:
     """``(offset, size, label)`` of the partitions ``labels`` name in ``table``; an unknown label is refused."""
-    from imgtool.errors import UsageError
-
     chosen = []
     for label in labels:
         part = table.find(label)
@@ -66,9 +66,6 @@ def read_back(connection, table_offset: int, log=print) -> bytes:
     """A flash dump from 0 holding what the bootloader reads — itself, the table, otadata, each app
     image (with its signature sector when one follows) — with everything else left erased (0xFF):
     far less to read than the whole flash."""
-    from imgtool.chips.table import get_chip
-    from imgtool.partitions.table import TYPE_APP, TYPE_DATA
-
     boot = get_chip(connection.device.chip).bootloader_offset
     boot_len = _image_length(lambda off, n: read_flash(connection, boot + off, n), table_offset - boot)
     table_bytes = read_flash(connection, table_offset, TABLE_LEN)
@@ -92,8 +89,6 @@ def read_back(connection, table_offset: int, log=print) -> bytes:
 
 
 def _table_from(data: bytes, start: int, table_offset: int):
-    from imgtool.partitions.table import PartitionTable
-
     try:
         return PartitionTable.from_binary(data[start:], source="flash", table_offset=table_offset)
     except ImgtoolError:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgtool.chips.table import ERASED
+from imgtool.atomic import read_input
+from imgtool.bootloader.pins import BOOTLOADER_SETS, DEFAULT_SET, load_manifest
+from imgtool.chips.table import ERASED, MAX_FLASH_BYTES, KiB, MiB, flash_size_bytes
 from imgtool.device.preflight import (
     FORCE_HINT,
     DeviceInfo,
@@ -26,10 +28,15 @@ from imgtool.device.preflight import (
 )
 from imgtool.errors import ImgtoolError, InputError
 from imgtool.flash.pack_folder import PackFolder, read_pack_folder
+from imgtool.image.format import parse_image
 from imgtool.output_names import MERGED_SUFFIX
 
 if TYPE_CHECKING:
     from imgtool.bootloader.store import BootloaderStore
+
+# Imported in the functions that use them, not here: imgtool pack and --help load this module (through
+# imgtool.cli.connection), and esptool with serial would add ~140 ms to them, imgtool.device.ports ~20 ms,
+# the bootloader store and placing ~2 ms.
 
 #: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
 ROM_BAUD = 115200
@@ -117,8 +124,6 @@ class Connection:
 
 def size_in_bytes(name: str) -> int:
     """esptool's flash size text (``4MB``, ``512KB``) in bytes."""
-    from imgtool.chips.table import KiB, MiB
-
     text = name.strip().upper()
     unit = MiB if text.endswith("MB") else KiB if text.endswith("KB") else 1
     return int(text.rstrip("MKB")) * unit
@@ -126,8 +131,6 @@ def size_in_bytes(name: str) -> int:
 
 def size_text(size: int) -> str:
     """Bytes as a flash size name: ``4MB`` (or ``512KB``)."""
-    from imgtool.chips.table import KiB, MiB
-
     return f"{size // MiB}MB" if size % MiB == 0 else f"{size // KiB}KB"
 
 
@@ -185,7 +188,6 @@ def _flash(connection: Connection, pack: PackFolder, options: FlashOptions, regi
     from esptool import cmds
 
     from imgtool.bootloader.store import BootloaderStore
-    from imgtool.chips.table import flash_size_bytes
 
     device = connection.device
     check_chip(pack, device_chip=device.chip)
@@ -208,8 +210,6 @@ def _flash(connection: Connection, pack: PackFolder, options: FlashOptions, regi
 
 def _check_flash_size(pack: PackFolder, board_size: int | None, options: FlashOptions, log) -> list[str]:
     """Refuse a pack made for more flash than the board has (unless ``--force``); say when the board has more."""
-    from imgtool.chips.table import flash_size_bytes
-
     if board_size is None:
         return []
     packed = flash_size_bytes(pack.settings.size)
@@ -247,8 +247,6 @@ def read_device(esp) -> DeviceInfo:
 
 def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: list, log, store: BootloaderStore) -> list[str]:
     """Revision and crystal checks; refuses unless ``--force``, and swaps in a pinned crystal variant."""
-    from imgtool.bootloader.pins import BOOTLOADER_SETS, DEFAULT_SET, load_manifest
-
     notes: list[str] = []
     recorded = pack.bootloader_source.get("set")  # the pinned set the pack's bootloader came from
     manifest = load_manifest(bootloader_set=recorded if recorded in {s.name for s in BOOTLOADER_SETS} else DEFAULT_SET)
@@ -274,9 +272,6 @@ def _check(pack: PackFolder, device: DeviceInfo, options: FlashOptions, writes: 
 def _bootloader_fix(pack: PackFolder, revision: int, manifest, store: BootloaderStore) -> str | None:
     """The pack option that gives a bootloader starting on ``revision``: a pinned variant (read from the
     cache or mirror only), else a bootloader file of the user's; None when the pack's bootloader starts on it."""
-    from imgtool.errors import ImgtoolError
-    from imgtool.image.format import parse_image
-
     if revision >= pack.bootloader_revisions[0]:
         return None
     for entry in manifest.variants(pack.chip):
@@ -334,9 +329,6 @@ def _writes(pack: PackFolder, *, merged: bool) -> list[tuple[int, bytes, str]]:
         pairs = [pack.merged]
     else:
         pairs = pack.parts
-    from imgtool.atomic import read_input
-    from imgtool.chips.table import MAX_FLASH_BYTES
-
     return [(offset, read_input(path, "pack part", limit=MAX_FLASH_BYTES), Path(path).name) for offset, path in pairs]
 
 

@@ -10,6 +10,7 @@ special keys become the ANSI sequences a POSIX terminal would send.
 from __future__ import annotations
 
 import os
+import select
 import sys
 
 #: What Enter sends: ESP-IDF's console and esp-idf-monitor use CR LF.
@@ -17,6 +18,9 @@ ENTER = b"\r\n"
 #: Windows special keys (after a 0x00 or 0xE0 prefix) as ANSI sequences.
 _WINDOWS_SPECIAL = {"H": b"\x1b[A", "P": b"\x1b[B", "M": b"\x1b[C", "K": b"\x1b[D", "G": b"\x1b[H", "O": b"\x1b[F", "S": b"\x1b[3~"}
 _READ_CHUNK = 64
+
+
+# termios exists on POSIX only and msvcrt on Windows only: each is imported by the class of its platform.
 
 
 class PosixKeyboard:
@@ -43,8 +47,6 @@ class PosixKeyboard:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
 
     def read(self) -> bytes:
-        import select
-
         ready, _, _ = select.select([self.fd], [], [], 0)
         if not ready:
             return b""

@@ -11,8 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from serial import SerialException, serial_for_url
+
 from imgtool.decode.addresses import decode_line, describe
 from imgtool.decode.esp_println import FrameError, FrameSplitter, rzcobs_decode
+from imgtool.device.ports import uses_usb_jtag
 
 CTRL_C = 0x03
 CTRL_R = 0x12
@@ -66,7 +69,7 @@ class AppOutput:
         return "".join(f"{text}\n" for d in found for text in describe(d)).encode("utf-8")
 
     def _frame(self, frame: bytes, *, lost: bool) -> bytes:
-        from imgtool.decode.defmt import DefmtError, decode_frame
+        from imgtool.decode.defmt import DefmtError, decode_frame  # not at the top: only defmt apps need it (~18 ms)
 
         if lost:
             text = f"[defmt: a frame was cut short ({len(frame)} bytes); the device may have reset]"
@@ -98,8 +101,6 @@ class Monitor:
         self.reset, self.timeout, self.clock = reset, timeout, clock
 
     def run(self) -> MonitorResult:
-        from serial import SerialException
-
         start = self.clock()
         received = 0
         try:
@@ -159,9 +160,7 @@ def open_port(port: str, baud: int):
     pyserial raises DTR and RTS on open by default, which on the usual auto-reset circuit holds the
     chip in reset (or in its bootloader); both are cleared before the port opens.
     """
-    import serial
-
-    link = serial.serial_for_url(port, baudrate=baud, timeout=READ_WAIT, do_not_open=True)
+    link = serial_for_url(port, baudrate=baud, timeout=READ_WAIT, do_not_open=True)
     link.dtr = False
     link.rts = False
     link.open()
@@ -173,8 +172,6 @@ def app_reset(link, port: str) -> None:
     USB-Serial/JTAG sequence on a chip's own USB port. A network URL cannot reset, so it does nothing."""
     if "://" in port:
         return
-    from esptool.reset import HardReset
-
-    from imgtool.device.ports import uses_usb_jtag
+    from esptool.reset import HardReset  # not at the top: esptool (~140 ms) only to reset, never with --no-reset
 
     HardReset(link, uses_usb=uses_usb_jtag(port))()

@@ -20,7 +20,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtool.errors import UsageError
+from platformdirs import user_config_dir
+from serial import SerialException
+
+from imgtool.errors import InputError, UsageError
+from imgtool.pack.project_config import load_toml
+
+# Not at the top: esptool (~140 ms; the monitor loads this module and never connects through it) and
+# serial.tools.list_ports (~2.5 ms; only when no --port names the port, and looked up as tests replace it).
 
 PORTS_CONFIG_FILE = "espflash_ports.toml"
 #: espflash's per-user config folder name (``~/.config/espflash`` on Linux).
@@ -61,15 +68,10 @@ def find_ports_config(cwd: Path, user_dir: Path | None) -> Path | None:
 
 
 def espflash_config_dir() -> Path:
-    from platformdirs import user_config_dir
-
     return Path(user_config_dir(ESPFLASH_CONFIG_APP, appauthor=False))
 
 
 def load_ports_config(path: Path | None) -> PortsConfig:
-    from imgtool.errors import InputError
-    from imgtool.pack.project_config import load_toml
-
     if path is None:
         return PortsConfig()
     doc = load_toml(path)
@@ -166,7 +168,6 @@ def answering_port(request: PortRequest, connect, *, log=print, choose=None):
     ``choose`` (only given on a terminal) picks among several unknown adapters instead of trying them all.
     """
     import esptool
-    from serial import SerialException
 
     if request.named:
         return request.named, connect(request.named)

@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -68,8 +67,7 @@ class LoadablePiece(NamedTuple):
         return self.addr + self.size
 
 
-@dataclass
-class ElfInfo:
+class ElfInfo(NamedTuple):
     path: Path
     machine: int
     entry: int

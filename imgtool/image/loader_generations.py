@@ -18,7 +18,7 @@ import re
 from typing import NamedTuple
 
 from imgtool.chips.table import Chip, Region
-from imgtool.image.format import ParsedImage, c_string, parse_bootloader_descriptor
+from imgtool.image.format import ParsedImage, c_string, parse_bootloader_descriptor, parse_image
 
 
 class Generation(NamedTuple):
@@ -91,8 +91,6 @@ def loader_build(chip: Chip | None, parsed: ParsedImage) -> LoaderBuild:
 
 def loader_build_of(chip: Chip | None, data: bytes) -> LoaderBuild:
     """:func:`loader_build` for the bytes of a bootloader image."""
-    from imgtool.image.format import parse_image
-
     return loader_build(chip, parse_image(data, what="bootloader"))
 
 

@@ -262,7 +262,7 @@ def _write(out: Path, files, layout: FlashLayout, data_images, elf: Path, settin
     # a format or archive of an earlier pack, not asked for now, would no longer match the folder
     stale += tuple(f for f in (*(format_file_name(elf.stem, fmt) for fmt in FORMATS), archive_file) if f not in files)
     owned = None if options.force else lambda folder: _earlier_pack_files(folder, archive_file)
-    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, owned=owned, cache_dir=store.cache_dir)
+    write_outputs(out, files, remove=stale, seal=SHA256SUMS_FILE, owned=owned)
 
 
 def _result(layout, files, out: Path, elf: Path, settings: PackSettings, options: PackOptions, keys, flash_key, notes,

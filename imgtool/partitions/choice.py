@@ -11,9 +11,9 @@ from __future__ import annotations
 import codecs
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 
+from imgtool.atomic import read_input
 from imgtool.chips.table import FLASH_SIZES, flash_size_bytes
 from imgtool.chips.units import align_up
 from imgtool.errors import LayoutError, PartitionError, UsageError
@@ -56,22 +56,22 @@ MAX_TABLE_INPUT_BYTES = 1 << 20
 
 def preset_names() -> list[str]:
     """The partition-table presets shipped with imgtool."""
-    from importlib import (
-        resources,  # imported here: `pack` without a preset should not pay for it
-    )
-
-    folder = resources.files(PRESET_PACKAGE)
-    return sorted(entry.name[: -len(".csv")] for entry in folder.iterdir() if entry.name.endswith(".csv"))
+    return sorted(entry.name[: -len(".csv")] for entry in _preset_folder().iterdir() if entry.name.endswith(".csv"))
 
 
 def preset_csv(name: str) -> str | None:
     key = name.strip().lower().replace("-", "_").removesuffix(".csv")
     if not _PRESET_NAME.fullmatch(key):
         return None
+    entry = _preset_folder().joinpath(f"{key}.csv")
+    return entry.read_text(encoding="utf-8") if entry.is_file() else None
+
+
+def _preset_folder():
+    """The presets' package folder; importlib.resources is imported here, as a pack without a preset needs none of it (~5 ms)."""
     from importlib import resources
 
-    entry = resources.files(PRESET_PACKAGE).joinpath(f"{key}.csv")
-    return entry.read_text(encoding="utf-8") if entry.is_file() else None
+    return resources.files(PRESET_PACKAGE)
 
 
 def load_preset(
@@ -90,7 +90,7 @@ def load_preset(
 def _merged(options: TableOptions | None, *, flash_size: int | str | None, **given) -> TableOptions:
     """``options`` with the keyword arguments that were given (not None) in place of its fields."""
     given["flash_size"] = _flash_bytes(flash_size)
-    return replace(options or TableOptions(), **{k: v for k, v in given.items() if v is not None})
+    return (options or TableOptions())._replace(**{k: v for k, v in given.items() if v is not None})
 
 
 def decode_text(data: bytes) -> str:
@@ -111,8 +111,6 @@ def load_table(
 
     ``options`` carries gen_esp32part's other options; the keyword arguments override it.
     """
-    from imgtool.atomic import read_input
-
     opts = _merged(options, table_offset=table_offset, bootloader_offset=bootloader_offset, flash_size=flash_size)
     path = Path(source)
     if not path.exists() and preset_csv(str(source)) is not None:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from construct import Bytes, Int8ul, Int32ul, Struct
 
@@ -82,8 +82,7 @@ RESERVED_LABELS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class DataImage:
+class DataImage(NamedTuple):
     """The bytes for one data partition and where they came from."""
 
     label: str

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from construct import (
     Adapter,
@@ -26,7 +26,7 @@ from construct import (
     Struct,
 )
 
-from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE, KiB, MiB
+from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE, FLASH_SIZES, KiB, MiB, flash_size_bytes
 from imgtool.chips.units import align_up
 from imgtool.errors import PartitionError, UsageError
 
@@ -136,8 +136,7 @@ _UNKNOWN_VAR_AT_START = re.compile(r"(?<!\\)\$([A-Za-z_][A-Za-z0-9_]*)")
 _SIZE_SUFFIXES = (("k", KiB), ("m", MiB))
 
 
-@dataclass(frozen=True)
-class TableOptions:
+class TableOptions(NamedTuple):
     """gen_esp32part's options, under the same meaning.
 
     ``bootloader_offset`` is ``--primary-bootloader-offset``. ``verify=False`` is
@@ -190,18 +189,40 @@ Md5Entry = Struct(
 )
 
 
-@dataclass(frozen=True)
 class Partition:
-    """One table entry. ``where`` ("partitions.csv:5") only locates it for error messages."""
+    """One table entry. ``where`` ("partitions.csv:5") only locates it for error messages: equality ignores it.
 
-    name: str
-    type: int
-    subtype: int
-    offset: int
-    size: int
-    encrypted: bool = False
-    readonly: bool = False
-    where: str | None = field(default=None, compare=False, repr=False)
+    A plain class (``where`` must not count in equality, so no NamedTuple; no dataclass, which costs
+    more to define at import than a pack spends on its table). Treat it as immutable.
+    """
+
+    __slots__ = ("name", "type", "subtype", "offset", "size", "encrypted", "readonly", "where")
+
+    def __init__(
+        self, name: str, type: int, subtype: int, offset: int, size: int,
+        encrypted: bool = False, readonly: bool = False, where: str | None = None,
+    ):
+        self.name, self.type, self.subtype, self.offset, self.size = name, type, subtype, offset, size
+        self.encrypted, self.readonly, self.where = encrypted, readonly, where
+
+    def _key(self) -> tuple:
+        return (self.name, self.type, self.subtype, self.offset, self.size, self.encrypted, self.readonly)
+
+    def __eq__(self, other) -> bool:
+        return self._key() == other._key() if isinstance(other, Partition) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Partition(name={self.name!r}, type={self.type!r}, subtype={self.subtype!r}, offset={self.offset!r}, "
+            f"size={self.size!r}, encrypted={self.encrypted!r}, readonly={self.readonly!r})"
+        )
+
+    def placed(self, offset: int, size: int) -> Partition:
+        """This entry at ``offset`` with ``size``."""
+        return Partition(self.name, self.type, self.subtype, offset, size, self.encrypted, self.readonly, self.where)
 
     @property
     def end(self) -> int:
@@ -264,20 +285,42 @@ class _Warnings(list):
         self.append(f"{where}: {message}")
 
 
-@dataclass(frozen=True)
 class PartitionTable:
     """Partitions in table order plus where the table itself lives in flash.
 
     ``from_csv``/``from_binary`` give ESP-IDF's verdict and keep its warnings in
-    ``warnings``; call ``validate()`` on a table built by hand.
+    ``warnings``; call ``validate()`` on a table built by hand. Equality ignores ``warnings`` and
+    ``extra_subtypes``. A plain class, as :class:`Partition` is; treat it as immutable.
     """
 
-    partitions: tuple[Partition, ...]
-    table_offset: int = DEFAULT_TABLE_OFFSET
-    source: str = "partition table"
-    md5: bool = True
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-    extra_subtypes: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    __slots__ = ("partitions", "table_offset", "source", "md5", "warnings", "extra_subtypes")
+
+    def __init__(
+        self,
+        partitions: tuple[Partition, ...],
+        table_offset: int = DEFAULT_TABLE_OFFSET,
+        source: str = "partition table",
+        md5: bool = True,
+        warnings: tuple[str, ...] = (),
+        extra_subtypes: tuple[str, ...] = (),
+    ):
+        self.partitions, self.table_offset, self.source, self.md5 = partitions, table_offset, source, md5
+        self.warnings, self.extra_subtypes = warnings, extra_subtypes
+
+    def _key(self) -> tuple:
+        return (self.partitions, self.table_offset, self.source, self.md5)
+
+    def __eq__(self, other) -> bool:
+        return self._key() == other._key() if isinstance(other, PartitionTable) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionTable(partitions={self.partitions!r}, table_offset={self.table_offset!r}, "
+            f"source={self.source!r}, md5={self.md5!r}, warnings={self.warnings!r})"
+        )
 
     def __iter__(self):
         return iter(self.partitions)
@@ -409,7 +452,7 @@ class PartitionTable:
     ) -> tuple[str, ...]:
         """Apply ESP-IDF's rules to a table built by hand; raise on the first break, return the warnings."""
         opts = options or TableOptions(table_offset=self.table_offset, md5=self.md5, extra_subtypes=self.extra_subtypes)
-        opts = replace(opts, flash_size=flash_size, bootloader_offset=bootloader_offset)
+        opts = opts._replace(flash_size=flash_size, bootloader_offset=bootloader_offset)
         return self._checked(opts).warnings
 
     def _checked(self, opts: TableOptions, carried: tuple[str, ...] = ()) -> PartitionTable:
@@ -421,7 +464,7 @@ class PartitionTable:
             self._verify(opts, warnings)
         if opts.flash_size is not None:
             self._check_fits(opts.flash_size, warnings)
-        return replace(self, warnings=tuple(warnings))
+        return PartitionTable(self.partitions, self.table_offset, self.source, self.md5, tuple(warnings), self.extra_subtypes)
 
     def _error(self, p: Partition | None, message: str) -> PartitionError:
         return PartitionError(message, path=self._where(p))
@@ -602,8 +645,6 @@ class PartitionTable:
             )
         last = self.past_flash_end(flash_size)
         if last is not None:
-            from imgtool.chips.table import FLASH_SIZES, flash_size_bytes
-
             needed = next((name for name in FLASH_SIZES if flash_size_bytes(name) >= last.end), None)
             fix = f"pass --flash-size {needed}" if needed else "pass a larger --flash-size"
             if not (self.source or "").startswith("preset "):  # a preset cannot be edited
@@ -615,8 +656,7 @@ class PartitionTable:
             )
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     """A parsed CSV row before offsets are filled in: ``offset_given`` says whether its offset was written."""
 
     part: Partition
@@ -624,7 +664,7 @@ class _Row:
 
 
 def _options(options: TableOptions | None, overrides: dict) -> TableOptions:
-    opts = replace(options or TableOptions(), **overrides)
+    opts = (options or TableOptions())._replace(**overrides)
     if opts.table_offset < 0:
         raise UsageError(f"partition table offset {opts.table_offset:#x} is negative", field="--offset")
     if opts.bootloader_offset is not None and opts.bootloader_offset >= opts.table_offset:
@@ -796,7 +836,7 @@ def _fill_offsets(rows: list[_Row], table_offset: int) -> list[Partition]:
                 f"negative size {p.size:#x} means 'up to {-p.size:#x}', but '{p.name}' starts at 0x{offset:x}",
                 path=p.where,
             )
-        p = replace(p, offset=offset, size=size)
+        p = p.placed(offset, size)
         result.append(p)
         previous = p
         last_end = p.end

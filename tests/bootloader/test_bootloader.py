@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from dataclasses import replace
 
 import pytest
 from conftest import CORPUS, corpus_path, esptool, run_cli
@@ -75,7 +74,7 @@ def isolated(monkeypatch, tmp_path):
 
 def use_mirror(monkeypatch, mirror: str) -> None:
     """Library fetches in this test go through ``mirror``."""
-    monkeypatch.setattr(sys.modules[__name__], "STORE", replace(STORE, mirror=mirror))
+    monkeypatch.setattr(sys.modules[__name__], "STORE", BootloaderStore(STORE.cache_dir, mirror))
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The package's folders are the pipeline's stages: a module imports only from its own stage or earlier ones,
-wherever the import sits (module level or a function body), and names each module it needs once."""
+wherever the import sits (module level or a function body). (Repeated imports: test_imports.py.)"""
 
 from __future__ import annotations
 
@@ -95,37 +95,3 @@ def test_the_direction_check_sees_imports_in_function_bodies(tmp_path):
 def test_the_flash_plan_does_not_import_its_rendering():
     """Within ``flash/`` the plan comes first: the layout is rendered into files, never the other way round."""
     assert "imgtool.flash.outputs" not in {name for _, name, _ in imports(MODULES["imgtool.flash.layout"])}
-
-
-#: Modules that import a module again in a function body that they already import at the top; the
-#: imports-at-the-top work of issue 21 (item 6) removes these, and each module it fixes must leave this list.
-REPEATS_LEFT = {
-    "imgtool.atomic",
-    "imgtool.bootloader.store",
-    "imgtool.device.commands",
-    "imgtool.device.flasher",
-    "imgtool.device.ports",
-    "imgtool.image.loader_generations",
-    "imgtool.partitions.table",
-}
-
-
-def repeated_imports(path: Path) -> list[str]:
-    """``line: module`` for each import in a function body of a module the file imports at the top already."""
-    found = imports(path)
-    at_top = {name for _, name, top in found if top}
-    return [f"{line}: {name}" for line, name, top in found if not top and name in at_top]
-
-
-def test_no_module_imports_a_module_it_already_imports_at_the_top():
-    repeats = {module: repeated_imports(path) for module, path in MODULES.items()}
-    new = {module: found for module, found in repeats.items() if found and module not in REPEATS_LEFT}
-    assert not new, "imported at the top already:\n" + "\n".join(f"{MODULES[m].relative_to(REPO)}:{f}" for m, fs in new.items() for f in fs)
-    fixed = sorted(module for module in REPEATS_LEFT if not repeats.get(module))
-    assert not fixed, f"no repeated import left in {fixed}: take them out of REPEATS_LEFT"
-
-
-def test_the_repeat_check_sees_a_module_imported_again_in_a_body(tmp_path):
-    fake = tmp_path / "m.py"
-    fake.write_text("from imgtool.errors import A\n\ndef f():\n    from imgtool.errors import B\n    import json\n")
-    assert repeated_imports(fake) == ["4: imgtool.errors"]

@@ -20,62 +20,86 @@ from imgtool.output_names import SHA256SUMS_FILE
 HOLD_THEN_EXIT = r"""
 import sys, time
 from pathlib import Path
-from imgtool.atomic import file_lock
-with file_lock(sys.argv[1], cache_dir=Path(sys.argv[4])):
+from imgtool import atomic
+if sys.argv[4] == "windows":  # the Windows branch's logic, over a stand-in msvcrt made of POSIX record locks
+    sys.path.insert(0, sys.argv[5])
+    from msvcrt_standin import msvcrt
+    atomic._platform_locks = lambda: atomic._MsvcrtLocks(msvcrt)
+with atomic.file_lock(sys.argv[1]):
     Path(sys.argv[2]).write_text(repr(time.time()))  # when it got the lock
     time.sleep(float(sys.argv[3]))
     Path(sys.argv[2]).with_suffix(".out").write_text(repr(time.time()))  # just before letting go
 """
 
+#: ``msvcrt.locking`` as Windows behaves: a byte range from the file position, EACCES at once while another
+#: process holds it (``LK_NBLCK``), ``LK_UNLCK`` to let go; built on ``fcntl.lockf`` so processes really exclude.
+MSVCRT_STANDIN = r"""
+import errno, fcntl, os, types
 
-def test_package_has_no_posix_only_locking():
-    """Locks come from filelock; the monitor's keyboard reader is the one module with a msvcrt (Windows) branch."""
+def locking(fd, mode, nbytes):
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    if mode == msvcrt.LK_UNLCK:
+        fcntl.lockf(fd, fcntl.LOCK_UN, nbytes, start)
+        return
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, nbytes, start)
+    except BlockingIOError:
+        raise OSError(errno.EACCES, "Permission denied") from None
+
+msvcrt = types.SimpleNamespace(LK_UNLCK=0, LK_NBLCK=2, locking=locking)
+"""
+
+
+def test_locks_are_the_platforms_own_with_a_windows_branch():
+    """flock on POSIX, msvcrt.locking on Windows, in atomic alone (and the monitor's keyboard reader); no filelock."""
     package = Path(atomic.__file__).parent
-    keyboard = package / "device" / "keyboard.py"
-    source = "\n".join(p.read_text(encoding="utf-8") for p in package.rglob("*.py") if p != keyboard)
-    assert "fcntl" not in source and "msvcrt" not in source
-    assert "termios" in keyboard.read_text(encoding="utf-8") and "msvcrt" in keyboard.read_text(encoding="utf-8")
+    own = {package / "atomic.py", package / "device" / "keyboard.py"}
+    source = "\n".join(p.read_text(encoding="utf-8") for p in package.rglob("*.py") if p not in own)
+    assert "fcntl" not in source and "msvcrt" not in source and "filelock" not in source
+    text = (package / "atomic.py").read_text(encoding="utf-8")
+    assert "fcntl" in text and "msvcrt" in text and "filelock" not in text
 
 
 def test_folder_lock_leaves_nothing_in_the_folder_or_beside_it(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    with atomic.file_lock(out, cache_dir=tmp_path / "cache"):
-        pass
+    with atomic.file_lock(out) as locked:
+        assert locked and atomic.folder_lock_path(out).exists()
+        assert atomic.folder_lock_path(out).parent == tmp_path
     assert list(out.iterdir()) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out"]
-    assert [p.suffix for p in (tmp_path / "cache" / atomic.LOCK_SUBDIR).iterdir()] == [".lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_one_folder_one_lock_whatever_the_spelling(tmp_path):
-    cache = tmp_path / "cache"
     (tmp_path / "a" / "out").mkdir(parents=True)
-    assert atomic.folder_lock_path(tmp_path / "a" / "out", cache_dir=cache) == atomic.folder_lock_path(
-        tmp_path / "a" / ".." / "a" / "out", cache_dir=cache
-    )
+    assert atomic.folder_lock_path(tmp_path / "a" / "out") == atomic.folder_lock_path(tmp_path / "a" / ".." / "a" / "out")
     (tmp_path / "b").mkdir()
-    assert atomic.folder_lock_path(tmp_path / "a", cache_dir=cache) != atomic.folder_lock_path(tmp_path / "b", cache_dir=cache)
+    assert atomic.folder_lock_path(tmp_path / "a") != atomic.folder_lock_path(tmp_path / "b")
 
 
-def test_a_second_process_waits_for_the_lock(tmp_path):
+@pytest.mark.parametrize("branch", ["platform", pytest.param("windows", marks=pytest.mark.skipif(
+    sys.platform == "win32", reason="the stand-in msvcrt is built on fcntl"))])
+def test_a_second_process_waits_for_the_lock(tmp_path, branch):
     """Process A holds the folder's lock for a while; B, started meanwhile, only gets it after A let go."""
-    cache = str(tmp_path / "cache")
+    (tmp_path / "msvcrt_standin.py").write_text(MSVCRT_STANDIN)
     out = tmp_path / "out"
     out.mkdir()
     a_in, b_in = tmp_path / "a.in", tmp_path / "b.in"
-    a = subprocess.Popen([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(a_in), "0.6", cache])
+    extra = [branch, str(tmp_path)]
+    a = subprocess.Popen([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(a_in), "0.6", *extra])
     try:
         deadline = time.monotonic() + 30
         while not a_in.exists():
             assert a.poll() is None and time.monotonic() < deadline, "A never took the lock"
             time.sleep(0.01)
-        b = subprocess.run([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(b_in), "0", cache], timeout=30)
+        b = subprocess.run([sys.executable, "-c", HOLD_THEN_EXIT, str(out), str(b_in), "0", *extra], timeout=30)
         assert b.returncode == 0
     finally:
         a.wait(timeout=30)
     assert a.returncode == 0
     a_let_go = float(a_in.with_suffix(".out").read_text())
     assert float(b_in.read_text()) >= a_let_go, "B got the lock while A still held it"
+    assert not atomic.folder_lock_path(out).exists()
 
 
 def test_threads_take_turns(tmp_path):
@@ -97,15 +121,13 @@ def test_threads_take_turns(tmp_path):
     assert overlaps == [1, 1, 1, 1]
 
 
-def test_an_uncreatable_lock_folder_does_not_stop_the_work(tmp_path):
-    blocker = tmp_path / "cache"
-    blocker.write_text("a file where the cache folder should be")
+def test_an_uncreatable_lock_file_does_not_stop_the_work(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    assert atomic.folder_lock_path(out, cache_dir=blocker) is None
-    with atomic.file_lock(out, cache_dir=blocker):
+    atomic.folder_lock_path(out).mkdir()  # a folder where the lock file should be
+    with atomic.file_lock(out) as locked:
         (out / "f").write_text("done")
-    assert (out / "f").read_text() == "done"
+    assert not locked and (out / "f").read_text() == "done"
 
 
 def _record_fsyncs(monkeypatch) -> list[tuple[int, int]]:

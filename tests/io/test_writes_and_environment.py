@@ -74,12 +74,22 @@ def test_pack_shows_paths_relative_to_the_given_working_folder_only(tmp_path):
     assert Path(plain.merged_esptool_args[-1]).is_absolute() and Path(plain.esptool_args[-1]).is_absolute()
 
 
-def test_cli_passes_the_cache_folder_down_to_the_output_lock(tmp_path):
+def test_the_output_lock_is_beside_the_folder_not_in_the_cache(tmp_path, monkeypatch):
+    """Two packs into one folder lock each other whatever IMGTOOL_CACHE_DIR each has; the lock file goes afterwards."""
     boot = make_bootloader(tmp_path / "bl.bin", "esp32c3")
     cache = tmp_path / "cache"
+    seen = []
+    real = atomic.file_lock
+
+    def spying(path):
+        seen.append(atomic.folder_lock_path(Path(path)) if Path(path).is_dir() else Path(path))
+        return real(path)
+
+    monkeypatch.setattr(atomic, "file_lock", spying)
     result = run_cli("pack", C3, "-o", tmp_path / "out", "--bootloader", boot, "-q", env={ENV_CACHE_DIR: str(cache)})
     assert result.exit_code == 0, result.output
-    assert [p.suffix for p in (cache / atomic.LOCK_SUBDIR).iterdir()] == [".lock"]
+    assert seen == [tmp_path / f".out{atomic.FOLDER_LOCK_SUFFIX}"]
+    assert not seen[0].exists() and not (cache / "locks").exists()
     listed = run_cli("bootloader", "list", "--json", env={ENV_CACHE_DIR: str(cache)})
     assert all(Path(row["path"]).parent == cache / "bootloaders" for row in json.loads(listed.output))
 

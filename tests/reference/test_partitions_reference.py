@@ -546,6 +546,7 @@ generated_options = st.builds(
     recovery_bootloader_offset=st.sampled_from([None, 0x200000]),
     flash_size=st.sampled_from([None, 4 << 20]),
     secure=st.sampled_from([None, "v1", "v2"]),
+    **{name: st.just(TableOptions._field_defaults[name]) for name in ("md5", "verify", "strict", "extra_subtypes")},
 )
 
 
