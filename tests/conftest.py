@@ -5,7 +5,9 @@ real esptool commands against one esp32-mock-bootloader per chip (``mock_port``,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -155,7 +157,6 @@ def espsecure(*args, check: bool = True) -> subprocess.CompletedProcess:
 
 def _oracle(module_name: str, args, check: bool) -> subprocess.CompletedProcess:
     """``module.main(ARGS)`` with its output captured; a fatal error reads as its command would print it."""
-    import contextlib
     import importlib
     import io
 
@@ -198,18 +199,37 @@ BAUD = "921600"
 def mocks(tmp_path_factory):
     """One mock ROM bootloader (esp32-mock-bootloader) per chip for the whole run, started on first use.
 
-    Starting one takes most of a second and stopping one a second more (the library waits for
-    it to exit), so tests share them; :func:`mock_port` erases the flash before each test.
+    Starting one takes most of a second, so tests share them; :func:`mock_port` erases the flash
+    before each test. At the end each is told to stop (SIGTERM to the pid its status names) before
+    the library's stop, which otherwise waits a second for a server that never exits by itself.
     """
     handles: dict[str, object] = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ESP32_MOCK_BOOTLOADER_STATE_DIR", str(tmp_path_factory.mktemp("mock-state")))
         yield handles
-        stoppers = [threading.Thread(target=handle.stop) for handle in handles.values()]
-        for thread in stoppers:
-            thread.start()
-        for thread in stoppers:
-            thread.join()
+        for handle in handles.values():
+            with contextlib.suppress(OSError, KeyError, TypeError):
+                os.kill(handle.status()["pid"], signal.SIGTERM)
+            handle.stop()
+
+
+class _NoPauseAfterClose:
+    """Stands in for the ``time`` module of pyserial's ``socket://`` handler, whose only use of it is a 0.3 s
+    sleep after every close "in case of quick reconnects": the mock takes a reconnect from its listen backlog
+    once it has seen the close (as the monitor tests' fake devices do), so waiting adds nothing but 0.3 s to
+    every connection a test makes in process."""
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _no_pause_after_socket_close(monkeypatch):
+    """Every ``socket://`` port a test opens in process (the mocks, the monitor's fake devices) closes at once."""
+    from serial.urlhandler import protocol_socket
+
+    monkeypatch.setattr(protocol_socket, "time", _NoPauseAfterClose)
 
 
 @pytest.fixture
@@ -247,9 +267,12 @@ def flash_holds(chip: str, url: str, cwd: Path, *pairs: tuple[int, str]) -> None
 
     The check runs esptool in process (an oracle, like :func:`esptool`): the flashing under test
     is done by esptool as a command, and another interpreter start-up would prove nothing more.
+    It stays at the first baud rate and leaves the chip as it is afterwards (``--after no-reset``): a
+    socket carries any rate alike, each connection to the mock starts a fresh ROM session, and the baud
+    change and the reset pulse would only add their waits.
     """
     args = [item for offset, file in pairs for item in (hex(offset), cwd / file)]
-    out = esptool("--chip", chip, "--port", url, "--baud", BAUD, "verify-flash", *args).stdout
+    out = esptool("--chip", chip, "--port", url, "--after", "no-reset", "verify-flash", *args).stdout
     assert out.count("Verification successful") == len(pairs), out
 
 

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from imgtool.chips.table import CHIPS, EM_RISCV, EM_XTENSA
+from imgtool.chips.units import MAX_APP_IMAGE_BYTES
 from imgtool.errors import ElfError, InputError, LayoutError
-from imgtool.image.format import APP_DESC_MAGIC, MAX_APP_IMAGE_BYTES
 
 ELF_MAGIC = b"\x7fELF"
+#: ``ESP_APP_DESC_MAGIC_WORD``: the first word of ``esp_app_desc_t``, by which the reader finds it among the ELF's
+#: pieces; ``image.format`` declares the descriptor with it.
+APP_DESC_MAGIC = 0xABCD5432
 ELFCLASS32 = 1
 ELFDATA2LSB = 1
 ELF32_HEADER_LEN = 52

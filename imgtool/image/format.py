@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
 
-from imgtool.chips.units import align_up
+from imgtool.chips.units import MAX_APP_IMAGE_BYTES, align_up
+from imgtool.elf.reader import APP_DESC_MAGIC, ELF_MAGIC
 from imgtool.errors import ImageError
 
 IMAGE_MAGIC = 0xE9
@@ -27,12 +28,9 @@ SHA256_LEN = 32
 WP_PIN_DISABLED = 0xEE
 #: ESP-IDF's bootloader refuses images with more segments than this.
 MAX_SEGMENTS = 16
-#: An app image is at most this long: the largest flash span the MMU maps (16 MiB on every chip).
-MAX_APP_IMAGE_BYTES = 16 * 1024 * 1024
 #: Segment data is always a multiple of this length.
 SEGMENT_ALIGN = 4
 
-APP_DESC_MAGIC = 0xABCD5432
 #: ``ESP_BOOTLOADER_DESC_MAGIC_BYTE``: first byte of the bootloader descriptor.
 BOOTLOADER_DESC_MAGIC = 80
 
@@ -330,8 +328,6 @@ def parse_image(data: bytes | memoryview, path=None, *, what: str = "image") -> 
     buf = memoryview(data)
     if len(buf) < HEADER_LEN + EXTENDED_HEADER_LEN:
         raise ImageError(f"{what} is {len(buf)} bytes, too short for an ESP image header", path=path)
-    from imgtool.elf.reader import ELF_MAGIC
-
     if bytes(buf[: len(ELF_MAGIC)]) == ELF_MAGIC:
         how = (f"; make the app image first: 'imgtool image {os.fspath(path) if path is not None else 'ELF'} -o app.bin' "
                "(or 'imgtool pack' it)") if what == "image" else f"; pass the {what} .bin"

@@ -471,7 +471,10 @@ def test_cli_list_shows_every_pinned_build():
 def test_cli_fetch_offline_without_cache_fails_clearly():
     result = run_cli("bootloader", "fetch", "--chip", "esp32c6", "--offline")
     assert result.exit_code == 1
-    assert "imgtool bootloader fetch --chip esp32c6" in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("imgtool: error: the esp32c6 bootloader (default) is not cached in ")
+    assert "offline mode forbids downloading it; run 'imgtool bootloader fetch --chip esp32c6' while online" in line
+    assert f"set {ENV_MIRROR} to a folder holding esp32c6-bootloader.bin" in line
 
 
 def test_cli_fetch_from_a_mirror_folder_writes_the_pinned_bytes(tmp_path, monkeypatch):

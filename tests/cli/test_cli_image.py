@@ -57,12 +57,18 @@ def test_info_json_reports_segments_checksum_hash_and_descriptor(tmp_path):
 def test_info_flags_a_corrupted_image(tmp_path):
     out = tmp_path / "app.bin"
     run("image", C3, "-o", out, "-q")
+    good = parse_image(out.read_bytes())
     raw = bytearray(out.read_bytes())
-    raw[40] ^= 0x55
+    raw[40] ^= 0x55  # the first data byte of segment 0
     out.write_bytes(raw)
     result = run("info", out)
     assert result.exit_code == 1
-    assert "INVALID" in result.output
+    assert f"checksum 0x{good.stored_checksum:02x} (INVALID)" in result.output
+    report = json.loads(run("info", out, "--json").output)
+    # one byte changed by 0x55 changes the XOR checksum by 0x55; the stored values are the good image's
+    assert report["checksum"] == {"stored": good.stored_checksum, "computed": good.stored_checksum ^ 0x55, "valid": False}
+    assert not report["sha256"]["valid"] and report["sha256"]["stored"] == raw[good.length - 32 : good.length].hex()
+    assert [p.rsplit("(", 1)[1] for p in report["problems"]] == ["process_checksum)", "verify_simple_hash)"]
 
 
 def _mutated(tmp_path, name, mutate):
@@ -126,8 +132,10 @@ def test_python_dash_m_works():
     import subprocess
     import sys
 
+    import imgtool
+
     done = subprocess.run([sys.executable, "-m", "imgtool", "--version"], capture_output=True, text=True)
-    assert done.returncode == 0 and "imgtool" in done.stdout
+    assert done.returncode == 0 and done.stdout.strip() == f"imgtool, version {imgtool.__version__}"
 
 
 @pytest.mark.parametrize("spelling", ["4MB", "4mb", "4M", "4MiB"])

@@ -8,7 +8,7 @@ import pytest
 from conftest import corpus_path, run_cli
 from esp_idf_defs import PartitionTable as IdfTable
 
-from imgtool.partitions.choice import load_table, preset_csv
+from imgtool.partitions.choice import load_table, preset_csv, preset_names
 
 OTA_CSV = """# Name,   Type, SubType, Offset,  Size, Flags
 nvs,      data, nvs,     0x9000,  0x4000,
@@ -72,7 +72,11 @@ def test_compile_error_is_one_line_with_the_line_number(tmp_path):
 
 def test_compile_into_a_missing_folder_fails_cleanly(ota_csv, tmp_path):
     result = run("compile", str(ota_csv), "-o", str(tmp_path / "nowhere" / "pt.bin"))
-    assert result.exit_code != 0 and "does not exist" in result.output
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"imgtool: error: {tmp_path / 'nowhere' / 'pt.bin'}: the folder to write into does not exist; create it first"
+    ]
+    assert not (tmp_path / "nowhere").exists()  # not made behind the user's back
 
 
 def test_show_lists_partitions_and_free_space(ota_csv):
@@ -117,7 +121,10 @@ def test_check_ok(ota_csv):
 
 
 def test_check_needs_a_flash_size(ota_csv):
-    assert run("check", str(ota_csv)).exit_code != 0
+    result = run("check", str(ota_csv))
+    assert result.exit_code == 2 and result.stdout == ""  # a usage error: nothing checked, nothing reported
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("imgtool: error: Missing option '--flash-size'.") and line.endswith(" partitions check -h')")
 
 
 def test_check_reports_a_partition_past_the_flash(ota_csv):
@@ -128,14 +135,25 @@ def test_check_reports_a_partition_past_the_flash(ota_csv):
 
 
 def test_check_with_a_moved_table(ota_csv):
+    """A table moved to 0x9000 collides with the first partition, which must then start after it."""
     result = run("check", str(ota_csv), "--flash-size", "4MB", "--offset", "0x9000")
-    assert result.exit_code != 0 and "partition table (0x9000-0xa000)" in result.output
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"imgtool: error: {ota_csv}:2: 'nvs' at 0x9000 overlaps the partition table (0x9000-0xa000); "
+        "start it at 0xa000 or later"
+    ]
+    assert run("check", str(ota_csv), "--flash-size", "4MB", "--offset", "0x8000").exit_code == 0
 
 
 def test_check_with_a_chip_places_the_bootloader(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("bootloader, bootloader, primary, N/A, N/A,\nfactory, app, factory, , 1M,\n")
-    assert run("check", str(path), "--flash-size", "4MB").exit_code != 0
+    without = run("check", str(path), "--flash-size", "4MB")
+    assert without.exit_code == 1
+    assert without.output.strip().splitlines() == [
+        f"imgtool: error: {path}:1: a bootloader entry needs the primary bootloader offset; "
+        "pass --chip or --primary-bootloader-offset"
+    ]
     result = run("show", str(path), "--chip", "esp32", "--json")
     assert result.exit_code == 0, result.output
     bootloader = json.loads(result.output)["partitions"][0]
@@ -159,7 +177,10 @@ def test_bad_options_are_usage_errors(ota_csv, args, expect):
 
 def test_unknown_source_lists_presets():
     result = run("show", "no_such_table")
-    assert result.exit_code != 0 and "single_app" in result.output
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"imgtool: error: no_such_table: no such file, and not a preset (presets: {', '.join(preset_names())})"
+    ]
 
 
 def test_espflash_corpus_table_does_not_fit_4mb(tmp_path):

@@ -31,8 +31,9 @@ def pinned_env(tmp_path):
 
 
 def read_back(url, tmp_path, offset, size) -> bytes:
+    """What the device holds at ``offset`` (the check, not the command under test: no reset afterwards)."""
     out = tmp_path / f"dump-{offset:x}.bin"
-    result = run_cli("read-flash", "--port", url, "--no-stub", "--offset", hex(offset), "--size", hex(size), "-o", out)
+    result = run_cli("read-flash", "--port", url, "--no-stub", "--after", "no-reset", "--offset", hex(offset), "--size", hex(size), "-o", out)
     assert result.exit_code == 0, result.output
     return out.read_bytes()
 

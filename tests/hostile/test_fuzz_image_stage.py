@@ -6,6 +6,8 @@ IMGTOOL_FUZZ_EXAMPLES=100000 runs a long session by hand.
 
 from __future__ import annotations
 
+import json
+
 from conftest import FIXTURES, mutations
 from hypothesis import given
 from hypothesis import strategies as st
@@ -48,6 +50,10 @@ def test_fuzz_info_report(tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "fuzz.bin"
     path.write_bytes(data)
     try:
-        describe(path)
-    except ImgtoolError:
-        pass
+        info = describe(path)
+    except ImgtoolError as exc:
+        assert "\n" not in str(exc), str(exc)  # refused in one line
+        return
+    assert info["size"] == len(data) and info["image_length"] <= len(data)
+    assert all(s["data_offset"] + s["length"] <= info["image_length"] for s in info["segments"])  # never past the image
+    json.dumps(info)  # what `info --json` prints

@@ -6,6 +6,7 @@ it is opened for reading, so nothing blocks and nothing is read. A pipe that has
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -174,7 +175,7 @@ def test_a_cache_entry_that_is_no_file_counts_as_absent(tmp_path, bad, hang_guar
 
 
 @pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="needs /dev/fd")
-def test_a_pipe_with_a_writer_is_read(hang_guard):
+def test_a_pipe_with_a_writer_is_read(hang_guard, tmp_path):
     """``partitions show <(cat table.csv)`` works: a pipe that has a writer is read to its end, however it is paced."""
     import threading
 
@@ -188,9 +189,13 @@ def test_a_pipe_with_a_writer_is_read(hang_guard):
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     try:
-        result = run_cli("partitions", "show", f"/dev/fd/{read_end}")
+        result = run_cli("partitions", "show", f"/dev/fd/{read_end}", "--json")
     finally:
         thread.join(5)
         os.close(read_end)
     assert result.exit_code == 0, result.output
-    assert "factory" in result.stdout
+    (tmp_path / "table.csv").write_bytes(text)
+    from_file = run_cli("partitions", "show", tmp_path / "table.csv", "--json")
+    piped = json.loads(result.stdout)["partitions"]
+    assert piped == json.loads(from_file.stdout)["partitions"]  # every row, as the same table read from a file
+    assert [p["name"] for p in piped] == ["nvs", "factory"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import threading
@@ -129,23 +130,70 @@ def test_an_uncreatable_lock_file_does_not_stop_the_work(tmp_path):
     assert not locked and (out / "f").read_text() == "done"
 
 
+def _record_fsyncs(monkeypatch) -> list[tuple[int, int]]:
+    """(device, inode) of every descriptor ``os.fsync`` is given, then the real fsync."""
+    seen: list[tuple[int, int]] = []
+    real = os.fsync
+
+    def recording(fd):
+        st = os.fstat(fd)
+        seen.append((st.st_dev, st.st_ino))
+        return real(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", recording)
+    return seen
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
 @pytest.mark.parametrize("one_flush", [True, False], ids=["syncfs", "fsync-each"])
-def test_sync_files_keeps_contents(tmp_path, monkeypatch, one_flush):
-    if not one_flush:
-        monkeypatch.setattr(atomic, "_syncfs", lambda: None)
+def test_sync_files_flushes_the_file_system_once_or_every_file(tmp_path, monkeypatch, one_flush):
+    """With ``syncfs``, one call on the files' own file system and no fsync; without it, one fsync per file."""
+    fsynced = _record_fsyncs(monkeypatch)
+    syncfs_on: list[int] = []
+
+    def syncfs(fd):
+        syncfs_on.append(os.fstat(fd).st_dev)
+        return 0
+
+    monkeypatch.setattr(atomic, "_syncfs", (lambda: syncfs) if one_flush else (lambda: None))
     paths = []
     for i in range(3):
         path = tmp_path / f"f{i}"
         path.write_bytes(bytes([i]) * 100)
         paths.append(path)
     atomic.sync_files(paths)
+    if one_flush:
+        assert syncfs_on == [tmp_path.stat().st_dev] and fsynced == []
+    else:
+        assert syncfs_on == [] and sorted(fsynced) == sorted(_identity(p) for p in paths)
     assert [p.read_bytes() for p in paths] == [bytes([i]) * 100 for i in range(3)]
+    fsynced.clear()
     atomic.sync_files([])
+    assert syncfs_on == ([tmp_path.stat().st_dev] if one_flush else []) and fsynced == []  # nothing to flush
 
 
-def test_fsync_dir_never_raises(tmp_path):
-    atomic.fsync_dir(tmp_path)
-    atomic.fsync_dir(tmp_path / "missing")
+def test_a_failed_syncfs_raises_naming_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    monkeypatch.setattr(atomic, "_syncfs", lambda: lambda fd: -1)
+    with pytest.raises(OSError) as info:
+        atomic.sync_files([path])
+    assert info.value.filename == os.fspath(path)
+
+
+def test_fsync_dir_syncs_the_folder_and_never_raises(tmp_path, monkeypatch):
+    fsynced = _record_fsyncs(monkeypatch)
+    synced = [] if os.name == "nt" else [_identity(tmp_path)]  # Windows cannot open a folder; NTFS journals renames
+    assert atomic.fsync_dir(tmp_path) is None
+    assert fsynced == synced
+    assert atomic.fsync_dir(tmp_path / "missing") is None  # a folder that cannot be opened is left alone
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(22, "Invalid argument")))
+    assert atomic.fsync_dir(tmp_path) is None  # a file system that refuses to sync a folder is not an error
+    assert fsynced == synced
 
 
 def test_rendered_digests_are_reused_and_dropped_when_a_file_changes():

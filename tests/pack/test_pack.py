@@ -114,7 +114,7 @@ def test_pack_defaults_to_the_elf_folder(elf_c3, boot_c3):
 def test_pack_otadata_and_named_partition(tmp_path, elf_c3, boot_c3):
     out = tmp_path / "out"
     res = pack(elf_c3, PackOptions(outdir=out, bootloader=boot_c3, flash_size="4MB", partition_table="two_ota", app_partition="ota_1"))
-    assert (out / "ota_data_initial.bin").read_bytes() != b"\xff" * 0x2000  # selects ota_1 (tests/test_ota_manifest.py)
+    assert (out / "ota_data_initial.bin").read_bytes() != b"\xff" * 0x2000  # selects ota_1 (tests/partitions/test_ota_slot_selection.py)
     assert res.app_partition == "ota_1"
     report = verify(out)
     assert report.ok and report.boot_partition == "ota_1"

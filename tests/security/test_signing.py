@@ -31,21 +31,25 @@ def _pem(private_key) -> bytes:
     )
 
 
+#: Fixed private scalars for the ECDSA test keys (any value below the curve order is a valid key).
+EC_TEST_SCALARS = {"p256": 0x1111, "p256b": 0x2222, "p256c": 0x3333, "p384": 0x4444}
+
+
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory) -> dict[str, Path]:
-    """Signing keys made once per session (RSA-3072 generation is the slow one)."""
+    """The signing keys, the same on every run and made once per session: RSA keys are read from
+    ``tests/fixtures/keys/`` (cryptography cannot generate RSA from a seed, and generating RSA-3072 is
+    slow), ECDSA keys derived from fixed scalars."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     folder = tmp_path_factory.mktemp("keys")
+    curves = {"p256": ec.SECP256R1(), "p256b": ec.SECP256R1(), "p256c": ec.SECP256R1(), "p384": ec.SECP384R1()}
     made = {
-        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=3072),
-        "rsa2048": rsa.generate_private_key(public_exponent=65537, key_size=2048),
-        "p256": ec.generate_private_key(ec.SECP256R1()),
-        "p256b": ec.generate_private_key(ec.SECP256R1()),
-        "p256c": ec.generate_private_key(ec.SECP256R1()),
-        "p384": ec.generate_private_key(ec.SECP384R1()),
+        name: serialization.load_pem_private_key((FIXTURES / "keys" / f"{fixture}.pem").read_bytes(), None)
+        for name, fixture in (("rsa", "rsa3072"), ("rsa2048", "rsa2048"))
     }
+    made.update({name: ec.derive_private_key(EC_TEST_SCALARS[name], curve) for name, curve in curves.items()})
     paths = {}
     for name, key in made.items():
         paths[name] = folder / f"{name}.pem"

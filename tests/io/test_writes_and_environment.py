@@ -1,4 +1,5 @@
-"""The seams of issue 15: one I/O module for every write, and the environment read only by the CLI."""
+"""One I/O module makes every write (staged, whole or not at all, following the umask), and only the CLI reads
+the environment and the working folder, passing what it read down."""
 
 from __future__ import annotations
 
