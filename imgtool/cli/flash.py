@@ -26,7 +26,7 @@ from imgtool.cli.monitor import monitor_baud as resolve_monitor_baud
 from imgtool.cli.options import chip_option
 from imgtool.cli.pack import pack_kwargs, pack_options
 from imgtool.device import flasher
-from imgtool.device.flasher import DEFAULT_BAUD, HARD_RESET, MIN_BAUD, MONITOR_BAUD
+from imgtool.device.options import DEFAULT_BAUD, HARD_RESET, MIN_BAUD, MONITOR_BAUD
 from imgtool.errors import ImgtoolError, UsageError
 
 # Imported where used, start-up that `imgtool --help` and the other commands never pay: espflash.toml

@@ -12,7 +12,7 @@ from imgtool.atomic import input_kind
 from imgtool.cli.connection import monitor_port, port_option
 from imgtool.cli.context import recover_pack_folder, user_environment
 from imgtool.decode.app_elf import find_app_elf
-from imgtool.device.flasher import MIN_BAUD, MONITOR_BAUD
+from imgtool.device.options import MIN_BAUD, MONITOR_BAUD
 from imgtool.device.keyboard import open_keyboard
 from imgtool.environment import ENV_MONITOR_BAUD
 from imgtool.errors import ImgtoolError, OutputError, UsageError

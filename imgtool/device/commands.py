@@ -3,6 +3,8 @@ partitions, read flash, and read back just what the bootloader would read (for `
 
 from __future__ import annotations
 
+from esptool import cmds
+
 from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE, get_chip
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.image.format import (
@@ -14,6 +16,7 @@ from imgtool.image.format import (
     SEGMENT_HEADER_LEN,
 )
 from imgtool.partitions.table import TYPE_APP, TYPE_DATA, PartitionTable
+from imgtool.security.signature_block import SIG_BLOCK_MAGIC
 
 # Not at the top (imgtool --help loads this module through imgtool.cli.device): esptool (~140 ms) and
 # imgtool.security.signature_block (~2 ms, only a read-back that meets a signature needs it).
@@ -27,8 +30,6 @@ SIGNATURE_SECTOR = FLASH_SECTOR_SIZE
 
 
 def read_flash(connection, offset: int, size: int) -> bytes:
-    from esptool import cmds
-
     esp = connection.ready()
     return cmds.read_flash(esp, offset, size, None)
 
@@ -53,8 +54,6 @@ def partitions_named(table, labels: list[str]) -> list[tuple[int, int, str]]:
 
 def erase_partitions(connection, table, labels: list[str], *, force: bool = False) -> list[tuple[int, int, str]]:
     """Erase the partitions named ``labels`` in ``table``; ``(offset, size, label)`` of each erased."""
-    from esptool import cmds
-
     chosen = partitions_named(table, labels)
     esp = connection.ready()
     for offset, size, _ in chosen:
@@ -115,8 +114,6 @@ def _image_length(read, limit: int) -> int:
     end = (pos // CHECKSUM_ALIGN + 1) * CHECKSUM_ALIGN
     if hash_appended:
         end += DIGEST_LEN
-    from imgtool.security.signature_block import SIG_BLOCK_MAGIC
-
     signature_at = -(-end // SIGNATURE_SECTOR) * SIGNATURE_SECTOR
     if signature_at < limit and read(signature_at, 1)[:1] == bytes([SIG_BLOCK_MAGIC]):
         end = signature_at + SIGNATURE_SECTOR
