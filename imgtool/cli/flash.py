@@ -28,6 +28,7 @@ from imgtool.cli.pack import pack_kwargs, pack_options
 from imgtool.device import flasher
 from imgtool.device.options import DEFAULT_BAUD, HARD_RESET, MIN_BAUD, MONITOR_BAUD
 from imgtool.errors import ImgtoolError, UsageError
+from imgtool.pack.project_config import flash_baud, load_project_config
 
 # Imported where used, start-up that `imgtool --help` and the other commands never pay: espflash.toml
 # reading (4 ms) and the pack job (16 ms, and 46 ms more for the image builder).
@@ -87,8 +88,6 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
 def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
     """``--baud``, else ``baudrate`` from the espflash.toml files ``pack`` reads for ``elf`` (or, for a folder
     already packed, from the working folder's, its parent's and the global one), else DEFAULT_BAUD."""
-    from imgtool.pack.project_config import flash_baud, load_project_config
-
     cfg = load_project_config(elf, working_folder(), global_config())
     value, origin = flash_baud(baud, cfg, DEFAULT_BAUD)
     if origin and say is not None:
@@ -104,7 +103,7 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
             option = "--" + given[0].replace("_", "-")
             raise UsageError(f"{option} is a pack option and {target} is already packed; pack again or flash the ELF", field=option)
         return flasher.flash_folder(target, options, log=say, store=bootloader_store())
-    from imgtool.pack.job import PackOptions, pack
+    from imgtool.pack.job import PackOptions, pack  # not at the top: flashing a packed folder needs no packer (~21 ms)
 
     environment = pack_environment()
     with flasher.connect(options, log=say) as connection, scratch_folder("imgtool-flash-") as tmp:
