@@ -8,14 +8,12 @@ import sys
 from pathlib import Path
 
 import click
-from esptool import cmds
 
 from imgtool.atomic import write_bytes
 from imgtool.cli.connection import connection_options, flash_options
 from imgtool.cli.context import recover_pack_folder
 from imgtool.cli.flash import resolved_baud
 from imgtool.cli.options import parse_offset
-from imgtool.device.board import read_board
 from imgtool.device.commands import erase_partitions, partitions_named, read_back, read_table
 from imgtool.device.commands import read_flash as read
 from imgtool.device.flasher import connect
@@ -33,6 +31,8 @@ def _connection(port, baud, before, after, no_stub):
 
 
 def _reset(connection, after: str) -> None:
+    from esptool import cmds  # not at the top: imgtool --help loads this module for its command list; ~35 ms
+
     cmds.reset_chip(connection.esp, after)
 
 
@@ -42,6 +42,8 @@ def _reset(connection, after: str) -> None:
 def board_info(port, baud, before, after, no_stub, as_json):
     """Show the connected chip, its revision and crystal, flash id and size, MAC, PSRAM and features, and
     the Secure Boot and flash-encryption state."""
+    from imgtool.device.board import read_board  # not at the top: as esptool (~1.3 ms on imgtool --help)
+
     with contextlib.redirect_stdout(sys.stderr), _connection(port, baud, before, after, no_stub) as connection:
         info = read_board(connection)
         _reset(connection, after)
@@ -57,6 +59,8 @@ def board_info(port, baud, before, after, no_stub, as_json):
 @click.option("--force", is_flag=True, help="Erase even where esptool refuses (e.g. flash encryption enabled).")
 def erase_flash(port, baud, before, after, no_stub, force):
     """Erase the whole flash (NVS, every partition, the bootloader)."""
+    from esptool import cmds  # not at the top: imgtool --help loads this module for its command list; ~35 ms
+
     with _connection(port, baud, before, after, no_stub) as connection:
         cmds.erase_flash(connection.ready(), force=force)
         _reset(connection, after)

@@ -28,7 +28,6 @@ from imgtool.cli.pack import pack_kwargs, pack_options
 from imgtool.device import flasher
 from imgtool.device.options import DEFAULT_BAUD, HARD_RESET, MIN_BAUD, MONITOR_BAUD
 from imgtool.errors import ImgtoolError, UsageError
-from imgtool.pack.project_config import flash_baud, load_project_config
 
 # Imported where used, start-up that `imgtool --help` and the other commands never pay: espflash.toml
 # reading (4 ms) and the pack job (16 ms, and 46 ms more for the image builder).
@@ -88,6 +87,9 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
 def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
     """``--baud``, else ``baudrate`` from the espflash.toml files ``pack`` reads for ``elf`` (or, for a folder
     already packed, from the working folder's, its parent's and the global one), else DEFAULT_BAUD."""
+    # not at the top: imgtool --help loads this module for its command list and reads no espflash.toml (~4 ms)
+    from imgtool.pack.project_config import flash_baud, load_project_config
+
     cfg = load_project_config(elf, working_folder(), global_config())
     value, origin = flash_baud(baud, cfg, DEFAULT_BAUD)
     if origin and say is not None:

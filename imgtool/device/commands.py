@@ -3,8 +3,6 @@ partitions, read flash, and read back just what the bootloader would read (for `
 
 from __future__ import annotations
 
-from esptool import cmds
-
 from imgtool.chips.table import ERASED, FLASH_SECTOR_SIZE, get_chip
 from imgtool.errors import ImgtoolError, UsageError
 from imgtool.image.format import (
@@ -16,7 +14,6 @@ from imgtool.image.format import (
     SEGMENT_HEADER_LEN,
 )
 from imgtool.partitions.table import TYPE_APP, TYPE_DATA, PartitionTable
-from imgtool.security.signature_block import SIG_BLOCK_MAGIC
 
 # Not at the top (imgtool --help loads this module through imgtool.cli.device): esptool (~140 ms) and
 # imgtool.security.signature_block (~2 ms, only a read-back that meets a signature needs it).
@@ -30,6 +27,8 @@ SIGNATURE_SECTOR = FLASH_SECTOR_SIZE
 
 
 def read_flash(connection, offset: int, size: int) -> bytes:
+    from esptool import cmds  # not at the top: imgtool --help loads this module (through cli/device); ~35 ms
+
     esp = connection.ready()
     return cmds.read_flash(esp, offset, size, None)
 
@@ -54,6 +53,8 @@ def partitions_named(table, labels: list[str]) -> list[tuple[int, int, str]]:
 
 def erase_partitions(connection, table, labels: list[str], *, force: bool = False) -> list[tuple[int, int, str]]:
     """Erase the partitions named ``labels`` in ``table``; ``(offset, size, label)`` of each erased."""
+    from esptool import cmds  # not at the top: imgtool --help loads this module (through cli/device); ~35 ms
+
     chosen = partitions_named(table, labels)
     esp = connection.ready()
     for offset, size, _ in chosen:
@@ -114,6 +115,8 @@ def _image_length(read, limit: int) -> int:
     end = (pos // CHECKSUM_ALIGN + 1) * CHECKSUM_ALIGN
     if hash_appended:
         end += DIGEST_LEN
+    from imgtool.security.signature_block import SIG_BLOCK_MAGIC  # not at the top: as esptool above (~2 ms)
+
     signature_at = -(-end // SIGNATURE_SECTOR) * SIGNATURE_SECTOR
     if signature_at < limit and read(signature_at, 1)[:1] == bytes([SIG_BLOCK_MAGIC]):
         end = signature_at + SIGNATURE_SECTOR

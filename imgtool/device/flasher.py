@@ -2,8 +2,8 @@
 
 One connection does everything: read the chip (model, revision, crystal), check it against
 the pack (:mod:`imgtool.device.preflight`), then stub, baud, erase and write as ``esptool
-write-flash @flash_args`` would. Only the commands that talk to a board load this module, so esptool is
-imported at its top; the option declarations are :mod:`imgtool.device.options`, which has no esptool.
+write-flash @flash_args`` would. esptool is imported here only, so other commands never pay for it; the
+option declarations and :class:`FlashOptions` are :mod:`imgtool.device.options`, which imgtool pack loads.
 """
 
 from __future__ import annotations
@@ -13,18 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import esptool
-from esptool import cmds
-from serial import SerialException
+from typing import TYPE_CHECKING
 
 from imgtool.atomic import read_input
 from imgtool.bootloader.pins import BOOTLOADER_SETS, DEFAULT_SET, load_manifest
-from imgtool.bootloader.place import place_bootloader
-from imgtool.bootloader.store import BootloaderStore
 from imgtool.chips.table import ERASED, MAX_FLASH_BYTES, KiB, MiB, flash_size_bytes
 from imgtool.device.options import ROM_BAUD, FlashOptions
-from imgtool.device.ports import PortRequest, answering_port
 from imgtool.device.preflight import (
     FORCE_HINT,
     DeviceInfo,
@@ -39,6 +33,9 @@ from imgtool.flash.pack_folder import PackFolder, read_pack_folder
 from imgtool.image.format import parse_image
 from imgtool.output_names import MERGED_SUFFIX
 
+if TYPE_CHECKING:
+    # for types only: imgtool --help loads this module (through cli/flash and cli/device) and no store (~3 ms)
+    from imgtool.bootloader.store import BootloaderStore
 
 @dataclass
 class FlashReport:
@@ -65,6 +62,8 @@ class Connection:
 
     def ready(self):
         """The loader, with the stub running (unless ``no_stub``), at ``options.baud``, flash attached."""
+        from esptool import cmds  # not at the top: as in connect (~35 ms)
+
         if not self._ready:
             if not self.options.no_stub:
                 self.esp = cmds.run_stub(self.esp)
@@ -76,6 +75,10 @@ class Connection:
 
     def flash_size(self) -> int | None:
         """The flash chip's size in bytes as its JEDEC id says, or None when the id is not a known size."""
+        # not at the top: as in connect (~35 ms)
+        import esptool
+        from esptool import cmds
+
         if self._flash_size is None:
             esp = self.ready()
             try:
@@ -102,6 +105,14 @@ def size_text(size: int) -> str:
 def connect(options: FlashOptions, *, log=print) -> Iterator[Connection]:
     """A :class:`Connection` to the port ``options`` names (else the one that answers); esptool and
     serial failures inside the ``with`` become one-line errors (:class:`ImgtoolError`)."""
+    # not at the top: imgtool --help loads this module (through cli/flash and cli/device) for the command list,
+    # and esptool (~35 ms) and the port finder (~13 ms) are for talking to a board
+    import esptool
+    from esptool import cmds
+    from serial import SerialException
+
+    from imgtool.device.ports import PortRequest, answering_port  # not at the top: as above
+
     request = PortRequest(options.port, options.usb_devices)
     port = request.named
     esp = None
@@ -143,6 +154,11 @@ def flash_folder(
 
 
 def _flash(connection: Connection, pack: PackFolder, options: FlashOptions, regions, writes, log, store) -> FlashReport:
+    # not at the top: as in connect (esptool ~35 ms, the bootloader store ~3 ms)
+    from esptool import cmds
+
+    from imgtool.bootloader.store import BootloaderStore  # not at the top: as above
+
     device = connection.device
     check_chip(pack, device_chip=device.chip)
     notes = _check(pack, device, options, writes, log, store or BootloaderStore())
@@ -245,6 +261,8 @@ def _bootloader_fix(pack: PackFolder, revision: int, manifest, store: Bootloader
 
 def _swap_bootloader(pack: PackFolder, variant: str, writes: list, manifest, store: BootloaderStore) -> None:
     """Replace the bootloader bytes in ``writes`` (a part, or the start of the merged image) with ``variant``."""
+    from imgtool.bootloader.place import place_bootloader  # not at the top: as the store in _flash (~3 ms)
+
     raw = store.fetch(pack.chip, variant=variant, manifest=manifest, quiet=True)
     boot = place_bootloader(
         raw,
