@@ -16,6 +16,7 @@ from imgtool.chips.table import ANY_REVISION_MAX, revision_range
 from imgtool.image.format import parse_image
 
 if TYPE_CHECKING:
+    # for types only: download loads http and ssl (~15 ms), which a pack from the cache skips
     from imgtool.bootloader.download import DownloadSettings
 
 

@@ -24,6 +24,7 @@ from imgtool.environment import ENV_MIRROR, user_cache_dir
 from imgtool.errors import BootloaderError, InputError
 
 if TYPE_CHECKING:
+    # for types only: download loads http and ssl (~15 ms), which a pack from the cache skips
     from imgtool.bootloader.download import DownloadSettings
 
 CACHE_SUBDIR = "bootloaders"

@@ -8,10 +8,7 @@ import sys
 import click
 
 from imgtool.cli.context import user_environment, working_folder
-from imgtool.device.flasher import AFTER_MODES, BEFORE_MODES, DEFAULT_BAUD, DEFAULT_BEFORE, HARD_RESET, MIN_BAUD, FlashOptions
-
-# Not at the top (imgtool pack and --help load this module for the option declarations): imgtool.device.ports
-# (~20 ms with serial and platformdirs), for commands that talk to a board.
+from imgtool.device.options import AFTER_MODES, BEFORE_MODES, DEFAULT_BAUD, DEFAULT_BEFORE, HARD_RESET, MIN_BAUD, FlashOptions
 
 PORT_HELP = (
     "Serial port, pyserial URL (socket://host:port) or USB vid:pid (303a:1001) "
@@ -36,6 +33,7 @@ def connection_options(func):
 
 def ports_config():
     """The ``espflash_ports.toml`` in force (working folder, its parent, the user's espflash folder), read."""
+    # not at the top: imgtool pack loads this module for its options, only a board needs the ports (~9 ms)
     from imgtool.device.ports import espflash_config_dir, find_ports_config, load_ports_config
 
     return load_ports_config(find_ports_config(working_folder(), espflash_config_dir()))
@@ -57,7 +55,7 @@ def choose_on_terminal():
 
 def flash_options(port, baud, before, after, no_stub, **more) -> FlashOptions:
     """The :class:`FlashOptions` for these connection options, the port chosen by precedence."""
-    from imgtool.device.ports import port_request
+    from imgtool.device.ports import port_request  # not at the top: as in ports_config (~9 ms)
 
     request = port_request(port, user_environment().port, ports_config())
     return FlashOptions(
@@ -68,7 +66,7 @@ def flash_options(port, baud, before, after, no_stub, **more) -> FlashOptions:
 
 def monitor_port(port: str | None) -> str:
     """The one port the monitor opens (it cannot try ports: an app does not answer the ROM protocol)."""
-    from imgtool.device.ports import one_port, port_request
+    from imgtool.device.ports import one_port, port_request  # not at the top: as in ports_config (~9 ms)
 
     return one_port(port_request(port, user_environment().port, ports_config()), choose=choose_on_terminal())
 

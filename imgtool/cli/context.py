@@ -14,9 +14,6 @@ import click
 from imgtool.atomic import recover_outputs
 from imgtool.environment import UserEnvironment
 
-# Not at the top (imgtool --help, monitor and manifest load this module and use neither): the bootloader
-# store (~2 ms) and imgtool.pack.project_config (~3 ms).
-
 
 def user_environment() -> UserEnvironment:
     """The environment settings of this run, read from ``os.environ`` on first use and kept on the root context."""
@@ -33,6 +30,7 @@ def quiet_downloads(quiet: bool) -> bool:
 
 def bootloader_store():
     """The pinned-bootloader store of this run: ``$IMGTOOL_CACHE_DIR`` (else the user cache) and ``$IMGTOOL_BOOTLOADER_MIRROR``."""
+    # not at the top: monitor and manifest load this module and need no store (~3.5 ms, ~30 ms for manifest)
     from imgtool.bootloader.store import BootloaderStore
 
     env = user_environment()
@@ -52,6 +50,7 @@ def working_folder() -> Path:
 
 def global_config() -> Path | None:
     """espflash's global ``espflash.toml`` for this user (read when it exists)."""
+    # not at the top: monitor and manifest load this module and read no espflash.toml here (~3 ms, ~12 ms)
     from imgtool.pack.project_config import global_config_path
 
     return global_config_path(os.environ)

@@ -26,7 +26,7 @@ from imgtool.cli.monitor import monitor_baud as resolve_monitor_baud
 from imgtool.cli.options import chip_option
 from imgtool.cli.pack import pack_kwargs, pack_options
 from imgtool.device import flasher
-from imgtool.device.flasher import DEFAULT_BAUD, HARD_RESET, MIN_BAUD, MONITOR_BAUD
+from imgtool.device.options import DEFAULT_BAUD, HARD_RESET, MIN_BAUD, MONITOR_BAUD
 from imgtool.errors import ImgtoolError, UsageError
 
 # Imported where used, start-up that `imgtool --help` and the other commands never pay: espflash.toml
@@ -87,6 +87,7 @@ def flash(target, port, baud, chip, merged, force, erase_all, erase_parts, erase
 def resolved_baud(baud: int | None, elf: Path | None, say=None) -> int:
     """``--baud``, else ``baudrate`` from the espflash.toml files ``pack`` reads for ``elf`` (or, for a folder
     already packed, from the working folder's, its parent's and the global one), else DEFAULT_BAUD."""
+    # not at the top: imgtool --help loads this module for its command list and reads no espflash.toml (~4 ms)
     from imgtool.pack.project_config import flash_baud, load_project_config
 
     cfg = load_project_config(elf, working_folder(), global_config())
@@ -104,7 +105,7 @@ def _run(target: Path, options, chip, pack_opts: dict, say, *, quiet: bool):
             option = "--" + given[0].replace("_", "-")
             raise UsageError(f"{option} is a pack option and {target} is already packed; pack again or flash the ELF", field=option)
         return flasher.flash_folder(target, options, log=say, store=bootloader_store())
-    from imgtool.pack.job import PackOptions, pack
+    from imgtool.pack.job import PackOptions, pack  # not at the top: flashing a packed folder needs no packer (~21 ms)
 
     environment = pack_environment()
     with flasher.connect(options, log=say) as connection, scratch_folder("imgtool-flash-") as tmp:

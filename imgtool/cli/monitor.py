@@ -12,7 +12,7 @@ from imgtool.atomic import input_kind
 from imgtool.cli.connection import monitor_port, port_option
 from imgtool.cli.context import recover_pack_folder, user_environment
 from imgtool.decode.app_elf import find_app_elf
-from imgtool.device.flasher import MIN_BAUD, MONITOR_BAUD
+from imgtool.device.options import MIN_BAUD, MONITOR_BAUD
 from imgtool.device.keyboard import open_keyboard
 from imgtool.environment import ENV_MONITOR_BAUD
 from imgtool.errors import ImgtoolError, OutputError, UsageError
@@ -90,9 +90,10 @@ def run_monitor(port: str, *, baud: int, elf: Path | None, reset: bool, non_inte
     ``keyboard`` overrides the terminal's key reader (tests); without one, keys are read only when
     stdin is a terminal and ``non_interactive`` is not set.
     """
+    # not at the top: flash loads this module and needs the monitor only with --monitor (~19 ms)
     from serial import SerialException
 
-    from imgtool.device.monitor import AppOutput, Monitor, app_reset, open_port
+    from imgtool.device.monitor import AppOutput, Monitor, app_reset, open_port  # not at the top: as above
 
     symbols, table = _decoders(elf)
     try:
@@ -128,6 +129,7 @@ def _decoders(elf: Path | None):
     """The ELF's symbols and defmt table (None for each it lacks)."""
     if elf is None:
         return None, None
+    # not at the top: the decoders are for an ELF only (~22 ms with pyelftools)
     from imgtool.decode.defmt import Table, log_format
     from imgtool.decode.symbols import Symbolizer
 

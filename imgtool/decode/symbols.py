@@ -17,9 +17,6 @@ from pathlib import Path
 from imgtool.elf.reader import ELF32_SYM, STT_FUNC
 from imgtool.errors import ElfError
 
-# Not at the top: imgtool monitor without an ELF loads this module (through imgtool.decode.addresses) and
-# needs no pyelftools ELFFile (~24 ms).
-
 #: ELF section flags: allocated, executable.
 _SHF_ALLOC = 0x2
 _SHF_EXECINSTR = 0x4
@@ -57,6 +54,7 @@ class Symbolizer:
     """Looks code addresses up in one ELF; cheap to query many times."""
 
     def __init__(self, path: str | os.PathLike):
+        # not at the top: the monitor without an ELF loads this module (through decode.addresses); pyelftools ~12 ms
         from elftools.common.exceptions import ELFError as PyElfError
         from elftools.elf.elffile import ELFFile
 

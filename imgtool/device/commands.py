@@ -27,7 +27,7 @@ SIGNATURE_SECTOR = FLASH_SECTOR_SIZE
 
 
 def read_flash(connection, offset: int, size: int) -> bytes:
-    from esptool import cmds
+    from esptool import cmds  # not at the top: imgtool --help loads this module (through cli/device); ~35 ms
 
     esp = connection.ready()
     return cmds.read_flash(esp, offset, size, None)
@@ -53,7 +53,7 @@ def partitions_named(table, labels: list[str]) -> list[tuple[int, int, str]]:
 
 def erase_partitions(connection, table, labels: list[str], *, force: bool = False) -> list[tuple[int, int, str]]:
     """Erase the partitions named ``labels`` in ``table``; ``(offset, size, label)`` of each erased."""
-    from esptool import cmds
+    from esptool import cmds  # not at the top: imgtool --help loads this module (through cli/device); ~35 ms
 
     chosen = partitions_named(table, labels)
     esp = connection.ready()
@@ -115,7 +115,7 @@ def _image_length(read, limit: int) -> int:
     end = (pos // CHECKSUM_ALIGN + 1) * CHECKSUM_ALIGN
     if hash_appended:
         end += DIGEST_LEN
-    from imgtool.security.signature_block import SIG_BLOCK_MAGIC
+    from imgtool.security.signature_block import SIG_BLOCK_MAGIC  # not at the top: as esptool above (~2 ms)
 
     signature_at = -(-end // SIGNATURE_SECTOR) * SIGNATURE_SECTOR
     if signature_at < limit and read(signature_at, 1)[:1] == bytes([SIG_BLOCK_MAGIC]):

@@ -2,21 +2,23 @@
 
 One connection does everything: read the chip (model, revision, crystal), check it against
 the pack (:mod:`imgtool.device.preflight`), then stub, baud, erase and write as ``esptool
-write-flash @flash_args`` would. esptool is imported here only, so other commands never pay for it.
+write-flash @flash_args`` would. esptool is imported here only, so other commands never pay for it; the
+option declarations and :class:`FlashOptions` are :mod:`imgtool.device.options`, which imgtool pack loads.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.atomic import read_input
 from imgtool.bootloader.pins import BOOTLOADER_SETS, DEFAULT_SET, load_manifest
 from imgtool.chips.table import ERASED, MAX_FLASH_BYTES, KiB, MiB, flash_size_bytes
+from imgtool.device.options import ROM_BAUD, FlashOptions
 from imgtool.device.preflight import (
     FORCE_HINT,
     DeviceInfo,
@@ -32,44 +34,8 @@ from imgtool.image.format import parse_image
 from imgtool.output_names import MERGED_SUFFIX
 
 if TYPE_CHECKING:
+    # for types only: imgtool --help loads this module (through cli/flash and cli/device) and no store (~3 ms)
     from imgtool.bootloader.store import BootloaderStore
-
-# Imported in the functions that use them, not here: imgtool pack and --help load this module (through
-# imgtool.cli.connection), and esptool with serial would add ~140 ms to them, imgtool.device.ports ~20 ms,
-# the bootloader store and placing ~2 ms.
-
-#: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
-ROM_BAUD = 115200
-DEFAULT_BAUD = 460800
-#: esp-hal apps print at the ROM's rate: what the monitor opens the port with unless told otherwise.
-MONITOR_BAUD = ROM_BAUD
-#: The slowest rate imgtool asks a serial port for.
-MIN_BAUD = 300
-#: esptool's --before and --after choices; the first of each is its default.
-DEFAULT_BEFORE = "default-reset"
-HARD_RESET = "hard-reset"
-BEFORE_MODES = (DEFAULT_BEFORE, "usb-reset", "no-reset", "no-reset-no-sync")
-AFTER_MODES = (HARD_RESET, "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
-
-
-@dataclass
-class FlashOptions:
-    """How to connect and what to do besides writing (espflash's and esptool's option names)."""
-
-    port: str | None = None
-    baud: int = DEFAULT_BAUD
-    before: str = DEFAULT_BEFORE
-    after: str = HARD_RESET
-    no_stub: bool = False
-    chip: str | None = None  # what the user said; the pack's chip must match it
-    merged: bool = False
-    force: bool = False
-    erase_all: bool = False
-    erase_parts: list[str] = field(default_factory=list)
-    erase_data_parts: list[str] = field(default_factory=list)
-    usb_devices: tuple[tuple[int, int], ...] = ()  # espflash_ports.toml's [[usb_device]] filters
-    choose_port: Callable | None = None  # asks the user among several unknown adapters (a terminal only)
-
 
 @dataclass
 class FlashReport:
@@ -96,7 +62,7 @@ class Connection:
 
     def ready(self):
         """The loader, with the stub running (unless ``no_stub``), at ``options.baud``, flash attached."""
-        from esptool import cmds
+        from esptool import cmds  # not at the top: as in connect (~35 ms)
 
         if not self._ready:
             if not self.options.no_stub:
@@ -109,6 +75,7 @@ class Connection:
 
     def flash_size(self) -> int | None:
         """The flash chip's size in bytes as its JEDEC id says, or None when the id is not a known size."""
+        # not at the top: as in connect (~35 ms)
         import esptool
         from esptool import cmds
 
@@ -138,11 +105,13 @@ def size_text(size: int) -> str:
 def connect(options: FlashOptions, *, log=print) -> Iterator[Connection]:
     """A :class:`Connection` to the port ``options`` names (else the one that answers); esptool and
     serial failures inside the ``with`` become one-line errors (:class:`ImgtoolError`)."""
+    # not at the top: imgtool --help loads this module (through cli/flash and cli/device) for the command list,
+    # and esptool (~35 ms) and the port finder (~13 ms) are for talking to a board
     import esptool
     from esptool import cmds
     from serial import SerialException
 
-    from imgtool.device.ports import PortRequest, answering_port
+    from imgtool.device.ports import PortRequest, answering_port  # not at the top: as above
 
     request = PortRequest(options.port, options.usb_devices)
     port = request.named
@@ -185,9 +154,10 @@ def flash_folder(
 
 
 def _flash(connection: Connection, pack: PackFolder, options: FlashOptions, regions, writes, log, store) -> FlashReport:
+    # not at the top: as in connect (esptool ~35 ms, the bootloader store ~3 ms)
     from esptool import cmds
 
-    from imgtool.bootloader.store import BootloaderStore
+    from imgtool.bootloader.store import BootloaderStore  # not at the top: as above
 
     device = connection.device
     check_chip(pack, device_chip=device.chip)
@@ -291,7 +261,7 @@ def _bootloader_fix(pack: PackFolder, revision: int, manifest, store: Bootloader
 
 def _swap_bootloader(pack: PackFolder, variant: str, writes: list, manifest, store: BootloaderStore) -> None:
     """Replace the bootloader bytes in ``writes`` (a part, or the start of the merged image) with ``variant``."""
-    from imgtool.bootloader.place import place_bootloader
+    from imgtool.bootloader.place import place_bootloader  # not at the top: as the store in _flash (~3 ms)
 
     raw = store.fetch(pack.chip, variant=variant, manifest=manifest, quiet=True)
     boot = place_bootloader(
@@ -332,4 +302,4 @@ def _writes(pack: PackFolder, *, merged: bool) -> list[tuple[int, bytes, str]]:
     return [(offset, read_input(path, "pack part", limit=MAX_FLASH_BYTES), Path(path).name) for offset, path in pairs]
 
 
-__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "DEFAULT_BEFORE", "HARD_RESET", "MIN_BAUD", "MONITOR_BAUD", "Connection", "FlashOptions", "FlashReport", "connect", "flash_folder", "size_in_bytes", "size_text"]
+__all__ = ["Connection", "FlashReport", "connect", "flash_folder", "size_in_bytes", "size_text"]

@@ -20,16 +20,13 @@ _WINDOWS_SPECIAL = {"H": b"\x1b[A", "P": b"\x1b[B", "M": b"\x1b[C", "K": b"\x1b[
 _READ_CHUNK = 64
 
 
-# termios exists on POSIX only and msvcrt on Windows only: each is imported by the class of its platform.
-
-
 class PosixKeyboard:
     def __init__(self, fd: int):
         self.fd = fd
         self._saved = None
 
     def __enter__(self):
-        import termios
+        import termios  # POSIX only: not at the top, so the module loads on Windows
 
         self._saved = termios.tcgetattr(self.fd)
         mode = termios.tcgetattr(self.fd)
@@ -41,7 +38,7 @@ class PosixKeyboard:
         return self
 
     def __exit__(self, *exc):
-        import termios
+        import termios  # POSIX only: not at the top, so the module loads on Windows
 
         if self._saved is not None:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
@@ -62,7 +59,7 @@ class WindowsKeyboard:
         return None
 
     def read(self) -> bytes:
-        import msvcrt
+        import msvcrt  # Windows only: not at the top, so the module loads on POSIX
 
         out = bytearray()
         while msvcrt.kbhit():

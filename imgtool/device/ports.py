@@ -22,6 +22,7 @@ from pathlib import Path
 
 from platformdirs import user_config_dir
 from serial import SerialException
+from serial.tools import list_ports
 
 from imgtool.errors import InputError, UsageError
 from imgtool.pack.project_config import load_toml
@@ -128,10 +129,8 @@ def port_request(cli_port: str | None, env_port: str | None, config: PortsConfig
 
 def list_candidates(ids: tuple[tuple[int, int], ...] = ()) -> list[Candidate]:
     """The USB serial ports present (those with ``ids`` only, when given), known adapters first."""
-    from serial.tools.list_ports import comports
-
     found = []
-    for info in comports():
+    for info in list_ports.comports():
         if info.vid is None:
             continue
         if ids and (info.vid, info.pid) not in ids:
@@ -167,7 +166,7 @@ def answering_port(request: PortRequest, connect, *, log=print, choose=None):
     ``connect`` raises on a port that does not answer (esptool's FatalError, a serial error);
     ``choose`` (only given on a terminal) picks among several unknown adapters instead of trying them all.
     """
-    import esptool
+    import esptool  # not at the top: the monitor loads this module and never needs esptool (~32 ms)
 
     if request.named:
         return request.named, connect(request.named)
@@ -213,9 +212,7 @@ def _candidates_or_fail(request: PortRequest) -> list[Candidate]:
 
 def uses_usb_jtag(port: str) -> bool:
     """Whether ``port`` is a chip's own USB-Serial/JTAG (its reset sequence differs)."""
-    from serial.tools.list_ports import comports
-
-    return any((p.vid, p.pid) == ESPRESSIF_USB_JTAG for p in comports() if os.path.normcase(p.device) == os.path.normcase(port))
+    return any((p.vid, p.pid) == ESPRESSIF_USB_JTAG for p in list_ports.comports() if os.path.normcase(p.device) == os.path.normcase(port))
 
 
 __all__ = [

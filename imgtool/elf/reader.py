@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 from typing import NamedTuple
 
+from imgtool.atomic import input_kind
 from imgtool.chips.table import CHIPS, EM_RISCV, EM_XTENSA
 from imgtool.chips.units import MAX_APP_IMAGE_BYTES
 from imgtool.errors import ElfError, InputError, LayoutError
@@ -119,8 +120,6 @@ class ElfInfo(NamedTuple):
 
 def read_elf(path: str | os.PathLike) -> ElfInfo:
     """Parse the ELF at ``path``; any malformation becomes an :class:`ElfError` naming the file."""
-    from imgtool.atomic import input_kind
-
     path = Path(path)
     if os.path.exists(path):  # a missing file is named below, as open() finds it
         try:
@@ -149,6 +148,7 @@ def _read_tables(fh, head: bytes, file_size: int, path: Path) -> ElfInfo:
     ``ELFStructs`` is the ELF layout pyelftools' own ``ELFFile`` parses with; using it directly
     skips the DWARF/EH machinery ``ELFFile`` imports, which a firmware image never needs.
     """
+    # not at the top: verify without --elf and the monitor load this module for its constants; pyelftools ~4 ms
     from elftools.elf.structs import ELFStructs
 
     structs = ELFStructs(little_endian=True, elfclass=32)

@@ -68,7 +68,8 @@ def preset_csv(name: str) -> str | None:
 
 
 def _preset_folder():
-    """The presets' package folder; importlib.resources is imported here, as a pack without a preset needs none of it (~5 ms)."""
+    """The presets' package folder."""
+    # not at the top: every pack loads this module, only a preset table needs importlib.resources (~3 ms)
     from importlib import resources
 
     return resources.files(PRESET_PACKAGE)

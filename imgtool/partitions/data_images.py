@@ -18,6 +18,7 @@ an image larger than its partition is refused before anything is written. Readin
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import zlib
@@ -26,6 +27,7 @@ from typing import NamedTuple
 
 from construct import Bytes, Int8ul, Int32ul, Struct
 
+from imgtool.atomic import input_kind, read_input
 from imgtool.errors import InputError, LayoutError, UsageError
 from imgtool.output_names import CORE_PARTS, data_file_name, unusable_name
 from imgtool.partitions.table import (
@@ -161,8 +163,6 @@ def data_partition(table: PartitionTable, label: str) -> Partition:
 
 def raw_image(path: Path, part: Partition) -> bytes:
     """The file as it is; its size is checked before it is read."""
-    from imgtool.atomic import read_input
-
     try:
         size = path.stat().st_size
     except OSError:
@@ -186,6 +186,7 @@ def _too_big(path: Path, size: int, part: Partition) -> LayoutError:
 
 def littlefs_image(folder: Path, part: Partition) -> bytes:
     """Every file and folder below ``folder`` in a LittleFS filling the partition, in sorted order."""
+    # not at the top: every pack loads this module, only --data with a folder needs littlefs (~20 ms)
     import littlefs
 
     try:
@@ -227,8 +228,6 @@ def _folder_entries(folder: Path, part: Partition):
     UTF-8 or longer than LittleFS allows, a link to a folder or to anything outside ``folder``, and
     anything that is not a regular file or folder (a FIFO, a device).
     """
-    from imgtool.atomic import input_kind
-
     root = os.path.realpath(folder)
     pending = [folder]
     while pending:
@@ -287,7 +286,7 @@ def _littlefs_full(path: Path, part: Partition) -> LayoutError:
 
 
 def _littlefs_error(exc, path: Path, part: Partition):
-    import littlefs
+    import littlefs  # not at the top: as in littlefs_image (~20 ms a pack without a LittleFS skips)
 
     # every name was checked against the limit first, so a name "too long" here is one that no longer fits: the
     # file system is full (littlefs reports a metadata block with no room for the name that way)
@@ -297,8 +296,6 @@ def _littlefs_error(exc, path: Path, part: Partition):
 
 
 def _read(path: Path, part: Partition) -> bytes:
-    from imgtool.atomic import read_input
-
     if path.stat().st_size > part.size:
         raise _littlefs_full(path, part)
     try:
@@ -330,8 +327,7 @@ def nvs_image(csv_path: Path, part: Partition, warnings: list[str]) -> bytes:
             "read-only; flag it 'readonly' in the partition table"
         )
     rows = _nvs_rows(csv_path)
-    import contextlib
-
+    # not at the top: every pack loads this module, only --data with an NVS CSV needs the generator (~28 ms)
     from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
 
     out = io.BytesIO()
@@ -359,9 +355,7 @@ def nvs_image(csv_path: Path, part: Partition, warnings: list[str]) -> bytes:
 
 def _nvs_rows(csv_path: Path) -> list[tuple[int, dict]]:
     """The CSV rows as the generator reads them (``#`` lines skipped), with their line numbers; ``file`` values made absolute."""
-    import csv
-
-    from imgtool.atomic import input_kind, read_input
+    import csv  # not at the top: every pack loads this module, only an NVS CSV needs csv (~0.5 ms, 2 modules)
 
     try:
         text = read_input(csv_path, "NVS CSV", limit=MAX_NVS_CSV_BYTES).decode("utf-8").removeprefix("\ufeff")

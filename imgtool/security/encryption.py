@@ -21,6 +21,8 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import NamedTuple
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from imgtool.atomic import read_input
 from imgtool.chips.security import (
     DEFAULT_FLASH_CRYPT_CONF,
@@ -32,8 +34,6 @@ from imgtool.chips.security import (
 from imgtool.chips.table import get_chip
 from imgtool.errors import ImgtoolError, InputError, UsageError
 from imgtool.partitions.table import SUBTYPE_DATA_OTA, SUBTYPES, TABLE_MAX_LEN, TYPE_APP, TYPE_DATA, PartitionTable
-
-# cryptography's ciphers are imported where parts are encrypted: about 27 ms of start-up other commands never pay.
 
 AES_BLOCK = 16
 #: ESP32: the tweaked key changes every 32 bytes of flash.
@@ -190,8 +190,6 @@ def encrypt_layout(layout, key: FlashKey):
 
 def _xts(key: bytes, data: bytes, address: int, *, encrypting: bool) -> bytes:
     """XTS per 128-byte flash unit; partial units at either end are zero-filled, then cut off again."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
     lead = address % XTS_UNIT
     buf = b"\x00" * lead + data
     buf += b"\x00" * ((-len(buf)) % XTS_UNIT)
@@ -248,8 +246,6 @@ def _esp32(key: bytes, data: bytes, address: int, conf: int, *, encrypting: bool
 
     The hardware runs AES backwards: writing encrypted flash uses AES decryption.
     """
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
     if len(data) % AES_BLOCK:
         raise UsageError(f"data length {len(data)} is not a multiple of {AES_BLOCK}", field="data")
     base_key = int.from_bytes(key, "big")

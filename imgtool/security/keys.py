@@ -12,8 +12,6 @@ from imgtool.chips.table import CHIPS, revision_name
 from imgtool.errors import InputError, UsageError
 from imgtool.security.signature_block import MAX_SIGNATURE_BLOCKS, key_fields
 
-# cryptography is imported where a key is read: about 50 ms of start-up that commands reading no key never pay.
-
 
 @dataclass(frozen=True)
 class SigningKey:
@@ -35,6 +33,7 @@ class SigningKey:
 
 def load_key(path: str | os.PathLike, *, private: bool = True, field: str = "--sign-key") -> SigningKey:
     """Read a PEM key; ``private`` requires a private key (to sign), otherwise either kind is fine."""
+    # not at the top: verify and info load this module through signing, only reading a key needs cryptography (~9 ms)
     from cryptography.hazmat.primitives import serialization
 
     data = read_input(path, "key file", limit=1 << 20)
@@ -59,7 +58,7 @@ def load_key(path: str | os.PathLike, *, private: bool = True, field: str = "--s
 
 
 def _scheme_of(public, path, field: str) -> Scheme:
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa  # not at the top: as in load_key (~9 ms)
 
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size != RSA_BYTES * 8:

@@ -63,32 +63,25 @@ PSS_SALT_LEN = 32
 
 def sign(contents: bytes, key: SigningKey) -> bytes:
     """A signature over ``contents`` as the signing tools make it (RSA-PSS big-endian, ECDSA DER)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, utils
+    return key.private.sign(key.scheme.digest(contents), *_algorithm(key.scheme, signing=True))
 
-    digest = key.scheme.digest(contents)
-    if key.scheme is RSA3072:
-        return key.private.sign(digest, _pss(), utils.Prehashed(hashes.SHA256()))
+
+def _algorithm(scheme: Scheme, *, signing: bool = False) -> tuple:
+    """The arguments after the digest that cryptography's ``sign`` and ``verify`` take for ``scheme``."""
+    # not at the top: verify and info load this module, only a signed image needs cryptography (~6 ms)
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+
+    if scheme is RSA3072:
+        return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LEN), utils.Prehashed(hashes.SHA256())
+    digest = hashes.SHA384() if scheme.sha_version == SHA_VERSION_384 else hashes.SHA256()
     # RFC 6979 nonces: the same image and key give the same ECDSA signature, so signed packs repeat
-    return key.private.sign(digest, ec.ECDSA(utils.Prehashed(_hash(key.scheme)), deterministic_signing=True))
-
-
-def _pss():
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LEN)
-
-
-def _hash(scheme: Scheme):
-    from cryptography.hazmat.primitives import hashes
-
-    return hashes.SHA384() if scheme.sha_version == SHA_VERSION_384 else hashes.SHA256()
+    return (ec.ECDSA(utils.Prehashed(digest), deterministic_signing=signing),)
 
 
 def signature_block(contents: bytes, key: SigningKey, signature: bytes, *, sig_path: str | None = None) -> bytes:
     """One signature block for ``contents``; the signature is checked against the key first."""
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature  # not at the top: as in _algorithm (~6 ms)
 
     scheme = key.scheme
     digest = scheme.digest(contents)
@@ -122,7 +115,7 @@ def _parse_key(scheme: Scheme, fields: bytes):
 
 def _ecdsa_rs(signature: bytes, scheme: Scheme) -> tuple[int, int]:
     """(r, s) from a DER signature, or from raw big-endian r‖s as HSMs often return it."""
-    from cryptography.hazmat.primitives.asymmetric import utils
+    from cryptography.hazmat.primitives.asymmetric import utils  # not at the top: as in _algorithm (~6 ms)
 
     if len(signature) == 2 * scheme.int_len:
         half = scheme.int_len
@@ -134,16 +127,13 @@ def _ecdsa_rs(signature: bytes, scheme: Scheme) -> tuple[int, int]:
 
 
 def _verify_rsa(public, signature_be: bytes, digest: bytes) -> None:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import utils
-
-    public.verify(signature_be, digest, _pss(), utils.Prehashed(hashes.SHA256()))
+    public.verify(signature_be, digest, *_algorithm(RSA3072))
 
 
 def _verify_ecdsa(public, scheme: Scheme, r: int, s: int, digest: bytes) -> None:
-    from cryptography.hazmat.primitives.asymmetric import ec, utils
+    from cryptography.hazmat.primitives.asymmetric import utils  # not at the top: as in _algorithm (~6 ms)
 
-    public.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(utils.Prehashed(_hash(scheme))))
+    public.verify(utils.encode_dss_signature(r, s), digest, *_algorithm(scheme))
 
 
 def sign_contents(contents: bytes, keys: list[SigningKey]) -> bytes:
@@ -257,6 +247,7 @@ def _block_scheme(signed) -> Scheme | None:
 
 def _block_signature_ok(scheme: Scheme, body) -> bool:
     """The block's signature against the key it carries (trust in that key is a separate question)."""
+    # not at the top: as in _algorithm (~6 ms that verify and info of an unsigned image skip)
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 

@@ -1,0 +1,42 @@
+"""How ``imgtool flash`` and the device commands connect: esptool's reset choices, the baud rates and the
+options record, without esptool, for the CLI's option declarations (``imgtool pack`` and ``--help`` load them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+#: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
+ROM_BAUD = 115200
+DEFAULT_BAUD = 460800
+#: esp-hal apps print at the ROM's rate: what the monitor opens the port with unless told otherwise.
+MONITOR_BAUD = ROM_BAUD
+#: The slowest rate imgtool asks a serial port for.
+MIN_BAUD = 300
+#: esptool's --before and --after choices; the first of each is its default.
+DEFAULT_BEFORE = "default-reset"
+HARD_RESET = "hard-reset"
+BEFORE_MODES = (DEFAULT_BEFORE, "usb-reset", "no-reset", "no-reset-no-sync")
+AFTER_MODES = (HARD_RESET, "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
+
+
+@dataclass
+class FlashOptions:
+    """How to connect and what to do besides writing (espflash's and esptool's option names)."""
+
+    port: str | None = None
+    baud: int = DEFAULT_BAUD
+    before: str = DEFAULT_BEFORE
+    after: str = HARD_RESET
+    no_stub: bool = False
+    chip: str | None = None  # what the user said; the pack's chip must match it
+    merged: bool = False
+    force: bool = False
+    erase_all: bool = False
+    erase_parts: list[str] = field(default_factory=list)
+    erase_data_parts: list[str] = field(default_factory=list)
+    usb_devices: tuple[tuple[int, int], ...] = ()  # espflash_ports.toml's [[usb_device]] filters
+    choose_port: Callable | None = None  # asks the user among several unknown adapters (a terminal only)
+
+
+__all__ = ["AFTER_MODES", "BEFORE_MODES", "DEFAULT_BAUD", "DEFAULT_BEFORE", "HARD_RESET", "MIN_BAUD", "MONITOR_BAUD", "ROM_BAUD", "FlashOptions"]
