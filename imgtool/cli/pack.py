@@ -123,6 +123,7 @@ def pack(elf, outdir, chip, flash_size, flash_mode, flash_freq, min_rev, max_rev
          bootloader, bootloader_variant, bootloader_set, offline, target_app_partition, data, fill_flash_size, sign_keys,
          sign_bootloader, encrypt_key, flash_crypt_conf, uf2, intel_hex, archive, force, as_json, quiet):
     """Build the app image, partition table, bootloader, merged image and esptool argument files for ELF."""
+    # not at the top: `imgtool verify` shares this module and skips the packer (~5 ms, -X importtime)
     from imgtool.pack.job import PackOptions
     from imgtool.pack.job import pack as do_pack  # the command is named pack too
 
@@ -159,6 +160,7 @@ def print_summary(result) -> None:
 
     click drops the bold when standard output is not a terminal.
     """
+    # not at the top: loaded with the packer, which `imgtool verify` skips
     from imgtool.flash.archive import ARCHIVE_SUFFIX
     from imgtool.flash.formats import FORMATS
 
@@ -242,6 +244,7 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
     Without TARGET, reads the connected device back (--port and the other connection options, as
     'imgtool flash' takes them) and checks what is really in its flash.
     """
+    # not at the top: `imgtool pack` shares this module and skips the checker (~4.5 ms, -X importtime)
     from imgtool.inspect.verify import verify as do_verify
     from imgtool.security.keys import load_trusted_keys
 
@@ -250,7 +253,7 @@ def verify(target, port, baud, before, after, no_stub, elf, chip, partition_tabl
         _refuse_elf(target)
     trusted = load_trusted_keys(keys)
     if target is None:
-        from imgtool.cli.device import device_dump
+        from imgtool.cli.device import device_dump  # not at the top: cli.device imports cli.flash, which imports this module
 
         source, chip, device_port = device_dump(port, baud, before, after, no_stub, chip, partition_table_offset)
     else:
@@ -290,6 +293,7 @@ def _has_encrypted_parts(target: Path) -> bool:
 
 def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_offset: int):
     """The merged image in clear (the chip's view of its flash), and the chip it is for."""
+    # not at the top: only an encrypted pack needs them (cryptography's ciphers ~7 ms)
     from imgtool.inspect.verify import resolve_input
     from imgtool.security.encryption import AES_BLOCK, decrypt_written, keep_plain_partitions, load_flash_key
 
