@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
 
-from imgtool.chips.units import MAX_APP_IMAGE_BYTES, align_up
+from imgtool.chips.units import align_up
 from imgtool.elf.reader import APP_DESC_MAGIC, ELF_MAGIC
 from imgtool.errors import ImageError
 

@@ -29,8 +29,9 @@ from imgtool.chips.security import (
     Scheme,
 )
 from imgtool.chips.table import FLASH_SECTOR_SIZE, chip_by_image_id, get_chip
+from imgtool.chips.units import MAX_APP_IMAGE_BYTES
 from imgtool.errors import ImageError, InputError, UsageError
-from imgtool.image.format import MAX_APP_IMAGE_BYTES, parse_image
+from imgtool.image.format import parse_image
 from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, ENTRY_MAGIC
 from imgtool.security.keys import SigningKey, check_chip_schemes, load_key
 from imgtool.security.secure_pad import app_page_size, is_secure_padded, secure_pad
