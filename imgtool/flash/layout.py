@@ -13,7 +13,7 @@ pack folder's own format from :mod:`imgtool.flash.pack_folder`) → :mod:`imgtoo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 from imgtool.chips.table import ERASED, Chip, flash_size_bytes
@@ -55,14 +55,16 @@ class FlashSettings(NamedTuple):
         return {"flash_mode": self.mode, "flash_size": self.size, "flash_freq": self.freq}
 
 
-@dataclass(frozen=True)
-class FlashPart:
-    """One file written to flash at ``offset``."""
+class FlashPart(NamedTuple):
+    """One file written to flash at ``offset``.
+
+    A NamedTuple, not a frozen dataclass: it is defined on every pack's start-up (issue 23).
+    """
 
     name: str  # bootloader, partition-table, otadata, app (ESP-IDF's flasher_args.json keys), or a data partition's label
     offset: int
     file: str
-    data: bytes = field(repr=False, compare=False)
+    data: bytes
     encrypted: bool = False
     #: A device in flash-encryption mode reads it through decryption (data partitions: their ``encrypted`` flag).
     flash_encrypted: bool = True
@@ -74,6 +76,12 @@ class FlashPart:
     @property
     def end(self) -> int:
         return self.offset + len(self.data)
+
+    def __repr__(self) -> str:
+        return (
+            f"FlashPart(name={self.name!r}, offset={self.offset!r}, file={self.file!r}, "
+            f"encrypted={self.encrypted!r}, flash_encrypted={self.flash_encrypted!r})"
+        )
 
 
 # --------------------------------------------------------------------------- the merged image
@@ -126,9 +134,16 @@ def _erased(length: int):
 # --------------------------------------------------------------------------- the layout
 
 
-@dataclass
-class FlashLayout:
-    """The layout plan: every part at its offset; :mod:`imgtool.flash.outputs` renders the files."""
+#: A layout's bootloader source when none is given: a bootloader file, read-only so layouts never share a dict one could change.
+_FILE_SOURCE: MappingProxyType = MappingProxyType({"source": "file"})
+
+
+class FlashLayout(NamedTuple):
+    """The layout plan: every part at its offset; :mod:`imgtool.flash.outputs` renders the files.
+
+    A NamedTuple, not a dataclass: it is defined on every pack's start-up (issue 23), built once by
+    :func:`plan_layout` and never changed (encryption makes a new one).
+    """
 
     chip: Chip
     name: str
@@ -143,7 +158,7 @@ class FlashLayout:
     project_name: str | None = None
     warnings: tuple[str, ...] = ()
     #: Which bootloader build was placed: ``{"source": "pinned", "variant": ..., "crystal_mhz": ...}`` or ``{"source": "file"}``.
-    bootloader_source: dict = field(default_factory=lambda: {"source": "file"})
+    bootloader_source: dict = _FILE_SOURCE
     #: The bootloader is written as it came (it is signed): its header holds its own flash settings.
     bootloader_kept: bool = False
 

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -304,18 +303,28 @@ def parse_args_file(path: Path) -> tuple[dict, list[tuple[int, Path]]]:
     return settings, pairs
 
 
-@dataclass
 class PackFolder:
-    """A pack output folder as ``imgtool flash`` writes it: the chip, settings and files its argument files give."""
+    """A pack output folder as ``imgtool flash`` writes it: the chip, settings and files its argument files give.
 
-    path: Path
-    chip: str
-    settings: FlashSettings
-    parts: list[tuple[int, Path]]  # from flash_args
-    merged: tuple[int, Path] | None  # from flash_merged_args
-    bootloader_source: dict = field(default_factory=dict)
-    app_revisions: tuple[int, int] = (0, ANY_REVISION_MAX)
-    bootloader_revisions: tuple[int, int] = (0, ANY_REVISION_MAX)
+    A plain class, not a dataclass: it is defined on every pack's start-up (issue 23).
+    """
+
+    __slots__ = ("path", "chip", "settings", "parts", "merged", "bootloader_source", "app_revisions", "bootloader_revisions")
+
+    def __init__(
+        self,
+        path: Path,
+        chip: str,
+        settings: FlashSettings,
+        parts: list[tuple[int, Path]],  # from flash_args
+        merged: tuple[int, Path] | None,  # from flash_merged_args
+        bootloader_source: dict | None = None,
+        app_revisions: tuple[int, int] = (0, ANY_REVISION_MAX),
+        bootloader_revisions: tuple[int, int] = (0, ANY_REVISION_MAX),
+    ):
+        self.path, self.chip, self.settings, self.parts, self.merged = path, chip, settings, parts, merged
+        self.bootloader_source = {} if bootloader_source is None else bootloader_source
+        self.app_revisions, self.bootloader_revisions = app_revisions, bootloader_revisions
 
     @property
     def bootloader_offset(self) -> int:

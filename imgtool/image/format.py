@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, StreamError, Struct
@@ -158,9 +157,11 @@ class Segment(NamedTuple):
         return f"Segment(0x{self.addr:08x}, {len(self.data)} bytes)"
 
 
-@dataclass(frozen=True)
-class EspImage:
-    """An ESP image as values; ``to_bytes`` computes padding, checksum and hash."""
+class EspImage(NamedTuple):
+    """An ESP image as values; ``to_bytes`` computes padding, checksum and hash.
+
+    A NamedTuple, not a frozen dataclass: it is defined on every pack's start-up (issue 23).
+    """
 
     chip_id: int
     entry: int
@@ -281,7 +282,7 @@ def build_image(image: EspImage) -> BuiltImage:
     # as parse_image reads the header back: the legacy major revision is always a number
     legacy = image.min_chip_rev if image.min_chip_rev is not None else image.min_chip_rev_full // 100
     view = ParsedImage(
-        image=replace(image, min_chip_rev=legacy) if image.min_chip_rev is None else image,
+        image=image._replace(min_chip_rev=legacy) if image.min_chip_rev is None else image,
         segments=tuple(placed),
         stored_checksum=checksum,
         computed_checksum=checksum,

@@ -38,8 +38,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from imgtool.chips.table import normalize_flash_mode, normalize_flash_size
 from imgtool.errors import InputError, UsageError
@@ -53,9 +53,11 @@ _IDF_KEYS = (*_PATH_KEYS, "partition_table_offset", "target_app_partition")
 ESPFLASH_TOP_LEVEL_KEYS = ("baudrate", "idf", "idf_format_args", "flash")
 
 
-@dataclass(frozen=True)
-class ProjectConfig:
-    """Options found in project files (None: not set). ``sources`` lists the files read."""
+class ProjectConfig(NamedTuple):
+    """Options found in project files (None: not set). ``sources`` lists the files read.
+
+    A NamedTuple, not a frozen dataclass: it is defined on every pack's start-up (issue 23).
+    """
 
     partition_table: str | None = None
     bootloader: str | None = None
@@ -70,7 +72,7 @@ class ProjectConfig:
     baudrate: int | None = None
     #: ``(label, path)`` per data partition image, paths made absolute.
     data: tuple[tuple[str, str], ...] = ()
-    sources: tuple[str, ...] = field(default=())
+    sources: tuple[str, ...] = ()
     #: ``(setting, file)`` for each setting above that a file set (``data.LABEL`` for data images).
     origins: tuple[tuple[str, str], ...] = ()
     #: Keys a file holds that espflash 4.5 would refuse, each naming the fix.
@@ -82,8 +84,7 @@ class ProjectConfig:
 
     def merged_with(self, **cli) -> ProjectConfig:
         """These options with every non-None command-line value put over them."""
-        known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in cli.items() if v is not None and k in known})
+        return self._replace(**{k: v for k, v in cli.items() if v is not None and k in self._fields})
 
 
 #: Project files (espflash.toml, Cargo.toml, launchpad.toml) are a few kilobytes; larger is not one.

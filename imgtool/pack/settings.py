@@ -9,7 +9,6 @@ file, for the summary.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,7 +46,7 @@ def pack_settings(elf: Path, options: PackOptions) -> PackSettings:
         if options.bootloader_variant is not None:
             given.pop("bootloader")
         taken = {k: v for k, v in given.items() if getattr(cfg, k) is None}
-        cfg = replace(cfg, **taken)
+        cfg = cfg._replace(**taken)
         from_files += tuple(taken)
         origins.update({k: os.fspath(build.folder) for k in taken})
     data_specs = _data_specs(dict(file_cfg.data), options.data)

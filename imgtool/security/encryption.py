@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -179,10 +178,10 @@ def encrypt_layout(layout, key: FlashKey):
     partitions flagged ``encrypted`` in the table (others, NVS among them, stay plain).
     """
     parts = tuple(
-        replace(p, data=encrypt(key, p.data, p.offset), encrypted=True) if p.flash_encrypted else p for p in layout.parts
+        p._replace(data=encrypt(key, p.data, p.offset), encrypted=True) if p.flash_encrypted else p for p in layout.parts
     )
     warnings = (*layout.warnings, f"parts are encrypted with {key.description} for {key.chip}; flash them only to a device whose eFuse holds this key")
-    return replace(layout, parts=parts, warnings=warnings)
+    return layout._replace(parts=parts, warnings=warnings)
 
 
 # --------------------------------------------------------------------------- XTS-AES

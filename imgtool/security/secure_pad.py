@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from imgtool.errors import ImageError
 from imgtool.image.format import (
     CHECKSUM_ALIGN,
@@ -37,7 +35,7 @@ def secure_pad(image: EspImage, page_size: int) -> EspImage:
     # the checksum byte and the zeros before it fill one whole CHECKSUM_ALIGN line after the padding
     used = end + SEGMENT_HEADER_LEN + CHECKSUM_ALIGN + (SHA256_LEN if image.hash_appended else 0)
     pad = (-used) % page_size
-    return replace(image, segments=(*image.segments, Segment(PADDING_ADDR, b"\x00" * pad)))
+    return image._replace(segments=(*image.segments, Segment(PADDING_ADDR, b"\x00" * pad)))
 
 
 def is_secure_padded(image_len: int, page_size: int) -> bool:

@@ -237,8 +237,6 @@ def test_descriptorless_apps_on_fixed_page_chips_boot_with_a_zeroed_segment_zero
 
 def test_verify_fails_a_merged_image_whose_app_needs_revisions_the_bootloader_is_not_built_for(tmp_path):
     """The pack is made for any revision, then the app's header is changed to need v9.0 (hash renewed)."""
-    from dataclasses import replace
-
     from imgtool.bootloader.store import BootloaderStore
     from imgtool.inspect.verify import verify
     from imgtool.pack.job import PackOptions, pack
@@ -249,7 +247,7 @@ def test_verify_fails_a_merged_image_whose_app_needs_revisions_the_bootloader_is
     merged = bytearray((out / result.merged.file).read_bytes())
     app_at = result.app_partition_offset - result.merged.offset
     app = parse_image(bytes(merged[app_at:]))
-    patched = replace(app.image, min_chip_rev_full=900, min_chip_rev=9).to_bytes()
+    patched = app.image._replace(min_chip_rev_full=900, min_chip_rev=9).to_bytes()
     assert len(patched) == app.length
     merged[app_at : app_at + app.length] = patched
     report = verify(bytes(merged), chip="esp32c3")

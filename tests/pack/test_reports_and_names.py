@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 
 import pytest
 from conftest import FIXTURES, make_bootloader, run_cli
@@ -28,7 +27,7 @@ def packed(tmp_path):
 def _without_hash(merged: bytes) -> bytes:
     """The merged image with its app rebuilt without an appended SHA-256 (still a valid image)."""
     app = parse_image(merged[APP_AT:])
-    plain = replace(app.image, hash_appended=False).to_bytes()
+    plain = app.image._replace(hash_appended=False).to_bytes()
     data = bytearray(merged)
     data[APP_AT : APP_AT + app.length] = plain + b"\xff" * (app.length - len(plain))
     return bytes(data)

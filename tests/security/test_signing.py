@@ -375,9 +375,7 @@ def test_sign_refuses_an_app_whose_sha256_is_wrong(tmp_path, keys, app_c3):
 
 
 def test_sign_refuses_an_app_whose_checksum_is_wrong(tmp_path, keys, app_c3):
-    from dataclasses import replace
-
-    unhashed = replace(parse_image(app_c3.read_bytes()).image, hash_appended=False).to_bytes()
+    unhashed = parse_image(app_c3.read_bytes()).image._replace(hash_appended=False).to_bytes()
     (tmp_path / "nohash.bin").write_bytes(unhashed)
     bad = _flip(tmp_path / "nohash.bin", tmp_path / "bad.bin", 0x100)
     result = run_cli("sign", bad, "--key", keys["rsa"], "-o", tmp_path / "s.bin")
