@@ -3,8 +3,8 @@ options record, without esptool, for the CLI's option declarations (``imgtool pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 #: The ROM bootloader talks at this rate until told otherwise; the chip is read before switching.
 ROM_BAUD = 115200
@@ -20,8 +20,7 @@ BEFORE_MODES = (DEFAULT_BEFORE, "usb-reset", "no-reset", "no-reset-no-sync")
 AFTER_MODES = (HARD_RESET, "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
 
 
-@dataclass
-class FlashOptions:
+class FlashOptions(NamedTuple):
     """How to connect and what to do besides writing (espflash's and esptool's option names)."""
 
     port: str | None = None
@@ -33,8 +32,8 @@ class FlashOptions:
     merged: bool = False
     force: bool = False
     erase_all: bool = False
-    erase_parts: list[str] = field(default_factory=list)
-    erase_data_parts: list[str] = field(default_factory=list)
+    erase_parts: Sequence[str] = ()
+    erase_data_parts: Sequence[str] = ()
     usb_devices: tuple[tuple[int, int], ...] = ()  # espflash_ports.toml's [[usb_device]] filters
     choose_port: Callable | None = None  # asks the user among several unknown adapters (a terminal only)
 
