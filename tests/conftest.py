@@ -132,6 +132,21 @@ def make_bootloader(path: Path, chip_name: str, size_code: int = 1, *, fill: int
     return path
 
 
+@pytest.fixture(scope="module")
+def boot(tmp_path_factory):
+    """Stand-in bootloaders for esp32c3 and esp32, made once per module."""
+    root = tmp_path_factory.mktemp("boot")
+    return {chip: make_bootloader(root / f"bl-{chip}.bin", chip, size_code=2) for chip in ("esp32c3", "esp32")}
+
+
+def pack_c3(out, boot, table, slot=None):
+    """The esp32c3 fixture ELF packed at 4MB with ``table`` (and app partition ``slot``), no project files."""
+    from imgtool.pack.job import PackOptions, pack
+
+    return pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot["esp32c3"], flash_size="4MB",
+                partition_table=table, app_partition=slot, project_config=False))
+
+
 def run_cli(*args, env: dict | None = None):
     """``imgtool ARGS`` in process (click's CliRunner): the result has exit_code, output, stdout and stderr."""
     from click.testing import CliRunner

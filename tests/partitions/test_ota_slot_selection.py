@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import FIXTURES, bootloader_image, make_bootloader
+from conftest import bootloader_image, pack_c3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +19,6 @@ from imgtool.errors import LayoutError
 from imgtool.flash.layout import FlashSettings, plan_layout
 from imgtool.image.format import EspImage, Segment
 from imgtool.inspect.verify import verify
-from imgtool.pack.job import PackOptions, pack
 from imgtool.partitions.choice import load_preset
 from imgtool.partitions.otadata import FACTORY_INDEX, initial_otadata, select_boot_index
 from imgtool.partitions.table import PartitionTable
@@ -68,17 +67,6 @@ def otadata_of(*entries) -> bytes:
         crc = rom_crc32_le(0xFFFFFFFF, struct.pack("<I", seq)) ^ (0 if crc_ok else 1)
         out += ENTRY.pack(seq, b"\xff" * 20, state, crc).ljust(SECTOR, b"\xff")
     return out
-
-
-@pytest.fixture(scope="module")
-def boot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("boot")
-    return {chip: make_bootloader(root / f"bl-{chip}.bin", chip, size_code=2) for chip in ("esp32c3", "esp32")}
-
-
-def pack_c3(out, boot, table, slot=None):
-    return pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot["esp32c3"], flash_size="4MB",
-                partition_table=table, app_partition=slot, project_config=False))
 
 
 def test_ota_1_pack_makes_the_bootloader_choose_ota_1(tmp_path, boot):

@@ -12,21 +12,10 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 import pytest
-from conftest import FIXTURES, make_bootloader, run_cli
+from conftest import FIXTURES, pack_c3, run_cli
 
 from imgtool.chips.table import get_chip
 from imgtool.pack.job import PackOptions, pack
-
-
-@pytest.fixture(scope="module")
-def boot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("boot")
-    return {chip: make_bootloader(root / f"bl-{chip}.bin", chip, size_code=2) for chip in ("esp32c3", "esp32")}
-
-
-def pack_c3(out, boot, table, slot=None):
-    return pack(FIXTURES / "esp32c3-min.elf", PackOptions(outdir=out, bootloader=boot["esp32c3"], flash_size="4MB",
-                partition_table=table, app_partition=slot, project_config=False))
 
 
 @pytest.fixture(scope="module")
