@@ -188,11 +188,15 @@ def _app_descriptor(elf: ElfInfo, contents, rom_loaded: bool, warnings: list[str
 
 
 def _fill_elf_sha(desc: bytes, sha: bytes) -> bytes:
-    """ESP-IDF stores the ELF's SHA-256 in the descriptor so panic decoders can match the ELF."""
+    """ESP-IDF stores the ELF's SHA-256 in the descriptor so panic decoders can match the ELF.
+
+    ``desc`` is the whole piece holding the descriptor (all of rodata when one program header covers
+    both), so its tail is joined from a view: one copy, not a slice and then a concatenation.
+    """
     if len(desc) < APP_DESC_LEN:
         return desc
     start = APP_DESC_ELF_SHA256_OFFSET
-    return desc[:start] + sha + desc[start + len(sha) :]
+    return b"".join((desc[:start], sha, memoryview(desc)[start + len(sha) :]))
 
 
 def _page_size(chip: Chip, requested: int | None, app_desc: dict | None, path: Path, warnings: list[str]) -> int:

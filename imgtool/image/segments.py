@@ -84,32 +84,46 @@ def classify(chip: Chip, name: str, addr: int, data: bytes, path=None, *, rom_lo
 
 
 def _join(pieces: list[Piece], same_segment, path) -> list[Piece]:
-    """Join address-sorted pieces for which ``same_segment(prev, next)`` holds; zero-fill the gaps."""
-    out: list[Piece] = []
+    """Join address-sorted pieces for which ``same_segment(end so far, next)`` holds; zero-fill the gaps.
+
+    The pieces of a segment are gathered first and joined once, so each byte is copied once, not once
+    per piece that follows it.
+    """
+    groups: list[list[Piece]] = []
     for piece in sorted(pieces, key=lambda p: p.addr):
-        if out and piece.addr < out[-1].end:
-            prev = out[-1]
+        end = groups[-1][-1].end if groups else None
+        if groups and piece.addr < end:
+            prev = groups[-1]
             raise LayoutError(
-                f"sections {prev.name} (0x{prev.addr:08x}..0x{prev.end:08x}) and {piece.name} "
+                f"sections {'+'.join(p.name for p in prev)} (0x{prev[0].addr:08x}..0x{end:08x}) and {piece.name} "
                 f"(0x{piece.addr:08x}..0x{piece.end:08x}) overlap; fix the linker script",
                 path=path,
                 field=piece.name,
             )
-        if out and same_segment(out[-1], piece):
-            prev = out[-1]
-            gap = piece.addr - prev.end
-            out[-1] = Piece(f"{prev.name}+{piece.name}", prev.addr, prev.data + b"\x00" * gap + piece.data, prev.region)
+        if groups and same_segment(end, piece):
+            groups[-1].append(piece)
         else:
-            out.append(piece)
-    return out
+            groups.append([piece])
+    return [_joined(group) for group in groups]
+
+
+def _joined(group: list[Piece]) -> Piece:
+    """The address-sorted, non-overlapping ``group`` as one piece, zeros in its gaps."""
+    if len(group) == 1:
+        return group[0]
+    parts, end = [], group[0].addr
+    for piece in group:
+        parts += (b"\x00" * (piece.addr - end), piece.data)
+        end = piece.end
+    return Piece("+".join(p.name for p in group), group[0].addr, b"".join(parts), group[0].region)
 
 
 def join_ram(pieces: list[Piece], path=None) -> list[Piece]:
-    return _join(pieces, lambda a, b: b.addr <= align_up(a.end, SEGMENT_ALIGN), path)
+    return _join(pieces, lambda end, b: b.addr <= align_up(end, SEGMENT_ALIGN), path)
 
 
 def _join_all(pieces: list[Piece], path) -> Piece:
-    return _join(pieces, lambda a, b: True, path)[0]
+    return _join(pieces, lambda end, b: True, path)[0]
 
 
 def _aligned(piece: Piece) -> Piece:
@@ -126,7 +140,7 @@ def _separate_bus_segments(chip: Chip, pieces: list[Piece], path) -> list[Piece]
 
 def _shared_bus_segments(chip: Chip, pieces: list[Piece], page: int, first_addr: int | None, path) -> list[Piece]:
     """Exactly two flash segments, the one with the app descriptor first (``unpack_load_app``)."""
-    pieces = _join(pieces, lambda a, b: b.addr < align_up(a.end, SEGMENT_ALIGN) + SEGMENT_HEADER_LEN, path)
+    pieces = _join(pieces, lambda end, b: b.addr < align_up(end, SEGMENT_ALIGN) + SEGMENT_HEADER_LEN, path)
     desc = next((i for i, p in enumerate(pieces) if first_addr is not None and p.addr <= first_addr < p.end), 0)
 
     def same_page(k: int) -> bool:
@@ -175,7 +189,7 @@ def flash_segments(chip: Chip, pieces: list[Piece], page: int, *, first_addr: in
 def _linear_span(chip: Chip, piece: Piece, page: int) -> tuple[int, int]:
     """Where a flash piece sits in the MMU's linear space (``BootFacts.linear``), as ``[start, end)``."""
     start = chip.boot.linear(piece.addr, page)
-    return (start[1], start[1] + len(_padded(piece.data))) if start else (piece.addr, piece.end)
+    return (start[1], start[1] + align_up(len(piece.data), SEGMENT_ALIGN)) if start else (piece.addr, piece.end)
 
 
 def shared_entries(chip: Chip, flash: list[Piece], page: int) -> set[int]:
@@ -226,9 +240,12 @@ def _padded(data: bytes) -> bytes:
 
 
 def _with_tail(chip: Chip, data: bytes, addr: int, page: int) -> bytes:
-    """Pad a flash segment that would end fewer than ``chip.flash_tail_min`` bytes into a page."""
-    into_page = (addr + len(data)) % page
-    return data + b"\x00" * (chip.flash_tail_min - into_page) if into_page < chip.flash_tail_min else data
+    """A flash segment's data padded to 4 bytes (:func:`_padded`), then on to ``chip.flash_tail_min`` bytes
+    into its last page when it would end fewer into it: one copy for both."""
+    length = align_up(len(data), SEGMENT_ALIGN)
+    into_page = (addr + length) % page
+    tail = chip.flash_tail_min - into_page if into_page < chip.flash_tail_min else 0
+    return data + b"\x00" * (length - len(data) + tail)
 
 
 def layout(
@@ -274,7 +291,7 @@ def layout(
                 gap += page_size
             out.append(Segment(PADDING_ADDR, b"\x00" * (gap - SEGMENT_HEADER_LEN)))
             pos += gap
-        seg = Segment(piece.addr, _with_tail(chip, _padded(piece.data), piece.addr, page_size))
+        seg = Segment(piece.addr, _with_tail(chip, piece.data, piece.addr, page_size))
         if anchor is None and not chip.unified_flash_map and shared_entries(chip, flash, page_size):
             anchor = (pos + SEGMENT_HEADER_LEN, _linear_span(chip, piece, page_size)[0])
         out.append(seg)

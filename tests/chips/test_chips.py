@@ -77,6 +77,13 @@ def test_every_chip_declares_its_mmu_windows_and_bus_kind():
         assert chip.unified_flash_map == (chip.boot.drom == chip.boot.irom), chip.name
 
 
+def test_a_chips_mmu_windows_do_not_overlap():
+    """A bus address is in at most one MMU window: the MMU model looks a run of pages up in the window of its first."""
+    for chip in CHIPS.values():
+        spans = sorted((w.span for w in chip.boot.mmu_windows()), key=lambda s: s.start)
+        for a, b in zip(spans, spans[1:]):
+            assert a.end <= b.start, (chip.name, a, b)
+
 def test_security_capabilities_are_table_rows():
     assert all(chip.flash_encryption.key_lengths for chip in CHIPS.values())
     assert [n for n, c in CHIPS.items() if not c.flash_encryption.xts] == ["esp32"]

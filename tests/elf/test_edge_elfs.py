@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from elfbuild import EM_RISCV, EM_XTENSA, MiB, Sec, app_descriptor, build_elf, esp_app_sections, metadata_section
+from elfbuild import EM_RISCV, EM_XTENSA, MiB, Sec, Seg, app_descriptor, build_elf, esp_app_sections, metadata_section
 
 from imgtool.elf.reader import read_elf
 from imgtool.errors import ElfError, LayoutError
 from imgtool.image.boot_rules import image_cpu_view
 from imgtool.image.build import build_app_image
-from imgtool.image.format import parse_image
+from imgtool.image.format import APP_DESC_ELF_SHA256_OFFSET, parse_image
 from imgtool.image.memory import elf_mismatches
 from imgtool.image.segments import PADDING_ADDR, flash_data_offsets
 
@@ -103,6 +103,21 @@ def test_program_headers_are_used_when_there_are_no_section_headers(tmp_path):
     result = build_app_image(path, chip="esp32c3")
     assert parse_image(result.data).valid
 
+
+
+def test_descriptor_sharing_a_program_header_with_rodata_gets_the_elf_sha_and_keeps_the_rodata(tmp_path):
+    import hashlib
+
+    rodata = bytes(range(256)) * 64
+    secs = esp_app_sections("esp32c3", rodata=rodata)
+    merged = (".rodata_desc", ".rodata")
+    segs = [Seg(sections=merged)] + [Seg(sections=(s.name,)) for s in secs if s.alloc and s.mem_size and s.name not in merged]
+    path = write(tmp_path, secs, machine=EM_RISCV, entry=0x4201_0020, program_headers=segs, section_headers=False)
+    result = assert_loads_intact(path, chip="esp32c3")
+    first = result.image.segments[0]
+    assert first.data[APP_DESC_ELF_SHA256_OFFSET : APP_DESC_ELF_SHA256_OFFSET + 32] == hashlib.sha256(path.read_bytes()).digest()
+    desc_len = next(s for s in secs if s.name == ".rodata_desc").mem_size
+    assert rodata in first.data[desc_len:]
 
 def test_chip_detection_needs_hints_where_memory_maps_coincide(tmp_path):
     plain = [s for s in esp_app_sections("esp32c6") if s.name != ".espressif.metadata"]

@@ -71,6 +71,21 @@ def test_overlapping_sections_are_refused():
         layout(C3, [piece("a", 0x3FC80000, 0x20), piece("b", 0x3FC80010, 0x20)], PAGE)
 
 
+
+def test_many_pieces_of_a_bus_are_one_segment_holding_each_at_its_address():
+    parts = [piece(f".rodata{i}", 0x3C000020 + i * 0x1000, 0x30 + i) for i in range(6)]
+    segs = layout(C3, parts[::-1], PAGE, first_addr=parts[0].addr)
+    assert segs[0].addr == parts[0].addr and len(segs[0].data) == 5 * 0x1000 + 0x30 + 8
+    memory = LoadedMemory(segs)
+    assert all(memory.read(p.addr, len(p.data)) == p.data for p in parts)
+    assert memory.read(parts[0].end, 0x1000 - 0x30) == b"\x00" * (0x1000 - 0x30)
+
+
+def test_a_section_overlapping_joined_ones_names_them_and_their_span():
+    joined = [piece("a", 0x3C000020, 0x20), piece("b", 0x3C000100, 0x20)]
+    with pytest.raises(LayoutError, match=r"sections a\+b \(0x3c000020\.\.0x3c000120\) and c \(0x3c000110\.\.0x3c000130\) overlap"):
+        layout(C3, [*joined, piece("c", 0x3C000110, 0x20)], PAGE)
+
 def test_section_outside_memory_is_refused_with_its_name():
     with pytest.raises(LayoutError, match=r"\.weird at 0x10000000.*outside every memory region of esp32c3"):
         classify(C3, ".weird", 0x10000000, b"1234", path="fw.elf")
