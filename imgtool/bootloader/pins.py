@@ -92,9 +92,14 @@ class ManifestEntry(NamedTuple):
         }
 
 
-class Manifest(NamedTuple):
-    entries: tuple[ManifestEntry, ...]
-    bootloader_set: str = DEFAULT_SET
+class Manifest:
+    """One pinned set's entries (a plain class, as BootloaderSet)."""
+
+    __slots__ = ("entries", "bootloader_set")
+
+    def __init__(self, entries: tuple[ManifestEntry, ...], bootloader_set: str = DEFAULT_SET):
+        self.entries = entries
+        self.bootloader_set = bootloader_set
 
     def variants(self, chip: str) -> list[ManifestEntry]:
         return [e for e in self.entries if e.chip == chip]
