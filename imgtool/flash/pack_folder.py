@@ -216,8 +216,9 @@ def _depth(value, level: int = 0) -> int:
     return level
 
 
-#: ``sha256sum``'s escapes in a name (a line starting with a backslash), and what each stands for.
-_GNU_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+#: ``sha256sum``'s escapes in a name (a line starting with a backslash), and what each stands for; a
+#: pattern, compiled (by ``re``'s cache) only for a name with escapes, which a plain pack never reads (~0.05 ms).
+_GNU_ESCAPE = r"\\(.)"
 _GNU_UNESCAPED = {"n": "\n", "r": "\r", "\\": "\\"}
 
 
@@ -229,7 +230,7 @@ def parse_sha256sums(text: str) -> dict[str, str]:
         digest, _, name = line.removeprefix("\\").partition(" ")
         name = name.removeprefix("*").removeprefix(" ")
         if escaped:
-            name = _GNU_ESCAPE.sub(lambda m: _GNU_UNESCAPED.get(m.group(1), m.group(0)), name)
+            name = re.sub(_GNU_ESCAPE, lambda m: _GNU_UNESCAPED.get(m.group(1), m.group(0)), name, flags=re.DOTALL)
         if digest and name:
             out[name] = digest.lower()
     return out

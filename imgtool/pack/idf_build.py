@@ -32,7 +32,9 @@ SDKCONFIG_KEYS = {
     "CONFIG_ESPTOOLPY_FLASHFREQ": "flash_freq",
     "CONFIG_PARTITION_TABLE_OFFSET": "partition_table_offset",
 }
-_LINE = re.compile(r'^(CONFIG_[A-Z0-9_]+)=(?:"(.*)"|(\S+))\s*$')
+#: An sdkconfig line; a pattern compiled (by ``re``'s cache) where an sdkconfig is read, which a plain pack
+#: never does (~0.15 ms to compile).
+_LINE = r'^(CONFIG_[A-Z0-9_]+)=(?:"(.*)"|(\S+))\s*$'
 #: An sdkconfig is a few hundred KiB at most; anything far larger is not one.
 MAX_SDKCONFIG_BYTES = 4 * 1024 * 1024
 
@@ -92,7 +94,7 @@ def sdkconfig_settings(path: Path) -> dict:
         raise InputError(f"cannot read ({exc.strerror})", path=path) from None
     out: dict = {}
     for number, line in enumerate(text.splitlines(), 1):
-        match = _LINE.match(line.strip())
+        match = re.match(_LINE, line.strip())
         if not match or match.group(1) not in SDKCONFIG_KEYS:
             continue
         key, value = match.group(1), match.group(2) if match.group(2) is not None else match.group(3)
