@@ -7,7 +7,6 @@ The chip table gives every chip one :class:`SecureBoot` (or None) and one :class
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple
 
 #: Signature block ``version`` byte per algorithm family.
 VERSION_RSA = 0x02
@@ -22,14 +21,22 @@ CURVE_P384 = 3
 RSA_BYTES = 384
 
 
-class Scheme(NamedTuple):
-    """One signature scheme as the signature block encodes it."""
+class Scheme:
+    """One signature scheme as the signature block encodes it.
 
-    name: str
-    version: int
-    sha_version: int
-    curve_id: int | None
-    int_len: int  # bytes per coordinate / signature half; the RSA modulus length for RSA
+    ``int_len`` is the bytes per coordinate / signature half; the RSA modulus length for RSA. The records of
+    this module are plain classes, one instance per fact, compared by identity: every pack defines them, and
+    a NamedTuple costs ~0.2 ms there.
+    """
+
+    __slots__ = ("name", "version", "sha_version", "curve_id", "int_len")
+
+    def __init__(self, name: str, version: int, sha_version: int, curve_id: int | None, int_len: int):
+        self.name = name
+        self.version = version
+        self.sha_version = sha_version
+        self.curve_id = curve_id
+        self.int_len = int_len
 
     def digest(self, data: bytes) -> bytes:
         algo = hashlib.sha384 if self.sha_version == SHA_VERSION_384 else hashlib.sha256
@@ -50,15 +57,21 @@ RSA_AND_ECDSA = (RSA3072, ECDSA192, ECDSA256)
 RSA_AND_ECDSA_384 = (RSA3072, ECDSA192, ECDSA256, ECDSA384)
 
 
-class SecureBoot(NamedTuple):
-    """What a chip's ROM and ESP-IDF bootloader verify (ESP-IDF soc_caps and bootloader_support Kconfig)."""
+class SecureBoot:
+    """What a chip's ROM and ESP-IDF bootloader verify (ESP-IDF soc_caps and bootloader_support Kconfig).
 
-    schemes: tuple[Scheme, ...]
-    key_slots: int  # eFuse key digests, so the most signature blocks worth appending
-    #: Chip revision (major*100+minor) below which the chip has no Secure Boot V2; 0 for every revision.
-    min_rev: int = 0
-    #: ECDSA-P192 is off by default and cannot be enabled once Secure Boot is on (ESP32-H2).
-    p192_off_by_default: bool = False
+    ``key_slots`` counts the eFuse key digests, so the most signature blocks worth appending.
+    """
+
+    __slots__ = ("schemes", "key_slots", "min_rev", "p192_off_by_default")
+
+    def __init__(self, schemes: tuple[Scheme, ...], key_slots: int, min_rev: int = 0, p192_off_by_default: bool = False):
+        self.schemes = schemes
+        self.key_slots = key_slots
+        #: Chip revision (major*100+minor) below which the chip has no Secure Boot V2; 0 for every revision.
+        self.min_rev = min_rev
+        #: ECDSA-P192 is off by default and cannot be enabled once Secure Boot is on (ESP32-H2).
+        self.p192_off_by_default = p192_off_by_default
 
 
 #: Key file lengths of flash encryption keys.
@@ -73,12 +86,15 @@ DEFAULT_FLASH_CRYPT_CONF = 0xF
 FLASH_CRYPT_CONF_MAX = 0xF
 
 
-class FlashEncryption(NamedTuple):
+class FlashEncryption:
     """A chip's flash encryption: the ESP32 tweak or XTS, and the key file lengths it takes
     (SOC_FLASH_ENCRYPTION_XTS_AES_128 / _256 / _128_DERIVED in ESP-IDF's soc_caps)."""
 
-    xts: bool
-    key_lengths: tuple[int, ...]
+    __slots__ = ("xts", "key_lengths")
+
+    def __init__(self, xts: bool, key_lengths: tuple[int, ...]):
+        self.xts = xts
+        self.key_lengths = key_lengths
 
     def describe(self, length: int) -> str:
         if not self.xts:

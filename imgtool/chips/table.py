@@ -162,16 +162,23 @@ class Span(NamedTuple):
         return start < self.end and self.start < end
 
 
-class Diram(NamedTuple):
-    """SRAM reachable both as instruction and as data addresses (SOC_DIRAM_* in soc.h)."""
+class Diram:
+    """SRAM reachable both as instruction and as data addresses (SOC_DIRAM_* in soc.h).
 
-    iram: Span
-    dram: Span
-    #: ESP32 only: the two views run in opposite word order (SOC_DIRAM_INVERTED).
-    inverted: bool = False
+    A plain class, one instance per chip (so are BootloaderRam and MmuWindow): every pack defines them,
+    where a NamedTuple costs ~0.15 ms each.
+    """
+
+    __slots__ = ("iram", "dram", "inverted")
+
+    def __init__(self, iram: Span, dram: Span, inverted: bool = False):
+        self.iram = iram
+        self.dram = dram
+        #: ESP32 only: the two views run in opposite word order (SOC_DIRAM_INVERTED).
+        self.inverted = inverted
 
 
-class BootloaderRam(NamedTuple):
+class BootloaderRam:
     """RAM the running second-stage bootloader occupies, from its linker script (bootloader-CHIP.ld).
 
     ``verify_load_addresses`` refuses app segments over its data (``_dram_start.._dram_end``, inside
@@ -180,11 +187,14 @@ class BootloaderRam(NamedTuple):
     particular build fills, so what passes here passes there.
     """
 
-    #: Lowest chip revision (major*100+minor) whose bootloader builds use this layout.
-    min_rev: int
-    data: Span
-    loader_text: Span
-    rom_stack_start: int
+    __slots__ = ("min_rev", "data", "loader_text", "rom_stack_start")
+
+    def __init__(self, min_rev: int, data: Span, loader_text: Span, rom_stack_start: int):
+        #: Lowest chip revision (major*100+minor) whose bootloader builds use this layout.
+        self.min_rev = min_rev
+        self.data = data
+        self.loader_text = loader_text
+        self.rom_stack_start = rom_stack_start
 
 
 def _ld_regions(
@@ -212,7 +222,7 @@ FLASH_MMU_ID = 0
 PSRAM_MMU_ID = 1
 
 
-class MmuWindow(NamedTuple):
+class MmuWindow:
     """Virtual addresses one cache bus reaches through the MMU, and which entries they use.
 
     ``mmu_ll_get_entry_id`` (``components/hal/CHIP/include/hal/mmu_ll.h``) gives an address in
@@ -222,14 +232,17 @@ class MmuWindow(NamedTuple):
     instruction-bus page with the same index are one entry, and whichever mapping is made last wins.
     """
 
-    span: Span
-    base: int
-    first_entry: int
-    entries: int
-    mmu_id: int = FLASH_MMU_ID
-    #: ``s_flash_seg_needs_map``: the bootloader maps segments here; False for PSRAM on chips with
-    #: one MMU per memory (SOC_MMU_PER_EXT_MEM_TARGET), whose app maps (copies) them itself.
-    boot_mapped: bool = True
+    __slots__ = ("span", "base", "first_entry", "entries", "mmu_id", "boot_mapped")
+
+    def __init__(self, span: Span, base: int, first_entry: int, entries: int, mmu_id: int = FLASH_MMU_ID, boot_mapped: bool = True):
+        self.span = span
+        self.base = base
+        self.first_entry = first_entry
+        self.entries = entries
+        self.mmu_id = mmu_id
+        #: ``s_flash_seg_needs_map``: the bootloader maps segments here; False for PSRAM on chips with
+        #: one MMU per memory (SOC_MMU_PER_EXT_MEM_TARGET), whose app maps (copies) them itself.
+        self.boot_mapped = boot_mapped
 
     def entry(self, vaddr: int, page: int) -> int | None:
         """The MMU entry ``vaddr`` reads through with ``page``-byte pages, or None outside this window."""

@@ -26,7 +26,7 @@ COMMANDS = {
     "partitions": "imgtool.cli.partitions:partitions",
     "bootloader": "imgtool.cli.bootloader:bootloader",
     "pack": "imgtool.cli.pack:pack",
-    "verify": "imgtool.cli.pack:verify",
+    "verify": "imgtool.cli.verify:verify",
     "sign": "imgtool.cli.sign:sign",
     "flash": "imgtool.cli.flash:flash",
     "manifest": "imgtool.cli.manifest:manifest",

@@ -20,13 +20,16 @@ from imgtool.output_names import BOOTLOADER_FILE, PARTITIONS_BIN_FILE
 DEFAULT_APP_PARTITION = "factory"
 
 
-class PartInfo(NamedTuple):
-    """What a part is, without its bytes (for reports and JSON)."""
+class PartInfo:
+    """What a part is, without its bytes (for reports and JSON; a plain class: a NamedTuple costs ~0.2 ms at a pack's start-up)."""
 
-    name: str
-    offset: int
-    size: int
-    file: str
+    __slots__ = ("name", "offset", "size", "file")
+
+    def __init__(self, name: str, offset: int, size: int, file: str):
+        self.name = name
+        self.offset = offset
+        self.size = size
+        self.file = file
 
     def to_dict(self) -> dict:
         return {"name": self.name, "offset": self.offset, "offset_hex": f"0x{self.offset:x}", "size": self.size, "file": self.file}

@@ -40,7 +40,8 @@ DEFAULT_NVS_SIZE = 0x6000
 DEFAULT_PHY_SIZE = 0x1000
 
 PRESET_PACKAGE = "imgtool.partition_presets"
-_PRESET_NAME = re.compile(r"[a-z0-9_]+")
+#: A preset's name; a pattern compiled (by ``re``'s cache) only when a preset is named (~0.05 ms).
+_PRESET_NAME = r"[a-z0-9_]+"
 #: In gen_esp32part's order: a UTF-32-LE mark also starts with the UTF-16-LE one, and ESP-IDF reads it as UTF-16.
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -61,7 +62,7 @@ def preset_names() -> list[str]:
 
 def preset_csv(name: str) -> str | None:
     key = name.strip().lower().replace("-", "_").removesuffix(".csv")
-    if not _PRESET_NAME.fullmatch(key):
+    if not re.fullmatch(_PRESET_NAME, key):
         return None
     entry = _preset_folder().joinpath(f"{key}.csv")
     return entry.read_text(encoding="utf-8") if entry.is_file() else None

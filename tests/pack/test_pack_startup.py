@@ -23,9 +23,11 @@ from imgtool.cli.main import main
 main()
 """
 
-#: Modules only packs with data partitions, keys, ``--uf2``/``--hex``, ``--archive`` or a web release use.
+#: Modules only packs with data partitions, keys, ``--uf2``/``--hex``, ``--archive`` or a web release use,
+#: and ``imgtool verify``'s with the connection options it alone takes.
 UNUSED_BY_A_PLAIN_PACK = ("rich", "imgtool.partitions.data_images", "imgtool.security.signing", "imgtool.security.encryption",
-                          "imgtool.flash.uf2", "imgtool.flash.ihex", "imgtool.release.web_manifest", "zipfile")
+                          "imgtool.flash.uf2", "imgtool.flash.ihex", "imgtool.release.web_manifest", "zipfile",
+                          "imgtool.cli.verify", "imgtool.cli.connection", "imgtool.device.options")
 REPORT_UNUSED = r"""
 import atexit, sys
 names = sys.argv.pop(1).split(",")
