@@ -416,7 +416,6 @@ def write_outputs(
     remove=(),
     seal: str | None = None,
     owned=None,
-    cache_dir: Path | None = None,
 ) -> None:
     """Write ``files`` (name → bytes) into ``outdir`` as one transaction that survives any interruption.
 
@@ -430,8 +429,7 @@ def write_outputs(
     puts them back. ``seal`` (the checksum file) leaves first and arrives last, so it never
     vouches for a mixed set. ``owned``, when given, is called under the lock with ``outdir`` and
     returns the names an earlier run wrote there: an existing file not among them is refused
-    (a user's own file is never replaced), and only those are removed. ``cache_dir`` is ignored: the
-    lock no longer lives in the cache folder (callers still pass it; issue 23 phase 2 drops it).
+    (a user's own file is never replaced), and only those are removed.
     """
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
@@ -563,12 +561,11 @@ def _is_staging_of(name: str, prefix: str) -> bool:
     return name.startswith(prefix) and re.fullmatch(r"\d+-[0-9a-f]{8}", name[len(prefix):]) is not None
 
 
-def recover_outputs(outdir: str | os.PathLike, *, cache_dir: Path | None = None) -> None:
+def recover_outputs(outdir: str | os.PathLike) -> None:
     """Finish or undo what an interrupted imgtool run left for ``outdir``, under its lock.
 
     The commands that read a pack folder (``flash``, ``verify``, ``manifest``) call this first; ``pack``
     does it inside :func:`write_outputs`. Where the lock cannot be taken, nothing is touched.
-    ``cache_dir`` is ignored, as in :func:`write_outputs`.
     """
     outdir = Path(outdir)
     if not outdir.is_dir():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from imgtool.cli.context import recover_pack_folder, user_environment
+from imgtool.cli.context import recover_pack_folder
 from imgtool.errors import UsageError
 
 @click.command()
@@ -36,7 +36,7 @@ def manifest(packs, output, name, version, launchpad, base_url, force, as_json, 
     for folder in packs:
         recover_pack_folder(folder)
     release = plan_release(packs, name=name, version=version, launchpad_base_url=base_url if launchpad else None)
-    written = write_release(release, output, cache_dir=user_environment().cache(), force=force)
+    written = write_release(release, output, force=force)
     if as_json:
         click.echo(json.dumps(release.to_dict(written), indent=2))
     elif not quiet:

@@ -222,15 +222,14 @@ def _agreed(packs, attr: str, option: str) -> str:
 
 
 def write_release(
-    release: WebRelease, manifest_path: str | os.PathLike, *, cache_dir: Path | None = None, force: bool = False
+    release: WebRelease, manifest_path: str | os.PathLike, *, force: bool = False
 ) -> Path:
     """Copy each pack's files into ``DIR/<chip>/`` and write the manifest (and Launchpad TOML) beside them.
 
     Files an earlier manifest at the same path (or, when the TOML is rewritten, an earlier
     ``launchpad.toml``) listed in a chip folder, and this release does not, are removed;
     without ``--launchpad`` an existing TOML and its images are left alone. A file already in a
-    chip folder that neither lists is the user's and is refused unless ``force``. ``cache_dir``
-    keeps the chip folders' locks (default: the user cache).
+    chip folder that neither lists is the user's and is refused unless ``force``.
     """
     target = Path(manifest_path)
     if target.is_dir():
@@ -244,7 +243,7 @@ def write_release(
     for subdir, files in rendered.items():
         remove = tuple(sorted(stale.get(subdir, set()) - set(files)))
         owned = None if force else (lambda _folder, names=frozenset(written.get(subdir, ())): names)
-        write_outputs(out / subdir, files, remove=remove, owned=owned, cache_dir=cache_dir)
+        write_outputs(out / subdir, files, remove=remove, owned=owned)
     if release.launchpad_base_url is not None:
         write_bytes(out / LAUNCHPAD_FILE, release.launchpad_toml())
     write_bytes(target, manifest)

@@ -247,5 +247,5 @@ def test_the_streamed_merged_image_is_the_merged_bytes_and_its_checksum(fill, ta
 
 def test_the_merged_image_is_written_whole(tmp_path):
     lay = layout("esp32", fill_flash_size=True)
-    write_outputs(tmp_path / "out", render_files(lay), cache_dir=tmp_path / "cache")
+    write_outputs(tmp_path / "out", render_files(lay))
     assert (tmp_path / "out" / lay.merged_file).read_bytes() == bytes(lay.merged_bytes())

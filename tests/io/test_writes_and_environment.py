@@ -111,7 +111,7 @@ def test_written_files_follow_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
         atomic.write_bytes(tmp_path / "one", b"1")
-        atomic.write_outputs(tmp_path / "out", {"two": b"2"}, cache_dir=tmp_path / "c")
+        atomic.write_outputs(tmp_path / "out", {"two": b"2"})
     finally:
         os.umask(old)
     if os.name == "posix":
@@ -128,7 +128,7 @@ def test_write_bytes_names_the_path_on_failure(tmp_path):
 def test_the_seal_leaves_first_and_arrives_last(tmp_path, monkeypatch):
     out = tmp_path / "out"
     files = {"SUMS": b"s", "a": b"a", "b": b"b"}
-    atomic.write_outputs(out, files, cache_dir=tmp_path / "c")
+    atomic.write_outputs(out, files)
     renames: list[tuple[str, str]] = []
     real = os.replace
 
@@ -137,7 +137,7 @@ def test_the_seal_leaves_first_and_arrives_last(tmp_path, monkeypatch):
         real(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", recording)
-    atomic.write_outputs(out, {**files, "SUMS": b"t"}, remove=("gone",), seal="SUMS", cache_dir=tmp_path / "c")
+    atomic.write_outputs(out, {**files, "SUMS": b"t"}, remove=("gone",), seal="SUMS")
     aside = [name for folder, name in renames if folder == "out"]
     placed = [name for folder, name in renames if folder == "new"]
     assert aside[0] == "SUMS" and placed[-1] == "SUMS" and sorted(placed) == sorted(files)
