@@ -32,7 +32,7 @@ from imgtool.flash.pack_folder import parse_sha256sums
 from imgtool.image.boot_rules import BootContext, check_app, revisions_allowed
 from imgtool.image.build import AppImage, build_app_image, flash_defaults
 from imgtool.image.format import parse_image
-from imgtool.image.loader_generations import LoaderBuild, loader_build, loader_build_of
+from imgtool.image.loader_generations import Generation, LoaderBuild, loader_build_of
 from imgtool.output_names import LEGACY_FILES, OTADATA_FILE, SHA256SUMS_FILE, format_file_name
 from imgtool.pack.options import PackOptions
 from imgtool.pack.result import PackResult, pack_result, probe_rs_args
@@ -206,7 +206,7 @@ def _bootloader(app, app_data, keys, settings, options, store, flash: FlashSetti
         if boot_keys:
             boot = _signed_bootloader(boot, boot_keys)
     boot_warnings, boot_notes = boots_with(
-        app, app_data, boot, revisions_chosen=options.min_rev_full is not None or options.max_rev_full is not None,
+        app, app_data, boot, loader.generation, revisions_chosen=options.min_rev_full is not None or options.max_rev_full is not None,
         other_variants=sum(e.crystal_mhz is None for e in manifest.variants(target.name)) > 1,  # builds by revision
     )
     warnings.extend(boot_warnings)
@@ -296,10 +296,11 @@ def _result(layout, files, out: Path, elf: Path, settings: PackSettings, options
                           config_origins=settings.origins, notes=tuple(dict.fromkeys(notes)), bootloader_build=loader.label)
 
 
-def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: bool = False,
+def boots_with(app, app_data: bytes, bootloader: bytes, generation: Generation, *, revisions_chosen: bool = False,
                other_variants: bool = False) -> tuple[list[str], list[str]]:
-    """Judge the app under the chosen bootloader (its RAM layout and revisions): refuse what it would not
-    start; return ``(warnings, notes)`` for the rest (``boot_rules``).
+    """Judge the app under the chosen bootloader (its RAM layout and revisions, ``generation`` its loader
+    rules, read from its descriptor by the caller): refuse what it would not start; return
+    ``(warnings, notes)`` for the rest (``boot_rules``).
 
     The bootloader checks its own header's minimum chip revision, not its maximum
     (``bootloader_common_check_chip_validity`` skips it for ESP_IMAGE_BOOTLOADER), so of an app range
@@ -307,9 +308,7 @@ def boots_with(app, app_data: bytes, bootloader: bytes, *, revisions_chosen: boo
     That is a note when the app's range is the default, and a warning naming the fix when the user
     chose it (``revisions_chosen``: --min-rev/--max-rev).
     """
-    parsed_boot = parse_image(bootloader, what="bootloader")
-    boot = parsed_boot.image
-    generation = loader_build(app.chip, parsed_boot).generation
+    boot = parse_image(bootloader, what="bootloader").image
     revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
     # the app as built is judged from its own segments; a signed one is read back (its padding is the signer's)
     parsed_app = app.parsed if app.parsed is not None and app_data is app.data else parse_image(app_data)

@@ -28,7 +28,7 @@ class PackOptions(NamedTuple):
     - ``bootloader`` (a file); else the pinned build: ``bootloader_variant``, else the variant that runs
       on the app's revisions (:func:`imgtool.bootloader.choice.bootloader_for_app`) of pinned set
       ``bootloader_set`` (``idf5.5``, the default, or ``idf6.1``), fetched through ``store`` (default:
-      the platform's user cache, no mirror; it also keeps OUTDIR's lock); ``offline`` never downloads;
+      the platform's user cache, no mirror); ``offline`` never downloads;
       ``quiet`` prints no download progress.
     - ``sign_keys`` (PEM private keys, up to three) sign the app for Secure Boot V2, and with
       ``sign_bootloader`` the user's bootloader too; ``encrypt_key`` writes every part pre-encrypted
