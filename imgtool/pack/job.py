@@ -32,7 +32,7 @@ from imgtool.flash.pack_folder import parse_sha256sums
 from imgtool.image.boot_rules import BootContext, check_app, revisions_allowed
 from imgtool.image.build import AppImage, build_app_image, flash_defaults
 from imgtool.image.format import parse_image
-from imgtool.image.loader_generations import Generation, LoaderBuild, loader_build_of
+from imgtool.image.loader_generations import Generation, LoaderBuild, loader_build
 from imgtool.output_names import LEGACY_FILES, OTADATA_FILE, SHA256SUMS_FILE, format_file_name
 from imgtool.pack.options import PackOptions
 from imgtool.pack.result import PackResult, pack_result, probe_rs_args
@@ -193,10 +193,11 @@ def _bootloader(app, app_data, keys, settings, options, store, flash: FlashSetti
     boot_source: dict = {"source": "file"} if pinned is None else pinned.describe()
     if pinned is not None and boot_file:
         boot_source["source"] = "file"
-    loader = loader_build_of(target, raw_boot)  # the rules the app is judged by come from the bootloader itself
+    parsed_boot = parse_image(raw_boot, what="bootloader")  # placing rewrites only the header's flash settings
+    loader = loader_build(target, parsed_boot)  # the rules the app is judged by come from the bootloader itself
     boot_source.update(loader.as_dict())
     boot_keys = keys if options.sign_bootloader else []
-    boot = _kept_signed_bootloader(raw_boot, boot_file, boot_keys, target.name, warnings) if boot_file else None
+    boot = _kept_signed_bootloader(raw_boot, parsed_boot.length, boot_file, boot_keys, target.name, warnings) if boot_file else None
     kept = boot is not None
     if boot is None:
         boot = place_bootloader(
@@ -205,8 +206,9 @@ def _bootloader(app, app_data, keys, settings, options, store, flash: FlashSetti
         )  # fmt: skip
         if boot_keys:
             boot = _signed_bootloader(boot, boot_keys)
+    boot_revs = (parsed_boot.image.min_chip_rev_full, parsed_boot.image.max_chip_rev_full)
     boot_warnings, boot_notes = boots_with(
-        app, app_data, boot, loader.generation, revisions_chosen=options.min_rev_full is not None or options.max_rev_full is not None,
+        app, app_data, boot_revs, loader.generation, revisions_chosen=options.min_rev_full is not None or options.max_rev_full is not None,
         other_variants=sum(e.crystal_mhz is None for e in manifest.variants(target.name)) > 1,  # builds by revision
     )
     warnings.extend(boot_warnings)
@@ -296,11 +298,11 @@ def _result(layout, files, out: Path, elf: Path, settings: PackSettings, options
                           config_origins=settings.origins, notes=tuple(dict.fromkeys(notes)), bootloader_build=loader.label)
 
 
-def boots_with(app, app_data: bytes, bootloader: bytes, generation: Generation, *, revisions_chosen: bool = False,
+def boots_with(app, app_data: bytes, revs: tuple[int, int], generation: Generation, *, revisions_chosen: bool = False,
                other_variants: bool = False) -> tuple[list[str], list[str]]:
-    """Judge the app under the chosen bootloader (its RAM layout and revisions, ``generation`` its loader
-    rules, read from its descriptor by the caller): refuse what it would not start; return
-    ``(warnings, notes)`` for the rest (``boot_rules``).
+    """Judge the app under the chosen bootloader (``revs``: the chip revisions in its header; ``generation``:
+    its loader rules, from its descriptor): refuse what it would not start; return ``(warnings, notes)``
+    for the rest (``boot_rules``).
 
     The bootloader checks its own header's minimum chip revision, not its maximum
     (``bootloader_common_check_chip_validity`` skips it for ESP_IMAGE_BOOTLOADER), so of an app range
@@ -308,8 +310,6 @@ def boots_with(app, app_data: bytes, bootloader: bytes, generation: Generation, 
     That is a note when the app's range is the default, and a warning naming the fix when the user
     chose it (``revisions_chosen``: --min-rev/--max-rev).
     """
-    boot = parse_image(bootloader, what="bootloader").image
-    revs = (boot.min_chip_rev_full, boot.max_chip_rev_full)
     # the app as built is judged from its own segments; a signed one is read back (its padding is the signer's)
     parsed_app = app.parsed if app.parsed is not None and app_data is app.data else parse_image(app_data)
     image = parsed_app.image
@@ -383,17 +383,16 @@ def _signed_bootloader(boot: bytes, keys) -> bytes:
     return sign_contents(boot, keys)
 
 
-def _kept_signed_bootloader(raw: bytes, path, keys, chip: str, warnings: list[str]) -> bytes | None:
+def _kept_signed_bootloader(raw: bytes, length: int, path, keys, chip: str, warnings: list[str]) -> bytes | None:
     """A bootloader that already carries signatures, kept byte for byte (its header is signed); else None.
 
-    ``keys`` add their blocks after the ones it has.
+    ``length`` is its image's length (before any signature sector); ``keys`` add their blocks after the ones it has.
     """
     # lazy: ~6.5 ms to import, a plain pack skips it
     from imgtool.security.keys import check_chip_schemes
     from imgtool.security.signature_block import signature_offset, signature_sector
     from imgtool.security.signing import existing_blocks, sign, signature_block
 
-    length = parse_image(raw, path, what="bootloader").length
     blocks = existing_blocks(raw, length)
     if not blocks:
         return None
@@ -445,4 +444,4 @@ def _display_path(path: Path, cwd: str | os.PathLike | None) -> str:
     return os.fspath(absolute)
 
 
-__all__ = ["PackOptions", "boots_with", "pack"]
+__all__ = ["PackOptions", "pack"]
