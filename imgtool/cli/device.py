@@ -13,13 +13,12 @@ from imgtool.atomic import write_bytes
 from imgtool.cli.connection import connection_options, flash_options
 from imgtool.cli.context import recover_pack_folder
 from imgtool.cli.flash import resolved_baud
-from imgtool.cli.options import parse_offset
+from imgtool.cli.options import TABLE_OFFSET_TEXT, parse_offset
 from imgtool.device.commands import erase_partitions, partitions_named, read_back, read_table
 from imgtool.device.commands import read_flash as read
 from imgtool.device.flasher import connect
 from imgtool.errors import UsageError
 from imgtool.flash.pack_folder import read_pack_folder
-from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
 
 # Imported where used, start-up that `imgtool --help` never pays: esptool (about 100 ms) and the board
 # reader (2 ms).
@@ -72,7 +71,7 @@ def erase_flash(port, baud, before, after, no_stub, force):
 @connection_options
 @click.option("--pack", "outdir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="OUTDIR",
               help="Take the partition table from this pack output folder [default: the one on the device].")
-@click.option("--partition-table-offset", callback=parse_offset, default=f"0x{DEFAULT_TABLE_OFFSET:x}", show_default=True, metavar="OFFSET")
+@click.option("--partition-table-offset", callback=parse_offset, default=TABLE_OFFSET_TEXT, show_default=True, metavar="OFFSET")
 @click.option("--force", is_flag=True, help="Erase even where esptool refuses.")
 def erase_parts(labels, port, baud, before, after, no_stub, outdir, partition_table_offset, force):
     """Erase the partitions with these labels (e.g. nvs otadata), found in the pack's table or the device's."""

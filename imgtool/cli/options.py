@@ -14,7 +14,10 @@ from imgtool.chips.table import (
     parse_revision,
 )
 from imgtool.errors import PartitionError, UsageError
-from imgtool.partitions.table import parse_int
+from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, parse_int
+
+#: The partition table's default offset as the options spell it in their defaults and help.
+TABLE_OFFSET_TEXT = f"0x{DEFAULT_TABLE_OFFSET:x}"
 
 
 def parse_flash_size(ctx, param, value):

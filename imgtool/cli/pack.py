@@ -17,6 +17,7 @@ from imgtool.chips.security import DEFAULT_FLASH_CRYPT_CONF
 from imgtool.chips.table import DEFAULT_FLASH_MODE
 from imgtool.cli.context import pack_environment, quiet_downloads, working_folder
 from imgtool.cli.options import (
+    TABLE_OFFSET_TEXT,
     chip_option,
     flash_freq_option,
     flash_mode_option,
@@ -25,15 +26,12 @@ from imgtool.cli.options import (
     revision_options,
 )
 from imgtool.output_names import CORE_PARTS, format_file_name
-from imgtool.partitions.table import DEFAULT_TABLE_OFFSET
 
 # Not at the top (imgtool --help and flash load this module): imgtool.pack.job (~30 ms, the pipeline),
 # imgtool.inspect.verify, imgtool.security (cryptography), imgtool.partitions.data_images (~4 ms) and the
 # archive and format modules (~2.5 ms); imgtool.cli.device imports this module (through imgtool.cli.flash),
 # so it is imported where it is used.
 
-#: The table offset as the options' help and default spell it.
-TABLE_OFFSET_TEXT = f"0x{DEFAULT_TABLE_OFFSET:x}"
 #: ``--flash-crypt-conf``'s default as its help spells it.
 FLASH_CRYPT_CONF_TEXT = f"0x{DEFAULT_FLASH_CRYPT_CONF:x}"
 
@@ -45,7 +43,7 @@ def _parse_data(ctx, param, value):
     # not at the top: a plain pack does not use it (1.1 ms with zlib, -X importtime)
     from imgtool.partitions.data_images import parse_data_option
 
-    return tuple(parse_data_option(item) for item in value) or None
+    return tuple(parse_data_option(item) for item in value)
 
 
 #: The options `pack` and `flash ELF` share, in the order `-h` lists them (each sets a field of imgtool.pack.options.PackOptions).

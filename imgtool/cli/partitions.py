@@ -8,12 +8,12 @@ import click
 
 from imgtool.atomic import write_bytes
 from imgtool.chips.table import flash_size_bytes, get_chip
-from imgtool.cli.options import chip_option, parse_flash_size, parse_offset
+from imgtool.cli.options import TABLE_OFFSET_TEXT, chip_option, parse_flash_size, parse_offset
 from imgtool.partitions.choice import load_table
 from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, SECURE_MODES, SECURE_V1, TableOptions, human_size
 
 FLASH_SIZE_HELP = "Flash size (e.g. 4MB); partitions must end within it."
-OFFSET_HELP = f"Flash offset of the partition table (default 0x{DEFAULT_TABLE_OFFSET:x})."
+OFFSET_HELP = f"Flash offset of the partition table (default {TABLE_OFFSET_TEXT})."
 CHIP_HELP = "Chip, whose bootloader offset places 'bootloader' rows (as --primary-bootloader-offset)."
 
 

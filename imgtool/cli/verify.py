@@ -16,8 +16,8 @@ from imgtool.atomic import read_input
 from imgtool.chips.table import get_chip
 from imgtool.cli.connection import connection_options
 from imgtool.cli.context import recover_pack_folder
-from imgtool.cli.options import chip_option, parse_offset
-from imgtool.cli.pack import FLASH_CRYPT_CONF_TEXT, TABLE_OFFSET_TEXT
+from imgtool.cli.options import TABLE_OFFSET_TEXT, chip_option, parse_offset
+from imgtool.cli.pack import FLASH_CRYPT_CONF_TEXT
 from imgtool.elf.reader import ELF_MAGIC
 from imgtool.errors import InputError, UsageError
 from imgtool.flash.pack_folder import clear_ranges, has_encrypted_parts

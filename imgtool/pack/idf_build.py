@@ -93,8 +93,9 @@ def sdkconfig_settings(path: Path) -> dict:
     except OSError as exc:
         raise InputError(f"cannot read ({exc.strerror})", path=path) from None
     out: dict = {}
+    line_re = re.compile(_LINE)
     for number, line in enumerate(text.splitlines(), 1):
-        match = re.match(_LINE, line.strip())
+        match = line_re.match(line.strip())
         if not match or match.group(1) not in SDKCONFIG_KEYS:
             continue
         key, value = match.group(1), match.group(2) if match.group(2) is not None else match.group(3)
