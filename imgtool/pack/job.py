@@ -28,7 +28,7 @@ from imgtool.flash.archive import archive_name, archive_timestamp, release_archi
 from imgtool.flash.formats import FORMATS
 from imgtool.flash.layout import FlashLayout, FlashSettings, check_table_offset, plan_layout
 from imgtool.flash.outputs import render_files
-from imgtool.flash.pack_folder import parse_sha256sums
+from imgtool.flash.pack_folder import MAX_SUMS_BYTES, parse_sha256sums
 from imgtool.image.boot_rules import BootContext, check_app, revisions_allowed
 from imgtool.image.build import AppImage, build_app_image, flash_defaults
 from imgtool.image.format import parse_image
@@ -66,7 +66,7 @@ def pack(elf_path: str | os.PathLike, options: PackOptions = PackOptions()) -> P
     layout = _layout(elf, app, app_data, boot, parts, flash, options, warnings, flash_key)
     files, archive_file = _files(layout, elf.stem, options, stamp, {layout.app.file: (app.data, app.file_sha256)})
     out = Path(options.outdir) if options.outdir is not None else elf.parent
-    _write(out, files, layout, parts.data_images, elf, settings, options, store, archive_file)
+    _write(out, files, layout, parts.data_images, elf, settings, options, archive_file)
     return _result(layout, files, out, elf, settings, options, keys, flash_key, notes, boot.loader)
 
 
@@ -272,7 +272,7 @@ def _files(layout: FlashLayout, name: str, options: PackOptions, stamp, known_sh
 
 
 def _write(out: Path, files, layout: FlashLayout, data_images, elf: Path, settings: PackSettings, options: PackOptions,
-           store, archive_file: str) -> None:
+           archive_file: str) -> None:
     """Write ``files`` into ``out`` in one transaction, removing what an earlier pack left that no longer belongs."""
     inputs = [*options.sign_keys, *([options.encrypt_key] if options.encrypt_key else []),
               *(i.source for i in data_images if i.kind != "littlefs")]
@@ -292,9 +292,9 @@ def _result(layout, files, out: Path, elf: Path, settings: PackSettings, options
         return _display_path(out / file, options.cwd)
 
     result = pack_result(layout, files, outdir=out, shown=shown)
-    if not keys and flash_key is None:  # probe-rs would write the plain app it builds from the ELF
-        result = result._replace(probe_rs_args=probe_rs_args(layout, _display_path(elf, options.cwd), shown))
-    return result._replace(config_files=settings.files_read, config_settings=settings.from_files,
+    # probe-rs would write the plain app it builds from the ELF: only for a pack written plain
+    probe_rs = probe_rs_args(layout, _display_path(elf, options.cwd), shown) if not keys and flash_key is None else result.probe_rs_args
+    return result._replace(probe_rs_args=probe_rs, config_files=settings.files_read, config_settings=settings.from_files,
                           config_origins=settings.origins, notes=tuple(dict.fromkeys(notes)), bootloader_build=loader.label)
 
 
@@ -402,17 +402,13 @@ def _kept_signed_bootloader(raw: bytes, length: int, path, keys, chip: str, warn
     return contents + signature_sector([*blocks, *(signature_block(contents, k, sign(contents, k)) for k in keys)])
 
 
-#: A ``SHA256SUMS`` larger than this is not one a pack wrote (a few lines per output file).
-MAX_SHA256SUMS_BYTES = 1 << 20
-
-
 def _earlier_pack_files(folder: Path, archive_file: str) -> set[str]:
     """The names an earlier pack wrote in ``folder``: what its ``SHA256SUMS`` lists, itself, and the archive it leaves out."""
     sums = folder / SHA256SUMS_FILE
     if not sums.is_file():
         return set()
     try:
-        listed = parse_sha256sums(read_input(sums, "checksum file", limit=MAX_SHA256SUMS_BYTES).decode("utf-8"))
+        listed = parse_sha256sums(read_input(sums, "checksum file", limit=MAX_SUMS_BYTES).decode("utf-8"))
     except (InputError, UnicodeDecodeError):
         return set()
     return {*listed, SHA256SUMS_FILE, archive_file} if listed else set()
@@ -420,13 +416,14 @@ def _earlier_pack_files(folder: Path, archive_file: str) -> set[str]:
 
 def _refuse_overwriting_input(out: Path, files: dict, elf: Path, cfg, keys=()) -> None:
     inputs = [elf] + [Path(p) for p in (cfg.partition_table, cfg.bootloader, *keys) if p]
+    outputs = {name: os.path.realpath(out / name) for name in files}
     for inp in inputs:
         try:
             inp_resolved = os.path.realpath(inp)  # never raises: a symlink loop is named when it is read
         except OSError:  # pragma: no cover
             continue
-        for name in files:
-            if os.path.realpath(out / name) == inp_resolved:
+        for name, resolved in outputs.items():
+            if resolved == inp_resolved:
                 raise UsageError(
                     f"writing {name} into {out} would overwrite the input {inp}; choose another -o OUTDIR",
                     field="-o",
