@@ -33,7 +33,7 @@ def connection_options(func):
 
 def ports_config():
     """The ``espflash_ports.toml`` in force (working folder, its parent, the user's espflash folder), read."""
-    # not at the top: imgtool pack loads this module for its options, only a board needs the ports (~9 ms)
+    # not at the top: imgtool --help loads this module for its options, only a board needs the ports (~9 ms)
     from imgtool.device.ports import espflash_config_dir, find_ports_config, load_ports_config
 
     return load_ports_config(find_ports_config(working_folder(), espflash_config_dir()))

@@ -105,8 +105,9 @@ def _decrypted_image(target: Path, chip, encrypt_key, flash_crypt_conf, table_of
     chip = chip or hints.get("chip")
     if chip is None:
         raise UsageError("pass --chip to decrypt this image (flash encryption depends on the chip)", field="--chip")
-    key = load_flash_key(encrypt_key, get_chip(chip).name, flash_crypt_conf)
+    target_chip = get_chip(chip)
+    key = load_flash_key(encrypt_key, target_chip.name, flash_crypt_conf)
     data = read_input(file, "flash image")
-    base = get_chip(chip).bootloader_offset
+    base = target_chip.bootloader_offset
     clear = decrypt_written(key, data[: len(data) - len(data) % AES_BLOCK], base, clear_ranges(target))
     return keep_plain_partitions(clear, data, base, table_offset) + data[len(clear) :], chip

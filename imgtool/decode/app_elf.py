@@ -18,11 +18,8 @@ from imgtool.image.format import FIRST_SEGMENT_DATA_OFFSET, parse_app_descriptor
 _DESCRIPTOR_READ = 4096
 
 
-def recorded_elf_sha256(folder: Path) -> bytes | None:
-    """The ``app_elf_sha256`` in the pack's app image, or None (no app entry, no descriptor, all zero)."""
-    app = named_app(folder)
-    if app is None:
-        return None
+def recorded_elf_sha256(app: Path) -> bytes | None:
+    """The ``app_elf_sha256`` in the app image ``app``, or None (unreadable, no descriptor, all zero)."""
     try:
         with open(app, "rb") as fh:
             head = fh.read(_DESCRIPTOR_READ)
@@ -36,10 +33,11 @@ def recorded_elf_sha256(folder: Path) -> bytes | None:
 def find_app_elf(folder: Path) -> Path | None:
     """The ELF beside ``folder`` (in it, or in its parent: ``pack``'s default output is the ELF's folder)
     named after the app image, whose SHA-256 is the one the image records."""
-    digest = recorded_elf_sha256(folder)
+    app = named_app(folder)
+    digest = recorded_elf_sha256(app) if app is not None else None
     if digest is None:
         return None
-    stem = named_app(folder).stem
+    stem = app.stem
     for place in (folder, folder.parent):
         for name in (stem, f"{stem}.elf"):
             candidate = place / name

@@ -3,7 +3,7 @@
 One connection does everything: read the chip (model, revision, crystal), check it against
 the pack (:mod:`imgtool.device.preflight`), then stub, baud, erase and write as ``esptool
 write-flash @flash_args`` would. esptool is imported here only, so other commands never pay for it; the
-option declarations and :class:`FlashOptions` are :mod:`imgtool.device.options`, which imgtool pack loads.
+option declarations and :class:`FlashOptions` are :mod:`imgtool.device.options`, which ``imgtool --help`` loads.
 """
 
 from __future__ import annotations

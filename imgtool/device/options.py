@@ -1,5 +1,5 @@
 """How ``imgtool flash`` and the device commands connect: esptool's reset choices, the baud rates and the
-options record, without esptool, for the CLI's option declarations (``imgtool pack`` and ``--help`` load them)."""
+options record, without esptool, for the CLI's option declarations (``imgtool --help`` and every device command load them)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ class FlashOptions:
 
     ``chip`` is what the user said (the pack's chip must match it); ``usb_devices`` are
     espflash_ports.toml's ``[[usb_device]]`` filters; ``choose_port`` asks the user among several unknown
-    adapters (a terminal only). A plain class, never changed once made: every ``imgtool pack`` defines it
-    (for the CLI's option declarations), where a NamedTuple of these fields costs ~0.3 ms.
+    adapters (a terminal only). A plain class, never changed once made: ``imgtool --help`` and every device
+    command define it (for the CLI's option declarations), where a NamedTuple of these fields costs ~0.3 ms.
     """
 
     __slots__ = (

@@ -196,10 +196,12 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
     ``path_or_bytes`` is a file, a pack output folder, or the bytes themselves.
     Problems are collected in the report; only an unreadable input raises.
     """
+    folder = None
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data = bytes(path_or_bytes)
         source = "<bytes>"
     else:
+        folder = Path(path_or_bytes)
         file, hints = resolve_input(path_or_bytes)
         if chip is None and hints.get("chip"):
             chip = hints["chip"]
@@ -207,7 +209,6 @@ def verify(path_or_bytes, *, chip: str | Chip | None = None, elf=None, table_off
         source = os.fspath(file)
     target = get_chip(chip) if chip is not None else None
     report = boot_report(source, data, target, table_offset, keys, elf)
-    folder = Path(path_or_bytes) if not isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else None
     if folder is not None and folder.is_dir() and report.chip is not None:
         report.checks += check_pack_folder(folder, data, report.base)
     return report
