@@ -859,6 +859,9 @@ CHIPS: dict[str, Chip] = {
     )
 }
 
+#: Every chip's bootloader offset, lowest first: where a merged image or flash dump may hold the bootloader.
+BOOTLOADER_OFFSETS = tuple(sorted({chip.bootloader_offset for chip in CHIPS.values()}))
+
 
 def get_chip(name: str | Chip) -> Chip:
     """Look a chip up by name (case-insensitive, ``ESP32-C3`` and ``esp32c3`` both work); a Chip is returned as is."""

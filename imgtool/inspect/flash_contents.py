@@ -11,18 +11,15 @@ from __future__ import annotations
 import os
 
 from imgtool.atomic import read_input
-from imgtool.chips.table import CHIPS, MAX_FLASH_BYTES, get_chip, revision_name
+from imgtool.chips.table import BOOTLOADER_OFFSETS, MAX_FLASH_BYTES, get_chip, revision_name
 from imgtool.errors import ImgtoolError
 from imgtool.image.format import c_string, parse_app_descriptor, parse_image
 from imgtool.partitions.table import DEFAULT_TABLE_OFFSET, ENTRY_MAGIC
 
-#: Bootloader offsets of the supported chips: where a flash dump's bootloader may start.
-_BOOTLOADER_OFFSETS = tuple(sorted({chip.bootloader_offset for chip in CHIPS.values()}))
-
 
 def looks_like_flash(data: bytes) -> bool:
     """Whether ``data`` is a merged image or flash dump: a partition table sits at 0x8000 of flash."""
-    for base in _BOOTLOADER_OFFSETS:
+    for base in BOOTLOADER_OFFSETS:
         start = DEFAULT_TABLE_OFFSET - base
         if data[start : start + len(ENTRY_MAGIC)] == ENTRY_MAGIC:
             return True

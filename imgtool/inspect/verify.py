@@ -29,7 +29,9 @@ from typing import NamedTuple
 from imgtool.atomic import read_input
 from imgtool.bootloader.revision_reach import REVISION_RULE, locked_out_below, locked_out_text
 from imgtool.chips.table import (
-    CHIPS,
+    BOOTLOADER_OFFSETS as CHIP_BOOTLOADER_OFFSETS,
+)
+from imgtool.chips.table import (
     ERASED,
     FLASH_MODES,
     FLASH_SIZES,
@@ -80,7 +82,7 @@ from imgtool.partitions.table import (
 from imgtool.security.signing import signature_checks
 
 #: Where a file that does not start with an image may hold the bootloader (a flash dump from 0x0).
-BOOTLOADER_OFFSETS = tuple(sorted({c.bootloader_offset for c in CHIPS.values()} - {0}))
+BOOTLOADER_OFFSETS = tuple(off for off in CHIP_BOOTLOADER_OFFSETS if off)
 
 
 @dataclass(frozen=True)
