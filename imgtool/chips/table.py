@@ -145,7 +145,7 @@ class MemoryRange(NamedTuple):
         return self.end - self.start
 
     def contains(self, addr: int, length: int = 1) -> bool:
-        return self.start <= addr and addr + (length if length > 1 else 1) <= self.end
+        return self.start <= addr and addr + max(length, 1) <= self.end
 
 
 class Span(NamedTuple):
@@ -155,7 +155,7 @@ class Span(NamedTuple):
     end: int
 
     def contains(self, addr: int, length: int = 1) -> bool:
-        return self.start <= addr and addr + (length if length > 1 else 1) <= self.end
+        return self.start <= addr and addr + max(length, 1) <= self.end
 
     def overlaps(self, start: int, end: int) -> bool:
         """ESP-IDF's ``bootloader_util_regions_overlap`` for ``[start, end)``."""

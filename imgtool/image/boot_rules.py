@@ -563,17 +563,10 @@ class MmuTable:
         self.chip = chip
         self.page = page
         self.entries: dict[tuple[int, int], MmuEntry] = {}
-        self._window = None  # the MMU window entry_of found last
 
     def entry_of(self, vaddr: int) -> tuple[int, int] | None:
-        """``mmu_ll_get_entry_id`` for ``vaddr``, with the MMU it belongs to; None outside every MMU window.
-
-        Pages are asked for in runs through one window, and a chip's windows do not overlap, so the
-        window last found is tried before the chip's list is searched.
-        """
-        window = self._window
-        if window is None or not window.span.contains(vaddr):
-            window = self._window = self.chip.boot.mmu_window(vaddr)
+        """``mmu_ll_get_entry_id`` for ``vaddr``, with the MMU it belongs to; None outside every MMU window."""
+        window = self.chip.boot.mmu_window(vaddr)
         entry = window.entry(vaddr, self.page) if window else None
         return None if entry is None else (window.mmu_id, entry)
 
