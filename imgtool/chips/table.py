@@ -402,14 +402,14 @@ def _s(start: int, end: int) -> Span:
 _LOAD_ORDER = (Region.DRAM, Region.IRAM, Region.RTC_IRAM, Region.RTC_DRAM, Region.RTC_DATA, Region.TCM)
 
 
-def _load_ranges(memory: tuple[MemoryRange, ...]) -> tuple[MemoryRange, ...]:
-    """The RAM the bootloader copies segments into, from the one spelling of each range in ``memory``.
+def _load_ranges(chip: Chip) -> tuple[MemoryRange, ...]:
+    """The RAM the bootloader copies segments into, from the one spelling of each range in ``chip.memory``.
 
     SRAM is both SOC_DRAM and SOC_IRAM (the same addresses); RTC fast memory given only as RTC_IRAM is
     also SOC_RTC_DRAM (one block reached at the same addresses), as on every chip newer than ESP32-S2.
     """
-    by_region = {region: [r for r in memory if r.region is region] for region in _LOAD_ORDER}
-    for sram in (r for r in memory if r.region is Region.SRAM):
+    by_region = {region: list(chip.ranges(region)) for region in _LOAD_ORDER}
+    for sram in chip.ranges(Region.SRAM):
         by_region[Region.DRAM].append(sram._replace(region=Region.DRAM))
         by_region[Region.IRAM].append(sram._replace(region=Region.IRAM))
     if not by_region[Region.RTC_DRAM]:
@@ -421,9 +421,9 @@ def _with_ram_views(chip: Chip) -> Chip:
     """``chip`` with the bootloader's views of its RAM (load ranges, DIRAM) derived from ``memory``."""
     diram = chip.boot.diram
     if diram is None:
-        sram = next(Span(r.start, r.end) for r in chip.memory if r.region is Region.SRAM)
-        diram = Diram(sram, sram)
-    return chip._replace(boot=chip.boot._replace(load=_load_ranges(chip.memory), diram=diram))
+        sram = chip.ranges(Region.SRAM)[0]
+        diram = Diram(Span(sram.start, sram.end), Span(sram.start, sram.end))
+    return chip._replace(boot=chip.boot._replace(load=_load_ranges(chip), diram=diram))
 
 
 _CLASSIC_FREQS = {"80m": 0xF, "40m": 0x0, "26m": 0x1, "20m": 0x2}
